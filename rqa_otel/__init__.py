@@ -1,0 +1,14 @@
+"""rqa-otel: the RQA2025 infrastructure layer as OpenTelemetry telemetry.
+
+    import rqa_otel
+    telemetry = rqa_otel.setup(strategy="mean_reversion")
+    with telemetry.tracer.start_as_current_span("rebalance"):
+        telemetry.get_logger().info("rebalanced")
+    telemetry.alert("drawdown_limit", "critical", message="drawdown 12% > 10%")
+"""
+
+from rqa_otel.settings import Settings, SettingsError, load_settings
+from rqa_otel.telemetry import VERSION as __version__
+from rqa_otel.telemetry import Telemetry, current, setup
+
+__all__ = ["Settings", "SettingsError", "Telemetry", "current", "load_settings", "setup", "__version__"]

@@ -1,0 +1,60 @@
+"""Every name that leaves the process: attributes, instruments, spans, events.
+
+This module is the single source of truth; docs/telemetry.md documents each
+name, and a test checks that the two agree. OpenTelemetry has no trading
+semantic conventions, so the project's own names live in the ``rqa.``
+namespace. Standard names (``service.name``, ``alert.*`` …) are repeated here
+so that no other module spells a name out.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Resource attributes ---------------------------------------------------
+SERVICE_NAME: Final = "service.name"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"
+# The issue and older dashboards use `deployment.environment`; semantic
+# conventions 1.27 renamed it `deployment.environment.name`. Both are set.
+DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"
+DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
+HOST_NAME: Final = "host.name"
+PROCESS_PID: Final = "process.pid"
+
+# --- Quant attributes (resource, spans, log records, data points) ----------
+STRATEGY: Final = "rqa.strategy"
+STOCK: Final = "rqa.stock"
+SIGNAL: Final = "rqa.signal"
+RUN_ID: Final = "rqa.run.id"
+RUN_KIND: Final = "rqa.run.kind"
+STRATEGY_PARAMETER_PREFIX: Final = "rqa.strategy.param."
+
+# Values used where a quant attribute is not known (the design's QuantFilter).
+DEFAULT_STRATEGY: Final = "GLOBAL"
+DEFAULT_STOCK: Final = "N/A"
+DEFAULT_SIGNAL: Final = "NONE"
+
+# --- Trading attributes ----------------------------------------------------
+TRADE_SIDE: Final = "rqa.trade.side"
+TRADE_PRICE: Final = "rqa.trade.price"
+TRADE_QUANTITY: Final = "rqa.trade.quantity"
+
+# --- Alerts ----------------------------------------------------------------
+ALERT_NAME: Final = "alert.name"
+ALERT_SEVERITY: Final = "alert.severity"
+ALERT_MESSAGE: Final = "alert.message"
+ALERT_SEVERITIES: Final = ("info", "warning", "critical")
+
+# --- Span and event names --------------------------------------------------
+ALERT_SPAN: Final = "rqa.alert"
+BACKTEST_SPAN: Final = "rqa.backtest"
+TRADE_EVENT: Final = "rqa.trade"
+
+# --- Instruments -----------------------------------------------------------
+ALERTS_COUNTER: Final = "rqa.alerts"
+TRADES_COUNTER: Final = "rqa.trades"
+TRADE_NOTIONAL_COUNTER: Final = "rqa.trade.notional"
+PORTFOLIO_VALUE_GAUGE: Final = "rqa.portfolio.value"
+
+# --- Instrumentation scope -------------------------------------------------
+SCOPE: Final = "rqa_otel"

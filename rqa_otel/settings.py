@@ -1,0 +1,360 @@
+"""Layered, validated settings.
+
+Layers, lowest first (docs/settings.md):
+
+1. packaged defaults (``rqa_otel/default_settings.yaml``);
+2. the settings file: ``setup(settings_file=…)`` or ``RQA_SETTINGS_FILE``;
+3. standard ``OTEL_*`` variables, where one applies (``OTEL_SERVICE_NAME``…);
+4. ``RQA_*`` variables, nested with ``__`` (``RQA_EXPORT__TRACES=otlp``);
+5. arguments to ``setup()``.
+
+dynaconf merges layers 1, 2 and 4. The result is validated against
+``SCHEMA`` and frozen into dataclasses, so a read on the hot path is a plain
+attribute access and a bad value fails at once, naming the setting, where it
+came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "RQA"
+SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"
+DEFAULTS_FILE = Path(__file__).with_name("default_settings.yaml")
+
+EXPORTERS = ("otlp", "console", "file", "none")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value that is not allowed."""
+
+
+@dataclass(frozen=True)
+class OtlpSettings:
+    endpoint: str
+    """Collector URL, ``http(s)://host:port``; for http/protobuf the signal path
+    (``/v1/traces``…) is appended, as for ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    protocol: str
+    headers: Mapping[str, str]
+    timeout_s: float
+    """Per-request timeout."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    traces: str
+    metrics: str
+    logs: str
+    directory: str
+    """Directory of the file exporter's ``traces.jsonl``, ``metrics.jsonl``, ``logs.jsonl``."""
+    metric_interval_s: float
+    shutdown_timeout_s: float
+    """Upper bound of ``shutdown()``, also when the back-end is unreachable."""
+    otlp: OtlpSettings
+
+    def exporter(self, signal: str) -> str:
+        return getattr(self, signal)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    name: str
+    environment: str
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    capture: bool
+    """Attach the OTel handler to the root logger, so stdlib ``logging`` becomes log records."""
+    level: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    strategy: str
+    service: ServiceSettings
+    export: ExportSettings
+    logging: LoggingSettings
+    resource_attributes: Mapping[str, str]
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Where each setting's value came from, by dotted key (for messages)."""
+
+
+# --- Schema -------------------------------------------------------------------
+# One row per leaf setting: its parser and, where the OTel specification has
+# one, the standard variable that feeds it.
+
+
+def _string(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _string(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _level(value: Any) -> str:
+    text = _string(value).strip().upper()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def _positive_seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a positive number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a positive number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        return parse_key_value_list(value)
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping of strings, or 'key=value,key2=value2'")
+    return {str(k): _string(v) for k, v in value.items()}
+
+
+def _endpoint(value: Any) -> str:
+    text = _string(value).strip()
+    if text == "":
+        return text
+    allowed = "expected a URL like http://host:4317 or https://host:4318 (scheme http or https, a host and a port)"
+    try:
+        url = urllib.parse.urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise ValueError(allowed) from None
+    if url.scheme not in ("http", "https") or not url.hostname or port is None:
+        raise ValueError(allowed)
+    return text
+
+
+SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
+    "strategy": (_string, None),
+    "service.name": (_string, "OTEL_SERVICE_NAME"),
+    "service.environment": (_string, None),
+    "service.instance_id": (_string, None),
+    "resource_attributes": (_string_map, "OTEL_RESOURCE_ATTRIBUTES"),
+    "export.traces": (_one_of(*EXPORTERS), "OTEL_TRACES_EXPORTER"),
+    "export.metrics": (_one_of(*EXPORTERS), "OTEL_METRICS_EXPORTER"),
+    "export.logs": (_one_of(*EXPORTERS), "OTEL_LOGS_EXPORTER"),
+    "export.directory": (_string, None),
+    "export.metric_interval_s": (_positive_seconds, "OTEL_METRIC_EXPORT_INTERVAL"),
+    "export.shutdown_timeout_s": (_positive_seconds, None),
+    "export.otlp.endpoint": (_endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    "export.otlp.protocol": (_one_of(*OTLP_PROTOCOLS), "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    "export.otlp.headers": (_string_map, "OTEL_EXPORTER_OTLP_HEADERS"),
+    "export.otlp.timeout_s": (_positive_seconds, None),
+    "logging.capture": (_boolean, None),
+    "logging.level": (_level, None),
+}
+_MAP_KEYS = {"resource_attributes", "export.otlp.headers"}
+
+
+def parse_key_value_list(text: str) -> dict[str, str]:
+    """Parse the OTel ``key1=value1,key2=value2`` format (values percent-encoded)."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+        result[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return result
+
+
+# --- Loading ------------------------------------------------------------------
+
+
+def load_settings(
+    settings_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the layers, validate, and return frozen settings.
+
+    ``overrides`` may be nested (``{"export": {"traces": "none"}}``) or dotted
+    (``{"export.traces": "none"}``). Raises SettingsError listing every bad
+    setting.
+    """
+    environ = os.environ if environ is None else environ
+    if settings_file is None:
+        settings_file = environ.get(SETTINGS_FILE_VARIABLE) or None
+    files = [DEFAULTS_FILE]
+    if settings_file is not None:
+        path = Path(settings_file)
+        if not path.is_file():
+            raise SettingsError(f"settings file {str(path)!r} does not exist or is not a file")
+        files.append(path)
+
+    merged = _load_files_and_rqa_environment(files, environ)
+    sources = {key: "packaged defaults" for key in SCHEMA}
+    if settings_file is not None:
+        for key in _flatten(_load_files_and_rqa_environment([Path(settings_file)], {})):
+            sources[key] = f"settings file {str(settings_file)!r}"
+
+    flat = _flatten(merged)
+    for key, (value, variable) in _otel_environment(environ).items():
+        if not _rqa_variable_set(key, environ):
+            flat[key] = value
+            sources[key] = f"environment variable {variable}"
+    for key in flat:
+        if _rqa_variable_set(key, environ):
+            sources[key] = f"environment variable {_rqa_variable(key)}"
+    for key, value in _flatten(dict(overrides or {})).items():
+        flat[key] = value
+        sources[key] = "setup() argument"
+
+    values, errors = {}, []
+    for key, value in flat.items():
+        if key not in SCHEMA:
+            errors.append(f"unknown setting {key!r} (from {sources.get(key, 'environment')}); known settings: {', '.join(SCHEMA)}")
+            continue
+        parse, _ = SCHEMA[key]
+        try:
+            values[key] = parse(value)
+        except ValueError as exc:
+            errors.append(f"setting {key} = {value!r} (from {sources[key]}): {exc}")
+    if errors:
+        raise SettingsError("invalid rqa-otel settings:\n  " + "\n  ".join(errors))
+    return _freeze(values, sources)
+
+
+def _load_files_and_rqa_environment(files: list[Path], environ: Mapping[str, str]) -> dict[str, Any]:
+    from dynaconf import Dynaconf
+
+    # dynaconf reads RQA_* from os.environ itself; for any other mapping (the
+    # source lookup above passes {}) it must not see the real environment.
+    ignore_env = environ is not os.environ
+    options = dict(
+        settings_files=[str(f) for f in files],
+        envvar_prefix=ENV_PREFIX if not ignore_env else "RQA_IGNORED_PREFIX_",
+        merge_enabled=True,
+        environments=False,
+        load_dotenv=False,
+        core_loaders=["YAML", "TOML", "JSON"],
+    )
+    try:
+        loaded = Dynaconf(**options).as_dict()
+    except Exception as exc:  # dynaconf raises parser-specific errors
+        raise SettingsError(f"cannot read settings from {', '.join(map(str, files))}: {exc}") from exc
+    internal = {name.upper() for name in options} | {"SETTINGS_FILE"}
+    return {key.lower(): value for key, value in loaded.items() if key.upper() not in internal}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{str(key).lower()}"
+        if isinstance(value, Mapping) and dotted not in _MAP_KEYS:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _rqa_variable(key: str) -> str:
+    return f"{ENV_PREFIX}_" + key.replace(".", "__").upper()
+
+
+def _rqa_variable_set(key: str, environ: Mapping[str, str]) -> bool:
+    wanted = _rqa_variable(key)
+    return any(name.upper() == wanted for name in environ)
+
+
+def _otel_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """The standard OTEL_* variables that apply, as {setting: (value, variable)}."""
+    found: dict[str, tuple[Any, str]] = {}
+    for key, (_, variable) in SCHEMA.items():
+        if variable and environ.get(variable, "").strip():
+            found[key] = (environ[variable].strip(), variable)
+    if "export.metric_interval_s" in found:  # the variable is in milliseconds
+        text, variable = found["export.metric_interval_s"]
+        try:
+            found["export.metric_interval_s"] = (float(text) / 1000.0, variable)
+        except ValueError:
+            pass  # left as text: the parser reports it with the variable's name
+    # The specification gives OTEL_SERVICE_NAME precedence over a service.name
+    # inside OTEL_RESOURCE_ATTRIBUTES; the latter still counts when alone.
+    if "resource_attributes" in found:
+        try:
+            attributes = parse_key_value_list(found["resource_attributes"][0])
+        except ValueError:
+            return found
+        promoted = {
+            "service.name": "service.name",
+            "service.instance.id": "service.instance_id",
+            "deployment.environment.name": "service.environment",
+            "deployment.environment": "service.environment",
+        }
+        for attribute, key in promoted.items():
+            if attribute in attributes and key not in found:
+                found[key] = (attributes[attribute], "OTEL_RESOURCE_ATTRIBUTES")
+    if _boolean_or_false(environ.get("OTEL_SDK_DISABLED", "")):
+        for signal in ("traces", "metrics", "logs"):
+            found[f"export.{signal}"] = ("none", "OTEL_SDK_DISABLED")
+    return found
+
+
+def _boolean_or_false(text: str) -> bool:
+    return text.strip().lower() == "true"
+
+
+def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
+    v = values
+    return Settings(
+        strategy=v["strategy"],
+        service=ServiceSettings(
+            name=v["service.name"],
+            environment=v["service.environment"],
+            instance_id=v["service.instance_id"],
+        ),
+        export=ExportSettings(
+            traces=v["export.traces"],
+            metrics=v["export.metrics"],
+            logs=v["export.logs"],
+            directory=v["export.directory"],
+            metric_interval_s=v["export.metric_interval_s"],
+            shutdown_timeout_s=v["export.shutdown_timeout_s"],
+            otlp=OtlpSettings(
+                endpoint=v["export.otlp.endpoint"],
+                protocol=v["export.otlp.protocol"],
+                headers=dict(v["export.otlp.headers"]),
+                timeout_s=v["export.otlp.timeout_s"],
+            ),
+        ),
+        logging=LoggingSettings(capture=v["logging.capture"], level=v["logging.level"]),
+        resource_attributes=dict(v["resource_attributes"]),
+        sources=dict(sources),
+    )

@@ -1,0 +1,268 @@
+"""``setup()`` and the handle it returns: the whole pipeline is assembled here."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any, Mapping
+
+from opentelemetry import metrics, trace
+from opentelemetry import _logs as otel_logs
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from rqa_otel import names
+from rqa_otel._internal.bounded import call_with_deadline
+from rqa_otel._internal.exporters import build_exporter
+from rqa_otel._internal.exporters.accounting import ExportCounts
+from rqa_otel.alerts import Alerts
+from rqa_otel.settings import Settings, load_settings
+
+_log = logging.getLogger("rqa_otel")
+
+try:
+    from importlib.metadata import version as _version
+
+    VERSION = _version("rqa-otel")
+except Exception:  # running from a source tree that is not installed
+    VERSION = "0+unknown"
+
+SIGNALS = ("traces", "metrics", "logs")
+
+
+class Telemetry:
+    """The handle ``setup()`` returns: providers, a tracer and meter for the
+    project's scope, loggers, alerts, ``force_flush()`` and ``shutdown()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.strategy = settings.strategy or names.DEFAULT_STRATEGY
+        self.resource = build_resource(settings)
+        self._exporters = {signal: build_exporter(signal, settings.export) for signal in SIGNALS}
+        self._is_global = False
+        self._shut_down = False
+        self._lock = threading.Lock()
+
+        self.tracer_provider = self._build_tracer_provider()
+        self.meter_provider = self._build_meter_provider()
+        self.logger_provider = self._build_logger_provider()
+        self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
+        self.meter = self.meter_provider.get_meter(names.SCOPE, VERSION)
+        self.logging_handler = self._build_logging_handler()
+        self._alerts = Alerts(self.tracer, self.meter, self.strategy)
+
+    # --- assembly -----------------------------------------------------------
+    # A signal whose exporter is `none` gets the API's no-op provider, so a
+    # disabled signal costs the strategy nothing, not even span creation.
+
+    def _build_tracer_provider(self) -> trace.TracerProvider:
+        exporter = self._exporters["traces"]
+        if exporter is None:
+            return trace.NoOpTracerProvider()
+        provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=self._export_timeout_ms()))
+        return provider
+
+    def _build_meter_provider(self) -> metrics.MeterProvider:
+        exporter = self._exporters["metrics"]
+        if exporter is None:
+            return metrics.NoOpMeterProvider()
+        reader = PeriodicExportingMetricReader(
+            exporter,
+            export_interval_millis=self.settings.export.metric_interval_s * 1000,
+            export_timeout_millis=self._export_timeout_ms(),
+        )
+        return MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
+
+    def _build_logger_provider(self) -> otel_logs.LoggerProvider:
+        exporter = self._exporters["logs"]
+        if exporter is None:
+            return otel_logs.NoOpLoggerProvider()
+        provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        provider.add_log_record_processor(
+            BatchLogRecordProcessor(exporter, export_timeout_millis=self._export_timeout_ms())
+        )
+        return provider
+
+    def _build_logging_handler(self) -> logging.Handler | None:
+        if self._exporters["logs"] is None:
+            return None
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+        return LoggingHandler(level=self.settings.logging.level, logger_provider=self.logger_provider)
+
+    def _export_timeout_ms(self) -> float:
+        return self.settings.export.otlp.timeout_s * 1000
+
+    def _install_globally(self) -> None:
+        """Make this handle the process's OpenTelemetry and logging default."""
+        if self._exporters["traces"] is not None:
+            trace.set_tracer_provider(self.tracer_provider)
+        if self._exporters["metrics"] is not None:
+            metrics.set_meter_provider(self.meter_provider)
+        if self._exporters["logs"] is not None:
+            otel_logs.set_logger_provider(self.logger_provider)
+        if self.logging_handler is not None and self.settings.logging.capture:
+            root = logging.getLogger()
+            root.addHandler(self.logging_handler)
+            level = logging.getLevelName(self.settings.logging.level)
+            if root.getEffectiveLevel() > level:
+                root.setLevel(level)
+        self._is_global = True
+        atexit.register(self.shutdown)
+
+    # --- public API ---------------------------------------------------------
+
+    def get_logger(self, name: str | None = None) -> logging.Logger:
+        """A stdlib logger whose records reach this handle's log exporter.
+
+        After ``setup()`` with log capture on, every logger does; a handle
+        built with ``set_global=False`` attaches its handler to this logger.
+        """
+        logger = logging.getLogger(name or self.strategy)
+        if self.logging_handler is not None and not (self._is_global and self.settings.logging.capture):
+            if self.logging_handler not in logger.handlers:
+                logger.addHandler(self.logging_handler)
+        return logger
+
+    def alert(
+        self,
+        name: str,
+        severity: str = "warning",
+        *,
+        strategy: str | None = None,
+        message: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Emit an alert-tagged span and count it (see ``rqa_otel.alerts``)."""
+        self._alerts.emit(
+            name, severity, strategy=strategy, message=message, attributes=attributes, exception=exception
+        )
+
+    def export_counts(self) -> list[ExportCounts]:
+        """What each signal's exporter has sent or failed to send so far."""
+        return [exporter.counts for exporter in self._exporters.values() if exporter is not None]
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        """Export everything buffered; True if all of it went out in time."""
+        timeout_s = self.settings.export.shutdown_timeout_s if timeout_s is None else timeout_s
+
+        def flush() -> bool:
+            results = [p.force_flush(int(timeout_s * 1000)) for p in self._sdk_providers()]
+            return all(result is not False for result in results)
+
+        return call_with_deadline(flush, timeout_s, "telemetry flush")
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Flush and stop exporting; returns within ``timeout_s`` (default
+        ``export.shutdown_timeout_s``) even when the back-end is unreachable.
+        Safe to call more than once."""
+        with self._lock:
+            if self._shut_down:
+                return True
+            self._shut_down = True
+        timeout_s = self.settings.export.shutdown_timeout_s if timeout_s is None else timeout_s
+        if self.logging_handler is not None:
+            for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+                if isinstance(logger, logging.Logger) and self.logging_handler in logger.handlers:
+                    logger.removeHandler(self.logging_handler)
+        if self._is_global:
+            atexit.unregister(self.shutdown)
+
+        def stop() -> None:
+            # Traces and logs first: their final batches may be what the
+            # metrics are about, and the meter provider's last collection
+            # is the slowest part.
+            for provider in self._sdk_providers():
+                provider.shutdown()
+
+        return call_with_deadline(stop, timeout_s, "telemetry shutdown")
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
+
+    def _sdk_providers(self) -> list[Any]:
+        providers = (self.tracer_provider, self.logger_provider, self.meter_provider)
+        return [p for p in providers if hasattr(p, "force_flush")]
+
+
+def build_resource(settings: Settings) -> Resource:
+    environment = settings.service.environment
+    attributes: dict[str, Any] = dict(settings.resource_attributes)
+    attributes.update(
+        {
+            names.SERVICE_NAME: settings.service.name,
+            names.SERVICE_INSTANCE_ID: settings.service.instance_id or str(uuid.uuid4()),
+            names.DEPLOYMENT_ENVIRONMENT: environment,
+            names.DEPLOYMENT_ENVIRONMENT_NAME: environment,
+            names.HOST_NAME: socket.gethostname(),
+            names.PROCESS_PID: os.getpid(),
+            names.STRATEGY: settings.strategy or names.DEFAULT_STRATEGY,
+        }
+    )
+    return Resource.create(attributes)
+
+
+_global: Telemetry | None = None
+_global_lock = threading.Lock()
+
+
+def setup(
+    settings_file: str | os.PathLike[str] | None = None,
+    *,
+    strategy: str | None = None,
+    service_name: str | None = None,
+    environment: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    set_global: bool = True,
+) -> Telemetry:
+    """Configure traces, metrics and logs in one call and return the handle.
+
+    Settings are layered: packaged defaults < ``settings_file`` (or
+    ``RQA_SETTINGS_FILE``) < ``OTEL_*`` < ``RQA_*`` < these arguments
+    (docs/settings.md). Bad settings raise ``SettingsError`` before anything
+    is installed.
+
+    With ``set_global`` (the default) the providers become the process's
+    OpenTelemetry globals, stdlib logging is captured, and telemetry is
+    flushed at exit. Calling it again returns the same handle; arguments that
+    would change it are reported in a warning, since OpenTelemetry's global
+    providers can be set only once per process. ``set_global=False`` builds
+    an independent handle (for tests, or a second pipeline).
+    """
+    global _global
+    arguments = dict(overrides or {})
+    for key, value in (("strategy", strategy), ("service.name", service_name), ("service.environment", environment)):
+        if value is not None:
+            arguments[key] = value
+    settings = load_settings(settings_file, arguments)
+    if not set_global:
+        return Telemetry(settings)
+    with _global_lock:
+        if _global is not None:
+            if settings != _global.settings:
+                _log.warning(
+                    "rqa_otel.setup() was called again with different settings; the first configuration stays "
+                    "in effect (OpenTelemetry's global providers can be set only once per process)"
+                )
+            return _global
+        handle = Telemetry(settings)
+        handle._install_globally()
+        _global = handle
+        return handle
+
+
+def current() -> Telemetry | None:
+    """The handle installed by ``setup()``, if any."""
+    return _global
