@@ -1,0 +1,38 @@
+"""Telemetry for a program that does not call ``setup()`` itself.
+
+Used by ``rqa-otel run`` (through sitecustomize) and by the
+``opentelemetry_configurator`` entry point (``opentelemetry-instrument``).
+Settings come from the environment: ``RQA_*``, ``OTEL_*`` and
+``RQA_SETTINGS_FILE``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from rqa_otel.telemetry import Telemetry, setup
+
+
+def start() -> Telemetry:
+    telemetry = setup()
+    _flush_on_sigterm()
+    return telemetry
+
+
+def _flush_on_sigterm() -> None:
+    """Turn the first SIGTERM into SystemExit so that open spans end and the
+    exit hook flushes; a strategy's own SIGTERM handler is left alone."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def terminate(signum, frame):  # noqa: ARG001
+        # A second SIGTERM, say while a strategy's `except BaseException`
+        # ignores the first, terminates at once.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.exit(128 + signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (embedded interpreters)
+        pass

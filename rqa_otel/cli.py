@@ -1,0 +1,238 @@
+"""The ``rqa-otel`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+BOOTSTRAP_DIR = Path(__file__).with_name("_bootstrap")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return args.handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from rqa_otel import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rqa-otel",
+        description="Telemetry for RQA2025 strategy processes: OpenTelemetry traces, metrics and logs.",
+    )
+    parser.add_argument("--version", action="version", version=f"rqa-otel {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run an unmodified program with telemetry set up",
+        description=(
+            "Run COMMAND (usually `python script.py ...`) with rqa-otel telemetry set up in every Python "
+            "process it starts, through sitecustomize on PYTHONPATH. Telemetry is flushed on normal exit "
+            "and on SIGTERM. Settings come from RQA_* and OTEL_* variables and the settings file."
+        ),
+        epilog="example: rqa-otel run --strategy mean_rev -- python my_strategy.py --capital 1e6",
+    )
+    run.add_argument("--strategy", help="strategy name (the rqa.strategy attribute)")
+    run.add_argument("--service", help="service name (service.name)")
+    run.add_argument("--settings", metavar="FILE", help="settings file (else RQA_SETTINGS_FILE)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a sample instrumented backtest (no server needed)",
+        description=(
+            "Backtest a dual moving-average strategy on seeded synthetic A-share prices and send its "
+            "telemetry to the embedded default (OTLP JSON files under ./rqa-telemetry/) or to a Collector."
+        ),
+    )
+    demo.add_argument("--otlp-endpoint", metavar="URL", help="send to a Collector instead, e.g. http://localhost:4317")
+    demo.add_argument(
+        "--otlp-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="OTLP protocol (default grpc)"
+    )
+    demo.add_argument("--output", metavar="DIR", help="directory of the telemetry files (default ./rqa-telemetry)")
+    demo.add_argument("--years", type=_positive_int, default=2, help="years of daily bars (default 2)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the prices (default 7)")
+    demo.add_argument("--no-telemetry", action="store_true", help="run the same backtest with telemetry off")
+    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"rqa-otel: {message}", file=sys.stderr)
+    return code
+
+
+# --- run ----------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rqa_otel.settings import SETTINGS_FILE_VARIABLE, SettingsError, load_settings
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        return _fail("run: no command given; usage: rqa-otel run [--strategy NAME] -- python script.py ...")
+
+    env = dict(os.environ)
+    if args.strategy:
+        env["RQA_STRATEGY"] = args.strategy
+    if args.service:
+        env["RQA_SERVICE__NAME"] = args.service
+    if args.settings:
+        env[SETTINGS_FILE_VARIABLE] = os.path.abspath(args.settings)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BOOTSTRAP_DIR), env.get("PYTHONPATH")]))
+
+    # Fail here, with the setting named, rather than in every child process.
+    try:
+        _with_environment(env, load_settings)
+    except SettingsError as exc:
+        return _fail(f"run: {exc}")
+
+    executable = shutil.which(command[0], path=env.get("PATH"))
+    if executable is None:
+        return _fail(f"run: command not found: {command[0]}", 127)
+    script = _python_script(command)
+    if script is not None and not Path(script).is_file():
+        return _fail(f"run: script not found: {script}", 2)
+    try:
+        os.execve(executable, command, env)
+    except OSError as exc:
+        return _fail(f"run: cannot execute {command[0]}: {exc.strerror}", 126)
+    return 0  # not reached
+
+
+def _with_environment(env: dict[str, str], call):
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return call()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _python_script(command: Sequence[str]) -> str | None:
+    """The script a `python ...` command line would run, if it names one."""
+    if not Path(command[0]).name.startswith("python"):
+        return None
+    options_with_value = {"-W", "-X", "-Q"}
+    arguments = iter(command[1:])
+    for argument in arguments:
+        if argument in ("-m", "-c", "-") or argument.startswith(("-m", "-c")):
+            return None
+        if argument in options_with_value:
+            next(arguments, None)
+            continue
+        if argument.startswith("-"):
+            continue
+        return argument
+    return None
+
+
+# --- demo ---------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import time
+
+    from rqa_otel import demo
+    from rqa_otel.settings import SettingsError
+    from rqa_otel.telemetry import setup
+
+    overrides: dict[str, object] = {}
+    if args.otlp_endpoint:
+        overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
+        overrides["export.otlp.endpoint"] = args.otlp_endpoint
+        overrides["export.otlp.protocol"] = args.otlp_protocol
+    if args.output:
+        overrides["export.directory"] = args.output
+
+    bars = demo.synthetic_bars(years=args.years, seed=args.seed)
+    telemetry = None
+    setup_s = 0.0
+    if not args.no_telemetry:
+        started = time.perf_counter()
+        try:
+            telemetry = setup(strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
+        except SettingsError as exc:
+            return _fail(f"demo: {exc}")
+        setup_s = time.perf_counter() - started
+    if not args.json:
+        print(
+            f"rqa-otel demo: {demo.STRATEGY} on {len(bars[0].closes)} stocks, {len(bars)} daily bars "
+            f"({bars[0].day} .. {bars[-1].day})"
+        )
+
+    started = time.perf_counter()
+    result = demo.run_backtest(
+        bars,
+        tracer=telemetry.tracer if telemetry else None,
+        meter=telemetry.meter if telemetry else None,
+        progress=demo.Progress(enabled=not (args.quiet or args.json)),
+    )
+    flushed = telemetry.shutdown() if telemetry else True
+    wall_s = time.perf_counter() - started  # the backtest plus the final flush
+
+    counts = telemetry.export_counts() if telemetry else []
+    summary = {
+        "run_id": result.run_id,
+        "stocks": len(bars[0].closes),
+        "bars": result.bars,
+        "trades": result.trades,
+        "signals": dict(result.signals),
+        "start_value": result.start_value,
+        "final_value": round(result.final_value, 2),
+        "wall_s": wall_s,
+        "setup_s": setup_s,
+        "telemetry": [vars(c) for c in counts],
+        "flushed": flushed,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return 0 if flushed else 1
+
+
+def _print_summary(summary: dict) -> None:
+    change = summary["final_value"] / summary["start_value"] - 1
+    signals = ", ".join(f"{name} {count}" for name, count in sorted(summary["signals"].items()))
+    print(f"  run {summary['run_id']}: {summary['trades']} trades; signals: {signals}")
+    print(f"  portfolio: {summary['start_value']:,.2f} -> {summary['final_value']:,.2f} CNY ({change:+.2%})")
+    print(f"  wall time: {summary['wall_s']:.3f} s (setup {summary['setup_s']:.3f} s)")
+    if not summary["telemetry"]:
+        print("  telemetry: off")
+        return
+    units = {"traces": "spans", "metrics": "metric data points", "logs": "log records"}
+    print("  telemetry:")
+    for item in summary["telemetry"]:
+        failed = f", {item['failed']} failed" if item["failed"] else ""
+        print(f"    {item['signal']:<8} {item['exported']:>6} {units[item['signal']]}{failed} -> {item['destination']}")
+    if not summary["flushed"]:
+        print("  warning: not all telemetry was flushed before the shutdown deadline")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""``rqa-otel demo``: an instrumented backtest that needs no server.
+
+Seeded synthetic daily prices for a few A-share stocks, a dual moving-average
+strategy, and the telemetry a real strategy would send: one span per run, a
+log record per signal with the quant attributes, trade events and counters,
+and a portfolio gauge. Everything goes to the embedded default (OTLP JSON
+files) unless ``--otlp-endpoint`` points at a Collector.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import random
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from opentelemetry import trace
+from opentelemetry.metrics import Observation
+
+from rqa_otel import names
+
+STRATEGY = "dual_ma_demo"
+# (symbol, first close, annual drift, annual volatility)
+UNIVERSE: tuple[tuple[str, float, float, float], ...] = (
+    ("600519.SH", 1700.0, 0.06, 0.28),
+    ("000001.SZ", 11.0, 0.02, 0.30),
+    ("300750.SZ", 200.0, 0.10, 0.45),
+)
+TRADING_DAYS_PER_YEAR = 252
+LOT = 100  # A-share orders are in lots of 100 shares
+COMMISSION = 0.0003
+
+
+MINUTES_PER_DAY = 240  # 09:30-11:30 and 13:00-15:00
+TRAILING_STOP = 0.08
+EMA_ALPHA = 2 / (30 + 1)  # 30-minute intraday EMA
+OPENING_MINUTES = 30  # orders fill at the VWAP of the first half hour
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One trading day: each stock's minute prices and volumes."""
+
+    day: dt.date
+    minutes: dict[str, tuple[list[float], list[int]]]
+
+    @property
+    def closes(self) -> dict[str, float]:
+        return {symbol: prices[-1] for symbol, (prices, _) in self.minutes.items()}
+
+
+@dataclass
+class BacktestResult:
+    run_id: str
+    bars: int
+    first_day: dt.date
+    last_day: dt.date
+    signals: Counter = field(default_factory=Counter)
+    trades: int = 0
+    start_value: float = 0.0
+    final_value: float = 0.0
+    elapsed_s: float = 0.0
+
+
+def trading_days(start: dt.date, count: int) -> Iterator[dt.date]:
+    day = start
+    while count:
+        if day.weekday() < 5:
+            yield day
+            count -= 1
+        day += dt.timedelta(days=1)
+
+
+def synthetic_bars(years: int = 2, seed: int = 7, universe=UNIVERSE) -> list[Bar]:
+    """Minute prices from geometric Brownian motion; the same for the same seed."""
+    rng = random.Random(seed)
+    step = 1.0 / (TRADING_DAYS_PER_YEAR * MINUTES_PER_DAY)
+    last = {symbol: first for symbol, first, _, _ in universe}
+    bars = []
+    for day in trading_days(dt.date(2024, 1, 2), years * TRADING_DAYS_PER_YEAR):
+        minutes = {}
+        for symbol, _, drift, vol in universe:
+            mu, sigma = (drift - vol * vol / 2) * step, vol * math.sqrt(step)
+            price, prices, volumes = last[symbol], [], []
+            for _ in range(MINUTES_PER_DAY):
+                price *= math.exp(mu + sigma * rng.gauss(0.0, 1.0))
+                prices.append(round(price, 2))
+                volumes.append(rng.randrange(1, 50) * LOT)
+            last[symbol] = price
+            minutes[symbol] = (prices, volumes)
+        bars.append(Bar(day, minutes))
+    return bars
+
+
+class DualMovingAverage:
+    """BUY when the fast average of closes crosses above the slow one, SELL on the way down."""
+
+    def __init__(self, fast: int = 10, slow: int = 40) -> None:
+        self.fast, self.slow = fast, slow
+        self._windows: dict[str, deque[float]] = {}
+        self._above: dict[str, bool] = {}
+
+    def signal(self, symbol: str, close: float) -> str:
+        window = self._windows.setdefault(symbol, deque(maxlen=self.slow))
+        window.append(close)
+        if len(window) < self.slow:
+            return "HOLD"
+        prices = list(window)
+        above = sum(prices[-self.fast :]) / self.fast > sum(prices) / self.slow
+        previous = self._above.get(symbol)
+        self._above[symbol] = above
+        if previous is None or previous == above:
+            return "HOLD"
+        return "BUY" if above else "SELL"
+
+
+def run_backtest(
+    bars: Sequence[Bar],
+    tracer: trace.Tracer | None = None,
+    meter=None,
+    cash: float = 1_000_000.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Run the strategy over ``bars`` and report it through ``tracer``/``meter``
+    and stdlib logging (the no-op API defaults when they are None).
+
+    Every minute of every stock is processed, as an intraday backtest does:
+    an intraday EMA, the running VWAP, a trailing stop and the fill of orders
+    decided at the previous close (A-shares settle T+1; orders fill at the
+    VWAP of the first half hour). Signals come from daily closes.
+
+    Telemetry follows what a production strategy sends: INFO records for
+    signals that act and for fills, DEBUG for HOLD, portfolio value as an
+    observable gauge (read at each collection, so free per bar), a record at
+    each month end, and a trade event and counters per fill.
+    """
+    tracer = tracer or trace.get_tracer(names.SCOPE)
+    meter = meter or _noop_meter()
+    log = logging.getLogger(f"rqa.{STRATEGY}")
+    trades_counter = meter.create_counter(names.TRADES_COUNTER, unit="{trade}", description="Trades executed.")
+    notional_counter = meter.create_counter(
+        names.TRADE_NOTIONAL_COUNTER, unit="CNY", description="Traded notional (price x quantity)."
+    )
+    strategy = DualMovingAverage()
+    symbols = list(bars[0].minutes)
+    positions = {symbol: 0 for symbol in symbols}
+    peaks = {symbol: 0.0 for symbol in symbols}
+    emas: dict[str, float] = {}
+    pending: dict[str, str] = {}  # symbol -> signal decided at the previous close
+    result = BacktestResult(uuid.uuid4().hex, len(bars), bars[0].day, bars[-1].day, start_value=cash)
+    result.final_value = cash
+    meter.create_observable_gauge(
+        names.PORTFOLIO_VALUE_GAUGE,
+        callbacks=[lambda options: [Observation(result.final_value, {names.STRATEGY: STRATEGY})]],
+        unit="CNY",
+        description="Portfolio value at the last processed bar.",
+    )
+    started = time.perf_counter()
+    run_attributes = {
+        names.RUN_ID: result.run_id,
+        names.RUN_KIND: "backtest",
+        names.STRATEGY: STRATEGY,
+        names.STRATEGY_PARAMETER_PREFIX + "fast": strategy.fast,
+        names.STRATEGY_PARAMETER_PREFIX + "slow": strategy.slow,
+        names.STRATEGY_PARAMETER_PREFIX + "trailing_stop": TRAILING_STOP,
+    }
+
+    with tracer.start_as_current_span(names.BACKTEST_SPAN, attributes=run_attributes) as run_span:
+
+        def fill(bar: Bar, symbol: str, quantity: int, price: float, reason: str) -> None:
+            nonlocal cash
+            side = "buy" if quantity > 0 else "sell"
+            notional = abs(quantity) * price
+            cash -= quantity * price + notional * COMMISSION
+            positions[symbol] += quantity
+            peaks[symbol] = price
+            result.trades += 1
+            trade = {names.STRATEGY: STRATEGY, names.STOCK: symbol, names.TRADE_SIDE: side}
+            trades_counter.add(1, trade)
+            notional_counter.add(notional, trade)
+            run_span.add_event(
+                names.TRADE_EVENT,
+                {**trade, names.TRADE_PRICE: price, names.TRADE_QUANTITY: abs(quantity)},
+                timestamp=_nanoseconds(bar.day),
+            )
+            log.info(
+                "filled %s %d %s at %.2f (%s)", side, abs(quantity), symbol, price, reason,
+                extra={"stock": symbol, "strategy": STRATEGY, "signal": side.upper()},
+            )
+
+        for index, bar in enumerate(bars):
+            equity = cash + sum(positions[s] * bar.minutes[s][0][0] for s in symbols)
+            for symbol in symbols:
+                prices, volumes = bar.minutes[symbol]
+                order = pending.pop(symbol, "HOLD")
+                ema = emas.get(symbol, prices[0])
+                traded = volume_sum = 0.0
+                for minute, (price, volume) in enumerate(zip(prices, volumes)):
+                    traded += price * volume
+                    volume_sum += volume
+                    ema += EMA_ALPHA * (price - ema)
+                    if minute == OPENING_MINUTES - 1 and order != "HOLD":
+                        vwap = traded / volume_sum
+                        quantity = _order_quantity(order, positions[symbol], equity / len(symbols), vwap)
+                        if quantity:
+                            fill(bar, symbol, quantity, vwap, "signal")
+                    if positions[symbol] > 0:
+                        if price > peaks[symbol]:
+                            peaks[symbol] = price
+                        elif price < peaks[symbol] * (1 - TRAILING_STOP) and ema < peaks[symbol]:
+                            fill(bar, symbol, -positions[symbol], price, "trailing stop")
+                emas[symbol] = ema
+
+            for symbol, close in bar.closes.items():
+                signal = strategy.signal(symbol, close)
+                result.signals[signal] += 1
+                level = logging.DEBUG if signal == "HOLD" else logging.INFO
+                log.log(
+                    level, "%s %s close=%.2f", signal, symbol, close,
+                    extra={"stock": symbol, "strategy": STRATEGY, "signal": signal},
+                )
+                if signal != "HOLD":
+                    pending[symbol] = signal
+
+            result.final_value = cash + sum(positions[s] * bar.closes[s] for s in symbols)
+            if index + 1 == len(bars) or bars[index + 1].day.month != bar.day.month:
+                log.info(
+                    "month end %s: value %.2f cash %.2f positions %s", bar.day, result.final_value, cash,
+                    {s: q for s, q in positions.items() if q}, extra={"strategy": STRATEGY},
+                )
+            if progress:
+                progress(index + 1, len(bars))
+        run_span.set_attribute("rqa.run.trades", result.trades)
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def _order_quantity(signal: str, held: int, budget: float, price: float) -> int:
+    if signal == "BUY" and held == 0:
+        return int(budget // (price * LOT)) * LOT
+    if signal == "SELL" and held > 0:
+        return -held
+    return 0
+
+
+def _nanoseconds(day: dt.date) -> int:
+    # A-share close, 15:00 China Standard Time
+    close = dt.datetime(day.year, day.month, day.day, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    return int(close.timestamp()) * 1_000_000_000
+
+
+def _noop_meter():
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    return NoOpMeterProvider().get_meter(names.SCOPE)
+
+
+class Progress:
+    """Progress on stderr: a live line on a terminal, a line per quarter otherwise."""
+
+    def __init__(self, stream=sys.stderr, enabled: bool = True) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.live = enabled and stream.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        percent = done * 100 // total
+        step = percent if self.live else percent // 25 * 25
+        if step == self._last:
+            return
+        self._last = step
+        line = f"backtest: bar {done}/{total} ({percent}%)"
+        if self.live:
+            self.stream.write("\r" + line + ("\n" if done == total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
