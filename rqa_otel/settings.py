@@ -238,6 +238,8 @@ def load_settings(
 
     values, errors = {}, []
     for key, value in flat.items():
+        if key not in SCHEMA and _foreign_variable(key, sources[key] if key in sources else ""):
+            continue
         if key not in SCHEMA:
             errors.append(f"unknown setting {key!r} (from {sources.get(key, 'environment')}); known settings: {', '.join(SCHEMA)}")
             continue
@@ -282,6 +284,16 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+_SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA)
+
+
+def _foreign_variable(key: str, source: str) -> bool:
+    """An RQA_* variable outside our sections belongs to another RQA2025
+    layer (RQA_HOME, say) and is none of our business; one inside a section
+    of ours (RQA_EXPORT__TRACSE) is a typo worth an error."""
+    return source.startswith("environment variable") and key.split(".")[0] not in _SECTIONS
 
 
 def _rqa_variable(key: str) -> str:

@@ -132,6 +132,9 @@ class Telemetry:
         if self.logging_handler is not None and not (self._is_global and self.settings.logging.capture):
             if self.logging_handler not in logger.handlers:
                 logger.addHandler(self.logging_handler)
+            level = logging.getLevelName(self.settings.logging.level)
+            if logger.getEffectiveLevel() > level:
+                logger.setLevel(level)
         return logger
 
     def alert(
@@ -214,6 +217,19 @@ def build_resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
+def _report_own_problems_on_stderr() -> None:
+    """rqa-otel's own warnings (an exporter failing, a second setup()) go to
+    stderr and never into the telemetry pipeline, where a failing exporter
+    would feed on its own complaints."""
+    own = logging.getLogger("rqa_otel")
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("rqa-otel: %(levelname)s %(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
+        own.propagate = False
+
+
 _global: Telemetry | None = None
 _global_lock = threading.Lock()
 
@@ -247,6 +263,7 @@ def setup(
         if value is not None:
             arguments[key] = value
     settings = load_settings(settings_file, arguments)
+    _report_own_problems_on_stderr()
     if not set_global:
         return Telemetry(settings)
     with _global_lock:

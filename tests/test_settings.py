@@ -1,0 +1,116 @@
+"""Settings layers and the errors a user sees for bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from rqa_otel.settings import SettingsError, load_settings
+
+
+def test_packaged_defaults_send_everything_to_local_files():
+    settings = load_settings(environ={})
+    assert (settings.export.traces, settings.export.metrics, settings.export.logs) == ("file", "file", "file")
+    assert settings.export.directory == "./rqa-telemetry"
+    assert settings.service.name == "rqa-strategy"
+
+
+def test_layers_apply_in_documented_order(tmp_path, monkeypatch):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(
+        "service:\n  name: from-file\n  environment: staging\nexport:\n  traces: console\n  metrics: console\n"
+    )
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-otel")  # beats the file
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")  # beaten by RQA_*
+    monkeypatch.setenv("RQA_EXPORT__TRACES", "otlp")
+    monkeypatch.setenv("RQA_EXPORT__LOGS", "none")  # beaten by the argument
+    settings = load_settings(settings_file, overrides={"export.logs": "console"})
+
+    assert settings.service.name == "from-otel"
+    assert settings.service.environment == "staging"  # file beats defaults
+    assert settings.export.traces == "otlp"
+    assert settings.export.metrics == "console"
+    assert settings.export.logs == "console"
+
+
+def test_settings_file_from_environment_variable(tmp_path, monkeypatch):
+    settings_file = tmp_path / "rqa.toml"
+    settings_file.write_text('strategy = "alpha"\n')
+    monkeypatch.setenv("RQA_SETTINGS_FILE", str(settings_file))
+    assert load_settings().strategy == "alpha"
+
+
+def test_standard_otel_variables_are_honoured(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret,tenant=quant")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "2500")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,team=alpha")
+    settings = load_settings()
+    assert settings.export.otlp.endpoint == "http://collector:4318"
+    assert settings.export.otlp.protocol == "http/protobuf"
+    assert settings.export.otlp.headers == {"api-key": "s=cret", "tenant": "quant"}
+    assert settings.export.metric_interval_s == 2.5
+    assert settings.service.name == "from-attrs"
+    assert settings.resource_attributes["team"] == "alpha"
+
+
+def test_otel_sdk_disabled_turns_every_exporter_off(monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    settings = load_settings()
+    assert (settings.export.traces, settings.export.metrics, settings.export.logs) == ("none", "none", "none")
+
+
+def test_unknown_exporter_names_setting_value_and_choices():
+    with pytest.raises(SettingsError) as error:
+        load_settings(overrides={"export": {"traces": "jaeger"}}, environ={})
+    message = str(error.value)
+    assert "export.traces" in message and "'jaeger'" in message
+    assert "otlp, console, file, none" in message and "setup() argument" in message
+
+
+def test_malformed_endpoint_is_rejected_with_what_is_allowed():
+    with pytest.raises(SettingsError) as error:
+        load_settings(overrides={"export.otlp.endpoint": "localhost:4317"}, environ={})
+    assert "export.otlp.endpoint = 'localhost:4317'" in str(error.value)
+    assert "http://host:4317" in str(error.value)
+
+
+def test_bad_environment_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("RQA_EXPORT__SHUTDOWN_TIMEOUT_S", "soon")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "export.shutdown_timeout_s = 'soon' (from environment variable RQA_EXPORT__SHUTDOWN_TIMEOUT_S)" in message
+    assert "positive number of seconds" in message
+    assert "(from environment variable OTEL_EXPORTER_OTLP_PROTOCOL): expected one of grpc, http/protobuf" in message
+
+
+def test_typo_in_settings_file_is_an_unknown_setting(tmp_path):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("export:\n  tarces: otlp\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(settings_file, environ={})
+    assert "unknown setting 'export.tarces'" in str(error.value)
+    assert str(settings_file) in str(error.value)
+
+
+def test_missing_settings_file_is_named():
+    with pytest.raises(SettingsError, match="settings file '/nonexistent/rqa.yaml' does not exist"):
+        load_settings("/nonexistent/rqa.yaml", environ={})
+
+
+def test_broken_settings_file_is_named(tmp_path):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("export: [unclosed\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(settings_file, environ={})
+    assert str(settings_file) in str(error.value)
+
+
+def test_variables_of_other_rqa_layers_are_ignored_but_typos_in_ours_fail(monkeypatch):
+    monkeypatch.setenv("RQA_HOME", "/opt/rqa")
+    assert load_settings().export.traces == "file"
+    monkeypatch.setenv("RQA_EXPORT__TRACSE", "otlp")
+    with pytest.raises(SettingsError, match="unknown setting 'export.tracse' .from environment variable RQA_EXPORT__TRACSE"):
+        load_settings()
