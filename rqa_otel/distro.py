@@ -7,13 +7,20 @@ With ``OTEL_PYTHON_DISTRO=rqa`` and ``OTEL_PYTHON_CONFIGURATOR=rqa``,
 
 from __future__ import annotations
 
+import os
+
 from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 
 class RqaDistro(BaseDistro):
     def _configure(self, **kwargs) -> None:
-        """Nothing to set: settings are read by the configurator's setup()."""
+        """Keep the `logging` instrumentor out: setup() already bridges stdlib
+        logging, and a second handler would export every record twice."""
+        disabled = [name.strip() for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")]
+        if "logging" not in disabled:
+            os.environ[OTEL_PYTHON_DISABLED_INSTRUMENTATIONS] = ",".join(filter(None, [*disabled, "logging"]))
 
 
 class RqaConfigurator(_BaseConfigurator):

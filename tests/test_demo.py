@@ -1,0 +1,119 @@
+"""`rqa-otel demo` and the embedded default's OTLP-JSON files.
+
+The Collector's `otlpjsonfile` receiver cannot run here (no Collector
+binary), so the files are checked against the OTLP protobuf schema itself:
+every line must parse, with the OTLP-JSON rules, into the Export*ServiceRequest
+it claims to be.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf.json_format import ParseDict
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from rqa_otel import names
+
+RQA_OTEL = Path(sys.executable).parent / "rqa-otel"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    result = subprocess.run([RQA_OTEL, "demo"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    return result, workdir / "rqa-telemetry"
+
+
+def test_demo_exits_zero_with_progress_and_summary(demo_run):
+    result, _ = demo_run
+    assert result.returncode == 0, result.stderr
+    assert "backtest: bar 504/504 (100%)" in result.stderr
+    assert "3 stocks, 504 daily bars" in result.stdout
+    for signal, unit in (("traces", "spans"), ("metrics", "metric data points"), ("logs", "log records")):
+        assert f"{unit} -> file rqa-telemetry/{signal}.jsonl" in result.stdout
+
+
+def _ids_to_base64(node):
+    if isinstance(node, dict):
+        return {
+            k: base64.b64encode(bytes.fromhex(v)).decode() if k in ("traceId", "spanId", "parentSpanId") else _ids_to_base64(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_ids_to_base64(item) for item in node]
+    return node
+
+
+@pytest.mark.parametrize(
+    "file_name, message",
+    [("traces.jsonl", ExportTraceServiceRequest), ("metrics.jsonl", ExportMetricsServiceRequest), ("logs.jsonl", ExportLogsServiceRequest)],
+)
+def test_every_line_is_one_otlp_json_export_request(demo_run, file_name, message):
+    _, directory = demo_run
+    lines = (directory / file_name).read_text().splitlines()
+    assert lines
+    for line in lines:
+        document = json.loads(line)
+        ParseDict(_ids_to_base64(document), message())  # raises on any field OTLP does not define
+        if file_name == "traces.jsonl":
+            span = document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+            assert len(span["traceId"]) == 32 and int(span["traceId"], 16)
+            assert isinstance(span["kind"], int), "enums are integers in OTLP JSON"
+            assert isinstance(span["startTimeUnixNano"], str), "64-bit integers are decimal strings"
+
+
+def _items(directory, file_name, *path):
+    for line in (directory / file_name).read_text().splitlines():
+        nodes = [json.loads(line)]
+        for key in path:
+            nodes = [child for node in nodes for child in node[key]]
+        yield from nodes
+
+
+def _attributes(item):
+    return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
+
+
+def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
+    _, directory = demo_run
+    [run_span] = [s for s in _items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans") if s["name"] == names.BACKTEST_SPAN]
+    run = _attributes(run_span)
+    assert run[names.STRATEGY] == "dual_ma_demo" and len(run[names.RUN_ID]) == 32
+    trades = [e for e in run_span["events"] if e["name"] == names.TRADE_EVENT]
+    assert trades and int(run["rqa.run.trades"]) == len(trades)
+    first_trade_ns = int(trades[0]["timeUnixNano"])
+    assert 1704067200 * 10**9 < first_trade_ns < 1767225600 * 10**9, "trade events carry simulated 2024-2025 time"
+
+    counted = sum(
+        int(point["asInt"])
+        for metric in _items(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        if metric["name"] == names.TRADES_COUNTER
+        for point in metric["sum"]["dataPoints"]
+    )
+    assert counted == len(trades)
+
+    records = list(_items(directory, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
+    signals = [_attributes(r) for r in records if _attributes(r).get("signal") in ("BUY", "SELL")]
+    assert signals and all(a["stock"].endswith((".SH", ".SZ")) and a["strategy"] == "dual_ma_demo" for a in signals)
+    assert all(r["traceId"] == run_span["traceId"] for r in records), "logs are correlated with the run span"
+
+
+def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
+    result = subprocess.run(
+        [RQA_OTEL, "demo", "--quiet", "--otlp-endpoint", rotel.grpc_endpoint],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    [span] = rotel.wait_for_span(names.BACKTEST_SPAN)
+    assert span["attributes"][names.STRATEGY] == "dual_ma_demo"
+    assert rotel.wait_for_metric(names.TRADES_COUNTER)
+    assert f"OTLP grpc {rotel.grpc_endpoint}" in result.stdout
+    assert not (tmp_path / "rqa-telemetry").exists()
