@@ -58,7 +58,10 @@ class Telemetry:
         self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
         self.meter = self.meter_provider.get_meter(names.SCOPE, VERSION)
         self.logging_handler = self._build_logging_handler()
-        self._alerts = Alerts(self.tracer, self.meter, self.strategy)
+        self.alert = Alerts(self.tracer, self.meter, self.strategy).emit
+        """``alert(name, severity="warning", *, strategy=None, message=None,
+        attributes=None, exception=None)``: emit an alert-tagged span and
+        count it (see ``rqa_otel.alerts``)."""
 
     # --- assembly -----------------------------------------------------------
     # A signal whose exporter is `none` gets the API's no-op provider, so a
@@ -136,21 +139,6 @@ class Telemetry:
             if logger.getEffectiveLevel() > level:
                 logger.setLevel(level)
         return logger
-
-    def alert(
-        self,
-        name: str,
-        severity: str = "warning",
-        *,
-        strategy: str | None = None,
-        message: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        """Emit an alert-tagged span and count it (see ``rqa_otel.alerts``)."""
-        self._alerts.emit(
-            name, severity, strategy=strategy, message=message, attributes=attributes, exception=exception
-        )
 
     def export_counts(self) -> list[ExportCounts]:
         """What each signal's exporter has sent or failed to send so far."""
