@@ -1,0 +1,1 @@
+"""The quant logging pipeline: stdlib logging -> bounded buffer -> worker -> sinks."""
