@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Callable
 
 BENCHMARKS: dict[str, Callable[[int], dict]] = {}
@@ -60,6 +61,128 @@ def demo_overhead(repeat: int) -> dict:
         "ratio": round(anchor_s / project_s, 3),
         "setup_s": round(statistics.median(setup), 4),
         "repeat": repeat,
+    }
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LOG_BENCH = os.path.join(HERE, "log_bench.py")
+
+
+def _log_bench(mode: str, target: str, count: int) -> dict:
+    completed = subprocess.run(
+        [sys.executable, LOG_BENCH, mode, target, str(count)], check=True, capture_output=True, text=True
+    )
+    return json.loads(completed.stdout)
+
+
+def _rotel_counting_logs():
+    """A real rotel that only counts the log records it receives."""
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from backends import Rotel
+
+    return Rotel(debug_log=["logs"], verbosity="basic").start()
+
+
+def _delivery_rate(rotel, run: Callable[[], dict], expected: int | None) -> tuple[float, int]:
+    """Records/s from the first call until rotel has counted them all (or,
+    when some were dropped on the way, until its count stops growing)."""
+    before = rotel.log_records_received()
+    started = time.perf_counter()
+    run()
+    last, last_change = -1, time.perf_counter()
+    while True:
+        received = rotel.log_records_received() - before
+        now = time.perf_counter()
+        if received != last:
+            last, last_change = received, now
+        if expected is not None and received >= expected:
+            return received / (now - started), received
+        if now - last_change > 1.0:
+            return received / (last_change - started), received
+        time.sleep(0.01)
+
+
+@benchmark
+def log_throughput(repeat: int) -> dict:
+    """Log records/s received by a real rotel from one process: rqa-otel's
+    pipeline over OTLP grpc against the stock SDK path (LoggingHandler +
+    BatchLogRecordProcessor + OTLP/HTTP) measured in the same run."""
+    project_count, anchor_count = 300_000, 100_000
+    project, anchor, delivered = [], [], []
+    rotel = _rotel_counting_logs()
+    try:
+        for _ in range(max(3, repeat // 2)):
+            rate, received = _delivery_rate(
+                rotel, lambda: _log_bench("throughput-project", rotel.grpc_endpoint, project_count), project_count
+            )
+            project.append(rate)
+            delivered.append(received == project_count)
+            rate, _ = _delivery_rate(
+                rotel, lambda: _log_bench("throughput-anchor", rotel.http_endpoint, anchor_count), None
+            )
+            anchor.append(rate)
+    finally:
+        rotel.stop()
+    project_rate, anchor_rate = statistics.median(project), statistics.median(anchor)
+    return {
+        "name": "log_throughput",
+        "unit": "records/s",
+        "project": round(project_rate),
+        "anchor": round(anchor_rate),
+        "anchor_name": "OTel SDK LoggingHandler + BatchLogRecordProcessor + OTLP/HTTP",
+        "ratio": round(project_rate / anchor_rate, 2),
+        "all_records_received": all(delivered),
+        "records_per_run": project_count,
+    }
+
+
+@benchmark
+def log_hot_path(repeat: int) -> dict:
+    """Microseconds per logging call in the calling thread (median; p99 apart):
+    rqa-otel against stdlib logging to a rotating file with the design's QuantFilter."""
+    count = 50_000
+    project, anchor = [], []
+    with tempfile.TemporaryDirectory() as directory:
+        for index in range(repeat):
+            project.append(_log_bench("hot-project", os.path.join(directory, f"p{index}"), count))
+            os.makedirs(os.path.join(directory, f"a{index}"))
+            anchor.append(_log_bench("hot-anchor", os.path.join(directory, f"a{index}"), count))
+    project_us = statistics.median(run["median_us"] for run in project)
+    anchor_us = statistics.median(run["median_us"] for run in anchor)
+    return {
+        "name": "log_hot_path",
+        "unit": "us/call",
+        "project": round(project_us, 2),
+        "anchor": round(anchor_us, 2),
+        "anchor_name": "stdlib logging + RotatingFileHandler + QuantFilter",
+        "ratio": round(anchor_us / project_us, 2),
+        "project_p99": round(statistics.median(run["p99_us"] for run in project), 2),
+        "anchor_p99": round(statistics.median(run["p99_us"] for run in anchor), 2),
+    }
+
+
+@benchmark
+def log_sampled(repeat: int) -> dict:
+    """Offered DEBUG/INFO calls/s with a 1% sampling rule, against the same
+    calls through the stock SDK path, which cannot sample logs."""
+    count = 200_000
+    project, anchor = [], []
+    rotel = _rotel_counting_logs()
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            for index in range(repeat):
+                project.append(_log_bench("sampled-project", os.path.join(directory, str(index)), count)["calls_per_s"])
+                anchor.append(_log_bench("sampled-anchor", rotel.http_endpoint, count // 4)["calls_per_s"])
+    finally:
+        rotel.stop()
+    project_rate, anchor_rate = statistics.median(project), statistics.median(anchor)
+    return {
+        "name": "log_sampled",
+        "unit": "calls/s",
+        "project": round(project_rate),
+        "anchor": round(anchor_rate),
+        "anchor_name": "OTel SDK LoggingHandler path (no sampling)",
+        "ratio": round(project_rate / anchor_rate, 2),
     }
 
 

@@ -45,6 +45,14 @@ ALERT_SEVERITY: Final = "alert.severity"
 ALERT_MESSAGE: Final = "alert.message"
 ALERT_SEVERITIES: Final = ("info", "warning", "critical")
 
+# --- Logging pipeline ------------------------------------------------------
+LOG_LOGGER: Final = "rqa.log.logger"
+LOG_LEVEL: Final = "rqa.log.level"
+LOG_DROP_REASON: Final = "rqa.log.drop_reason"
+LOG_DROP_REASONS: Final = ("sampled", "queue_full", "export_failed", "write_failed", "internal_error")
+LOG_SUPPRESSED_COUNT: Final = "rqa.log.suppressed_count"
+LOG_EXPORT_FAILED_ALERT: Final = "log_export_failed"
+
 # --- Span and event names --------------------------------------------------
 ALERT_SPAN: Final = "rqa.alert"
 BACKTEST_SPAN: Final = "rqa.backtest"
@@ -55,6 +63,8 @@ ALERTS_COUNTER: Final = "rqa.alerts"
 TRADES_COUNTER: Final = "rqa.trades"
 TRADE_NOTIONAL_COUNTER: Final = "rqa.trade.notional"
 PORTFOLIO_VALUE_GAUGE: Final = "rqa.portfolio.value"
+LOG_RECORDS_DROPPED_COUNTER: Final = "rqa.log.records.dropped"
+LOG_RECORDS_SUPPRESSED_COUNTER: Final = "rqa.log.records.suppressed"
 
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"

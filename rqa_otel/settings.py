@@ -70,10 +70,40 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class SamplingRuleSettings:
+    logger: str
+    level: str
+    rate_per_s: float | None
+    ratio: float | None
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     capture: bool
-    """Attach the OTel handler to the root logger, so stdlib ``logging`` becomes log records."""
+    """Attach the handler to the root logger, so stdlib ``logging`` becomes log records."""
     level: str
+    queue_size: int
+    max_wait_s: float
+    batch_size: int
+    flush_interval_s: float
+    console: bool
+    file: str
+    file_format: str
+    sampling_rules: tuple[SamplingRuleSettings, ...]
+    summary_interval_s: float
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    max_bytes: int
+    backup_count: int
+    compress: bool
+
+
+@dataclass(frozen=True)
+class ScrubSettings:
+    patterns: tuple[str, ...]
+    allowlist: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,8 @@ class Settings:
     service: ServiceSettings
     export: ExportSettings
     logging: LoggingSettings
+    files: FileSettings
+    scrub: ScrubSettings
     resource_attributes: Mapping[str, str]
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting's value came from, by dotted key (for messages)."""
@@ -125,6 +157,90 @@ def _positive_seconds(value: Any) -> float:
     if not number > 0 or number == float("inf"):
         raise ValueError("expected a positive number of seconds")
     return number
+
+
+def _count(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer >= {minimum}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer >= {minimum}") from None
+        if number != value and not isinstance(value, str) or number < minimum:
+            raise ValueError(f"expected an integer >= {minimum}")
+        return number
+
+    return parse
+
+
+def _non_negative_seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds >= 0")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds >= 0") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError("expected a number of seconds >= 0")
+    return number
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of strings")
+    return tuple(_string(item) for item in value)
+
+
+def _regexes(value: Any) -> tuple[str, ...]:
+    import re
+
+    patterns = _strings(value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    return patterns
+
+
+_SAMPLED_LEVELS = ("DEBUG", "INFO")
+
+
+def _sampling_rules(value: Any) -> tuple[SamplingRuleSettings, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of rules like {logger: 'rqa.feed', level: DEBUG, rate_per_s: 100, ratio: 0.1}")
+    rules = []
+    for index, rule in enumerate(value):
+        where = f"rule [{index}]"
+        if not isinstance(rule, Mapping):
+            raise ValueError(f"{where}: expected a mapping with logger, level, rate_per_s and/or ratio")
+        unknown = set(map(str, rule)) - {"logger", "level", "rate_per_s", "ratio"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: logger, level, rate_per_s, ratio")
+        level = _string(rule.get("level", "INFO")).strip().upper()
+        if level not in _SAMPLED_LEVELS:
+            raise ValueError(f"{where}: level {level!r} cannot be sampled; expected DEBUG or INFO (WARNING and above are always kept)")
+        rate = rule.get("rate_per_s")
+        ratio = rule.get("ratio")
+        if rate is None and ratio is None:
+            raise ValueError(f"{where}: give rate_per_s, ratio or both")
+        if rate is not None:
+            try:
+                rate = _positive_seconds(rate)
+            except ValueError:
+                raise ValueError(f"{where}: rate_per_s = {rate!r}: expected a number > 0") from None
+        if ratio is not None:
+            try:
+                ratio = float(ratio)
+            except (TypeError, ValueError):
+                ratio = float("nan")
+            if not 0 < ratio <= 1:
+                raise ValueError(f"{where}: ratio = {rule.get('ratio')!r}: expected a number in (0, 1]")
+        rules.append(SamplingRuleSettings(_string(rule.get("logger", "*")).strip() or "*", level, rate, ratio))
+    return tuple(rules)
 
 
 def _boolean(value: Any) -> bool:
@@ -179,6 +295,20 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.otlp.timeout_s": (_positive_seconds, None),
     "logging.capture": (_boolean, None),
     "logging.level": (_level, None),
+    "logging.queue_size": (_count(1), None),
+    "logging.max_wait_s": (_non_negative_seconds, None),
+    "logging.batch_size": (_count(1), None),
+    "logging.flush_interval_s": (_positive_seconds, None),
+    "logging.console": (_boolean, None),
+    "logging.file": (_string, None),
+    "logging.file_format": (_one_of("text", "json"), None),
+    "logging.sampling.rules": (_sampling_rules, None),
+    "logging.sampling.summary_interval_s": (_positive_seconds, None),
+    "files.max_bytes": (_count(0), None),
+    "files.backup_count": (_count(0), None),
+    "files.compress": (_boolean, None),
+    "scrub.patterns": (_regexes, None),
+    "scrub.allowlist": (_strings, None),
 }
 _MAP_KEYS = {"resource_attributes", "export.otlp.headers"}
 
@@ -366,7 +496,23 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
                 timeout_s=v["export.otlp.timeout_s"],
             ),
         ),
-        logging=LoggingSettings(capture=v["logging.capture"], level=v["logging.level"]),
+        logging=LoggingSettings(
+            capture=v["logging.capture"],
+            level=v["logging.level"],
+            queue_size=v["logging.queue_size"],
+            max_wait_s=v["logging.max_wait_s"],
+            batch_size=v["logging.batch_size"],
+            flush_interval_s=v["logging.flush_interval_s"],
+            console=v["logging.console"],
+            file=v["logging.file"],
+            file_format=v["logging.file_format"],
+            sampling_rules=v["logging.sampling.rules"],
+            summary_interval_s=v["logging.sampling.summary_interval_s"],
+        ),
+        files=FileSettings(
+            max_bytes=v["files.max_bytes"], backup_count=v["files.backup_count"], compress=v["files.compress"]
+        ),
+        scrub=ScrubSettings(patterns=v["scrub.patterns"], allowlist=v["scrub.allowlist"]),
         resource_attributes=dict(v["resource_attributes"]),
         sources=dict(sources),
     )

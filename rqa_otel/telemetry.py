@@ -13,7 +13,6 @@ from typing import Any, Mapping
 from opentelemetry import metrics, trace
 from opentelemetry import _logs as otel_logs
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -23,7 +22,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter
+from opentelemetry.metrics import Observation
+
 from rqa_otel._internal.exporters.accounting import ExportCounts
+from rqa_otel._internal.logs.assembly import build_log_pipeline
+from rqa_otel._internal.logs.pipeline import LogPipeline
+from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
+from rqa_otel.scrub import Scrubber
 from rqa_otel.alerts import Alerts
 from rqa_otel.settings import Settings, load_settings
 
@@ -36,7 +41,6 @@ try:
 except Exception:  # running from a source tree that is not installed
     VERSION = "0+unknown"
 
-SIGNALS = ("traces", "metrics", "logs")
 
 
 class Telemetry:
@@ -47,17 +51,28 @@ class Telemetry:
         self.settings = settings
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
-        self._exporters = {signal: build_exporter(signal, settings.export) for signal in SIGNALS}
+        self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
+        self._exporters = {signal: build_exporter(signal, settings, self.scrubber) for signal in ("traces", "metrics")}
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
 
         self.tracer_provider = self._build_tracer_provider()
         self.meter_provider = self._build_meter_provider()
-        self.logger_provider = self._build_logger_provider()
         self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
         self.meter = self.meter_provider.get_meter(names.SCOPE, VERSION)
-        self.logging_handler = self._build_logging_handler()
+        self._log_pipeline: LogPipeline | None = None
+        self.logging_handler: logging.Handler | None = None
+        if settings.export.logs != "none":
+            self._log_pipeline, self.logging_handler = build_log_pipeline(
+                settings,
+                dict(self.resource.attributes),
+                self.strategy,
+                self.scrubber,
+                on_sink_failure=self._log_sink_failed,
+            )
+            self._observe_log_accounting(self._log_pipeline)
+        self.logger_provider = self._build_logger_provider()
         self.alert = Alerts(self.tracer, self.meter, self.strategy).emit
         """``alert(name, severity="warning", *, strategy=None, message=None,
         attributes=None, exception=None)``: emit an alert-tagged span and
@@ -87,21 +102,42 @@ class Telemetry:
         return MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
 
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
-        exporter = self._exporters["logs"]
-        if exporter is None:
+        """For code that uses the OTel Logs API directly: its records join the
+        stdlib handler's pipeline."""
+        if self._log_pipeline is None:
             return otel_logs.NoOpLoggerProvider()
         provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
-        provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, export_timeout_millis=self._export_timeout_ms())
-        )
+        provider.add_log_record_processor(BufferingLogRecordProcessor(self._log_pipeline.buffer, self.strategy))
         return provider
 
-    def _build_logging_handler(self) -> logging.Handler | None:
-        if self._exporters["logs"] is None:
-            return None
-        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    def _observe_log_accounting(self, pipeline: LogPipeline) -> None:
+        def dropped(options):
+            return [
+                Observation(count, {names.LOG_DROP_REASON: reason, names.LOG_LEVEL: level})
+                for (reason, level), count in pipeline.drops.snapshot().items()
+            ]
 
-        return LoggingHandler(level=self.settings.logging.level, logger_provider=self.logger_provider)
+        def suppressed(options):
+            return [
+                Observation(count, {names.LOG_LOGGER: logger_name, names.LOG_LEVEL: logging.getLevelName(levelno)})
+                for (logger_name, levelno), count in pipeline.sampler.suppressed_totals().items()
+            ]
+
+        self.meter.create_observable_counter(
+            names.LOG_RECORDS_DROPPED_COUNTER, [dropped], unit="{record}",
+            description="Log records not exported, by reason and level.",
+        )
+        self.meter.create_observable_counter(
+            names.LOG_RECORDS_SUPPRESSED_COUNTER, [suppressed], unit="{record}",
+            description="Log records suppressed by sampling, by logger and level.",
+        )
+
+    def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:
+        self.alert(
+            names.LOG_EXPORT_FAILED_ALERT,
+            "critical",
+            message=f"log records to {destination} are being lost: {error or 'write failed'}",
+        )
 
     def _export_timeout_ms(self) -> float:
         return self.settings.export.otlp.timeout_s * 1000
@@ -112,7 +148,7 @@ class Telemetry:
             trace.set_tracer_provider(self.tracer_provider)
         if self._exporters["metrics"] is not None:
             metrics.set_meter_provider(self.meter_provider)
-        if self._exporters["logs"] is not None:
+        if self._log_pipeline is not None:
             otel_logs.set_logger_provider(self.logger_provider)
         if self.logging_handler is not None and self.settings.logging.capture:
             root = logging.getLogger()
@@ -142,15 +178,28 @@ class Telemetry:
 
     def export_counts(self) -> list[ExportCounts]:
         """What each signal's exporter has sent or failed to send so far."""
-        return [exporter.counts for exporter in self._exporters.values() if exporter is not None]
+        counts = [exporter.counts for exporter in self._exporters.values() if exporter is not None]
+        if self._log_pipeline is not None:
+            counts.extend(self._log_pipeline.export_counts())
+        return counts
+
+    def register_secret(self, value: str) -> None:
+        """Redact this exact value wherever it appears in exported logs and spans
+        (the config vault registers every value it decrypts)."""
+        self.scrubber.register_secret(value)
+
+    def log_drops(self) -> dict[tuple[str, str], int]:
+        """Log records not exported so far, by (reason, level name)."""
+        return self._log_pipeline.drops.snapshot() if self._log_pipeline is not None else {}
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Export everything buffered; True if all of it went out in time."""
         timeout_s = self.settings.export.shutdown_timeout_s if timeout_s is None else timeout_s
 
         def flush() -> bool:
+            logs_done = self._log_pipeline.flush(timeout_s) if self._log_pipeline is not None else True
             results = [p.force_flush(int(timeout_s * 1000)) for p in self._sdk_providers()]
-            return all(result is not False for result in results)
+            return logs_done and all(result is not False for result in results)
 
         return call_with_deadline(flush, timeout_s, "telemetry flush")
 
@@ -170,12 +219,13 @@ class Telemetry:
         if self._is_global:
             atexit.unregister(self.shutdown)
 
-        def stop() -> None:
-            # Traces and logs first: their final batches may be what the
-            # metrics are about, and the meter provider's last collection
-            # is the slowest part.
+        def stop() -> bool:
+            # Logs and traces first: the metrics' last collection counts
+            # what they dropped.
+            logs_done = self._log_pipeline.shutdown(timeout_s) if self._log_pipeline is not None else True
             for provider in self._sdk_providers():
                 provider.shutdown()
+            return logs_done
 
         return call_with_deadline(stop, timeout_s, "telemetry shutdown")
 

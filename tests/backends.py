@@ -545,6 +545,11 @@ class Rotel(Backend):
 
         return _poll(check, timeout, describe)
 
+    def log_records_received(self) -> int:
+        """Log records received so far, from the ``logs=N`` of each "Received
+        logs" line that ``verbosity="basic"`` prints (cheap at any rate)."""
+        return sum(int(n) for n in re.findall(r"Received logs\..*?\blogs=(\d+)", self.output()))
+
     def received(self) -> dict[str, list[dict[str, Any]]]:
         return parse_rotel_debug_output(self.output())
 

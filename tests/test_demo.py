@@ -38,7 +38,7 @@ def test_demo_exits_zero_with_progress_and_summary(demo_run):
     assert "backtest: bar 504/504 (100%)" in result.stderr
     assert "3 stocks, 504 daily bars" in result.stdout
     for signal, unit in (("traces", "spans"), ("metrics", "metric data points"), ("logs", "log records")):
-        assert f"{unit} -> file rqa-telemetry/{signal}.jsonl" in result.stdout
+        assert f"{unit} -> file {demo_run[1] / signal}.jsonl" in result.stdout
 
 
 def _ids_to_base64(node):
@@ -101,8 +101,10 @@ def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
     assert counted == len(trades)
 
     records = list(_items(directory, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
-    signals = [_attributes(r) for r in records if _attributes(r).get("signal") in ("BUY", "SELL")]
-    assert signals and all(a["stock"].endswith((".SH", ".SZ")) and a["strategy"] == "dual_ma_demo" for a in signals)
+    signals = [_attributes(r) for r in records if _attributes(r)[names.SIGNAL] in ("BUY", "SELL")]
+    assert signals and all(
+        a[names.STOCK].endswith((".SH", ".SZ")) and a[names.STRATEGY] == "dual_ma_demo" for a in signals
+    )
     assert all(r["traceId"] == run_span["traceId"] for r in records), "logs are correlated with the run span"
 
 

@@ -47,6 +47,7 @@ def test_span_metric_and_log_arrive_with_their_attributes(rotel, protocol):
 
     [record] = rotel.wait_for_log("position limit near")
     assert record["severity_text"] == "WARN"
-    assert record["attributes"]["stock"] == "600519.SH"
-    assert record["attributes"]["signal"] == "BUY"
+    assert record["attributes"][names.STOCK] == "600519.SH"
+    assert record["attributes"][names.SIGNAL] == "BUY"
+    assert record["attributes"][names.STRATEGY] == "momentum_a"
     assert int(record["trace_id"], 16) == trace_id, "the log record is correlated with the active span"

@@ -1,4 +1,6 @@
-"""Builds one signal's exporter from settings, wrapped for accounting.
+"""Builds the trace and metric exporters from settings, wrapped for
+scrubbing (spans) and accounting. Logs have a pipeline of their own
+(``rqa_otel._internal.logs``); the OTLP endpoint and file rules are shared.
 
 The InfluxDB exporter plugs in here as one more name in
 ``rqa_otel.settings.EXPORTERS``.
@@ -6,42 +8,47 @@ The InfluxDB exporter plugs in here as one more name in
 
 from __future__ import annotations
 
+import os
 from typing import Union
 from urllib.parse import urlsplit
 
-from rqa_otel._internal.exporters.accounting import (
-    AccountingLogExporter,
-    AccountingMetricExporter,
-    AccountingSpanExporter,
-)
-from rqa_otel.settings import ExportSettings, OtlpSettings
+from rqa_otel._internal.exporters.accounting import AccountingMetricExporter, AccountingSpanExporter
+from rqa_otel._internal.rotating_file import RotatingFile
+from rqa_otel.scrub import Scrubber, ScrubbingSpanExporter
+from rqa_otel.settings import FileSettings, OtlpSettings, Settings
 
-AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter, AccountingLogExporter]
-
-_WRAPPERS = {"traces": AccountingSpanExporter, "metrics": AccountingMetricExporter, "logs": AccountingLogExporter}
+AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 _DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
 
 
-def build_exporter(signal: str, export: ExportSettings) -> AccountingExporter | None:
-    """The configured exporter for ``signal`` (traces|metrics|logs), or None for ``none``."""
+def build_exporter(signal: str, settings: Settings, scrubber: Scrubber) -> AccountingExporter | None:
+    """The configured exporter for ``signal`` (traces|metrics), or None for ``none``."""
+    export = settings.export
     kind = export.exporter(signal)
     if kind == "none":
         return None
     if kind == "file":
-        inner, destination = _file_exporter(signal, export.directory)
+        inner, destination = _file_exporter(signal, export.directory, settings.files)
     elif kind == "console":
         inner, destination = _console_exporter(signal), "console (stdout)"
     else:
         inner, destination = _otlp_exporter(signal, export.otlp)
-    return _WRAPPERS[signal](inner, destination)
+    if signal == "traces":
+        return AccountingSpanExporter(ScrubbingSpanExporter(inner, scrubber), destination)
+    return AccountingMetricExporter(inner, destination)
 
 
-def _file_exporter(signal: str, directory: str):
+def rotating_file(path: str | os.PathLike[str], files: FileSettings) -> RotatingFile:
+    """Every file rqa-otel writes rotates the same way and survives a full disk."""
+    return RotatingFile(path, max_bytes=files.max_bytes, backup_count=files.backup_count, compress=files.compress)
+
+
+def _file_exporter(signal: str, directory: str, files: FileSettings):
     from rqa_otel._internal.exporters import otlp_json_file as f
 
-    cls = {"traces": f.OtlpJsonSpanExporter, "metrics": f.OtlpJsonMetricExporter, "logs": f.OtlpJsonLogExporter}[signal]
-    exporter = cls(directory)
-    return exporter, f"file {exporter.path}"
+    cls = {"traces": f.OtlpJsonSpanExporter, "metrics": f.OtlpJsonMetricExporter}[signal]
+    file = rotating_file(os.path.join(directory, f.FILE_NAMES[signal]), files)
+    return cls(file), f"file {file.path}"
 
 
 def _console_exporter(signal: str):
@@ -49,13 +56,9 @@ def _console_exporter(signal: str):
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    if signal == "metrics":
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        return ConsoleMetricExporter()
-    from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
-
-    return ConsoleLogRecordExporter()
+    return ConsoleMetricExporter()
 
 
 def otlp_endpoint(signal: str, otlp: OtlpSettings) -> str:
@@ -75,15 +78,11 @@ def _otlp_exporter(signal: str, otlp: OtlpSettings):
         options["insecure"] = urlsplit(endpoint).scheme == "http"
         if signal == "traces":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Exporter
-        elif signal == "metrics":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Exporter
         else:
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Exporter
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Exporter
     else:
         if signal == "traces":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Exporter
-        elif signal == "metrics":
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Exporter
         else:
-            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Exporter
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Exporter
     return Exporter(**options), f"OTLP {otlp.protocol} {endpoint}"

@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -105,22 +104,6 @@ class AccountingMetricExporter(_Accounting, MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._quietly(lambda: self.inner.shutdown(timeout_millis=timeout_millis))
-
-
-class AccountingLogExporter(_Accounting, LogRecordExporter):
-    def __init__(self, inner: LogRecordExporter, destination: str) -> None:
-        _Accounting.__init__(self, "logs", destination)
-        self.inner = inner
-
-    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        ok = self._account(lambda: self.inner.export(batch) is LogRecordExportResult.SUCCESS, len(batch))
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self._quietly(self.inner.shutdown)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._quietly(lambda: self.inner.force_flush(timeout_millis), False)
 
 
 def _count_data_points(metrics_data: MetricsData) -> int:

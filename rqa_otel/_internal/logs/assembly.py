@@ -1,0 +1,75 @@
+"""Builds the logging pipeline from settings: the one place it is wired."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable, Mapping
+
+from rqa_otel._internal.exporters import otlp_endpoint, rotating_file
+from rqa_otel._internal.logs.buffer import Drops, LogBuffer
+from rqa_otel._internal.logs.handler import QuantLogHandler
+from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
+from rqa_otel._internal.logs.pipeline import LogPipeline
+from rqa_otel._internal.logs.sampling import Sampler, SamplingRule
+from rqa_otel._internal.logs.sinks import (
+    LogSink,
+    OtlpGrpcLogSink,
+    OtlpHttpLogSink,
+    OtlpJsonFileLogSink,
+    TextLogSink,
+)
+from rqa_otel.scrub import Scrubber
+from rqa_otel.settings import Settings
+
+
+def build_log_pipeline(
+    settings: Settings,
+    resource_attributes: Mapping[str, Any],
+    strategy: str,
+    scrubber: Scrubber,
+    on_sink_failure: Callable[[str, BaseException | None], None],
+) -> tuple[LogPipeline, QuantLogHandler]:
+    log = settings.logging
+    drops = Drops()
+    sampler = Sampler(
+        SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio)
+        for rule in log.sampling_rules
+    )
+    buffer = LogBuffer(log.queue_size, drops, max_wait_s=log.max_wait_s)
+    encoder = LogsEncoder(resource_attributes)
+
+    kind = settings.export.logs
+    otlp = settings.export.otlp
+    primary: LogSink
+    if kind == "file":
+        path = os.path.join(settings.export.directory, "logs.jsonl")
+        primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
+    elif kind == "console":
+        primary = TextLogSink(sys.stderr)
+    elif otlp.protocol == "grpc":
+        primary = OtlpGrpcLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
+    else:
+        primary = OtlpHttpLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
+    mirrors: list[LogSink] = []
+    if log.console and kind != "console":
+        mirrors.append(TextLogSink(sys.stderr))
+    if log.file:
+        mirrors.append(TextLogSink(rotating_file(log.file, settings.files), json_lines=log.file_format == "json"))
+
+    pipeline = LogPipeline(
+        buffer,
+        sampler,
+        drops,
+        scrubber,
+        primary,
+        mirrors,
+        batch_size=log.batch_size,
+        flush_interval_s=log.flush_interval_s,
+        summary_interval_s=log.summary_interval_s,
+        default_strategy=strategy,
+        on_sink_failure=on_sink_failure,
+    )
+    handler = QuantLogHandler(buffer, sampler, drops, strategy, level=logging.getLevelName(log.level))
+    return pipeline, handler

@@ -1,0 +1,127 @@
+"""The bounded buffer between the calling threads and the export worker.
+
+Memory is bounded by ``capacity`` records. When it is full:
+- a WARNING-or-above record evicts the oldest lower-level one, so that on
+  overflow the records that matter are the ones kept;
+- otherwise the caller waits, at most ``max_wait_s``, and only while the
+  worker is making progress (it finished a batch within ``stall_s``): that
+  is back-pressure from a busy worker. A worker stuck on a dead back-end
+  gets no waiting callers, and the record is dropped and counted at once.
+Every record dropped here is counted by reason and level in ``Drops``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import Counter, deque
+from operator import attrgetter
+
+from rqa_otel import names
+from rqa_otel._internal.logs.entry import LogEntry
+
+SAMPLED, QUEUE_FULL, EXPORT_FAILED, WRITE_FAILED, INTERNAL_ERROR = names.LOG_DROP_REASONS
+
+
+class Drops:
+    """Dropped records by (reason, level name); exact under concurrency."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, reason: str, levelno: int, count: int = 1) -> None:
+        with self._lock:
+            self._counts[(reason, logging.getLevelName(levelno))] += count
+
+    def add_entries(self, reason: str, entries) -> None:
+        by_level = Counter(entry.level for entry in entries)
+        with self._lock:
+            for levelno, count in by_level.items():
+                self._counts[(reason, logging.getLevelName(levelno))] += count
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class LogBuffer:
+    def __init__(self, capacity: int, drops: Drops, max_wait_s: float = 0.05, stall_s: float = 0.25) -> None:
+        self.capacity = capacity
+        self.max_wait_s = max_wait_s
+        self.stall_s = stall_s
+        self._drops = drops
+        self._low: deque[LogEntry] = deque()
+        self._high: deque[LogEntry] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._wake_at = 1  # the worker asks to be woken at this many records
+        self.last_progress = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._low) + len(self._high)
+
+    def put(self, entry: LogEntry) -> None:
+        high = entry.level >= logging.WARNING
+        with self._lock:
+            size = len(self._low) + len(self._high)
+            if size >= self.capacity:
+                if high and self._low:
+                    evicted = self._low.popleft()
+                    self._drops.add(QUEUE_FULL, evicted.level)
+                    size -= 1
+                elif not self._wait_for_room():
+                    self._drops.add(QUEUE_FULL, entry.level)
+                    return
+                else:
+                    size = len(self._low) + len(self._high)
+            (self._high if high else self._low).append(entry)
+            if size + 1 >= self._wake_at:
+                self._not_empty.notify()
+
+    def _wait_for_room(self) -> bool:
+        """Wait (lock held) while the worker is draining; False if still full."""
+        deadline = time.monotonic() + self.max_wait_s
+        while len(self._low) + len(self._high) >= self.capacity:
+            now = time.monotonic()
+            if now >= deadline or now - self.last_progress > self.stall_s:
+                return False
+            self._not_full.wait(deadline - now)
+        return True
+
+    def take(self, max_items: int, timeout: float, wake_at: int = 1) -> list[LogEntry]:
+        """Up to ``max_items`` records, oldest first; waits up to ``timeout``
+        for ``wake_at`` records to be there."""
+        with self._lock:
+            if len(self._low) + len(self._high) < wake_at and timeout > 0:
+                self._wake_at = wake_at
+                self._not_empty.wait(timeout)
+                self._wake_at = 1
+            batch = self._drain(self._high, max_items)
+            low = self._drain(self._low, max_items - len(batch))
+            if batch and low:
+                batch = list(heapq.merge(batch, low, key=attrgetter("time_ns")))
+            else:
+                batch = batch or low
+            self.last_progress = time.monotonic()
+            self._not_full.notify_all()
+            return batch
+
+    def mark_progress(self) -> None:
+        with self._lock:
+            self.last_progress = time.monotonic()
+
+    @staticmethod
+    def _drain(queue: deque[LogEntry], count: int) -> list[LogEntry]:
+        if count >= len(queue):
+            items = list(queue)
+            queue.clear()
+            return items
+        return [queue.popleft() for _ in range(count)]
+
+    def wake(self) -> None:
+        with self._lock:
+            self._not_empty.notify_all()

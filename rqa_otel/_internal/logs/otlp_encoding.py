@@ -1,0 +1,215 @@
+"""LogEntry batches as OTLP ExportLogsServiceRequest: protobuf bytes and JSON.
+
+The SDK's encoder builds a protobuf object per record and per attribute,
+which costs more than the whole log call. Here the protobuf wire format is
+written directly, and the encoded KeyValue of each (key, value) attribute
+pair is cached: quant attributes repeat on almost every record. Tests check
+the bytes against the official protobuf classes, and the JSON against what
+``MessageToDict`` makes of those bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Iterable, Mapping, Sequence
+
+from rqa_otel._internal.logs.entry import LogEntry
+
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_double = struct.Struct("<d").pack
+_pack_fixed32 = struct.Struct("<I").pack
+
+_CACHE_LIMIT = 20_000
+_CACHEABLE_STRING_LENGTH = 128
+
+
+def severity(levelno: int) -> tuple[int, str]:
+    """stdlib level -> (OTel severity number, severity text), as the OTel
+    logging instrumentation maps them (WARNING -> 13 WARN, CRITICAL -> 21 FATAL)."""
+    if levelno < 10:
+        number = 1 + max(levelno, 0) * 4 // 10
+    else:
+        number = min(5 + (levelno - 10) * 4 // 10, 24)
+    text = {10: "DEBUG", 20: "INFO", 30: "WARN", 40: "ERROR", 50: "FATAL"}.get(levelno)
+    if text is None:
+        text = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")[min((number - 1) // 4, 5)]
+    return number, text
+
+
+_SMALL_VARINTS = tuple(bytes((n,)) for n in range(0x80))
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
+    if 0 <= value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field: tag byte, length, payload."""
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    if isinstance(value, str):
+        return _field(0x0A, value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        if -(1 << 63) <= value < (1 << 63):
+            return b"\x18" + _varint(value)
+        return _field(0x0A, str(value).encode())
+    if isinstance(value, float):
+        return b"\x21" + _pack_double(value)
+    if isinstance(value, bytes):
+        return _field(0x3A, value)
+    if isinstance(value, (list, tuple)):
+        return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        return _field(0x32, b"".join(_field(0x0A, _key_value(str(k), v)) for k, v in value.items()))
+    return _field(0x0A, str(value).encode("utf-8", "surrogatepass"))
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _field(0x0A, key.encode("utf-8", "surrogatepass")) + _field(0x12, _any_value(value))
+
+
+class LogsEncoder:
+    """Encodes batches for one resource. Not thread-safe: one per worker."""
+
+    def __init__(self, resource_attributes: Mapping[str, Any], schema_url: str = "") -> None:
+        resource = b"".join(_field(0x0A, _key_value(k, v)) for k, v in resource_attributes.items())
+        self._resource_field = _field(0x0A, resource)
+        self._resource_attributes = dict(resource_attributes)
+        self._schema_url = schema_url
+        self._attribute_cache: dict[tuple[str, Any], bytes] = {}
+        self._scope_cache: dict[str, bytes] = {}
+        self._severity_cache: dict[int, bytes] = {}
+
+    # --- protobuf -------------------------------------------------------------
+
+    def encode(self, entries: Sequence[LogEntry], observed_time_ns: int) -> bytes:
+        """One ExportLogsServiceRequest holding ``entries`` (ScopeLogs per logger)."""
+        scopes: dict[str, list[bytes]] = {}
+        observed = b"\x59" + _pack_fixed64(observed_time_ns)
+        for entry in entries:
+            record = self._record(entry, observed)
+            records = scopes.get(entry.logger)
+            if records is None:
+                scopes[entry.logger] = [record]
+            else:
+                records.append(record)
+        scope_logs = [self._scope(name) + b"".join(records) for name, records in scopes.items()]
+        body = self._resource_field + b"".join(_field(0x12, scope) for scope in scope_logs)
+        if self._schema_url:
+            body += _field(0x1A, self._schema_url.encode())
+        return _field(0x0A, body)
+
+    def _scope(self, logger_name: str) -> bytes:
+        scope = self._scope_cache.get(logger_name)
+        if scope is None:
+            scope = _field(0x0A, _field(0x0A, logger_name.encode("utf-8", "surrogatepass")))
+            if len(self._scope_cache) < _CACHE_LIMIT:
+                self._scope_cache[logger_name] = scope
+        return scope
+
+    def _record(self, entry: LogEntry, observed: bytes) -> bytes:
+        parts = [b"\x09" + _pack_fixed64(entry.time_ns), self._severity(entry.level)]
+        parts.append(b"\x2a" + _varint_len_prefixed(_field(0x0A, entry.message.encode("utf-8", "surrogatepass"))))
+        cache = self._attribute_cache
+        for key, value in entry.attributes.items():
+            kind = type(value)
+            # The type is part of the key: True == 1 == 1.0 as dict keys.
+            if kind in _SCALARS and (kind is not str or len(value) <= _CACHEABLE_STRING_LENGTH):
+                cache_key = (key, kind, value)
+                encoded = cache.get(cache_key)
+                if encoded is None:
+                    encoded = _field(0x32, _key_value(key, value))
+                    if len(cache) < _CACHE_LIMIT:
+                        cache[cache_key] = encoded
+            else:
+                encoded = _field(0x32, _key_value(key, value))
+            parts.append(encoded)
+        if entry.trace_id:
+            parts.append(b"\x45" + _pack_fixed32(entry.trace_flags & 0xFF))
+            parts.append(b"\x4a\x10" + entry.trace_id.to_bytes(16, "big"))
+            parts.append(b"\x52\x08" + entry.span_id.to_bytes(8, "big"))
+        parts.append(observed)
+        return _field(0x12, b"".join(parts))
+
+    def _severity(self, levelno: int) -> bytes:
+        encoded = self._severity_cache.get(levelno)
+        if encoded is None:
+            number, text = severity(levelno)
+            encoded = b"\x10" + _varint(number) + _field(0x1A, text.encode())
+            self._severity_cache[levelno] = encoded
+        return encoded
+
+    # --- OTLP JSON ----------------------------------------------------------------
+
+    def to_json_document(self, entries: Iterable[LogEntry], observed_time_ns: int) -> dict:
+        """The same request in OTLP's JSON encoding (hex ids, int64 as strings)."""
+        scopes: dict[str, list[dict]] = {}
+        observed = str(observed_time_ns)
+        for entry in entries:
+            number, text = severity(entry.level)
+            record: dict[str, Any] = {
+                "timeUnixNano": str(entry.time_ns),
+                "observedTimeUnixNano": observed,
+                "severityNumber": number,
+                "severityText": text,
+                "body": {"stringValue": entry.message},
+            }
+            if entry.attributes:
+                record["attributes"] = [{"key": k, "value": json_any_value(v)} for k, v in entry.attributes.items()]
+            if entry.trace_id:
+                if entry.trace_flags & 0xFF:
+                    record["flags"] = entry.trace_flags & 0xFF
+                record["traceId"] = format(entry.trace_id, "032x")
+                record["spanId"] = format(entry.span_id, "016x")
+            scopes.setdefault(entry.logger, []).append(record)
+        resource_logs: dict[str, Any] = {
+            "resource": {"attributes": [{"key": k, "value": json_any_value(v)} for k, v in self._resource_attributes.items()]},
+            "scopeLogs": [{"scope": {"name": name}, "logRecords": records} for name, records in scopes.items()],
+        }
+        if self._schema_url:
+            resource_logs["schemaUrl"] = self._schema_url
+        return {"resourceLogs": [resource_logs]}
+
+
+def json_any_value(value: Any) -> dict:
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        if -(1 << 63) <= value < (1 << 63):
+            return {"intValue": str(value)}
+        return {"stringValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, bytes):
+        import base64
+
+        return {"bytesValue": base64.b64encode(value).decode()}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [json_any_value(item) for item in value]}}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": [{"key": str(k), "value": json_any_value(v)} for k, v in value.items()]}}
+    return {"stringValue": str(value)}
+
+
+def _varint_len_prefixed(payload: bytes) -> bytes:
+    return _varint(len(payload)) + payload
+
+
+_SCALARS = frozenset((str, int, float, bool, bytes))

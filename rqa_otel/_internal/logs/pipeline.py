@@ -1,0 +1,193 @@
+"""The export worker: drains the buffer in batches, scrubs, sends to the sinks.
+
+One daemon thread per process. It wakes when a batch is full or every
+``flush_interval_s``, and on flush(). A failed send is counted (reason
+``export_failed`` or ``write_failed``, by level) and never retried here: the
+durable spool is the export issue's, and a retry loop would only make
+callers wait. Sampling summaries are emitted from here, so they pass neither
+through sampling nor through the calling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from rqa_otel import names
+from rqa_otel._internal.exporters.accounting import ExportCounts
+from rqa_otel._internal.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
+from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.sampling import Sampler
+from rqa_otel._internal.logs.sinks import LogSink
+from rqa_otel.scrub import Scrubber
+
+_log = logging.getLogger("rqa_otel.logs")
+
+SUPPRESSED_LOGGER = "rqa_otel.sampling"
+
+
+@dataclass
+class _SinkState:
+    sink: LogSink
+    counts: ExportCounts
+    primary: bool
+    failing: bool = False
+
+
+class LogPipeline:
+    def __init__(
+        self,
+        buffer: LogBuffer,
+        sampler: Sampler,
+        drops: Drops,
+        scrubber: Scrubber,
+        primary: LogSink,
+        mirrors: Sequence[LogSink] = (),
+        batch_size: int = 2048,
+        flush_interval_s: float = 1.0,
+        summary_interval_s: float = 10.0,
+        default_strategy: str = names.DEFAULT_STRATEGY,
+        on_sink_failure: Callable[[str, BaseException | None], None] | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.sampler = sampler
+        self.drops = drops
+        self._scrubber = scrubber
+        self._sinks = [_SinkState(primary, ExportCounts("logs", primary.description), True)] + [
+            _SinkState(sink, ExportCounts("logs", sink.description), False) for sink in mirrors
+        ]
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._summary_interval_s = summary_interval_s
+        self._default_strategy = default_strategy
+        self._on_sink_failure = on_sink_failure
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._flush_cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="rqa-otel log export", daemon=True)
+        self._thread.start()
+
+    # --- public ---------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def export_counts(self) -> list[ExportCounts]:
+        return [state.counts for state in self._sinks]
+
+    def flush(self, timeout_s: float) -> bool:
+        """Send everything buffered so far; True if done within ``timeout_s``."""
+        with self._flush_cond:
+            self._flush_requested += 1
+            ticket = self._flush_requested
+        self.buffer.wake()
+        deadline = time.monotonic() + timeout_s
+        with self._flush_cond:
+            while self._flush_done < ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._flush_cond.wait(min(remaining, 0.05))
+                self.buffer.wake()
+        return True
+
+    def shutdown(self, timeout_s: float) -> bool:
+        flushed = self.flush(timeout_s)
+        self._stopping = True
+        self.buffer.wake()
+        self._thread.join(max(0.0, min(timeout_s, 1.0)))
+        for state in self._sinks:
+            try:
+                state.sink.shutdown()
+            except Exception:
+                _log.debug("closing %s failed", state.sink.description, exc_info=True)
+        return flushed
+
+    # --- worker ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_summary = time.monotonic() + self._summary_interval_s
+        while True:
+            with self._flush_cond:
+                ticket = self._flush_requested
+            batch = self.buffer.take(self._batch_size, self._flush_interval_s, wake_at=self._batch_size)
+            if batch:
+                self._export(batch)
+            now = time.monotonic()
+            if ticket > self._flush_done and not len(self.buffer):
+                self._export(self._summaries())  # a flush also reports what was suppressed
+                with self._flush_cond:
+                    self._flush_done = ticket
+                    self._flush_cond.notify_all()
+            elif now >= next_summary:
+                self._export(self._summaries())
+                next_summary = now + self._summary_interval_s
+            if self._stopping and not len(self.buffer):
+                return
+
+    def _summaries(self) -> list[LogEntry]:
+        now_ns = time.time_ns()
+        return [
+            LogEntry(
+                now_ns,
+                logging.INFO,
+                SUPPRESSED_LOGGER,
+                f"{count} similar records suppressed (logger {logger_name}, level {logging.getLevelName(levelno)})",
+                {
+                    names.STRATEGY: self._default_strategy,
+                    names.STOCK: names.DEFAULT_STOCK,
+                    names.SIGNAL: names.DEFAULT_SIGNAL,
+                    names.LOG_SUPPRESSED_COUNT: count,
+                    names.LOG_LOGGER: logger_name,
+                    names.LOG_LEVEL: logging.getLevelName(levelno),
+                },
+            )
+            for logger_name, levelno, count in self.sampler.take_unreported()
+        ]
+
+    def _export(self, batch: list[LogEntry]) -> None:
+        if not batch:
+            return
+        try:
+            self._scrub(batch)
+        except Exception:
+            _log.warning("scrubbing failed; the batch is dropped rather than sent unscrubbed", exc_info=True)
+            self.drops.add_entries(EXPORT_FAILED, batch)
+            return
+        observed_ns = time.time_ns()
+        for state in self._sinks:
+            error: BaseException | None = None
+            try:
+                ok = state.sink.export(batch, observed_ns)
+            except Exception as exc:
+                ok, error = False, exc
+            if ok:
+                state.counts.exported += len(batch)
+                if state.failing:
+                    state.failing = False
+                    _log.warning("exporting logs to %s works again", state.sink.description)
+                continue
+            state.counts.failed += len(batch)
+            self.drops.add_entries(EXPORT_FAILED if state.primary else WRITE_FAILED, batch)
+            if not state.failing:
+                state.failing = True
+                _log.warning(
+                    "exporting logs to %s failed (%s); logging continues, lost records are counted",
+                    state.sink.description,
+                    error or "write failed",
+                )
+                if self._on_sink_failure is not None:
+                    self._on_sink_failure(state.sink.description, error)
+        self.buffer.mark_progress()
+
+    def _scrub(self, batch: list[LogEntry]) -> None:
+        scrub_text = self._scrubber.scrub_text
+        scrub_attributes = self._scrubber.scrub_attributes
+        for entry in batch:
+            entry.message = scrub_text(entry.message)
+            entry.attributes = scrub_attributes(entry.attributes)

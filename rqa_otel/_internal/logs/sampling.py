@@ -1,0 +1,117 @@
+"""Per-logger, per-level sampling with exact accounting.
+
+A rule applies to records of a logger (and its children) at or below a
+level under WARNING; WARNING and above are never sampled. A rule keeps at
+most ``rate_per_s`` records per second (a token bucket, burst of one second)
+and/or the fraction ``ratio`` of them (deterministic: exactly floor(n*ratio)
+of n records, no randomness to explain away). Each (logger, level) key
+counts what it suppressed; the export worker turns those counts into
+"N similar records suppressed" summary records, and the
+``rqa.log.records.suppressed`` counter reads the same totals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    logger: str = "*"
+    """Logger name the rule covers, with its children; ``*`` for all."""
+    level: int = logging.INFO
+    """The highest level sampled (below WARNING)."""
+    rate_per_s: float | None = None
+    ratio: float | None = None
+
+    def covers(self, logger_name: str, levelno: int) -> bool:
+        if levelno > self.level:
+            return False
+        if self.logger == "*":
+            return True
+        return logger_name == self.logger or logger_name.startswith(self.logger + ".")
+
+
+class _KeyState:
+    __slots__ = ("rule", "lock", "seen", "tokens", "last", "suppressed", "unreported")
+
+    def __init__(self, rule: SamplingRule) -> None:
+        self.rule = rule
+        self.lock = threading.Lock()
+        self.seen = 0
+        self.tokens = rule.rate_per_s or 0.0
+        self.last = time.monotonic()
+        self.suppressed = 0  # all time: the counter
+        self.unreported = 0  # since the last summary
+
+    def admit(self) -> bool:
+        rule = self.rule
+        with self.lock:
+            self.seen += 1
+            keep = True
+            if rule.ratio is not None:
+                keep = math.floor(self.seen * rule.ratio) > math.floor((self.seen - 1) * rule.ratio)
+            if keep and rule.rate_per_s is not None:
+                now = time.monotonic()
+                self.tokens = min(rule.rate_per_s, self.tokens + (now - self.last) * rule.rate_per_s)
+                self.last = now
+                if self.tokens >= 1.0:
+                    self.tokens -= 1.0
+                else:
+                    keep = False
+            if not keep:
+                self.suppressed += 1
+                self.unreported += 1
+            return keep
+
+
+_UNSAMPLED = None
+
+
+class Sampler:
+    def __init__(self, rules: Iterable[SamplingRule] = ()) -> None:
+        self.rules = tuple(rules)
+        self._states: dict[tuple[str, int], _KeyState | None] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, logger_name: str, levelno: int) -> bool:
+        """True to keep the record. Cheap when no rule covers the key."""
+        if levelno >= logging.WARNING or not self.rules:
+            return True
+        key = (logger_name, levelno)
+        try:
+            state = self._states[key]
+        except KeyError:
+            state = self._state_for(key)
+        return state is _UNSAMPLED or state.admit()
+
+    def _state_for(self, key: tuple[str, int]) -> _KeyState | None:
+        with self._lock:
+            if key not in self._states:
+                rule = next((r for r in self.rules if r.covers(*key)), None)
+                self._states[key] = _KeyState(rule) if rule else _UNSAMPLED
+            return self._states[key]
+
+    def take_unreported(self) -> list[tuple[str, int, int]]:
+        """(logger, level, count) suppressed since the last call, for summaries."""
+        report = []
+        for (logger_name, levelno), state in list(self._states.items()):
+            if state is _UNSAMPLED:
+                continue
+            with state.lock:
+                count, state.unreported = state.unreported, 0
+            if count:
+                report.append((logger_name, levelno, count))
+        return report
+
+    def suppressed_totals(self) -> dict[tuple[str, int], int]:
+        return {
+            key: state.suppressed
+            for key, state in list(self._states.items())
+            if state is not _UNSAMPLED and state.suppressed
+        }

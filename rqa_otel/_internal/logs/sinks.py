@@ -1,0 +1,120 @@
+"""Where the export worker sends batches of log entries.
+
+Each sink encodes a batch once and sends it in one request or one write:
+- OTLP over grpc or http/protobuf: the hand-written protobuf of
+  ``otlp_encoding`` sent as raw bytes (grpc's generic unary call, an HTTP
+  POST), so no protobuf object is built per record;
+- the embedded default: one OTLP-JSON line per batch in ``logs.jsonl``;
+- human-readable text (console or a rotating file), escaped line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable, Mapping, Sequence, TextIO
+from urllib.parse import urlsplit
+
+from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
+from rqa_otel._internal.logs.text import format_json, format_text
+from rqa_otel._internal.rotating_file import RotatingFile
+
+LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+class LogSink:
+    description = ""
+
+    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        pass
+
+
+class OtlpGrpcLogSink(LogSink):
+    def __init__(self, endpoint: str, headers: Mapping[str, str], timeout_s: float, encoder: LogsEncoder) -> None:
+        import grpc
+
+        url = urlsplit(endpoint)
+        target = f"{url.hostname}:{url.port}"
+        self._channel = (
+            grpc.insecure_channel(target)
+            if url.scheme == "http"
+            else grpc.secure_channel(target, grpc.ssl_channel_credentials())
+        )
+        # No serializers: the request is already protobuf bytes.
+        self._export = self._channel.unary_unary(LOGS_EXPORT_METHOD)
+        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
+        self._timeout_s = timeout_s
+        self._encoder = encoder
+        self.description = f"OTLP grpc {endpoint}"
+
+    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
+        self._export(self._encoder.encode(batch, observed_ns), timeout=self._timeout_s, metadata=self._metadata)
+        return True
+
+    def shutdown(self) -> None:
+        self._channel.close()
+
+
+class OtlpHttpLogSink(LogSink):
+    def __init__(self, endpoint: str, headers: Mapping[str, str], timeout_s: float, encoder: LogsEncoder) -> None:
+        import requests
+
+        self._url = endpoint
+        self._session = requests.Session()
+        self._session.headers.update({"Content-Type": "application/x-protobuf", **headers})
+        self._timeout_s = timeout_s
+        self._encoder = encoder
+        self.description = f"OTLP http/protobuf {endpoint}"
+
+    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
+        response = self._session.post(self._url, data=self._encoder.encode(batch, observed_ns), timeout=self._timeout_s)
+        if response.status_code != 200:
+            raise OSError(f"HTTP {response.status_code} from {self._url}: {response.text[:200]}")
+        return True
+
+    def shutdown(self) -> None:
+        self._session.close()
+
+
+class OtlpJsonFileLogSink(LogSink):
+    def __init__(self, file: RotatingFile, encoder: LogsEncoder) -> None:
+        self._file = file
+        self._encoder = encoder
+        self.description = f"file {file.path}"
+
+    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
+        document = self._encoder.to_json_document(batch, observed_ns)
+        line = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return self._file.write_lines(line + b"\n", count=len(batch))
+
+    def shutdown(self) -> None:
+        self._file.close()
+
+
+class TextLogSink(LogSink):
+    """One escaped line per record, as text or JSON, to a stream or a rotating file."""
+
+    def __init__(self, target: TextIO | RotatingFile, json_lines: bool = False) -> None:
+        self._target = target
+        self._format: Callable[[LogEntry], str] = format_json if json_lines else format_text
+        self.description = f"file {target.path}" if isinstance(target, RotatingFile) else "console (stderr)"
+
+    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
+        text = "\n".join(map(self._format, batch)) + "\n"
+        if isinstance(self._target, RotatingFile):
+            return self._target.write_lines(text.encode("utf-8", "surrogatepass"), count=len(batch))
+        self._target.write(text)
+        self._target.flush()
+        return True
+
+    def shutdown(self) -> None:
+        if isinstance(self._target, RotatingFile):
+            self._target.close()
+
+
+def console_stream() -> TextIO:
+    return sys.stderr

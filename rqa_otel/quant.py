@@ -1,0 +1,59 @@
+"""Quant attributes bound to a block of code.
+
+    from rqa_otel.quant import quant_context
+
+    for bar in bars:
+        with quant_context(stock=bar.symbol, signal=signal):
+            log.info("order sent")      # carries rqa.stock and rqa.signal
+
+Bindings live in a ContextVar, so each thread and each asyncio task sees
+its own; nested blocks override only the fields they name. A value given
+per call (``extra={"stock": ...}``) beats a bound one.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, NamedTuple
+
+
+class QuantFields(NamedTuple):
+    """The bound strategy, stock and signal; None where not bound."""
+
+    strategy: str | None = None
+    stock: str | None = None
+    signal: str | None = None
+
+
+UNBOUND = QuantFields()
+_bound: ContextVar[QuantFields] = ContextVar("rqa_quant_fields", default=UNBOUND)
+
+
+def as_text(value: Any) -> str | None:
+    """Quant fields are strings; anything else is coerced, never rejected,
+    so a strategy passing a numpy int or an enum never breaks its logging."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+@contextmanager
+def quant_context(*, strategy: Any = None, stock: Any = None, signal: Any = None) -> Iterator[QuantFields]:
+    """Bind quant fields for the duration of the block (fields left None keep
+    the outer binding)."""
+    outer = _bound.get()
+    inner = QuantFields(
+        as_text(strategy) if strategy is not None else outer.strategy,
+        as_text(stock) if stock is not None else outer.stock,
+        as_text(signal) if signal is not None else outer.signal,
+    )
+    token = _bound.set(inner)
+    try:
+        yield inner
+    finally:
+        _bound.reset(token)
+
+
+def bound_quant_fields() -> QuantFields:
+    return _bound.get()

@@ -1,0 +1,167 @@
+"""The logging pipeline's parts on their own: encoding, sampling, the bounded buffer, quant context."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from rqa_otel._internal.logs.buffer import Drops, LogBuffer
+from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
+from rqa_otel._internal.logs.sampling import Sampler, SamplingRule
+from rqa_otel.quant import bound_quant_fields, quant_context
+
+
+def entry(i=0, level=logging.INFO, logger="rqa.test", **attributes):
+    return LogEntry(1_700_000_000_000_000_000 + i, level, logger, f"message {i}", attributes)
+
+
+# --- encoding ---------------------------------------------------------------------
+
+
+def test_protobuf_bytes_parse_as_the_official_message_and_match_the_json():
+    encoder = LogsEncoder({"service.name": "svc", "process.pid": 42})
+    entries = [
+        LogEntry(1, logging.WARNING, "a", "贵州茅台 \x1b[31m", {"rqa.stock": "600519.SH", "n": -5, "f": 0.25, "ok": True, "one": 1, "list": [1, "x"], "map": {"k": 2}}, 0xABC, 0xDEF, 1),
+        LogEntry(2, logging.DEBUG, "b", "", {"big": 2**70, "raw": b"\x00\x01"}),
+        LogEntry(3, 25, "a", "custom level", {}),
+    ]
+    request = ExportLogsServiceRequest.FromString(encoder.encode(entries, observed_time_ns=99))
+    [resource_logs] = request.resource_logs
+    assert {kv.key: kv.value for kv in resource_logs.resource.attributes}["process.pid"].int_value == 42
+    scopes = {scope.scope.name: list(scope.log_records) for scope in resource_logs.scope_logs}
+    first = scopes["a"][0]
+    assert first.body.string_value == "贵州茅台 \x1b[31m"
+    assert first.severity_number == 13 and first.severity_text == "WARN"
+    assert first.trace_id == (0xABC).to_bytes(16, "big") and first.span_id == (0xDEF).to_bytes(8, "big")
+    attributes = {kv.key: kv.value for kv in first.attributes}
+    assert attributes["n"].int_value == -5 and attributes["f"].double_value == 0.25
+    assert attributes["ok"].bool_value is True and attributes["one"].int_value == 1  # not confused with True
+    assert [v.int_value or v.string_value for v in attributes["list"].array_value.values] == [1, "x"]
+    assert scopes["a"][1].severity_number == 11  # level 25, between INFO and WARNING
+    assert scopes["b"][0].severity_text == "DEBUG"
+    assert {kv.key: kv.value for kv in scopes["b"][0].attributes}["big"].string_value == str(2**70)
+
+    document = MessageToDict(request, use_integers_for_enums=True)
+
+    def hexify(node):
+        if isinstance(node, dict):
+            return {k: base64.b64decode(v).hex() if k in ("traceId", "spanId") else hexify(v) for k, v in node.items()}
+        return [hexify(item) for item in node] if isinstance(node, list) else node
+
+    assert hexify(document) == encoder.to_json_document(entries, observed_time_ns=99)
+
+
+# --- sampling ---------------------------------------------------------------------
+
+
+def test_ratio_keeps_exactly_that_share_and_accounts_for_every_record():
+    sampler = Sampler([SamplingRule("rqa.feed", logging.DEBUG, ratio=0.1)])
+    kept = sum(sampler.admit("rqa.feed.ticks", logging.DEBUG) for _ in range(10_000))
+    assert kept == 1_000
+    assert sampler.suppressed_totals() == {("rqa.feed.ticks", logging.DEBUG): 9_000}
+    assert sampler.take_unreported() == [("rqa.feed.ticks", logging.DEBUG, 9_000)]
+    assert sampler.take_unreported() == []
+    # not covered: other loggers, higher levels, WARNING and above
+    assert all(sampler.admit("rqa.orders", logging.DEBUG) for _ in range(100))
+    assert all(sampler.admit("rqa.feed", logging.INFO) for _ in range(100))
+
+
+def test_rate_limit_from_many_threads_is_exact():
+    sampler = Sampler([SamplingRule("*", logging.INFO, rate_per_s=50)])
+    kept = []
+
+    def worker():
+        kept.append(sum(sampler.admit("rqa.burst", logging.INFO) for _ in range(5_000)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    suppressed = sampler.suppressed_totals()[("rqa.burst", logging.INFO)]
+    assert sum(kept) + suppressed == 40_000
+    assert 50 <= sum(kept) <= 50 + 50 * 5  # a burst of one second, then 50/s while it ran
+
+
+def test_warning_and_above_are_never_sampled():
+    sampler = Sampler([SamplingRule("*", logging.INFO, ratio=0.001)])
+    assert all(sampler.admit("x", level) for level in (logging.WARNING, logging.ERROR, logging.CRITICAL) for _ in range(100))
+
+
+# --- bounded buffer ---------------------------------------------------------------
+
+
+def test_full_buffer_keeps_warnings_in_preference_and_counts_what_it_drops():
+    drops = Drops()
+    buffer = LogBuffer(capacity=10, drops=drops, max_wait_s=0.0)
+    for i in range(10):
+        buffer.put(entry(i, logging.INFO))
+    for i in range(10, 15):
+        buffer.put(entry(i, logging.ERROR))  # each evicts the oldest INFO
+    buffer.put(entry(15, logging.DEBUG))  # no room, no waiting: dropped
+    batch = buffer.take(100, timeout=0)
+    assert [e.level for e in batch].count(logging.ERROR) == 5
+    assert [e.time_ns for e in batch] == sorted(e.time_ns for e in batch)
+    assert drops.snapshot() == {("queue_full", "INFO"): 5, ("queue_full", "DEBUG"): 1}
+
+
+def test_full_buffer_never_holds_a_caller_longer_than_max_wait():
+    buffer = LogBuffer(capacity=1, drops=Drops(), max_wait_s=0.2, stall_s=10)
+    buffer.put(entry(0))
+    started = time.monotonic()
+    buffer.put(entry(1))  # the worker never takes: dropped after max_wait_s
+    assert 0.15 < time.monotonic() - started < 1.0
+
+
+def test_stalled_worker_means_no_waiting_at_all():
+    buffer = LogBuffer(capacity=1, drops=Drops(), max_wait_s=5, stall_s=0.05)
+    buffer.put(entry(0))
+    time.sleep(0.1)  # no progress for longer than stall_s
+    started = time.monotonic()
+    buffer.put(entry(1))
+    assert time.monotonic() - started < 0.05
+
+
+# --- quant context ----------------------------------------------------------------
+
+
+def test_bindings_do_not_leak_between_threads():
+    seen = {}
+
+    def strategy(name):
+        with quant_context(strategy=name, stock=f"{name}.SH"):
+            time.sleep(0.01)
+            with quant_context(signal="BUY"):
+                seen[name] = bound_quant_fields()
+
+    threads = [threading.Thread(target=strategy, args=(f"s{i}",)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(fields == (name, f"{name}.SH", "BUY") for name, fields in seen.items())
+    assert bound_quant_fields() == (None, None, None)
+
+
+def test_bindings_do_not_leak_between_asyncio_tasks():
+    async def bar(symbol):
+        with quant_context(stock=symbol):
+            await asyncio.sleep(0.01)
+            return bound_quant_fields().stock
+
+    async def main():
+        return await asyncio.gather(*(bar(f"{i:06d}.SZ") for i in range(50)))
+
+    assert asyncio.run(main()) == [f"{i:06d}.SZ" for i in range(50)]
+
+
+def test_non_string_fields_are_coerced():
+    with quant_context(stock=600519, signal=1.5):
+        assert bound_quant_fields() == (None, "600519", "1.5")
