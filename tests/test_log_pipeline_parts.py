@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import threading
 import time
@@ -55,7 +56,7 @@ def test_protobuf_bytes_parse_as_the_official_message_and_match_the_json():
             return {k: base64.b64decode(v).hex() if k in ("traceId", "spanId") else hexify(v) for k, v in node.items()}
         return [hexify(item) for item in node] if isinstance(node, list) else node
 
-    assert hexify(document) == encoder.to_json_document(entries, observed_time_ns=99)
+    assert hexify(document) == json.loads(encoder.encode_json(entries, observed_time_ns=99))
 
 
 # --- sampling ---------------------------------------------------------------------

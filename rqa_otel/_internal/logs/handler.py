@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from itertools import islice
 
 from opentelemetry import trace
 
@@ -16,7 +17,7 @@ from rqa_otel import names
 from rqa_otel._internal.logs.buffer import INTERNAL_ERROR, SAMPLED, Drops, LogBuffer
 from rqa_otel._internal.logs.entry import LogEntry
 from rqa_otel._internal.logs.sampling import Sampler
-from rqa_otel.quant import as_text, bound_quant_fields
+from rqa_otel.quant import _bound, as_text
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -31,6 +32,9 @@ _QUANT_KEYS = {
     names.SIGNAL: names.SIGNAL,
 }
 _get_current_span = trace.get_current_span
+_bound_get = _bound.get
+_STRATEGY, _STOCK, _SIGNAL = names.STRATEGY, names.STOCK, names.SIGNAL
+_DEFAULT_STOCK, _DEFAULT_SIGNAL = names.DEFAULT_STOCK, names.DEFAULT_SIGNAL
 
 
 class QuantLogHandler(logging.Handler):
@@ -62,14 +66,18 @@ class QuantLogHandler(logging.Handler):
 
     def entry(self, record: logging.LogRecord) -> LogEntry:
         fields = record.__dict__
-        bound = bound_quant_fields()
+        bound = _bound_get()
         attributes = {
-            names.STRATEGY: bound.strategy or self._default_strategy,
-            names.STOCK: bound.stock or names.DEFAULT_STOCK,
-            names.SIGNAL: bound.signal or names.DEFAULT_SIGNAL,
+            _STRATEGY: bound[0] or self._default_strategy,
+            _STOCK: bound[1] or _DEFAULT_STOCK,
+            _SIGNAL: bound[2] or _DEFAULT_SIGNAL,
         }
-        if len(fields) > _STANDARD_COUNT:  # the record has `extra` fields
-            for key in fields.keys() - _STANDARD:
+        if len(fields) > _STANDARD_COUNT:
+            # `extra` keys are set after the standard ones, so they sit at the
+            # end of the record's __dict__ (with any a formatter added).
+            for key in islice(fields, _STANDARD_COUNT, None):
+                if key in _STANDARD:
+                    continue
                 value = fields[key]
                 quant = _QUANT_KEYS.get(key)
                 if quant is not None:

@@ -10,7 +10,6 @@ Each sink encodes a batch once and sends it in one request or one write:
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
@@ -87,9 +86,7 @@ class OtlpJsonFileLogSink(LogSink):
         self.description = f"file {file.path}"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        document = self._encoder.to_json_document(batch, observed_ns)
-        line = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-        return self._file.write_lines(line + b"\n", count=len(batch))
+        return self._file.write_lines(self._encoder.encode_json(batch, observed_ns) + b"\n", count=len(batch))
 
     def shutdown(self) -> None:
         self._file.close()
