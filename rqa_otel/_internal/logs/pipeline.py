@@ -113,9 +113,13 @@ class LogPipeline:
     def _run(self) -> None:
         next_summary = time.monotonic() + self._summary_interval_s
         while True:
+            pending = self._flush_requested > self._flush_done
+            wait_s = 0.0 if pending or self._stopping else self._flush_interval_s
+            batch = self.buffer.take(self._batch_size, wait_s, wake_at=self._batch_size)
+            # Read after take(): every record logged before this flush request
+            # is now in `batch` or still in the buffer.
             with self._flush_cond:
                 ticket = self._flush_requested
-            batch = self.buffer.take(self._batch_size, self._flush_interval_s, wake_at=self._batch_size)
             if batch:
                 self._export(batch)
             now = time.monotonic()
