@@ -5,7 +5,7 @@ processes, interleaving project and anchor runs, so no run inherits another's
 handlers, threads or warm caches.
 
 Modes:
-- throughput-project ENDPOINT N   rqa-otel's pipeline, OTLP grpc to rotel
+- throughput-project ENDPOINT N   rqa-otel's pipeline, OTLP/HTTP to rotel
 - throughput-anchor ENDPOINT N    the stock SDK path: LoggingHandler +
                                   BatchLogRecordProcessor + OTLP/HTTP
 - hot-project DIR N               per-call µs in the calling thread, rqa-otel (file exporter)
@@ -64,7 +64,14 @@ def _spin(logger: logging.Logger, count: int, level: int = logging.INFO) -> floa
 
 
 def throughput_project(endpoint: str, count: int) -> dict:
-    telemetry = _rqa({"export.logs": "otlp", "export.otlp.endpoint": endpoint, "export.shutdown_timeout_s": 60})
+    telemetry = _rqa(
+        {
+            "export.logs": "otlp",
+            "export.otlp.endpoint": endpoint,
+            "export.otlp.protocol": "http/protobuf",
+            "export.shutdown_timeout_s": 60,
+        }
+    )
     logger = _logger(telemetry.logging_handler)
     started = time.perf_counter()
     _spin(logger, count)

@@ -17,12 +17,14 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from operator import attrgetter
+from functools import partial
+from operator import itemgetter
 
 from rqa_otel import names
 from rqa_otel._internal.logs.entry import LogEntry
 
 SAMPLED, QUEUE_FULL, EXPORT_FAILED, WRITE_FAILED, INTERNAL_ERROR = names.LOG_DROP_REASONS
+_as_entry = partial(tuple.__new__, LogEntry)
 
 
 class Drops:
@@ -53,34 +55,38 @@ class LogBuffer:
         self.max_wait_s = max_wait_s
         self.stall_s = stall_s
         self._drops = drops
-        self._low: deque[LogEntry] = deque()
-        self._high: deque[LogEntry] = deque()
+        self._low: deque[tuple] = deque()
+        self._high: deque[tuple] = deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
         self._wake_at = 1  # the worker asks to be woken at this many records
+        self._worker_waiting = False
         self.last_progress = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._low) + len(self._high)
 
-    def put(self, entry: LogEntry) -> None:
-        high = entry.level >= logging.WARNING
+    def put(self, entry: tuple) -> None:
+        """Queue an entry: a LogEntry, or the plain tuple of its fields (see take())."""
+        queue = self._high if entry[1] >= logging.WARNING else self._low
+        # Fast path without the lock: deque appends are atomic, and the
+        # capacity may be overshot by at most one entry per racing thread.
+        if len(self._low) + len(self._high) < self.capacity:
+            queue.append(entry)
+            if self._worker_waiting and len(self._low) + len(self._high) >= self._wake_at:
+                with self._lock:
+                    self._not_empty.notify()
+            return
         with self._lock:
-            size = len(self._low) + len(self._high)
-            if size >= self.capacity:
-                if high and self._low:
-                    evicted = self._low.popleft()
-                    self._drops.add(QUEUE_FULL, evicted.level)
-                    size -= 1
+            if len(self._low) + len(self._high) >= self.capacity:
+                if queue is self._high and self._low:
+                    self._drops.add(QUEUE_FULL, self._low.popleft()[1])
                 elif not self._wait_for_room():
-                    self._drops.add(QUEUE_FULL, entry.level)
+                    self._drops.add(QUEUE_FULL, entry[1])
                     return
-                else:
-                    size = len(self._low) + len(self._high)
-            (self._high if high else self._low).append(entry)
-            if size + 1 >= self._wake_at:
-                self._not_empty.notify()
+            queue.append(entry)
+            self._not_empty.notify()
 
     def _wait_for_room(self) -> bool:
         """Wait (lock held) while the worker is draining; False if still full."""
@@ -97,31 +103,37 @@ class LogBuffer:
         for ``wake_at`` records to be there."""
         with self._lock:
             if len(self._low) + len(self._high) < wake_at and timeout > 0:
+                # A put racing with this check may not notify: the wait then
+                # ends at `timeout`, later but with nothing lost.
                 self._wake_at = wake_at
+                self._worker_waiting = True
                 self._not_empty.wait(timeout)
-                self._wake_at = 1
+                self._worker_waiting = False
             batch = self._drain(self._high, max_items)
             low = self._drain(self._low, max_items - len(batch))
             if batch and low:
-                batch = list(heapq.merge(batch, low, key=attrgetter("time_ns")))
+                batch = list(heapq.merge(batch, low, key=itemgetter(0)))
             else:
                 batch = batch or low
             self.last_progress = time.monotonic()
             self._not_full.notify_all()
-            return batch
+        # The calling threads queue plain tuples: the garbage collector stops
+        # tracking a tuple of plain values, but never a tuple subclass, and a
+        # tracked backlog makes every collection in the strategy slower.
+        return list(map(_as_entry, batch))
 
     def mark_progress(self) -> None:
         with self._lock:
             self.last_progress = time.monotonic()
 
     @staticmethod
-    def _drain(queue: deque[LogEntry], count: int) -> list[LogEntry]:
-        if count >= len(queue):
-            items = list(queue)
-            queue.clear()
-            return items
-        return [queue.popleft() for _ in range(count)]
+    def _drain(queue: deque[tuple], count: int) -> list[tuple]:
+        # popleft only: callers append without the lock, so list() + clear()
+        # could drop an entry appended in between.
+        popleft = queue.popleft
+        return [popleft() for _ in range(min(count, len(queue)))]
 
     def wake(self) -> None:
         with self._lock:
             self._not_empty.notify_all()
+            self._not_full.notify_all()

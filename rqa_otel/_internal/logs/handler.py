@@ -15,9 +15,8 @@ from opentelemetry import trace
 
 from rqa_otel import names
 from rqa_otel._internal.logs.buffer import INTERNAL_ERROR, SAMPLED, Drops, LogBuffer
-from rqa_otel._internal.logs.entry import LogEntry
 from rqa_otel._internal.logs.sampling import Sampler
-from rqa_otel.quant import _bound, as_text
+from rqa_otel.quant import _bound
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -46,6 +45,7 @@ class QuantLogHandler(logging.Handler):
         self._sampler = sampler
         self._drops = drops
         self._default_strategy = default_strategy
+        self._sampling = bool(sampler.rules)
 
     def handle(self, record: logging.LogRecord) -> bool:
         # The base class takes a lock around emit(); everything emit() touches
@@ -57,34 +57,33 @@ class QuantLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if not self._sampler.admit(record.name, record.levelno):
+            if self._sampling and not self._sampler.admit(record.name, record.levelno):
                 self._drops.add(SAMPLED, record.levelno)
                 return
             self._buffer.put(self.entry(record))
         except Exception:  # telemetry never raises into the strategy
             self._drops.add(INTERNAL_ERROR, record.levelno)
 
-    def entry(self, record: logging.LogRecord) -> LogEntry:
+    def entry(self, record: logging.LogRecord) -> tuple:
+        # The hot path of every logging call: plain dict and tuple work only.
         fields = record.__dict__
-        bound = _bound_get()
+        strategy, stock, signal = _bound_get()
         attributes = {
-            _STRATEGY: bound[0] or self._default_strategy,
-            _STOCK: bound[1] or _DEFAULT_STOCK,
-            _SIGNAL: bound[2] or _DEFAULT_SIGNAL,
+            _STRATEGY: strategy or self._default_strategy,
+            _STOCK: stock or _DEFAULT_STOCK,
+            _SIGNAL: signal or _DEFAULT_SIGNAL,
         }
         if len(fields) > _STANDARD_COUNT:
             # `extra` keys are set after the standard ones, so they sit at the
             # end of the record's __dict__ (with any a formatter added).
             for key in islice(fields, _STANDARD_COUNT, None):
-                if key in _STANDARD:
-                    continue
-                value = fields[key]
                 quant = _QUANT_KEYS.get(key)
                 if quant is not None:
-                    if value is not None:
-                        attributes[quant] = as_text(value)
-                else:
-                    attributes[key] = value
+                    value = fields[key]
+                    if value is not None:  # quant fields are text; anything else is coerced
+                        attributes[quant] = value if value.__class__ is str else str(value)
+                elif key not in _STANDARD:
+                    attributes[key] = fields[key]
         if record.exc_info and record.exc_info[0] is not None:
             kind, error, _ = record.exc_info
             attributes["exception.type"] = kind.__name__
@@ -93,7 +92,9 @@ class QuantLogHandler(logging.Handler):
                 traceback.format_exception(*record.exc_info)
             )
         context = _get_current_span().get_span_context()
-        return LogEntry(
+        # The fields of a LogEntry as a plain tuple, which the garbage
+        # collector stops tracking (see LogBuffer.take).
+        return (
             int(record.created * 1e9),
             record.levelno,
             record.name,
@@ -101,5 +102,5 @@ class QuantLogHandler(logging.Handler):
             attributes,
             context.trace_id,
             context.span_id,
-            context.trace_flags,
+            int(context.trace_flags),
         )

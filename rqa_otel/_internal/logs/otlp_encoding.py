@@ -92,7 +92,7 @@ class LogsEncoder:
         resource = b"".join(_field(0x0A, _key_value(k, v)) for k, v in resource_attributes.items())
         self._resource_field = _field(0x0A, resource)
         self._schema_url = schema_url
-        self._attribute_cache: dict[tuple[str, Any], bytes] = {}
+        self._string_attributes: dict[str, dict[str, bytes]] = {}
         self._scope_cache: dict[str, bytes] = {}
         self._severity_cache: dict[int, bytes] = {}
         self._json_cache: dict[tuple[str, type, Any], str] = {}
@@ -128,19 +128,26 @@ class LogsEncoder:
         return scope
 
     def _record(self, entry: LogEntry, observed: bytes) -> bytes:
-        parts = [b"\x09" + _pack_fixed64(entry.time_ns), self._severity(entry.level)]
-        parts.append(b"\x2a" + _varint_len_prefixed(_field(0x0A, entry.message.encode("utf-8", "surrogatepass"))))
-        cache = self._attribute_cache
+        message = entry.message.encode("utf-8", "surrogatepass")
+        body = b"\x0a" + _varint(len(message)) + message
+        parts = [
+            b"\x09" + _pack_fixed64(entry.time_ns),
+            self._severity(entry.level),
+            b"\x2a" + _varint(len(body)) + body,
+        ]
+        strings = self._string_attributes
         for key, value in entry.attributes.items():
-            kind = type(value)
-            # The type is part of the key: True == 1 == 1.0 as dict keys.
-            if kind in _SCALARS and (kind is not str or len(value) <= _CACHEABLE_STRING_LENGTH):
-                cache_key = (key, kind, value)
-                encoded = cache.get(cache_key)
+            # Strings, the common case, are cached per key and value; other
+            # types are not (True == 1 == 1.0 would share a dict slot).
+            if value.__class__ is str:
+                by_value = strings.get(key)
+                if by_value is None:
+                    by_value = strings[key] = {}
+                encoded = by_value.get(value)
                 if encoded is None:
                     encoded = _field(0x32, _key_value(key, value))
-                    if len(cache) < _CACHE_LIMIT:
-                        cache[cache_key] = encoded
+                    if len(value) <= _CACHEABLE_STRING_LENGTH and len(by_value) < _CACHE_LIMIT:
+                        by_value[value] = encoded
             else:
                 encoded = _field(0x32, _key_value(key, value))
             parts.append(encoded)
@@ -149,7 +156,8 @@ class LogsEncoder:
             parts.append(b"\x4a\x10" + entry.trace_id.to_bytes(16, "big"))
             parts.append(b"\x52\x08" + entry.span_id.to_bytes(8, "big"))
         parts.append(observed)
-        return _field(0x12, b"".join(parts))
+        record = b"".join(parts)
+        return b"\x12" + _varint(len(record)) + record
 
     def _severity(self, levelno: int) -> bytes:
         encoded = self._severity_cache.get(levelno)
@@ -226,10 +234,6 @@ def json_any_value(value: Any) -> dict:
     if isinstance(value, Mapping):
         return {"kvlistValue": {"values": [{"key": str(k), "value": json_any_value(v)} for k, v in value.items()]}}
     return {"stringValue": str(value)}
-
-
-def _varint_len_prefixed(payload: bytes) -> bytes:
-    return _varint(len(payload)) + payload
 
 
 _SCALARS = frozenset((str, int, float, bool, bytes))

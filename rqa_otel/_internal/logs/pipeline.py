@@ -190,8 +190,11 @@ class LogPipeline:
         self.buffer.mark_progress()
 
     def _scrub(self, batch: list[LogEntry]) -> None:
+        """Scrub in place; both calls return their argument itself when clean."""
         scrub_text = self._scrubber.scrub_text
         scrub_attributes = self._scrubber.scrub_attributes
-        for entry in batch:
-            entry.message = scrub_text(entry.message)
-            entry.attributes = scrub_attributes(entry.attributes)
+        for index, entry in enumerate(batch):
+            message = scrub_text(entry.message)
+            attributes = scrub_attributes(entry.attributes)
+            if message is not entry.message or attributes is not entry.attributes:
+                batch[index] = entry._replace(message=message, attributes=attributes)

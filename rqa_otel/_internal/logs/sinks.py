@@ -60,23 +60,28 @@ class OtlpGrpcLogSink(LogSink):
 
 class OtlpHttpLogSink(LogSink):
     def __init__(self, endpoint: str, headers: Mapping[str, str], timeout_s: float, encoder: LogsEncoder) -> None:
-        import requests
+        import urllib3
 
+        # urllib3 rather than requests: a third of the CPU per request, and
+        # this runs a hundred times a second at full rate.
         self._url = endpoint
-        self._session = requests.Session()
-        self._session.headers.update({"Content-Type": "application/x-protobuf", **headers})
-        self._timeout_s = timeout_s
+        self._pool = urllib3.PoolManager(
+            maxsize=1, headers={"Content-Type": "application/x-protobuf", **headers}, retries=False
+        )
+        self._timeout = urllib3.Timeout(total=timeout_s)
         self._encoder = encoder
         self.description = f"OTLP http/protobuf {endpoint}"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        response = self._session.post(self._url, data=self._encoder.encode(batch, observed_ns), timeout=self._timeout_s)
-        if response.status_code != 200:
-            raise OSError(f"HTTP {response.status_code} from {self._url}: {response.text[:200]}")
+        response = self._pool.request(
+            "POST", self._url, body=self._encoder.encode(batch, observed_ns), timeout=self._timeout
+        )
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status} from {self._url}: {response.data[:200]!r}")
         return True
 
     def shutdown(self) -> None:
-        self._session.close()
+        self._pool.clear()
 
 
 class OtlpJsonFileLogSink(LogSink):
