@@ -166,8 +166,12 @@ def _demo(args: argparse.Namespace) -> int:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
-    if args.output:
-        overrides["export.directory"] = args.output
+    overrides["logging.sampling.rules"] = demo.SAMPLING_RULES
+    text_log = None
+    if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
+        directory = args.output or "./rqa-telemetry"
+        overrides["export.directory"] = directory
+        text_log = overrides["logging.file"] = os.path.join(directory, demo.TEXT_LOG)
 
     bars = demo.synthetic_bars(years=args.years, seed=args.seed)
     telemetry = None
@@ -207,6 +211,8 @@ def _demo(args: argparse.Namespace) -> int:
         "wall_s": wall_s,
         "setup_s": setup_s,
         "telemetry": [vars(c) for c in counts],
+        "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
+        "text_log": text_log if telemetry else None,
         "flushed": flushed,
     }
     if args.json:
@@ -230,8 +236,30 @@ def _print_summary(summary: dict) -> None:
     for item in summary["telemetry"]:
         failed = f", {item['failed']} failed" if item["failed"] else ""
         print(f"    {item['signal']:<8} {item['exported']:>6} {units[item['signal']]}{failed} -> {item['destination']}")
+    sampled = sum(n for key, n in summary["log_drops"].items() if key.startswith("sampled/"))
+    if sampled:
+        print(
+            f"  sampling: {sampled} signal records suppressed by the demo's rule (at most 20/s on "
+            f"{demo_signals_logger()}); a summary record in the logs says so"
+        )
+    lost = {key: n for key, n in summary["log_drops"].items() if not key.startswith("sampled/")}
+    if lost:
+        print(f"  log records lost: {lost}")
+    if summary["text_log"] and os.path.exists(summary["text_log"]):
+        with open(summary["text_log"], encoding="utf-8") as text:
+            trading = (line.rstrip("\n") for line in text if "stock=N/A" not in line)
+            sample = [line for _, line in zip(range(3), trading)]
+        print(f"  text log {summary['text_log']} (every record carries strategy, stock and signal):")
+        for line in sample:
+            print(f"    {line}")
     if not summary["flushed"]:
         print("  warning: not all telemetry was flushed before the shutdown deadline")
+
+
+def demo_signals_logger() -> str:
+    from rqa_otel.demo import SIGNALS_LOGGER
+
+    return SIGNALS_LOGGER
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ from opentelemetry.metrics import Observation
 from rqa_otel import names
 
 STRATEGY = "dual_ma_demo"
+LOGGER = f"rqa.{STRATEGY}"
+SIGNALS_LOGGER = f"{LOGGER}.signals"
+# The demo shows sampling at work: signal records beyond 20 a second are
+# suppressed, and a summary record counts them.
+SAMPLING_RULES = [{"logger": SIGNALS_LOGGER, "level": "INFO", "rate_per_s": 20}]
+TEXT_LOG = "demo.log"
 # (symbol, first close, annual drift, annual volatility)
 UNIVERSE: tuple[tuple[str, float, float, float], ...] = (
     ("600519.SH", 1700.0, 0.06, 0.28),
@@ -142,7 +148,8 @@ def run_backtest(
     """
     tracer = tracer or trace.get_tracer(names.SCOPE)
     meter = meter or _noop_meter()
-    log = logging.getLogger(f"rqa.{STRATEGY}")
+    log = logging.getLogger(LOGGER)
+    signals_log = logging.getLogger(SIGNALS_LOGGER)
     trades_counter = meter.create_counter(names.TRADES_COUNTER, unit="{trade}", description="Trades executed.")
     notional_counter = meter.create_counter(
         names.TRADE_NOTIONAL_COUNTER, unit="CNY", description="Traded notional (price x quantity)."
@@ -221,7 +228,7 @@ def run_backtest(
                 signal = strategy.signal(symbol, close)
                 result.signals[signal] += 1
                 level = logging.DEBUG if signal == "HOLD" else logging.INFO
-                log.log(
+                signals_log.log(
                     level, "%s %s close=%.2f", signal, symbol, close,
                     extra={"stock": symbol, "strategy": STRATEGY, "signal": signal},
                 )

@@ -37,6 +37,8 @@ def test_demo_exits_zero_with_progress_and_summary(demo_run):
     assert result.returncode == 0, result.stderr
     assert "backtest: bar 504/504 (100%)" in result.stderr
     assert "3 stocks, 504 daily bars" in result.stdout
+    assert "signal records suppressed" in result.stdout
+    assert "[strategy=dual_ma_demo stock=6" in result.stdout or "[strategy=dual_ma_demo stock=0" in result.stdout
     for signal, unit in (("traces", "spans"), ("metrics", "metric data points"), ("logs", "log records")):
         assert f"{unit} -> file {demo_run[1] / signal}.jsonl" in result.stdout
 
@@ -105,7 +107,13 @@ def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
     assert signals and all(
         a[names.STOCK].endswith((".SH", ".SZ")) and a[names.STRATEGY] == "dual_ma_demo" for a in signals
     )
-    assert all(r["traceId"] == run_span["traceId"] for r in records), "logs are correlated with the run span"
+    strategy_records = [r for r in records if not _attributes(r).get(names.LOG_SUPPRESSED_COUNT)]
+    assert all(r["traceId"] == run_span["traceId"] for r in strategy_records), "correlated with the run span"
+
+    [summary] = [_attributes(r) for r in records if _attributes(r).get(names.LOG_SUPPRESSED_COUNT)]
+    suppressed = int(summary[names.LOG_SUPPRESSED_COUNT])
+    assert suppressed > 0 and summary[names.LOG_LOGGER] == "rqa.dual_ma_demo.signals"
+    assert len(signals) + suppressed == 24 + 23 + 46, "every BUY/SELL signal and fill is kept or counted"
 
 
 def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
