@@ -7,8 +7,18 @@
     telemetry.alert("drawdown_limit", "critical", message="drawdown 12% > 10%")
 """
 
+from rqa_otel.quant import quant_context
 from rqa_otel.settings import Settings, SettingsError, load_settings
 from rqa_otel.telemetry import VERSION as __version__
 from rqa_otel.telemetry import Telemetry, current, setup
 
-__all__ = ["Settings", "SettingsError", "Telemetry", "current", "load_settings", "setup", "__version__"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "Telemetry",
+    "current",
+    "load_settings",
+    "quant_context",
+    "setup",
+    "__version__",
+]
