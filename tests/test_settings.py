@@ -114,3 +114,26 @@ def test_variables_of_other_rqa_layers_are_ignored_but_typos_in_ours_fail(monkey
     monkeypatch.setenv("RQA_EXPORT__TRACSE", "otlp")
     with pytest.raises(SettingsError, match="unknown setting 'export.tracse' .from environment variable RQA_EXPORT__TRACSE"):
         load_settings()
+
+
+def test_misconfigured_sampling_rules_fail_with_the_rule_named():
+    cases = [
+        ([{"logger": "rqa.feed", "level": "WARNING", "ratio": 0.5}], "rule [0]: level 'WARNING' cannot be sampled"),
+        ([{"logger": "a", "ratio": 0.5}, {"logger": "b", "ratio": 2}], "rule [1]: ratio = 2: expected a number in (0, 1]"),
+        ([{"logger": "a"}], "rule [0]: give rate_per_s, ratio or both"),
+        ([{"logger": "a", "rate": 5}], "rule [0]: unknown key(s) rate"),
+        ([{"logger": "a", "rate_per_s": -1}], "rule [0]: rate_per_s = -1: expected a number > 0"),
+    ]
+    for rules, message in cases:
+        with pytest.raises(SettingsError) as error:
+            load_settings(overrides={"logging.sampling.rules": rules}, environ={})
+        assert "logging.sampling.rules" in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_sampling_rules_from_a_settings_file(tmp_path):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(
+        "logging:\n  sampling:\n    rules:\n      - {logger: rqa.feed, level: DEBUG, rate_per_s: 100, ratio: 0.1}\n"
+    )
+    [rule] = load_settings(settings_file, environ={}).logging.sampling_rules
+    assert (rule.logger, rule.level, rule.rate_per_s, rule.ratio) == ("rqa.feed", "DEBUG", 100.0, 0.1)
