@@ -29,6 +29,21 @@ def benchmark(function: Callable[[int], dict]) -> Callable[[int], dict]:
     return function
 
 
+def _row(name: str, unit: str, project: float, anchor: float, anchor_name: str, lower_is_better: bool, **extra) -> dict:
+    """One result row; ``ratio`` is oriented so that higher is better for the project."""
+    ratio = anchor / project if lower_is_better else project / anchor
+    digits = 4 if unit == "s" else 2 if project < 100 else 0
+    return {
+        "name": name,
+        "unit": unit,
+        "project": round(project, digits) if digits else round(project),
+        "anchor": round(anchor, digits) if digits else round(anchor),
+        "anchor_name": anchor_name,
+        "ratio": round(ratio, 3),
+        **extra,
+    }
+
+
 def _demo_json(*arguments: str) -> dict:
     completed = subprocess.run(
         [sys.executable, "-m", "rqa_otel.cli", "demo", "--json", "--quiet", *arguments],
@@ -51,17 +66,11 @@ def demo_overhead(repeat: int) -> dict:
             project.append(run["wall_s"])
             setup.append(run["setup_s"])
             anchor.append(_demo_json("--no-telemetry")["wall_s"])
-    project_s, anchor_s = statistics.median(project), statistics.median(anchor)
-    return {
-        "name": "demo_overhead",
-        "unit": "s",
-        "project": round(project_s, 4),
-        "anchor": round(anchor_s, 4),
-        "anchor_name": "demo backtest with telemetry off",
-        "ratio": round(anchor_s / project_s, 3),
-        "setup_s": round(statistics.median(setup), 4),
-        "repeat": repeat,
-    }
+    return _row(
+        "demo_overhead", "s", statistics.median(project), statistics.median(anchor),
+        "demo backtest with telemetry off", lower_is_better=True,
+        setup_s=round(statistics.median(setup), 4), repeat=repeat,
+    )
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -125,17 +134,11 @@ def log_throughput(repeat: int) -> dict:
             anchor.append(rate)
     finally:
         rotel.stop()
-    project_rate, anchor_rate = statistics.median(project), statistics.median(anchor)
-    return {
-        "name": "log_throughput",
-        "unit": "records/s",
-        "project": round(project_rate),
-        "anchor": round(anchor_rate),
-        "anchor_name": "OTel SDK LoggingHandler + BatchLogRecordProcessor, OTLP/HTTP",
-        "ratio": round(project_rate / anchor_rate, 2),
-        "all_records_received": all(delivered),
-        "records_per_run": project_count,
-    }
+    return _row(
+        "log_throughput", "records/s", statistics.median(project), statistics.median(anchor),
+        "OTel SDK LoggingHandler + BatchLogRecordProcessor, OTLP/HTTP", lower_is_better=False,
+        all_records_received=all(delivered), records_per_run=project_count,
+    )
 
 
 @benchmark
@@ -149,18 +152,14 @@ def log_hot_path(repeat: int) -> dict:
             project.append(_log_bench("hot-project", os.path.join(directory, f"p{index}"), count))
             os.makedirs(os.path.join(directory, f"a{index}"))
             anchor.append(_log_bench("hot-anchor", os.path.join(directory, f"a{index}"), count))
-    project_us = statistics.median(run["median_us"] for run in project)
-    anchor_us = statistics.median(run["median_us"] for run in anchor)
-    return {
-        "name": "log_hot_path",
-        "unit": "us/call",
-        "project": round(project_us, 2),
-        "anchor": round(anchor_us, 2),
-        "anchor_name": "stdlib logging + RotatingFileHandler + QuantFilter",
-        "ratio": round(anchor_us / project_us, 2),
-        "project_p99": round(statistics.median(run["p99_us"] for run in project), 2),
-        "anchor_p99": round(statistics.median(run["p99_us"] for run in anchor), 2),
-    }
+    return _row(
+        "log_hot_path", "us/call",
+        statistics.median(run["median_us"] for run in project),
+        statistics.median(run["median_us"] for run in anchor),
+        "stdlib logging + RotatingFileHandler + QuantFilter", lower_is_better=True,
+        project_p99=round(statistics.median(run["p99_us"] for run in project), 2),
+        anchor_p99=round(statistics.median(run["p99_us"] for run in anchor), 2),
+    )
 
 
 @benchmark
@@ -177,15 +176,10 @@ def log_sampled(repeat: int) -> dict:
                 anchor.append(_log_bench("sampled-anchor", rotel.http_endpoint, count // 4)["calls_per_s"])
     finally:
         rotel.stop()
-    project_rate, anchor_rate = statistics.median(project), statistics.median(anchor)
-    return {
-        "name": "log_sampled",
-        "unit": "calls/s",
-        "project": round(project_rate),
-        "anchor": round(anchor_rate),
-        "anchor_name": "OTel SDK LoggingHandler path (no sampling)",
-        "ratio": round(project_rate / anchor_rate, 2),
-    }
+    return _row(
+        "log_sampled", "calls/s", statistics.median(project), statistics.median(anchor),
+        "OTel SDK LoggingHandler path (no sampling)", lower_is_better=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

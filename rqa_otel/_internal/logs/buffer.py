@@ -17,14 +17,11 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from functools import partial
 from operator import itemgetter
 
 from rqa_otel import names
-from rqa_otel._internal.logs.entry import LogEntry
 
 SAMPLED, QUEUE_FULL, EXPORT_FAILED, WRITE_FAILED, INTERNAL_ERROR = names.LOG_DROP_REASONS
-_as_entry = partial(tuple.__new__, LogEntry)
 
 
 class Drops:
@@ -39,7 +36,7 @@ class Drops:
             self._counts[(reason, logging.getLevelName(levelno))] += count
 
     def add_entries(self, reason: str, entries) -> None:
-        by_level = Counter(entry.level for entry in entries)
+        by_level = Counter(entry[1] for entry in entries)
         with self._lock:
             for levelno, count in by_level.items():
                 self._counts[(reason, logging.getLevelName(levelno))] += count
@@ -68,7 +65,7 @@ class LogBuffer:
         return len(self._low) + len(self._high)
 
     def put(self, entry: tuple) -> None:
-        """Queue an entry: a LogEntry, or the plain tuple of its fields (see take())."""
+        """Queue an entry: a LogEntry, or a plain tuple of its fields."""
         queue = self._high if entry[1] >= logging.WARNING else self._low
         # Fast path without the lock: deque appends are atomic, and the
         # capacity may be overshot by at most one entry per racing thread.
@@ -98,9 +95,9 @@ class LogBuffer:
             self._not_full.wait(deadline - now)
         return True
 
-    def take(self, max_items: int, timeout: float, wake_at: int = 1) -> list[LogEntry]:
-        """Up to ``max_items`` records, oldest first; waits up to ``timeout``
-        for ``wake_at`` records to be there."""
+    def take(self, max_items: int, timeout: float, wake_at: int = 1) -> list[tuple]:
+        """Up to ``max_items`` entries (tuples with LogEntry's fields), oldest
+        first; waits up to ``timeout`` for ``wake_at`` of them to be there."""
         with self._lock:
             if len(self._low) + len(self._high) < wake_at and timeout > 0:
                 # A put racing with this check may not notify: the wait then
@@ -117,10 +114,7 @@ class LogBuffer:
                 batch = batch or low
             self.last_progress = time.monotonic()
             self._not_full.notify_all()
-        # The calling threads queue plain tuples: the garbage collector stops
-        # tracking a tuple of plain values, but never a tuple subclass, and a
-        # tracked backlog makes every collection in the strategy slower.
-        return list(map(_as_entry, batch))
+        return batch
 
     def mark_progress(self) -> None:
         with self._lock:

@@ -108,9 +108,9 @@ class LogsEncoder:
         observed = b"\x59" + _pack_fixed64(observed_time_ns)
         for entry in entries:
             record = self._record(entry, observed)
-            records = scopes.get(entry.logger)
+            records = scopes.get(entry[2])
             if records is None:
-                scopes[entry.logger] = [record]
+                scopes[entry[2]] = [record]
             else:
                 records.append(record)
         scope_logs = [self._scope(name) + b"".join(records) for name, records in scopes.items()]
@@ -127,16 +127,17 @@ class LogsEncoder:
                 self._scope_cache[logger_name] = scope
         return scope
 
-    def _record(self, entry: LogEntry, observed: bytes) -> bytes:
-        message = entry.message.encode("utf-8", "surrogatepass")
-        body = b"\x0a" + _varint(len(message)) + message
+    def _record(self, entry: tuple, observed: bytes) -> bytes:
+        time_ns, level, _, message, attributes, trace_id, span_id, trace_flags = entry
+        text = message.encode("utf-8", "surrogatepass")
+        body = b"\x0a" + _varint(len(text)) + text
         parts = [
-            b"\x09" + _pack_fixed64(entry.time_ns),
-            self._severity(entry.level),
+            b"\x09" + _pack_fixed64(time_ns),
+            self._severity(level),
             b"\x2a" + _varint(len(body)) + body,
         ]
         strings = self._string_attributes
-        for key, value in entry.attributes.items():
+        for key, value in attributes.items():
             # Strings, the common case, are cached per key and value; other
             # types are not (True == 1 == 1.0 would share a dict slot).
             if value.__class__ is str:
@@ -151,10 +152,10 @@ class LogsEncoder:
             else:
                 encoded = _field(0x32, _key_value(key, value))
             parts.append(encoded)
-        if entry.trace_id:
-            parts.append(b"\x45" + _pack_fixed32(entry.trace_flags & 0xFF))
-            parts.append(b"\x4a\x10" + entry.trace_id.to_bytes(16, "big"))
-            parts.append(b"\x52\x08" + entry.span_id.to_bytes(8, "big"))
+        if trace_id:
+            parts.append(b"\x45" + _pack_fixed32(trace_flags & 0xFF))
+            parts.append(b"\x4a\x10" + trace_id.to_bytes(16, "big"))
+            parts.append(b"\x52\x08" + span_id.to_bytes(8, "big"))
         parts.append(observed)
         record = b"".join(parts)
         return b"\x12" + _varint(len(record)) + record
@@ -176,15 +177,15 @@ class LogsEncoder:
         scopes: dict[str, list[str]] = {}
         cache = self._json_cache
         observed = f',"observedTimeUnixNano":"{observed_time_ns}"'
-        for entry in entries:
-            number, text = severity(entry.level)
+        for time_ns, level, logger_name, message, attributes, trace_id, span_id, trace_flags in entries:
+            number, text = severity(level)
             parts = [
-                f'{{"timeUnixNano":"{entry.time_ns}"{observed},"severityNumber":{number},"severityText":"{text}",'
-                f'"body":{{"stringValue":{_json_string(entry.message)}}}'
+                f'{{"timeUnixNano":"{time_ns}"{observed},"severityNumber":{number},"severityText":"{text}",'
+                f'"body":{{"stringValue":{_json_string(message)}}}'
             ]
-            if entry.attributes:
+            if attributes:
                 fragments = []
-                for key, value in entry.attributes.items():
+                for key, value in attributes.items():
                     kind = type(value)
                     cache_key = (key, kind, value) if kind in _SCALARS else None
                     fragment = cache.get(cache_key) if cache_key is not None else None
@@ -196,14 +197,14 @@ class LogsEncoder:
                             cache[cache_key] = fragment
                     fragments.append(fragment)
                 parts.append(',"attributes":[' + ",".join(fragments) + "]")
-            if entry.trace_id:
-                if entry.trace_flags & 0xFF:
-                    parts.append(f',"flags":{entry.trace_flags & 0xFF}')
-                parts.append(f',"traceId":"{entry.trace_id:032x}","spanId":"{entry.span_id:016x}"')
+            if trace_id:
+                if trace_flags & 0xFF:
+                    parts.append(f',"flags":{trace_flags & 0xFF}')
+                parts.append(f',"traceId":"{trace_id:032x}","spanId":"{span_id:016x}"')
             parts.append("}")
-            records = scopes.get(entry.logger)
+            records = scopes.get(logger_name)
             if records is None:
-                scopes[entry.logger] = records = []
+                scopes[logger_name] = records = []
             records.append("".join(parts))
         scope_logs = ",".join(
             f'{{"scope":{{"name":{_json_string(name)}}},"logRecords":[{",".join(records)}]}}'

@@ -194,7 +194,7 @@ class LogPipeline:
         scrub_text = self._scrubber.scrub_text
         scrub_attributes = self._scrubber.scrub_attributes
         for index, entry in enumerate(batch):
-            message = scrub_text(entry.message)
-            attributes = scrub_attributes(entry.attributes)
-            if message is not entry.message or attributes is not entry.attributes:
-                batch[index] = entry._replace(message=message, attributes=attributes)
+            message = scrub_text(entry[3])
+            attributes = scrub_attributes(entry[4])
+            if message is not entry[3] or attributes is not entry[4]:
+                batch[index] = (*entry[:3], message, attributes, *entry[5:])

@@ -106,7 +106,7 @@ class TextLogSink(LogSink):
         self.description = f"file {target.path}" if isinstance(target, RotatingFile) else "console (stderr)"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        text = "\n".join(map(self._format, batch)) + "\n"
+        text = "\n".join(self._format(LogEntry._make(entry)) for entry in batch) + "\n"
         if isinstance(self._target, RotatingFile):
             return self._target.write_lines(text.encode("utf-8", "surrogatepass"), count=len(batch))
         self._target.write(text)
