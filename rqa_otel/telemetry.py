@@ -10,8 +10,9 @@ import threading
 import uuid
 from typing import Any, Mapping
 
-from opentelemetry import metrics, trace
 from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -22,14 +23,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter
-from opentelemetry.metrics import Observation
-
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
-from rqa_otel.scrub import Scrubber
 from rqa_otel.alerts import Alerts
+from rqa_otel.scrub import Scrubber
 from rqa_otel.settings import Settings, load_settings
 
 _log = logging.getLogger("rqa_otel")
@@ -40,7 +39,6 @@ try:
     VERSION = _version("rqa-otel")
 except Exception:  # running from a source tree that is not installed
     VERSION = "0+unknown"
-
 
 
 class Telemetry:
@@ -61,6 +59,10 @@ class Telemetry:
         self.meter_provider = self._build_meter_provider()
         self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
         self.meter = self.meter_provider.get_meter(names.SCOPE, VERSION)
+        self.alert = Alerts(self.tracer, self.meter, self.strategy).emit
+        """``alert(name, severity="warning", *, strategy=None, message=None,
+        attributes=None, exception=None)``: emit an alert-tagged span and
+        count it (see ``rqa_otel.alerts``)."""
         self._log_pipeline: LogPipeline | None = None
         self.logging_handler: logging.Handler | None = None
         if settings.export.logs != "none":
@@ -73,10 +75,6 @@ class Telemetry:
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
-        self.alert = Alerts(self.tracer, self.meter, self.strategy).emit
-        """``alert(name, severity="warning", *, strategy=None, message=None,
-        attributes=None, exception=None)``: emit an alert-tagged span and
-        count it (see ``rqa_otel.alerts``)."""
 
     # --- assembly -----------------------------------------------------------
     # A signal whose exporter is `none` gets the API's no-op provider, so a
