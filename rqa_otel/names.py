@@ -53,10 +53,37 @@ LOG_DROP_REASONS: Final = ("sampled", "queue_full", "export_failed", "write_fail
 LOG_SUPPRESSED_COUNT: Final = "rqa.log.suppressed_count"
 LOG_EXPORT_FAILED_ALERT: Final = "log_export_failed"
 
+# --- Trading errors ----------------------------------------------------------
+ORDER_ID: Final = "rqa.order.id"
+ERROR_TYPE: Final = "rqa.error.type"
+ERROR_REASON: Final = "rqa.error.reason"
+ERROR_REQUIRED: Final = "rqa.error.required"
+ERROR_AVAILABLE: Final = "rqa.error.available"
+ERROR_CURRENT: Final = "rqa.error.current"
+ERROR_LIMIT: Final = "rqa.error.limit"
+ERROR_ATTEMPTS: Final = "rqa.error.attempts"
+ERROR_OUTCOME: Final = "rqa.error.outcome"
+ERROR_OUTCOMES: Final = ("recovered", "gave_up", "not_retried", "refused")
+RETRY_DELAY_S: Final = "rqa.retry.delay_s"
+BREAKER_NAME: Final = "rqa.circuit_breaker.name"
+BREAKER_STATE: Final = "rqa.circuit_breaker.state"
+BREAKER_PREVIOUS_STATE: Final = "rqa.circuit_breaker.previous_state"
+BREAKER_LOGGER: Final = "rqa.circuit_breaker"
+# Alert names of the trading error taxonomy.
+ALERT_TRADING_ERROR: Final = "trading_error"
+ALERT_ORDER_REJECTED: Final = "order_rejected"
+ALERT_INSUFFICIENT_FUNDS: Final = "insufficient_funds"
+ALERT_POSITION_LIMIT: Final = "position_limit"
+ALERT_BROKER_CONNECTION: Final = "broker_connection"
+ALERT_CIRCUIT_OPEN: Final = "circuit_open"
+ALERT_DATA_LOAD_FAILED: Final = "data_load_failed"
+BREAKER_OPEN_ALERT: Final = "circuit_breaker_open"
+
 # --- Span and event names --------------------------------------------------
 ALERT_SPAN: Final = "rqa.alert"
 BACKTEST_SPAN: Final = "rqa.backtest"
 TRADE_EVENT: Final = "rqa.trade"
+RETRY_EVENT: Final = "rqa.retry"
 
 # --- Instruments -----------------------------------------------------------
 ALERTS_COUNTER: Final = "rqa.alerts"
@@ -65,6 +92,8 @@ TRADE_NOTIONAL_COUNTER: Final = "rqa.trade.notional"
 PORTFOLIO_VALUE_GAUGE: Final = "rqa.portfolio.value"
 LOG_RECORDS_DROPPED_COUNTER: Final = "rqa.log.records.dropped"
 LOG_RECORDS_SUPPRESSED_COUNTER: Final = "rqa.log.records.suppressed"
+TRADING_ERRORS_COUNTER: Final = "rqa.trading_errors"
+CIRCUIT_BREAKER_STATE_GAUGE: Final = "rqa.circuit_breaker.state"
 
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"

@@ -101,6 +101,27 @@ class FileSettings:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    max_tries: int
+    base_delay_s: float
+    max_delay_s: float
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failure_threshold: int
+    open_s: float
+
+
+@dataclass(frozen=True)
+class ErrorSettings:
+    order_rejected: RetrySettings
+    broker_connection: RetrySettings
+    data_load: RetrySettings
+    breaker: BreakerSettings
+
+
+@dataclass(frozen=True)
 class ScrubSettings:
     patterns: tuple[str, ...]
     allowlist: tuple[str, ...]
@@ -114,6 +135,7 @@ class Settings:
     logging: LoggingSettings
     files: FileSettings
     scrub: ScrubSettings
+    errors: ErrorSettings
     resource_attributes: Mapping[str, str]
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting's value came from, by dotted key (for messages)."""
@@ -309,6 +331,13 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "files.compress": (_boolean, None),
     "scrub.patterns": (_regexes, None),
     "scrub.allowlist": (_strings, None),
+    **{
+        f"errors.{kind}.{field}": (parse, None)
+        for kind in ("order_rejected", "broker_connection", "data_load")
+        for field, parse in (("max_tries", _count(1)), ("base_delay_s", _non_negative_seconds), ("max_delay_s", _non_negative_seconds))
+    },
+    "errors.breaker.failure_threshold": (_count(1), None),
+    "errors.breaker.open_s": (_positive_seconds, None),
 }
 _MAP_KEYS = {"resource_attributes", "export.otlp.headers"}
 
@@ -513,6 +542,15 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
             max_bytes=v["files.max_bytes"], backup_count=v["files.backup_count"], compress=v["files.compress"]
         ),
         scrub=ScrubSettings(patterns=v["scrub.patterns"], allowlist=v["scrub.allowlist"]),
+        errors=ErrorSettings(
+            **{
+                kind: RetrySettings(
+                    v[f"errors.{kind}.max_tries"], v[f"errors.{kind}.base_delay_s"], v[f"errors.{kind}.max_delay_s"]
+                )
+                for kind in ("order_rejected", "broker_connection", "data_load")
+            },
+            breaker=BreakerSettings(v["errors.breaker.failure_threshold"], v["errors.breaker.open_s"]),
+        ),
         resource_attributes=dict(v["resource_attributes"]),
         sources=dict(sources),
     )

@@ -59,7 +59,8 @@ class Telemetry:
         self.meter_provider = self._build_meter_provider()
         self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
         self.meter = self.meter_provider.get_meter(names.SCOPE, VERSION)
-        self.alert = Alerts(self.tracer, self.meter, self.strategy).emit
+        self.alerts = Alerts(self.tracer, self.meter, self.strategy)
+        self.alert = self.alerts.emit
         """``alert(name, severity="warning", *, strategy=None, message=None,
         attributes=None, exception=None)``: emit an alert-tagged span and
         count it (see ``rqa_otel.alerts``)."""
