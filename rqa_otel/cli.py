@@ -223,6 +223,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict) -> None:
+    from rqa_otel import demo
+
     change = summary["final_value"] / summary["start_value"] - 1
     signals = ", ".join(f"{name} {count}" for name, count in sorted(summary["signals"].items()))
     print(f"  run {summary['run_id']}: {summary['trades']} trades; signals: {signals}")
@@ -240,7 +242,7 @@ def _print_summary(summary: dict) -> None:
     if sampled:
         print(
             f"  sampling: {sampled} signal records suppressed by the demo's rule (at most 20/s on "
-            f"{demo_signals_logger()}); a summary record in the logs says so"
+            f"{demo.SIGNALS_LOGGER}); a summary record in the logs says so"
         )
     lost = {key: n for key, n in summary["log_drops"].items() if not key.startswith("sampled/")}
     if lost:
@@ -255,11 +257,6 @@ def _print_summary(summary: dict) -> None:
     if not summary["flushed"]:
         print("  warning: not all telemetry was flushed before the shutdown deadline")
 
-
-def demo_signals_logger() -> str:
-    from rqa_otel.demo import SIGNALS_LOGGER
-
-    return SIGNALS_LOGGER
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable, Mapping
 
 from rqa_otel._internal.exporters import otlp_endpoint, rotating_file
+from rqa_otel._internal.exporters.otlp_json_file import FILE_NAMES
 from rqa_otel._internal.logs.buffer import Drops, LogBuffer
 from rqa_otel._internal.logs.handler import QuantLogHandler
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
@@ -44,7 +45,7 @@ def build_log_pipeline(
     otlp = settings.export.otlp
     primary: LogSink
     if kind == "file":
-        path = os.path.join(settings.export.directory, "logs.jsonl")
+        path = os.path.join(settings.export.directory, FILE_NAMES["logs"])
         primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)

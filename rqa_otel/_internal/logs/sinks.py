@@ -10,7 +10,6 @@ Each sink encodes a batch once and sends it in one request or one write:
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
@@ -116,7 +115,3 @@ class TextLogSink(LogSink):
     def shutdown(self) -> None:
         if isinstance(self._target, RotatingFile):
             self._target.close()
-
-
-def console_stream() -> TextIO:
-    return sys.stderr
