@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import multiprocessing.util as multiprocessing_util
 import socket
 import threading
 import uuid
@@ -76,6 +77,7 @@ class Telemetry:
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
+        multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
 
     # --- assembly -----------------------------------------------------------
     # A signal whose exporter is `none` gets the API's no-op provider, so a
@@ -235,6 +237,13 @@ class Telemetry:
     def _sdk_providers(self) -> list[Any]:
         providers = (self.tracer_provider, self.logger_provider, self.meter_provider)
         return [p for p in providers if hasattr(p, "force_flush")]
+
+
+def _flush_at_child_exit(handle: Telemetry) -> None:
+    """In a multiprocessing child: it ends with os._exit(), so no atexit hook
+    runs, only multiprocessing's own finalizers; the flush goes there."""
+    if not handle.is_shut_down:
+        multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
 
 
 def build_resource(settings: Settings) -> Resource:

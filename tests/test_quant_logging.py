@@ -273,3 +273,24 @@ def test_secrets_are_scrubbed_from_logs_and_spans(tmp_path):
     for secret in ("hunter2", "AKIA-123456", "vault-decrypted-7f3a9c", "s3cr3t-db", "eyJhbGciOi"):
         assert secret not in exported
     assert "broker" in exported and "[REDACTED]" in exported
+
+
+def _forked_worker(number):
+    logging.getLogger("quant.forked").info("from child %d", number, extra={"stock": f"{number:06d}.SZ"})
+
+
+def test_forked_worker_processes_keep_logging(tmp_path):
+    import multiprocessing
+
+    telemetry = telemetry_for(tmp_path)
+    log = telemetry.get_logger("quant.forked")
+    log.info("from parent")
+    context = multiprocessing.get_context("fork")  # what a Linux strategy gets by default
+    with context.Pool(4) as pool:
+        pool.map(_forked_worker, range(8))
+        pool.close()
+        pool.join()
+    assert telemetry.shutdown(timeout_s=10)
+
+    bodies = sorted(record["body"]["stringValue"] for record, _ in log_records(tmp_path))
+    assert bodies == ["from child %d" % n for n in range(8)] + ["from parent"]

@@ -61,6 +61,18 @@ class LogBuffer:
         self._worker_waiting = False
         self.last_progress = time.monotonic()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh locks (the parent's may have been held by
+        a thread that does not exist here), and none of the parent's records,
+        which the parent exports itself."""
+        self._low.clear()
+        self._high.clear()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._worker_waiting = False
+        self.last_progress = time.monotonic()
+
     def __len__(self) -> int:
         return len(self._low) + len(self._high)
 

@@ -11,8 +11,10 @@ through sampling nor through the calling thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -64,12 +66,27 @@ class LogPipeline:
         self._summary_interval_s = summary_interval_s
         self._default_strategy = default_strategy
         self._on_sink_failure = on_sink_failure
+        self._stopping = False
+        self._start_worker()
+        # A strategy that forks its workers (multiprocessing's default on
+        # Linux) must not lose their logs: threads do not survive fork().
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child(weakref.ref(self)))
+
+    def _start_worker(self) -> None:
         self._flush_requested = 0
         self._flush_done = 0
         self._flush_cond = threading.Condition()
-        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="rqa-otel log export", daemon=True)
         self._thread.start()
+
+    def _restart_in_child(self) -> None:
+        if self._stopping:
+            return
+        self.buffer.reset_after_fork()
+        for state in self._sinks:
+            state.sink.after_fork()
+        self._start_worker()
 
     # --- public ---------------------------------------------------------------
 
@@ -198,3 +215,12 @@ class LogPipeline:
             attributes = scrub_attributes(entry[4])
             if message is not entry[3] or attributes is not entry[4]:
                 batch[index] = (*entry[:3], message, attributes, *entry[5:])
+
+
+def _after_fork_in_child(pipeline_ref: "weakref.ref[LogPipeline]") -> Callable[[], None]:
+    def restart() -> None:
+        pipeline = pipeline_ref()
+        if pipeline is not None:
+            pipeline._restart_in_child()
+
+    return restart

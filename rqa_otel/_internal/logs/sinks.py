@@ -30,12 +30,24 @@ class LogSink:
     def shutdown(self) -> None:
         pass
 
+    def after_fork(self) -> None:
+        """In a forked child, before the first export: drop what the parent's
+        connections left behind."""
+
 
 class OtlpGrpcLogSink(LogSink):
     def __init__(self, endpoint: str, headers: Mapping[str, str], timeout_s: float, encoder: LogsEncoder) -> None:
+        self._endpoint = endpoint
+        self._connect()
+        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
+        self._timeout_s = timeout_s
+        self._encoder = encoder
+        self.description = f"OTLP grpc {endpoint}"
+
+    def _connect(self) -> None:
         import grpc
 
-        url = urlsplit(endpoint)
+        url = urlsplit(self._endpoint)
         target = f"{url.hostname}:{url.port}"
         self._channel = (
             grpc.insecure_channel(target)
@@ -44,14 +56,13 @@ class OtlpGrpcLogSink(LogSink):
         )
         # No serializers: the request is already protobuf bytes.
         self._export = self._channel.unary_unary(LOGS_EXPORT_METHOD)
-        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
-        self._timeout_s = timeout_s
-        self._encoder = encoder
-        self.description = f"OTLP grpc {endpoint}"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
         self._export(self._encoder.encode(batch, observed_ns), timeout=self._timeout_s, metadata=self._metadata)
         return True
+
+    def after_fork(self) -> None:
+        self._connect()  # a grpc channel must not be shared across fork()
 
     def shutdown(self) -> None:
         self._channel.close()
@@ -78,6 +89,9 @@ class OtlpHttpLogSink(LogSink):
         if response.status != 200:
             raise OSError(f"HTTP {response.status} from {self._url}: {response.data[:200]!r}")
         return True
+
+    def after_fork(self) -> None:
+        self._pool.clear()  # the parent's sockets are the parent's
 
     def shutdown(self) -> None:
         self._pool.clear()
