@@ -78,6 +78,7 @@ ALERT_BROKER_CONNECTION: Final = "broker_connection"
 ALERT_CIRCUIT_OPEN: Final = "circuit_open"
 ALERT_DATA_LOAD_FAILED: Final = "data_load_failed"
 BREAKER_OPEN_ALERT: Final = "circuit_breaker_open"
+CIRCUIT_BREAKER_READINESS: Final = "circuit_breakers"  # the /ready check
 
 # --- Span and event names --------------------------------------------------
 ALERT_SPAN: Final = "rqa.alert"

@@ -122,6 +122,13 @@ class ErrorSettings:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    http_port: int
+    """Port of /health, /ready and /metrics; 0 leaves them off."""
+    http_host: str
+
+
+@dataclass(frozen=True)
 class ScrubSettings:
     patterns: tuple[str, ...]
     allowlist: tuple[str, ...]
@@ -136,6 +143,7 @@ class Settings:
     files: FileSettings
     scrub: ScrubSettings
     errors: ErrorSettings
+    ops: OpsSettings
     resource_attributes: Mapping[str, str]
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting's value came from, by dotted key (for messages)."""
@@ -194,6 +202,16 @@ def _count(minimum: int) -> Callable[[Any], int]:
         return number
 
     return parse
+
+
+def _port(value: Any) -> int:
+    try:
+        port = _count(0)(value)
+    except ValueError:
+        raise ValueError("expected a TCP port, 0 (off) to 65535") from None
+    if port > 65535:
+        raise ValueError("expected a TCP port, 0 (off) to 65535")
+    return port
 
 
 def _non_negative_seconds(value: Any) -> float:
@@ -336,6 +354,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
         for kind in ("order_rejected", "broker_connection", "data_load")
         for field, parse in (("max_tries", _count(1)), ("base_delay_s", _non_negative_seconds), ("max_delay_s", _non_negative_seconds))
     },
+    "ops.http_port": (_port, None),
+    "ops.http_host": (_string, None),
     "errors.breaker.failure_threshold": (_count(1), None),
     "errors.breaker.open_s": (_positive_seconds, None),
 }
@@ -551,6 +571,7 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
             },
             breaker=BreakerSettings(v["errors.breaker.failure_threshold"], v["errors.breaker.open_s"]),
         ),
+        ops=OpsSettings(http_port=v["ops.http_port"], http_host=v["ops.http_host"]),
         resource_attributes=dict(v["resource_attributes"]),
         sources=dict(sources),
     )

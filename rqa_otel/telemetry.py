@@ -28,6 +28,7 @@ from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
+from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
 from rqa_otel.alerts import Alerts
 from rqa_otel.scrub import Scrubber
 from rqa_otel.settings import Settings, load_settings
@@ -56,6 +57,8 @@ class Telemetry:
         self._shut_down = False
         self._lock = threading.Lock()
 
+        self._pull_reader = PullMetricReader() if settings.ops.http_port else None
+        self._readiness_checks: dict[str, Check] = {}
         self.tracer_provider = self._build_tracer_provider()
         self.meter_provider = self._build_meter_provider()
         self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
@@ -77,6 +80,8 @@ class Telemetry:
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
+        self._add_export_checks()
+        self._ops = self._start_ops_server() if settings.ops.http_port else None
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
 
     # --- assembly -----------------------------------------------------------
@@ -92,15 +97,20 @@ class Telemetry:
         return provider
 
     def _build_meter_provider(self) -> metrics.MeterProvider:
-        exporter = self._exporters["metrics"]
-        if exporter is None:
+        readers: list = []
+        if self._exporters["metrics"] is not None:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    self._exporters["metrics"],
+                    export_interval_millis=self.settings.export.metric_interval_s * 1000,
+                    export_timeout_millis=self._export_timeout_ms(),
+                )
+            )
+        if self._pull_reader is not None:
+            readers.append(self._pull_reader)
+        if not readers:
             return metrics.NoOpMeterProvider()
-        reader = PeriodicExportingMetricReader(
-            exporter,
-            export_interval_millis=self.settings.export.metric_interval_s * 1000,
-            export_timeout_millis=self._export_timeout_ms(),
-        )
-        return MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
+        return MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
 
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
         """For code that uses the OTel Logs API directly: its records join the
@@ -140,6 +150,23 @@ class Telemetry:
             message=f"log records to {destination} are being lost: {error or 'write failed'}",
         )
 
+    def _add_export_checks(self) -> None:
+        for signal, exporter in self._exporters.items():
+            if exporter is not None:
+                self.add_readiness_check(f"{signal}_export", _exporter_check(exporter.counts.destination, exporter))
+        if self._log_pipeline is not None:
+            self.add_readiness_check("logs_export", self._log_pipeline.readiness)
+
+    def _start_ops_server(self) -> OpsServer:
+        liveness = [("process", lambda: (True, "answering"))]
+        if self._log_pipeline is not None:
+            pipeline = self._log_pipeline
+            liveness.append(("log_export_worker", lambda: (pipeline.alive, "running" if pipeline.alive else "stopped")))
+        return OpsServer(
+            self.settings.ops.http_host, self.settings.ops.http_port, liveness,
+            lambda: dict(self._readiness_checks), self._pull_reader, redact=self.scrubber.scrub_text,
+        )
+
     def _export_timeout_ms(self) -> float:
         return self.settings.export.otlp.timeout_s * 1000
 
@@ -176,6 +203,16 @@ class Telemetry:
             if logger.getEffectiveLevel() > level:
                 logger.setLevel(level)
         return logger
+
+    def add_readiness_check(self, name: str, check: Check) -> None:
+        """Make /ready depend on ``check() -> (ok, reason)`` (a circuit breaker,
+        a quota); the reason is shown, so it must hold no secret."""
+        self._readiness_checks[name] = check
+
+    @property
+    def ops_address(self) -> tuple[str, int] | None:
+        """(host, port) of /health, /ready and /metrics, when they are on."""
+        return self._ops.address if self._ops is not None else None
 
     def export_counts(self) -> list[ExportCounts]:
         """What each signal's exporter has sent or failed to send so far."""
@@ -219,6 +256,8 @@ class Telemetry:
                     logger.removeHandler(self.logging_handler)
         if self._is_global:
             atexit.unregister(self.shutdown)
+        if self._ops is not None:
+            self._ops.shutdown()
 
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
@@ -237,6 +276,16 @@ class Telemetry:
     def _sdk_providers(self) -> list[Any]:
         providers = (self.tracer_provider, self.logger_provider, self.meter_provider)
         return [p for p in providers if hasattr(p, "force_flush")]
+
+
+def _exporter_check(destination: str, exporter) -> Check:
+    def check() -> tuple[bool, str]:
+        counts = exporter.counts
+        if exporter.failing:
+            return False, f"exporting to {destination} is failing ({counts.failed} lost so far)"
+        return True, f"{counts.exported} exported to {destination}"
+
+    return check
 
 
 def _flush_at_child_exit(handle: Telemetry) -> None:

@@ -201,6 +201,7 @@ class TradingErrorHandler:
             names.TRADING_ERRORS_COUNTER, unit="{error}",
             description="Handled trading errors, by type, strategy and outcome.",
         )
+        telemetry.add_readiness_check(names.CIRCUIT_BREAKER_READINESS, self._breakers_closed)
         telemetry.meter.create_observable_gauge(
             names.CIRCUIT_BREAKER_STATE_GAUGE,
             callbacks=[self._observe_breakers],
@@ -267,6 +268,11 @@ class TradingErrorHandler:
         if new == "open":
             self._telemetry.alert(names.BREAKER_OPEN_ALERT, "critical", attributes=attributes,
                                   message=f"circuit breaker {name} opened: no calls for {self.breaker(name).open_s:g} s")
+
+    def _breakers_closed(self) -> tuple[bool, str]:
+        not_closed = sorted(f"{name} {breaker.state}" for name, breaker in list(self._breakers.items())
+                            if breaker.state != "closed")
+        return (False, "circuit breaker " + ", ".join(not_closed)) if not_closed else (True, "all closed")
 
     def _observe_breakers(self, options):
         from opentelemetry.metrics import Observation

@@ -35,6 +35,11 @@ class _Accounting:
         self._lock = threading.Lock()
         self._failing = False
 
+    @property
+    def failing(self) -> bool:
+        """The last export failed."""
+        return self._failing
+
     def _account(self, export: Callable[[], bool], items: int) -> bool:
         try:
             ok = export()

@@ -94,6 +94,14 @@ class LogPipeline:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def readiness(self) -> tuple[bool, str]:
+        failing = [state.sink.description for state in self._sinks if state.failing]
+        if not self.alive:
+            return False, "the log export worker is not running"
+        if failing:
+            return False, f"log export failing to {', '.join(failing)}; lost records are counted"
+        return True, f"{len(self.buffer)} records buffered of {self.buffer.capacity}"
+
     def export_counts(self) -> list[ExportCounts]:
         return [state.counts for state in self._sinks]
 
