@@ -38,6 +38,11 @@ DEFAULT_SIGNAL: Final = "NONE"
 TRADE_SIDE: Final = "rqa.trade.side"
 TRADE_PRICE: Final = "rqa.trade.price"
 TRADE_QUANTITY: Final = "rqa.trade.quantity"
+TRADE_NOTIONAL: Final = "rqa.trade.notional_value"
+TRADE_SEQUENCE: Final = "rqa.trade.sequence"
+PORTFOLIO_HOLDINGS: Final = "rqa.portfolio.holdings"
+METRIC_OVERFLOW: Final = "otel.metric.overflow"  # the OTel specification's overflow marker
+CARDINALITY_ALERT: Final = "metric_cardinality_limit"
 
 # --- Alerts ----------------------------------------------------------------
 ALERT_NAME: Final = "alert.name"
@@ -84,6 +89,7 @@ CIRCUIT_BREAKER_READINESS: Final = "circuit_breakers"  # the /ready check
 ALERT_SPAN: Final = "rqa.alert"
 BACKTEST_SPAN: Final = "rqa.backtest"
 TRADE_EVENT: Final = "rqa.trade"
+PORTFOLIO_EVENT: Final = "rqa.portfolio"
 RETRY_EVENT: Final = "rqa.retry"
 
 # --- Instruments -----------------------------------------------------------
@@ -91,6 +97,12 @@ ALERTS_COUNTER: Final = "rqa.alerts"
 TRADES_COUNTER: Final = "rqa.trades"
 TRADE_NOTIONAL_COUNTER: Final = "rqa.trade.notional"
 PORTFOLIO_VALUE_GAUGE: Final = "rqa.portfolio.value"
+PORTFOLIO_CASH_GAUGE: Final = "rqa.portfolio.cash"
+PORTFOLIO_POSITIONS_GAUGE: Final = "rqa.portfolio.positions"
+PORTFOLIO_DRAWDOWN_GAUGE: Final = "rqa.portfolio.drawdown"
+PORTFOLIO_RETURN_GAUGE: Final = "rqa.portfolio.return"
+TRADE_VOLUME_COUNTER: Final = "rqa.trade.volume"
+TRADE_NOTIONAL_HISTOGRAM: Final = "rqa.trade.notional_per_trade"
 LOG_RECORDS_DROPPED_COUNTER: Final = "rqa.log.records.dropped"
 LOG_RECORDS_SUPPRESSED_COUNTER: Final = "rqa.log.records.suppressed"
 TRADING_ERRORS_COUNTER: Final = "rqa.trading_errors"

@@ -8,6 +8,7 @@ import os
 import multiprocessing.util as multiprocessing_util
 import socket
 import threading
+import time
 import uuid
 from typing import Any, Mapping
 
@@ -203,6 +204,23 @@ class Telemetry:
             if logger.getEffectiveLevel() > level:
                 logger.setLevel(level)
         return logger
+
+    def log_event(
+        self, name: str, message: str, attributes: dict[str, Any], time_ns: int | None = None, level: int = logging.INFO
+    ) -> None:
+        """A log record straight into the logging pipeline, without stdlib
+        logging: for events recorded at high rates (trades). ``name`` is its
+        logger/scope name; it is correlated with the active span. Attributes
+        should include the quant attributes."""
+        if self._log_pipeline is None:
+            return
+        context = trace.get_current_span().get_span_context()
+        self._log_pipeline.buffer.put(
+            (
+                time.time_ns() if time_ns is None else time_ns, level, name, message, attributes,
+                context.trace_id, context.span_id, int(context.trace_flags),
+            )
+        )
 
     def add_readiness_check(self, name: str, check: Check) -> None:
         """Make /ready depend on ``check() -> (ok, reason)`` (a circuit breaker,

@@ -1,0 +1,155 @@
+"""The durable trade journal: SQLite in WAL mode, written by one background thread.
+
+Durability point: ``append()`` queues a row and returns; the writer commits
+whatever is queued every ``commit_interval_s`` (group commit), and at once
+on ``flush()``. So a trade whose ``record_trade`` returned is in the journal
+once ``flush()`` has returned, or at most ``commit_interval_s`` (plus one
+commit) later, and survives the process being killed from then on.
+WAL with synchronous=NORMAL is durable against a crash of the process,
+not against losing power on the machine (that would need synchronous=FULL,
+an fsync per commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections import deque
+from typing import Any, Sequence
+
+_log = logging.getLogger("rqa_otel.trading")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    action TEXT NOT NULL,
+    price REAL NOT NULL,
+    quantity REAL NOT NULL,
+    time_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trades_by_strategy_symbol ON trades (strategy, symbol, time_ns);
+CREATE INDEX IF NOT EXISTS trades_by_symbol ON trades (symbol, time_ns);
+CREATE INDEX IF NOT EXISTS trades_by_time ON trades (time_ns);
+CREATE TABLE IF NOT EXISTS portfolio (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    value REAL NOT NULL,
+    cash REAL NOT NULL,
+    positions TEXT NOT NULL,
+    time_ns INTEGER NOT NULL
+);
+"""
+TRADE_COLUMNS = ("run_id", "strategy", "symbol", "action", "price", "quantity", "time_ns")
+SNAPSHOT_COLUMNS = ("run_id", "strategy", "value", "cash", "positions", "time_ns")
+# SQLite's limit on bound variables per statement: 32766 since 3.32, 999 before.
+_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+class TradeJournal:
+    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05) -> None:
+        self.path = os.fspath(path)
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._commit_interval_s = commit_interval_s
+        self._trades: deque[tuple] = deque()
+        self._snapshots: deque[tuple] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._committed = threading.Condition(self._lock)
+        self._requested = self._done = 0
+        self._closing = False
+        self.failed_commits = 0
+        writer = self._connect()
+        writer.executescript(SCHEMA)
+        writer.commit()
+        self._thread = threading.Thread(target=self._write, args=(writer,), name="rqa-otel trade journal", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    def append_trade(self, row: tuple) -> None:
+        self._trades.append(row)  # deque.append is atomic; the writer drains it
+
+    def append_snapshot(self, row: tuple) -> None:
+        self._snapshots.append(row)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Commit everything appended so far; True once it is durable."""
+        with self._lock:
+            self._requested += 1
+            ticket = self._requested
+            self._wake.notify()
+            return self._committed.wait_for(lambda: self._done >= ticket or not self._thread.is_alive(), timeout_s) and (
+                self._done >= ticket
+            )
+
+    def query(self, sql: str, parameters: Sequence[Any]) -> list[tuple]:
+        reader = self._connect()
+        try:
+            return reader.execute(sql, parameters).fetchall()
+        finally:
+            reader.close()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.flush(timeout_s)
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout_s)
+
+    def _write(self, connection: sqlite3.Connection) -> None:
+        while True:
+            with self._lock:
+                if not self._closing and self._requested == self._done:
+                    self._wake.wait(self._commit_interval_s)
+                ticket, closing = self._requested, self._closing
+            self._commit(connection)
+            with self._lock:
+                self._done = ticket
+                self._committed.notify_all()
+            if closing:
+                connection.close()
+                return
+
+    def _commit(self, connection: sqlite3.Connection) -> None:
+        trades = [self._trades.popleft() for _ in range(len(self._trades))]
+        snapshots = [self._snapshots.popleft() for _ in range(len(self._snapshots))]
+        if not trades and not snapshots:
+            return
+        try:
+            with connection:
+                _insert(connection, "trades", TRADE_COLUMNS, trades)
+                _insert(connection, "portfolio", SNAPSHOT_COLUMNS, snapshots)
+        except sqlite3.Error:
+            # Nothing is dropped: the rows go back to the front of the queue
+            # and the next commit tries again (a full disk frees up, a lock
+            # is released).
+            self.failed_commits += 1
+            self._trades.extendleft(reversed(trades))
+            self._snapshots.extendleft(reversed(snapshots))
+            if self.failed_commits == 1:
+                _log.warning("the trade journal %s cannot commit; retrying", self.path, exc_info=True)
+
+
+def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Many rows per INSERT statement. executemany() steps SQLite once per
+    row and gives up the GIL each time; with the strategy's thread busy,
+    each step then waits out a whole GIL switch interval (5 ms), and the
+    writer falls hopelessly behind. One statement per few thousand rows
+    waits once."""
+    per_statement = _MAX_VARIABLES // len(columns)
+    row_sql = "(" + ", ".join("?" * len(columns)) + ")"
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * len(chunk))
+        connection.execute(sql, [value for row in chunk for value in row])

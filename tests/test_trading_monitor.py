@@ -1,0 +1,185 @@
+"""BacktestMonitor: trades and portfolio as metrics, events and journal rows, read back from real files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import rqa_otel
+from rqa_otel import names
+from rqa_otel.trading import BacktestMonitor
+
+BAR = dt.datetime(2024, 3, 1, 7, 0, tzinfo=dt.timezone.utc)  # 15:00 in Shanghai
+
+
+@pytest.fixture
+def telemetry(tmp_path):
+    handle = rqa_otel.setup(strategy="dual_ma", overrides={"export.directory": str(tmp_path)}, set_global=False)
+    yield handle
+    handle.shutdown()
+
+
+def read(tmp_path, file_name, *path):
+    if not (tmp_path / file_name).exists():
+        return
+    for line in (tmp_path / file_name).read_text().splitlines():
+        nodes = [json.loads(line)]
+        for key in path:
+            nodes = [child for node in nodes for child in node.get(key, [])]
+        yield from nodes
+
+
+def attrs(item):
+    return {a["key"]: next(iter(a["value"].values()), None) for a in item.get("attributes", [])}
+
+
+def last_points(tmp_path, name):
+    points = {}
+    for metric in read(tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics"):
+        if metric["name"] == name:
+            data = metric.get("sum") or metric.get("gauge") or metric.get("histogram")
+            for point in data["dataPoints"]:
+                points[tuple(sorted(attrs(point).items()))] = point
+    return points
+
+
+def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp_path):
+    monitor = BacktestMonitor(telemetry)
+    with monitor.run("dual_ma", {"fast": 10, "slow": 40}) as run_id:
+        monitor.record_trade("600519.SH", "BUY", 1688.5, 100, "dual_ma", timestamp=BAR)
+        monitor.record_trade("600519.SH", "sell", 1700.0, 100, "dual_ma", timestamp=BAR + dt.timedelta(days=1))
+        monitor.record_trade("000001.SZ", "buy", 10.5, 3000, "dual_ma", timestamp=BAR)
+    monitor.close()
+    telemetry.shutdown()
+
+    counts = last_points(tmp_path, names.TRADES_COUNTER)
+    key = ((names.STOCK, "600519.SH"), (names.STRATEGY, "dual_ma"), (names.TRADE_SIDE, "buy"))
+    assert int(counts[key]["asInt"]) == 1 and len(counts) == 3
+    notional = last_points(tmp_path, names.TRADE_NOTIONAL_COUNTER)
+    assert notional[key]["asDouble"] == pytest.approx(168_850.0)
+    [histogram] = last_points(tmp_path, names.TRADE_NOTIONAL_HISTOGRAM).values()
+    assert int(histogram["count"]) == 3 and histogram["explicitBounds"][0] == 1e3
+
+    [run_span] = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans") if s["name"] == names.BACKTEST_SPAN]
+    assert "parentSpanId" not in run_span, "a run is the root of its own trace"
+    assert attrs(run_span)[names.RUN_ID] == run_id and attrs(run_span)[names.STRATEGY_PARAMETER_PREFIX + "slow"] == "40"
+    events = [r for r in read(tmp_path, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords") if attrs(r).get(names.TRADE_SIDE)]
+    assert len(events) == 3
+    first = attrs(events[0])
+    assert (first[names.STOCK], first[names.TRADE_SIDE], first[names.TRADE_PRICE]) == ("600519.SH", "buy", 1688.5)
+    assert events[0]["traceId"] == run_span["traceId"]
+    times = [int(e["timeUnixNano"]) for e in events]
+    assert times[0] // 10**9 == int(BAR.timestamp()), "the event carries the trade's simulated time"
+    assert len(set(times)) == 3, "trades in the same bar get distinct nanoseconds: no InfluxDB overwrite"
+
+
+def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
+    monitor = BacktestMonitor(telemetry)
+    bad = [
+        (("600519.SH", "hold", 1.0, 1, "s"), "action 'hold'"),
+        (("600519.SH", "buy", math.nan, 1, "s"), "price nan"),
+        (("600519.SH", "buy", -1.0, 1, "s"), "price -1.0"),
+        (("600519.SH", "buy", 1.0, 0, "s"), "quantity 0"),
+        (("600519.SH", "buy", 1.0, True, "s"), "quantity True"),
+        (("", "buy", 1.0, 1, "s"), "symbol ''"),
+        (("600519.SH", "buy", 1.0, 1, " "), "strategy ' '"),
+        (("600519.SH", "buy", 1.0, 1, "s", "2024-03-01"), "timestamp '2024-03-01'"),
+    ]
+    for arguments, message in bad:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            monitor.record_trade(*arguments)
+    assert monitor.get_trade_history() == []
+    monitor.close()
+    telemetry.shutdown()
+    assert not last_points(tmp_path, names.TRADES_COUNTER)
+    assert not [r for r in read(tmp_path, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords") if attrs(r).get(names.TRADE_SIDE)]
+
+
+def test_history_filters_by_strategy_symbol_action_and_time(telemetry):
+    monitor = BacktestMonitor(telemetry)
+    for day in range(10):
+        for strategy, symbol in (("a", "600519.SH"), ("a", "000001.SZ"), ("b", "600519.SH")):
+            monitor.record_trade(symbol, "buy" if day % 2 else "sell", 10.0 + day, 100, strategy, timestamp=BAR + dt.timedelta(days=day))
+    history = monitor.get_trade_history(strategy="a", symbol="600519.SH", action="buy", start=BAR + dt.timedelta(days=2), end=BAR + dt.timedelta(days=8))
+    assert [t.price for t in history] == [13.0, 15.0, 17.0]
+    assert len(monitor.get_trade_history(symbol="600519.SH", limit=4)) == 4
+    assert {t.strategy for t in monitor.get_trade_history(symbol="000001.SZ")} == {"a"}
+    with pytest.raises(ValueError, match="limit -1"):
+        monitor.get_trade_history(limit=-1)
+    monitor.close()
+
+
+def test_portfolio_snapshots_become_gauges_with_drawdown_and_return(telemetry, tmp_path):
+    monitor = BacktestMonitor(telemetry)
+    for value in (1_000_000.0, 1_200_000.0, 900_000.0):
+        monitor.record_portfolio(value, value / 2, {"600519.SH": 100, "000001.SZ": 0}, "dual_ma", timestamp=BAR)
+    monitor.close()
+    telemetry.shutdown()
+    key = ((names.STRATEGY, "dual_ma"),)
+    assert last_points(tmp_path, names.PORTFOLIO_DRAWDOWN_GAUGE)[key]["asDouble"] == pytest.approx(0.25)
+    assert last_points(tmp_path, names.PORTFOLIO_RETURN_GAUGE)[key]["asDouble"] == pytest.approx(-0.1)
+    assert int(last_points(tmp_path, names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asInt", 0)) == 1 or \
+        last_points(tmp_path, names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asDouble") == 1
+    with pytest.raises(ValueError, match="positions"):
+        monitor.record_portfolio(1.0, 1.0, [("600519.SH", 1)], "dual_ma")
+
+
+def test_whole_a_share_universe_stays_under_the_series_limit(telemetry, tmp_path):
+    monitor = BacktestMonitor(telemetry)
+    for number in range(5_000):
+        monitor.record_trade(f"{number:06d}.SZ", "buy", 10.0, 100, "universe", timestamp=BAR)
+    monitor.close()
+    telemetry.shutdown()
+    counts = last_points(tmp_path, names.TRADES_COUNTER)
+    assert len(counts) == 2_000 + 1
+    overflow = counts[((names.METRIC_OVERFLOW, True),)]
+    assert int(overflow["asInt"]) == 3_000
+    assert sum(int(p["asInt"]) for p in counts.values()) == 5_000
+    alerts = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+              if s["name"] == names.ALERT_SPAN and attrs(s)[names.ALERT_NAME] == names.CARDINALITY_ALERT]
+    assert len(alerts) == 1
+
+
+KILLED_STRATEGY = textwrap.dedent(
+    """
+    import sys, time, rqa_otel
+    from rqa_otel.trading import BacktestMonitor
+    telemetry = rqa_otel.setup(set_global=False, overrides={"export.directory": sys.argv[1]})
+    monitor = BacktestMonitor(telemetry, commit_interval_s=0.05)
+    n = 0
+    while True:
+        n += 1
+        monitor.record_trade("600519.SH", "buy", 10.0, n, "killed", timestamp=1_700_000_000_000_000_000 + n)
+        if n % 1000 == 0:
+            print(n, time.monotonic(), flush=True)
+    """
+)
+
+
+def test_trades_older_than_the_commit_interval_survive_kill_9(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", KILLED_STRATEGY, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    reports = []
+    while len(reports) < 20:
+        line = process.stdout.readline()
+        assert line, "the strategy process died"
+        count, at = line.split()
+        reports.append((int(count), float(at)))
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = time.monotonic()
+    guaranteed = max(count for count, at in reports if at <= killed_at - 0.3)
+    rows = sqlite3.connect(tmp_path / "trades.db").execute("SELECT quantity FROM trades ORDER BY id").fetchall()
+    quantities = [int(q) for (q,) in rows]
+    assert len(quantities) >= guaranteed
+    assert quantities == list(range(1, len(quantities) + 1)), "whole rows, in order, none missing"
