@@ -189,15 +189,25 @@ def _demo(args: argparse.Namespace) -> int:
             f"({bars[0].day} .. {bars[-1].day})"
         )
 
+    monitor = None
+    if telemetry:
+        from rqa_otel.trading import BacktestMonitor
+
+        monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
     started = time.perf_counter()
-    result = demo.run_backtest(
-        bars,
-        tracer=telemetry.tracer if telemetry else None,
-        meter=telemetry.meter if telemetry else None,
-        progress=demo.Progress(enabled=not (args.quiet or args.json)),
-    )
+    result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)))
+    if monitor:
+        monitor.flush()
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started  # the backtest plus the final flush
+    history = []
+    if monitor:
+        first_symbol = next(iter(bars[0].minutes))
+        history = [
+            f"{t.timestamp:%Y-%m-%d} {t.action} {t.quantity:g} {t.symbol} @ {t.price:.2f}"
+            for t in monitor.get_trade_history(strategy=demo.STRATEGY, symbol=first_symbol, limit=3)
+        ]
+        monitor.close()
 
     counts = telemetry.export_counts() if telemetry else []
     summary = {
@@ -211,6 +221,8 @@ def _demo(args: argparse.Namespace) -> int:
         "wall_s": wall_s,
         "setup_s": setup_s,
         "telemetry": [vars(c) for c in counts],
+        "trade_history_sample": history,
+        "journal": str(monitor.journal.path) if monitor else None,
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
         "flushed": flushed,
@@ -247,6 +259,10 @@ def _print_summary(summary: dict) -> None:
     lost = {key: n for key, n in summary["log_drops"].items() if not key.startswith("sampled/")}
     if lost:
         print(f"  log records lost: {lost}")
+    if summary["trade_history_sample"]:
+        print(f"  trade journal {summary['journal']}; get_trade_history(symbol=..., limit=3):")
+        for line in summary["trade_history_sample"]:
+            print(f"    {line}")
     if summary["text_log"] and os.path.exists(summary["text_log"]):
         with open(summary["text_log"], encoding="utf-8") as text:
             trading = (line.rstrip("\n") for line in text if "stock=N/A" not in line)

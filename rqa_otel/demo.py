@@ -17,13 +17,10 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from opentelemetry import trace
-from opentelemetry.metrics import Observation
-
-from rqa_otel import names
 
 STRATEGY = "dual_ma_demo"
 LOGGER = f"rqa.{STRATEGY}"
@@ -128,13 +125,13 @@ class DualMovingAverage:
 
 def run_backtest(
     bars: Sequence[Bar],
-    tracer: trace.Tracer | None = None,
-    meter=None,
+    monitor=None,
     cash: float = 1_000_000.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestResult:
-    """Run the strategy over ``bars`` and report it through ``tracer``/``meter``
-    and stdlib logging (the no-op API defaults when they are None).
+    """Run the strategy over ``bars``, reporting trades and the portfolio to
+    ``monitor`` (a BacktestMonitor; None runs the same backtest with
+    telemetry off) and signals through stdlib logging.
 
     Every minute of every stock is processed, as an intraday backtest does:
     an intraday EMA, the running VWAP, a trailing stop and the fill of orders
@@ -142,64 +139,34 @@ def run_backtest(
     VWAP of the first half hour). Signals come from daily closes.
 
     Telemetry follows what a production strategy sends: INFO records for
-    signals that act and for fills, DEBUG for HOLD, portfolio value as an
-    observable gauge (read at each collection, so free per bar), a record at
-    each month end, and a trade event and counters per fill.
+    signals that act, DEBUG for HOLD, a trade event and counters per fill,
+    and a portfolio snapshot at each month end.
     """
-    tracer = tracer or trace.get_tracer(names.SCOPE)
-    meter = meter or _noop_meter()
-    log = logging.getLogger(LOGGER)
+    monitor = monitor or _NoMonitor()
     signals_log = logging.getLogger(SIGNALS_LOGGER)
-    trades_counter = meter.create_counter(names.TRADES_COUNTER, unit="{trade}", description="Trades executed.")
-    notional_counter = meter.create_counter(
-        names.TRADE_NOTIONAL_COUNTER, unit="CNY", description="Traded notional (price x quantity)."
-    )
     strategy = DualMovingAverage()
     symbols = list(bars[0].minutes)
     positions = {symbol: 0 for symbol in symbols}
     peaks = {symbol: 0.0 for symbol in symbols}
     emas: dict[str, float] = {}
     pending: dict[str, str] = {}  # symbol -> signal decided at the previous close
-    result = BacktestResult(uuid.uuid4().hex, len(bars), bars[0].day, bars[-1].day, start_value=cash)
+    result = BacktestResult("", len(bars), bars[0].day, bars[-1].day, start_value=cash)
     result.final_value = cash
-    meter.create_observable_gauge(
-        names.PORTFOLIO_VALUE_GAUGE,
-        callbacks=[lambda options: [Observation(result.final_value, {names.STRATEGY: STRATEGY})]],
-        unit="CNY",
-        description="Portfolio value at the last processed bar.",
-    )
     started = time.perf_counter()
-    run_attributes = {
-        names.RUN_ID: result.run_id,
-        names.RUN_KIND: "backtest",
-        names.STRATEGY: STRATEGY,
-        names.STRATEGY_PARAMETER_PREFIX + "fast": strategy.fast,
-        names.STRATEGY_PARAMETER_PREFIX + "slow": strategy.slow,
-        names.STRATEGY_PARAMETER_PREFIX + "trailing_stop": TRAILING_STOP,
-    }
+    parameters = {"fast": strategy.fast, "slow": strategy.slow, "trailing_stop": TRAILING_STOP}
 
-    with tracer.start_as_current_span(names.BACKTEST_SPAN, attributes=run_attributes) as run_span:
+    with monitor.run(STRATEGY, parameters) as run_id:
+        result.run_id = run_id
 
-        def fill(bar: Bar, symbol: str, quantity: int, price: float, reason: str) -> None:
+        def fill(bar: Bar, symbol: str, quantity: int, price: float) -> None:
             nonlocal cash
-            side = "buy" if quantity > 0 else "sell"
             notional = abs(quantity) * price
             cash -= quantity * price + notional * COMMISSION
             positions[symbol] += quantity
             peaks[symbol] = price
             result.trades += 1
-            trade = {names.STRATEGY: STRATEGY, names.STOCK: symbol, names.TRADE_SIDE: side}
-            trades_counter.add(1, trade)
-            notional_counter.add(notional, trade)
-            run_span.add_event(
-                names.TRADE_EVENT,
-                {**trade, names.TRADE_PRICE: price, names.TRADE_QUANTITY: abs(quantity)},
-                timestamp=_nanoseconds(bar.day),
-            )
-            log.info(
-                "filled %s %d %s at %.2f (%s)", side, abs(quantity), symbol, price, reason,
-                extra={"stock": symbol, "strategy": STRATEGY, "signal": side.upper()},
-            )
+            side = "buy" if quantity > 0 else "sell"
+            monitor.record_trade(symbol, side, price, abs(quantity), STRATEGY, timestamp=_close(bar.day))
 
         for index, bar in enumerate(bars):
             equity = cash + sum(positions[s] * bar.minutes[s][0][0] for s in symbols)
@@ -216,12 +183,12 @@ def run_backtest(
                         vwap = traded / volume_sum
                         quantity = _order_quantity(order, positions[symbol], equity / len(symbols), vwap)
                         if quantity:
-                            fill(bar, symbol, quantity, vwap, "signal")
+                            fill(bar, symbol, quantity, vwap)
                     if positions[symbol] > 0:
                         if price > peaks[symbol]:
                             peaks[symbol] = price
                         elif price < peaks[symbol] * (1 - TRAILING_STOP) and ema < peaks[symbol]:
-                            fill(bar, symbol, -positions[symbol], price, "trailing stop")
+                            fill(bar, symbol, -positions[symbol], price)
                 emas[symbol] = ema
 
             for symbol, close in bar.closes.items():
@@ -237,13 +204,9 @@ def run_backtest(
 
             result.final_value = cash + sum(positions[s] * bar.closes[s] for s in symbols)
             if index + 1 == len(bars) or bars[index + 1].day.month != bar.day.month:
-                log.info(
-                    "month end %s: value %.2f cash %.2f positions %s", bar.day, result.final_value, cash,
-                    {s: q for s, q in positions.items() if q}, extra={"strategy": STRATEGY},
-                )
+                monitor.record_portfolio(result.final_value, cash, positions, STRATEGY, timestamp=_close(bar.day))
             if progress:
                 progress(index + 1, len(bars))
-        run_span.set_attribute("rqa.run.trades", result.trades)
     result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -256,16 +219,23 @@ def _order_quantity(signal: str, held: int, budget: float, price: float) -> int:
     return 0
 
 
-def _nanoseconds(day: dt.date) -> int:
-    # A-share close, 15:00 China Standard Time
-    close = dt.datetime(day.year, day.month, day.day, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    return int(close.timestamp()) * 1_000_000_000
+def _close(day: dt.date) -> dt.datetime:
+    """The A-share close, 15:00 China Standard Time."""
+    return dt.datetime(day.year, day.month, day.day, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
-def _noop_meter():
-    from opentelemetry.metrics import NoOpMeterProvider
+class _NoMonitor:
+    """The same calls with telemetry off (the bench's anchor)."""
 
-    return NoOpMeterProvider().get_meter(names.SCOPE)
+    @contextmanager
+    def run(self, strategy, parameters=None):
+        yield uuid.uuid4().hex
+
+    def record_trade(self, *args, **kwargs) -> None:
+        pass
+
+    def record_portfolio(self, *args, **kwargs) -> None:
+        pass
 
 
 class Progress:

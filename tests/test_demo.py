@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -85,14 +86,16 @@ def _attributes(item):
 
 
 def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
-    _, directory = demo_run
+    result, directory = demo_run
     [run_span] = [s for s in _items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans") if s["name"] == names.BACKTEST_SPAN]
     run = _attributes(run_span)
     assert run[names.STRATEGY] == "dual_ma_demo" and len(run[names.RUN_ID]) == 32
-    trades = [e for e in run_span["events"] if e["name"] == names.TRADE_EVENT]
-    assert trades and int(run["rqa.run.trades"]) == len(trades)
-    first_trade_ns = int(trades[0]["timeUnixNano"])
-    assert 1704067200 * 10**9 < first_trade_ns < 1767225600 * 10**9, "trade events carry simulated 2024-2025 time"
+
+    records = list(_items(directory, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
+    trades = [_attributes(r) for r in records if _attributes(r).get(names.TRADE_SIDE)]
+    assert trades and f"{len(trades)} trades" in result.stdout
+    trade_times = [int(r["timeUnixNano"]) for r in records if _attributes(r).get(names.TRADE_SIDE)]
+    assert all(1704067200 * 10**9 < t < 1767225600 * 10**9 for t in trade_times), "simulated 2024-2025 time"
 
     counted = sum(
         int(point["asInt"])
@@ -101,9 +104,13 @@ def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
         for point in metric["sum"]["dataPoints"]
     )
     assert counted == len(trades)
+    rows = sqlite3.connect(directory / "trades.db").execute("SELECT count(*) FROM trades").fetchone()[0]
+    assert rows == len(trades), "every trade is in the journal"
+    assert "get_trade_history" in result.stdout
 
-    records = list(_items(directory, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
-    signals = [_attributes(r) for r in records if _attributes(r)[names.SIGNAL] in ("BUY", "SELL")]
+    signals = [
+        _attributes(r) for r in records if _attributes(r).get(names.SIGNAL) in ("BUY", "SELL") and not _attributes(r).get(names.TRADE_SIDE)
+    ]
     assert signals and all(
         a[names.STOCK].endswith((".SH", ".SZ")) and a[names.STRATEGY] == "dual_ma_demo" for a in signals
     )
@@ -113,7 +120,7 @@ def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
     [summary] = [_attributes(r) for r in records if _attributes(r).get(names.LOG_SUPPRESSED_COUNT)]
     suppressed = int(summary[names.LOG_SUPPRESSED_COUNT])
     assert suppressed > 0 and summary[names.LOG_LOGGER] == "rqa.dual_ma_demo.signals"
-    assert len(signals) + suppressed == 24 + 23 + 46, "every BUY/SELL signal and fill is kept or counted"
+    assert len(signals) + suppressed == 24 + 23, "every BUY/SELL signal is kept or counted"
 
 
 def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
@@ -126,4 +133,5 @@ def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
     assert span["attributes"][names.STRATEGY] == "dual_ma_demo"
     assert rotel.wait_for_metric(names.TRADES_COUNTER)
     assert f"OTLP grpc {rotel.grpc_endpoint}" in result.stdout
-    assert not (tmp_path / "rqa-telemetry").exists()
+    local = sorted(p.name for p in (tmp_path / "rqa-telemetry").iterdir())
+    assert [name for name in local if not name.startswith("trades.db")] == [], "only the trade journal stays local"
