@@ -182,6 +182,26 @@ def log_sampled(repeat: int) -> dict:
     )
 
 
+@benchmark
+def trade_record(repeat: int) -> dict:
+    """Trades/s through BacktestMonitor.record_trade (metrics, event and
+    journal on) against the same telemetry with plain OTel API calls."""
+    count = 100_000
+    project, anchor = [], []
+    with tempfile.TemporaryDirectory() as directory:
+        for index in range(max(3, repeat // 2)):
+            for mode, results in (("project", project), ("anchor", anchor)):
+                completed = subprocess.run(
+                    [sys.executable, os.path.join(HERE, "trade_bench.py"), mode, os.path.join(directory, f"{mode}{index}"), str(count)],
+                    check=True, capture_output=True, text=True,
+                )
+                results.append(json.loads(completed.stdout)["trades_per_s"])
+    return _row(
+        "trade_record", "trades/s", statistics.median(project), statistics.median(anchor),
+        "plain OTel API: 3 counter adds + histogram record + span event", lower_is_better=False,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (all when none): {', '.join(BENCHMARKS)}")

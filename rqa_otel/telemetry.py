@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
@@ -29,6 +30,7 @@ from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
+from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
 from rqa_otel.alerts import Alerts
 from rqa_otel.scrub import Scrubber
@@ -58,7 +60,12 @@ class Telemetry:
         self._shut_down = False
         self._lock = threading.Lock()
 
+        self._producers = Producers(self.resource, InstrumentationScope(names.SCOPE, VERSION))
+        if self._exporters["metrics"] is not None:
+            self._exporters["metrics"].augment = self._producers.augment
         self._pull_reader = PullMetricReader() if settings.ops.http_port else None
+        if self._pull_reader is not None:
+            self._pull_reader.augment = self._producers.augment
         self._readiness_checks: dict[str, Check] = {}
         self.tracer_provider = self._build_tracer_provider()
         self.meter_provider = self._build_meter_provider()
@@ -221,6 +228,11 @@ class Telemetry:
                 context.trace_id, context.span_id, int(context.trace_flags),
             )
         )
+
+    def add_metric_producer(self, producer: MetricProducer) -> None:
+        """``producer() -> [Metric]`` runs at each collection; its metrics are
+        exported with the SDK's (for aggregates kept off the SDK's hot path)."""
+        self._producers.add(producer)
 
     def add_readiness_check(self, name: str, check: Check) -> None:
         """Make /ready depend on ``check() -> (ok, reason)`` (a circuit breaker,

@@ -44,13 +44,15 @@ class PullMetricReader(MetricReader):
     def __init__(self) -> None:
         super().__init__(preferred_temporality={kind: AggregationTemporality.CUMULATIVE for kind in _INSTRUMENT_KINDS()})
         self._latest: MetricsData | None = None
+        self.augment: Callable[[MetricsData | None], MetricsData | None] = lambda data: data
+        """Adds the project's own aggregates (``metric_producers``) to each scrape."""
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         self._latest = metrics_data
 
     def scrape(self) -> MetricsData | None:
         self.collect()
-        return self._latest
+        return self.augment(self._latest)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
         pass

@@ -3,8 +3,11 @@
 Durability point: ``append()`` queues a row and returns; the writer commits
 whatever is queued every ``commit_interval_s`` (group commit), and at once
 on ``flush()``. So a trade whose ``record_trade`` returned is in the journal
-once ``flush()`` has returned, or at most ``commit_interval_s`` (plus one
-commit) later, and survives the process being killed from then on.
+once ``flush()`` has returned, or at most ``commit_interval_s`` plus one
+commit later, and survives the process being killed from then on. At most
+``max_pending`` rows wait for a commit: a caller recording faster than
+that waits for the writer, so the bound holds at any rate and memory stays
+bounded.
 WAL with synchronous=NORMAL is durable against a crash of the process,
 not against losing power on the machine (that would need synchronous=FULL,
 an fsync per commit).
@@ -52,11 +55,12 @@ _MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 class TradeJournal:
-    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05) -> None:
+    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05, max_pending: int = 20_000) -> None:
         self.path = os.fspath(path)
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._commit_interval_s = commit_interval_s
+        self._max_pending = max_pending
         self._trades: deque[tuple] = deque()
         self._snapshots: deque[tuple] = deque()
         self._lock = threading.Lock()
@@ -79,6 +83,17 @@ class TradeJournal:
 
     def append_trade(self, row: tuple) -> None:
         self._trades.append(row)  # deque.append is atomic; the writer drains it
+        if len(self._trades) >= self._max_pending:
+            self._wait_for_writer()
+
+    def _wait_for_writer(self) -> None:
+        """Back-pressure: a backtest recording faster than SQLite commits
+        waits here, so memory stays bounded and the durability bound holds."""
+        with self._lock:
+            self._wake.notify()
+            self._committed.wait_for(
+                lambda: len(self._trades) < self._max_pending // 2 or not self._thread.is_alive(), 10.0
+            )
 
     def append_snapshot(self, row: tuple) -> None:
         self._snapshots.append(row)
@@ -110,7 +125,7 @@ class TradeJournal:
     def _write(self, connection: sqlite3.Connection) -> None:
         while True:
             with self._lock:
-                if not self._closing and self._requested == self._done:
+                if not self._closing and self._requested == self._done and len(self._trades) < self._max_pending:
                     self._wake.wait(self._commit_interval_s)
                 ticket, closing = self._requested, self._closing
             self._commit(connection)

@@ -95,8 +95,11 @@ class AccountingMetricExporter(_Accounting, MetricExporter):
             preferred_aggregation=inner._preferred_aggregation,
         )
         self.inner = inner
+        self.augment: Callable[[MetricsData], MetricsData] = lambda data: data
+        """Adds the project's own aggregates (``metric_producers``) to each export."""
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        metrics_data = self.augment(metrics_data)
         points = _count_data_points(metrics_data)
         ok = self._account(
             lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis) is MetricExportResult.SUCCESS,
