@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     run.set_defaults(handler=_run)
 
+    from rqa_otel.influx.lp_cli import add_lp_parser
+
+    add_lp_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="run a sample instrumented backtest (no server needed)",

@@ -74,7 +74,7 @@ def _typed(kind: str, value: Any, is_json: bool) -> tuple:
     return (kind, value)
 
 
-def expected_key(point: dict[str, Any], json_fields: set[str]) -> tuple:
+def expected_key(point: dict[str, Any]) -> tuple:
     fields = tuple(
         sorted((k, _typed(f["type"], f["value"], bool(f.get("json")))) for k, f in point["fields"].items())
     )
@@ -257,7 +257,7 @@ def test_conformance_case(path: Path) -> None:
     case = load_case(path)
     json_fields = json_fields_of(case)
     points = convert(case)
-    expected = [expected_key(p, json_fields) for p in case["expected"]]
+    expected = [expected_key(p) for p in case["expected"]]
 
     assert_same_points([point_key(p, json_fields) for p in points], expected)
     # The emission order is otel2influx's (a span's events, its links, the span).
@@ -287,10 +287,12 @@ def _for_influxdb_16(points: list[Point]) -> list[Point]:
     ]
 
 
-def _influx_field_value(kind: str, value: Any) -> Any:
-    if kind in ("int", "uint"):
-        return value
-    if kind == "float":
+def _influx_column(key: str, value: Any, json_fields: set[str]) -> Any:
+    """A value as compared with what InfluxDB returns: JSON text parsed; a
+    float as float (InfluxDB's JSON writes 144320.0 as 144320); ints as they are."""
+    if key in json_fields and isinstance(value, str):
+        return _frozen(json.loads(value))
+    if isinstance(value, float):
         return float(value)
     return value
 
@@ -300,6 +302,7 @@ def test_conformance_case_in_influxdb(path: Path, influxdb_v1) -> None:
     """The line protocol of every case is accepted by a real InfluxDB 1.x and
     reads back (SELECT *) with its tags, typed field values and timestamps."""
     case = load_case(path)
+    json_fields = json_fields_of(case)
     points = convert(case)
     influxdb_v1.create_database("otel")
     influxdb_v1.write(to_line_protocol(_for_influxdb_16(points)).decode(), db="otel")
@@ -310,14 +313,16 @@ def test_conformance_case_in_influxdb(path: Path, influxdb_v1) -> None:
         for row in rows:
             assert row.pop("_measurement") == measurement
             ts = row.pop("time")
-            stored[(ts, tuple(sorted((k, v) for k, v in row.items() if v is not None)))] += 1
+            columns = {k: _influx_column(k, v, json_fields) for k, v in row.items() if v is not None}
+            stored[(ts, tuple(sorted(columns.items())))] += 1
         wanted = Counter()
         for expected in case["expected"]:
             if expected["measurement"] != measurement:
                 continue
             columns = dict(expected["tags"])
             for key, field in expected["fields"].items():
-                columns[key] = _influx_field_value(field["type"], field["value"])
+                value = float(field["value"]) if field["type"] == "float" else field["value"]
+                columns[key] = _influx_column(key, value, json_fields)
             wanted[(int(expected["time_unix_nano"]), tuple(sorted(columns.items())))] += 1
         assert stored == wanted, f"{measurement}:\nstored {stored}\nwanted {wanted}"
         # int fields are stored as integers (the JSON of the query keeps them exact).
@@ -608,3 +613,24 @@ def test_line_protocol_refuses_what_the_collector_refuses() -> None:
     with pytest.raises(ValueError, match="out of the int64 range"):
         to_line_protocol([Point("m", {}, {"f": 1 << 63}, 1)])
     assert to_line_protocol([Point("m", {}, {"": 1.0, "u": UInt(7), "s": "\ud800"}, 1)]) == 'm u=7u,s="\ufffd" 1\n'.encode()
+
+
+def test_go_number_and_json_formatting() -> None:
+    """pdata's AsString / Go's json.Marshal (ES6 floats) and strconv.FormatFloat(f, 'f', -1, 64)."""
+    from rqa_otel.influx import otel2influx as o
+
+    es6 = {
+        1.5: "1.5", 100.0: "100", 1e20: "100000000000000000000", 1e21: "1e+21", 1.5e300: "1.5e+300",
+        1e-6: "0.000001", 1e-7: "1e-7", 1.234e-5: "0.00001234", 5e-324: "5e-324", -0.0: "-0",
+        123456789.125: "123456789.125", 1e16: "10000000000000000", -2.5e-8: "-2.5e-8",
+    }
+    assert {f: o._es6_float(f) for f in es6} == es6
+    assert o._as_string(float("nan")) == "json: unsupported value: NaN"
+    assert o._as_string(float("-inf")) == "json: unsupported value: -Inf"
+    assert o._as_string([1, "a", None, True]) == '[1,"a",null,true]'
+    assert o._as_string({"k": [float("inf")]}) == ""  # json.Marshal fails: AsString gives ""
+    assert o._as_string(b"\x00\x01\xff") == "AAH/"
+    fixed = {0.1: "0.1", 1e-7: "0.0000001", 1e21: "1000000000000000000000", 2.5e-5: "0.000025", 5.0: "5",
+             float("inf"): "+Inf"}
+    assert {f: o._format_float_f(f) for f in fixed} == fixed
+    assert o._json({"b": "\u2028", "a": "x\n\"<"}) == '{"a":"x\\n\\"\\u003c","b":"\\u2028"}'

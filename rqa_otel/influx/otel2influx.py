@@ -21,9 +21,21 @@ Field values keep their InfluxDB type through their Python type: ``float``
 (``1.5``), ``int`` (int64, ``12i``), :class:`UInt` (uint64, ``12u``), ``str``
 (``"s"``) and ``bool`` (``true``); :func:`field_type` names it.
 
-Rules that were not read directly from upstream tests, and where this port
-departs from the Go code on purpose, are listed in ``docs`` of the functions
-below and summed up here:
+Rules inferred from the upstream source (the conformance cases do not reach
+them; the Go code at 5301efa could not be read line by line, so these follow
+the nearest stored versions of it):
+
+* telegraf-prometheus-v1 writes exemplars (with a trace and span id) as
+  points ``<metric>_exemplar`` (influxdb-observability PR #275); v2 writes none.
+* v2 bucket and quantile points carry only their one field (as the v2
+  histogram case shows for buckets; assumed for quantiles).
+* A histogram's ``sum``/``min``/``max`` are written only when present.
+* Event and link ``attributes`` are JSON of the raw values (a list stays a
+  list), with ``dropped_attributes_count`` only beside attributes.
+* When a tag and a field share a key, the field is dropped and counted in
+  ``dropped_attributes_count`` (spans and logs).
+
+Where this port departs from the Go code on purpose:
 
 * A timestamp of 0 counts as absent (upstream tests ``AsTime().IsZero()``,
   which is never true for a pdata timestamp, but its comments and the
@@ -284,6 +296,7 @@ _SEVERITY_NUMBERS = {"SEVERITY_NUMBER_UNSPECIFIED": 0}
 for _i, _level in enumerate(("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")):
     for _j in range(4):
         _SEVERITY_NUMBERS[f"SEVERITY_NUMBER_{_level}{'' if _j == 0 else _j + 1}"] = 1 + _i * 4 + _j
+del _i, _j, _level
 _CUMULATIVE = 2
 
 
@@ -318,10 +331,10 @@ def _raw(any_value: Any) -> Any:
                 return value
             raise ValueError(f"boolValue: expected true or false, got {value!r}")
         if kind == "arrayValue":
-            return [_raw(item) for item in (value or {}).get("values") or ()]
+            return [_raw(item) for item in _items(value or {}, "values")]
         if kind == "kvlistValue":
             mapping: dict[str, Any] = {}
-            for entry in (value or {}).get("values") or ():
+            for entry in _items(value or {}, "values"):
                 mapping[_key(entry)] = _raw(entry.get("value"))
             return mapping
         if kind == "bytesValue":
@@ -379,7 +392,32 @@ def _put_tags(attributes: Any, tags: dict[str, str]) -> None:
 
 
 def _raw_attributes(attributes: Any) -> list[tuple[str, Any]]:
-    return [(_key(kv), _raw(kv.get("value"))) for kv in attributes or ()]
+    """[(key, AsRaw value)] of a KeyValue list, in order."""
+    pairs = []
+    append = pairs.append
+    for key_value in attributes:
+        if key_value.__class__ is dict:  # the common case: {"key": k, "value": {"stringValue": s}}
+            key = key_value.get("key")
+            value = key_value.get("value")
+            if key.__class__ is str and value.__class__ is dict and len(value) == 1:
+                scalar = value.get("stringValue")
+                if scalar.__class__ is str:
+                    append((key, scalar))
+                    continue
+                scalar = value.get("doubleValue")
+                if scalar.__class__ is float:
+                    append((key, scalar))
+                    continue
+                scalar = value.get("intValue")
+                if scalar.__class__ is str and scalar.isascii() and scalar.isdigit():
+                    append((key, int(scalar)))
+                    continue
+                scalar = value.get("boolValue")
+                if scalar is True or scalar is False:
+                    append((key, scalar))
+                    continue
+        append((_key(key_value), _raw(key_value.get("value"))))
+    return pairs
 
 
 # --- Go number formatting -------------------------------------------------------
@@ -473,25 +511,31 @@ _members: dict[tuple, str] = {}
 _MEMBER_CACHEABLE = frozenset((str, int, float, bool, bytes, type(None)))
 
 
-def _json_object(attributes: Mapping[str, Any]) -> str:
-    """json.Marshal(map[string]any): the ``attributes`` field. Each
-    ``"key":value`` member is cached, since attribute values repeat."""
-    members = []
-    cache = _members
-    for key in sorted(attributes):
-        value = attributes[key]
-        cls = value.__class__
-        if cls in _MEMBER_CACHEABLE:
-            cache_key = (key, cls, value)
-            member = cache.get(cache_key)
-            if member is None:
-                member = _json_string(key) + ":" + _json(value)
-                if len(cache) < _CACHE_LIMIT and (cls is not str or len(value) <= _CACHEABLE_LENGTH):
-                    cache[cache_key] = member
-        else:
-            member = _json_string(key) + ":" + _json(value)
-        members.append(member)
-    return "{" + ",".join(members) + "}"
+def _member(key: str, raw: Any) -> str | None:
+    """``"key":value`` of an ``attributes`` JSON object, None where Go's
+    json.Marshal fails (NaN, ±Inf). Cached: attribute values repeat."""
+    cls = raw.__class__
+    cacheable = cls in _MEMBER_CACHEABLE
+    if cacheable:
+        cache_key = (key, cls, raw)
+        member = _members.get(cache_key)
+        if member is not None:
+            return member
+    try:
+        member = _json_string(key) + ":" + _json(raw)
+    except _Unsupported:
+        return None
+    if cacheable and len(_members) < _CACHE_LIMIT and (cls is not str or len(raw) <= _CACHEABLE_LENGTH):
+        _members[cache_key] = member
+    return member
+
+
+def _json_object(members: Mapping[str, str | None]) -> str | None:
+    """json.Marshal(map[string]any) from the members of :func:`_member`:
+    sorted keys; None when a value cannot be marshalled."""
+    if None in members.values():
+        return None
+    return "{" + ",".join([members[key] for key in sorted(members)]) + "}"
 
 
 def _dimensions(dimensions: Iterable[str], name: str) -> frozenset[str]:
@@ -580,10 +624,10 @@ def metrics_to_points(request: Mapping[str, Any], schema: str = SCHEMA_TELEGRAF_
                 scope = _object(scope_metrics, "scope")
                 scope_name = scope.get("name")
                 if scope_name:
-                    tags[OTEL_LIBRARY_NAME] = scope_name
+                    tags[OTEL_LIBRARY_NAME] = _string(scope_name, "scope.name")
                 scope_version = scope.get("version")
                 if scope_version:
-                    tags[OTEL_LIBRARY_VERSION] = scope_version
+                    tags[OTEL_LIBRARY_VERSION] = _string(scope_version, "scope.version")
                 _put_tags(_items(scope, "attributes"), tags)
                 metrics = _items(scope_metrics, "metrics")
             except ValueError as exc:
@@ -879,12 +923,12 @@ def traces_to_points(
                 raise ValueError(f"{where_scope}: {exc}") from None
             # The resource and scope part of every span's tags and attributes.
             base_tags: dict[str, str] = {}
-            base_attributes: dict[str, Any] = {}
-            _merge_span_attributes(resource_attributes, dimensions, base_tags, base_attributes)
-            _merge_span_attributes(scope_attributes, dimensions, base_tags, base_attributes)
+            base_members: dict[str, str | None] = {}
+            _merge_span_attributes(resource_attributes, dimensions, base_tags, base_members)
+            _merge_span_attributes(scope_attributes, dimensions, base_tags, base_members)
             for i, span in enumerate(spans):
                 try:
-                    _write_span(points, span, dimensions, base_tags, base_attributes)
+                    _write_span(points, span, dimensions, base_tags, base_members)
                 except ValueError as exc:
                     name = span.get("name") if span.__class__ is dict else None
                     raise ValueError(f"{where_scope}.spans[{i}] ({name!r}): {exc}") from None
@@ -892,15 +936,20 @@ def traces_to_points(
 
 
 def _merge_span_attributes(
-    attributes: list[tuple[str, Any]], dimensions: frozenset[str], tags: dict[str, str], attributes_field: dict[str, Any]
+    attributes: list[tuple[str, Any]], dimensions: frozenset[str], tags: dict[str, str], members: dict[str, str | None]
 ) -> None:
+    """Attributes in span_dimensions become tags, the others members of the
+    ``attributes`` JSON (later ones win)."""
+    cache = _members
     for key, raw in attributes:
         if key in dimensions:
             if key in tags:  # a dimension seen before: the value also goes into `attributes`
-                attributes_field[key] = raw
+                members[key] = _member(key, raw)
             tags[key] = _as_string(raw)
         else:
-            attributes_field[key] = raw
+            cls = raw.__class__
+            member = cache.get((key, cls, raw)) if cls is str or cls is int or cls is float else None
+            members[key] = member if member is not None else _member(key, raw)
 
 
 def _write_span(
@@ -908,7 +957,7 @@ def _write_span(
     span: Any,
     dimensions: frozenset[str],
     base_tags: dict[str, str],
-    base_attributes: dict[str, Any],
+    base_members: dict[str, str | None],
 ) -> None:
     if span.__class__ is not dict:
         raise ValueError(f"expected a Span object, got {span!r}")
@@ -923,14 +972,15 @@ def _write_span(
     fields: dict[str, Any] = {}
     dropped_attributes = _count(span, "droppedAttributesCount")
     span_attributes = _raw_attributes(_items(span, "attributes"))
-    attributes_field = base_attributes.copy()
+    members = base_members.copy()
     if span_attributes:
-        _merge_span_attributes(span_attributes, dimensions, tags, attributes_field)
-    if attributes_field:
-        try:
-            fields[ATTRIBUTE_ATTRIBUTES] = _json_object(attributes_field)
-        except _Unsupported:  # json.Marshal fails on NaN/Inf: the span's attributes count as dropped
+        _merge_span_attributes(span_attributes, dimensions, tags, members)
+    if members:
+        text = _json_object(members)
+        if text is None:  # json.Marshal fails on NaN/Inf: the span's attributes count as dropped
             dropped_attributes += len(span_attributes)
+        else:
+            fields[ATTRIBUTE_ATTRIBUTES] = text
 
     trace_state = span.get("traceState")
     if trace_state:
@@ -1045,10 +1095,11 @@ def _write_span_link(points: list[Point], trace_id: str, span_id: str, start: in
 def _attributes_fields(attributes: list[tuple[str, Any]], dropped: int, fields: dict[str, Any]) -> None:
     """An event's or link's non-empty attributes: ``attributes`` (JSON) and
     ``dropped_attributes_count`` (only written when there are attributes)."""
-    try:
-        fields[ATTRIBUTE_ATTRIBUTES] = _json_object(dict(attributes))
-    except _Unsupported:
+    text = _json_object({key: _member(key, raw) for key, raw in attributes})
+    if text is None:
         dropped += len(attributes)
+    else:
+        fields[ATTRIBUTE_ATTRIBUTES] = text
     if dropped:
         fields[ATTRIBUTE_DROPPED_ATTRIBUTES_COUNT] = UInt(dropped)
 
@@ -1094,27 +1145,30 @@ def logs_to_points(
             except ValueError as exc:
                 raise ValueError(f"{where_scope}: {exc}") from None
             base_tags: dict[str, str] = {}
-            base_attributes: dict[str, Any] = {}
-            _merge_log_attributes(resource_attributes, dimensions, base_tags, base_attributes)
-            _merge_log_attributes(scope_attributes, dimensions, base_tags, base_attributes)
+            base_members: dict[str, str | None] = {}
+            _merge_log_attributes(resource_attributes, dimensions, base_tags, base_members)
+            _merge_log_attributes(scope_attributes, dimensions, base_tags, base_members)
             for i, record in enumerate(records):
                 try:
-                    _write_log_record(points, record, dimensions, base_tags, base_attributes)
+                    _write_log_record(points, record, dimensions, base_tags, base_members)
                 except ValueError as exc:
                     raise ValueError(f"{where_scope}.logRecords[{i}]: {exc}") from None
     return points
 
 
 def _merge_log_attributes(
-    attributes: list[tuple[str, Any]], dimensions: frozenset[str], tags: dict[str, str], attributes_field: dict[str, Any]
+    attributes: list[tuple[str, Any]], dimensions: frozenset[str], tags: dict[str, str], members: dict[str, str | None]
 ) -> None:
+    cache = _members
     for key, raw in attributes:
         if not key:
             continue
         if key in dimensions:
             tags[key] = _as_string(raw)
         else:
-            attributes_field[key] = raw
+            cls = raw.__class__
+            member = cache.get((key, cls, raw)) if cls is str or cls is int or cls is float else None
+            members[key] = member if member is not None else _member(key, raw)
 
 
 def _write_log_record(
@@ -1122,7 +1176,7 @@ def _write_log_record(
     record: Any,
     dimensions: frozenset[str],
     base_tags: dict[str, str],
-    base_attributes: dict[str, Any],
+    base_members: dict[str, str | None],
 ) -> None:
     if record.__class__ is not dict:
         raise ValueError(f"expected a LogRecord object, got {record!r}")
@@ -1149,14 +1203,15 @@ def _write_log_record(
 
     dropped_attributes = _count(record, "droppedAttributesCount")
     record_attributes = _raw_attributes(_items(record, "attributes"))
-    attributes_field = base_attributes.copy()
+    members = base_members.copy()
     if record_attributes:
-        _merge_log_attributes(record_attributes, dimensions, tags, attributes_field)
-    if attributes_field:
-        try:
-            fields[ATTRIBUTE_ATTRIBUTES] = _json_object(attributes_field)
-        except _Unsupported:
+        _merge_log_attributes(record_attributes, dimensions, tags, members)
+    if members:
+        text = _json_object(members)
+        if text is None:  # json.Marshal fails on NaN/Inf: the record's attributes count as dropped
             dropped_attributes += len(record_attributes)
+        else:
+            fields[ATTRIBUTE_ATTRIBUTES] = text
     for key in tags:
         if key in fields:  # tag and field keys conflict: the field is dropped
             dropped_attributes += 1
@@ -1176,6 +1231,10 @@ _NON_PRINTABLE = frozenset(chr(c) for c in (*range(0x20), 0x7F))
 _measurements: dict[str, str] = {}
 _tag_pairs: dict[tuple[str, str], str] = {}
 _field_keys: dict[str, str] = {}
+# "measurement,k=v,..." by (measurement, tuple(tags.items())): metric points
+# repeat their tag sets. Points tagged with a trace id (spans, events, links,
+# trace-correlated logs, exemplars) have unique tag sets and skip it.
+_prefixes: dict[tuple, str] = {}
 
 
 def to_line_protocol(points: Iterable[Point]) -> bytes:
@@ -1194,57 +1253,60 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
     """
     lines = []
     append = lines.append
-    measurements, tag_pairs, field_keys = _measurements, _tag_pairs, _field_keys
+    prefixes, field_keys = _prefixes, _field_keys
     for index, point in enumerate(points):
-        measurement = point.measurement
-        line = measurements.get(measurement)
-        if line is None:
-            line = _escape_measurement(index, point)
-        parts = [line]
-        tags = point.tags
-        if tags:
-            for pair in sorted(tags.items()):
-                encoded = tag_pairs.get(pair)
-                if encoded is None:
-                    encoded = _escape_tag(index, point, pair)
-                parts.append(encoded)
-        separator = " "
-        for key, value in point.fields.items():
-            encoded_key = field_keys.get(key)
-            if encoded_key is None:
-                encoded_key = _escape_field_key(index, point, key)
-                if not encoded_key:
-                    continue
-            cls = value.__class__
-            if cls is float:
-                if value - value != 0:  # NaN, ±Inf: lineprotocol.NewValue refuses them; the field is left out
-                    continue
-                text = repr(value)
-            elif cls is str:
-                if "\\" in value or '"' in value:
-                    value = value.replace("\\", "\\\\").replace('"', '\\"')
-                text = '"' + value + '"'
-            elif cls is int:
-                if value < _INT64_MIN or value > _INT64_MAX:
-                    raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
-                text = int.__repr__(value) + "i"
-            elif cls is UInt:
-                if value < 0 or value > _UINT64_MAX:
-                    raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the uint64 range"))
-                text = int.__repr__(value) + "u"
-            elif cls is bool:
-                text = "true" if value else "false"
+        try:
+            tags = point.tags
+            if ATTRIBUTE_TRACE_ID in tags:
+                parts = [_prefix(index, point)]
             else:
-                raise ValueError(
-                    _point_error(index, point, f"field {key!r}: {value!r} is not a float, int, UInt, str or bool")
-                )
-            parts.append(separator + encoded_key + text)
-            separator = ","
-        if separator == " ":
-            raise ValueError(_point_error(index, point, "no fields to write (a line needs at least one)"))
-        ts = point.time_unix_nano
-        if ts.__class__ is not int or ts < _INT64_MIN or ts > _INT64_MAX:
-            raise ValueError(_point_error(index, point, f"timestamp {ts!r} is not an int64 of nanoseconds"))
+                cache_key = (point.measurement, tuple(tags.items()))
+                prefix = prefixes.get(cache_key)
+                if prefix is None:
+                    prefix = _prefix(index, point)
+                    if len(prefixes) >= _CACHE_LIMIT:
+                        prefixes.clear()
+                    prefixes[cache_key] = prefix
+                parts = [prefix]
+            separator = " "
+            for key, value in point.fields.items():
+                encoded_key = field_keys.get(key)
+                if encoded_key is None:
+                    encoded_key = _escape_field_key(index, point, key)
+                    if not encoded_key:
+                        continue
+                cls = value.__class__
+                if cls is float:
+                    if value - value != 0:  # NaN, ±Inf: lineprotocol.NewValue refuses them; the field is left out
+                        continue
+                    text = repr(value)
+                elif cls is str:
+                    if "\\" in value or '"' in value:
+                        value = value.replace("\\", "\\\\").replace('"', '\\"')
+                    text = '"' + value + '"'
+                elif cls is int:
+                    if value < _INT64_MIN or value > _INT64_MAX:
+                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
+                    text = int.__repr__(value) + "i"
+                elif cls is UInt:
+                    if value < 0 or value > _UINT64_MAX:
+                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the uint64 range"))
+                    text = int.__repr__(value) + "u"
+                elif cls is bool:
+                    text = "true" if value else "false"
+                else:
+                    raise ValueError(
+                        _point_error(index, point, f"field {key!r}: {value!r} is not a float, int, UInt, str or bool")
+                    )
+                parts.append(separator + encoded_key + text)
+                separator = ","
+            if separator == " ":
+                raise ValueError(_point_error(index, point, "no fields to write (a line needs at least one)"))
+            ts = point.time_unix_nano
+            if ts.__class__ is not int or ts < _INT64_MIN or ts > _INT64_MAX:
+                raise ValueError(_point_error(index, point, f"timestamp {ts!r} is not an int64 of nanoseconds"))
+        except (TypeError, AttributeError) as exc:  # not a Point, tags that are not strings…
+            raise ValueError(f"point {index}: cannot be written: {exc}") from None
         parts.append(f" {ts}\n")
         append("".join(parts))
     text = "".join(lines)
@@ -1254,6 +1316,25 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
         # Lone surrogates (json.loads lets "\ud800" through): Go's JSON decoder
         # turns them into U+FFFD, and so does this.
         return "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else "\ufffd" for c in text).encode("utf-8")
+
+
+def _prefix(index: int, point: Point) -> str:
+    """The escaped measurement and sorted tags of a line."""
+    measurement = point.measurement
+    escaped = _measurements.get(measurement)
+    if escaped is None:
+        escaped = _escape_measurement(index, point)
+    tags = point.tags
+    if not tags:
+        return escaped
+    parts = [escaped]
+    tag_pairs = _tag_pairs
+    for pair in sorted(tags.items()):
+        encoded = tag_pairs.get(pair)
+        if encoded is None:
+            encoded = _escape_tag(index, point, pair)
+        parts.append(encoded)
+    return "".join(parts)
 
 
 def _point_error(index: int, point: Point, message: str) -> str:
@@ -1288,9 +1369,8 @@ def _escape_key(text: str) -> str:
 
 def _escape_tag(index: int, point: Point, pair: tuple[str, str]) -> str:
     key, value = pair
-    if not key or not value:  # writer.go optimizeTags: empty tag keys and values are left out
-        if key.__class__ is str and value.__class__ is str:
-            return ""
+    if (not key or not value) and key.__class__ is str and value.__class__ is str:
+        return ""  # writer.go optimizeTags: empty tag keys and values are left out
     _check_name(index, point, "tag key", key)
     _check_name(index, point, f"value of tag {key!r}", value)
     encoded = "," + _escape_key(key) + "=" + _escape_key(value)
