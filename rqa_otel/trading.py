@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import math
 import os
 import threading

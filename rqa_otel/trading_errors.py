@@ -33,7 +33,6 @@ import enum
 import functools
 import inspect
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass

@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otlp_files import attributes as _attributes
+from otlp_files import items
 from rqa_otel import names
 
 RQA_OTEL = Path(sys.executable).parent / "rqa-otel"
@@ -74,15 +76,7 @@ def test_every_line_is_one_otlp_json_export_request(demo_run, file_name, message
 
 
 def _items(directory, file_name, *path):
-    for line in (directory / file_name).read_text().splitlines():
-        nodes = [json.loads(line)]
-        for key in path:
-            nodes = [child for node in nodes for child in node[key]]
-        yield from nodes
-
-
-def _attributes(item):
-    return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
+    return items(directory / file_name, *path)
 
 
 def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ import time
 import pytest
 
 import rqa_otel
+from otlp_files import items as otlp_json
 from rqa_otel import names
 from rqa_otel.quant import quant_context
 
@@ -23,14 +23,6 @@ def telemetry_for(tmp_path, **overrides):
         overrides={"export.directory": str(tmp_path / "out"), **overrides},
         set_global=False,
     )
-
-
-def otlp_json(path, *keys):
-    for line in path.read_text().splitlines():
-        nodes = [json.loads(line)]
-        for key in keys:
-            nodes = [child for node in nodes for child in node.get(key, [])]
-        yield from nodes
 
 
 def log_records(tmp_path):

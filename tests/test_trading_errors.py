@@ -11,6 +11,8 @@ import traceback
 import pytest
 
 import rqa_otel
+from otlp_files import attributes as attrs
+from otlp_files import items
 from rqa_otel import names
 from rqa_otel.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from rqa_otel.trading_errors import (
@@ -41,17 +43,7 @@ def telemetry(tmp_path):
 
 def exported(telemetry, tmp_path, file_name, *path):
     telemetry.force_flush()
-    if not (tmp_path / file_name).exists():
-        return
-    for line in (tmp_path / file_name).read_text().splitlines():
-        nodes = [json.loads(line)]
-        for key in path:
-            nodes = [child for node in nodes for child in node.get(key, [])]
-        yield from nodes
-
-
-def attrs(item):
-    return {a["key"]: next(iter(a["value"].values()), None) for a in item.get("attributes", [])}
+    return items(tmp_path / file_name, *path, missing_ok=True)
 
 
 def alerts(telemetry, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import signal
@@ -16,6 +15,8 @@ import time
 import pytest
 
 import rqa_otel
+from otlp_files import attributes as attrs
+from otlp_files import items
 from rqa_otel import names
 from rqa_otel.trading import BacktestMonitor
 
@@ -30,17 +31,7 @@ def telemetry(tmp_path):
 
 
 def read(tmp_path, file_name, *path):
-    if not (tmp_path / file_name).exists():
-        return
-    for line in (tmp_path / file_name).read_text().splitlines():
-        nodes = [json.loads(line)]
-        for key in path:
-            nodes = [child for node in nodes for child in node.get(key, [])]
-        yield from nodes
-
-
-def attrs(item):
-    return {a["key"]: next(iter(a["value"].values()), None) for a in item.get("attributes", [])}
+    return items(tmp_path / file_name, *path, missing_ok=True)
 
 
 def last_points(tmp_path, name):

@@ -907,32 +907,40 @@ def traces_to_points(
     """
     dimensions = _dimensions(span_dimensions, "span_dimensions")
     points: list[Point] = []
-    for r, resource_spans in enumerate(_items(request, "resourceSpans")):
-        where = f"resourceSpans[{r}]"
+    for where_scope, resource_attributes, scope_attributes, spans in _scoped(request, "resourceSpans", "scopeSpans", "spans"):
+        # The resource and scope part of every span's tags and attributes.
+        base_tags: dict[str, str] = {}
+        base_members: dict[str, str | None] = {}
+        _merge_span_attributes(resource_attributes, dimensions, base_tags, base_members)
+        _merge_span_attributes(scope_attributes, dimensions, base_tags, base_members)
+        for i, span in enumerate(spans):
+            try:
+                _write_span(points, span, dimensions, base_tags, base_members)
+            except ValueError as exc:
+                name = span.get("name") if span.__class__ is dict else None
+                raise ValueError(f"{where_scope}.spans[{i}] ({name!r}): {exc}") from None
+    return points
+
+
+def _scoped(request: Any, resource_key: str, scope_key: str, items_key: str):
+    """(where, resource attributes, scope attributes, items) for each scope
+    of a trace or logs request; a malformed level raises ValueError naming
+    its path (``resourceSpans[0].scopeSpans[1]``)."""
+    for r, resource in enumerate(_items(request, resource_key)):
+        where = f"{resource_key}[{r}]"
         try:
-            resource_attributes = _raw_attributes(_items(_object(resource_spans, "resource"), "attributes"))
-            scopes = _items(resource_spans, "scopeSpans")
+            resource_attributes = _raw_attributes(_items(_object(resource, "resource"), "attributes"))
+            scopes = _items(resource, scope_key)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        for s, scope_spans in enumerate(scopes):
-            where_scope = f"{where}.scopeSpans[{s}]"
+        for s, scope in enumerate(scopes):
+            where_scope = f"{where}.{scope_key}[{s}]"
             try:
-                scope_attributes = _raw_attributes(_items(_object(scope_spans, "scope"), "attributes"))
-                spans = _items(scope_spans, "spans")
+                scope_attributes = _raw_attributes(_items(_object(scope, "scope"), "attributes"))
+                items = _items(scope, items_key)
             except ValueError as exc:
                 raise ValueError(f"{where_scope}: {exc}") from None
-            # The resource and scope part of every span's tags and attributes.
-            base_tags: dict[str, str] = {}
-            base_members: dict[str, str | None] = {}
-            _merge_span_attributes(resource_attributes, dimensions, base_tags, base_members)
-            _merge_span_attributes(scope_attributes, dimensions, base_tags, base_members)
-            for i, span in enumerate(spans):
-                try:
-                    _write_span(points, span, dimensions, base_tags, base_members)
-                except ValueError as exc:
-                    name = span.get("name") if span.__class__ is dict else None
-                    raise ValueError(f"{where_scope}.spans[{i}] ({name!r}): {exc}") from None
-    return points
+            yield where_scope, resource_attributes, scope_attributes, items
 
 
 def _merge_span_attributes(
@@ -1130,29 +1138,16 @@ def logs_to_points(
     """
     dimensions = _dimensions(log_record_dimensions, "log_record_dimensions")
     points: list[Point] = []
-    for r, resource_logs in enumerate(_items(request, "resourceLogs")):
-        where = f"resourceLogs[{r}]"
-        try:
-            resource_attributes = _raw_attributes(_items(_object(resource_logs, "resource"), "attributes"))
-            scopes = _items(resource_logs, "scopeLogs")
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        for s, scope_logs in enumerate(scopes):
-            where_scope = f"{where}.scopeLogs[{s}]"
+    for where_scope, resource_attributes, scope_attributes, records in _scoped(request, "resourceLogs", "scopeLogs", "logRecords"):
+        base_tags: dict[str, str] = {}
+        base_members: dict[str, str | None] = {}
+        _merge_log_attributes(resource_attributes, dimensions, base_tags, base_members)
+        _merge_log_attributes(scope_attributes, dimensions, base_tags, base_members)
+        for i, record in enumerate(records):
             try:
-                scope_attributes = _raw_attributes(_items(_object(scope_logs, "scope"), "attributes"))
-                records = _items(scope_logs, "logRecords")
+                _write_log_record(points, record, dimensions, base_tags, base_members)
             except ValueError as exc:
-                raise ValueError(f"{where_scope}: {exc}") from None
-            base_tags: dict[str, str] = {}
-            base_members: dict[str, str | None] = {}
-            _merge_log_attributes(resource_attributes, dimensions, base_tags, base_members)
-            _merge_log_attributes(scope_attributes, dimensions, base_tags, base_members)
-            for i, record in enumerate(records):
-                try:
-                    _write_log_record(points, record, dimensions, base_tags, base_members)
-                except ValueError as exc:
-                    raise ValueError(f"{where_scope}.logRecords[{i}]: {exc}") from None
+                raise ValueError(f"{where_scope}.logRecords[{i}]: {exc}") from None
     return points
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from google.protobuf.json_format import MessageToDict

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import struct
 from functools import partial
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from rqa_otel._internal.logs.entry import LogEntry
 
