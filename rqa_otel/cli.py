@@ -70,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-telemetry", action="store_true", help="run the same backtest with telemetry off")
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--http-port", type=_port_or_auto, default="auto", metavar="PORT",
+        help="serve /health, /ready and /metrics on 127.0.0.1:PORT while the demo runs "
+        "(default auto: a free port, printed at start; off: none)",
+    )
+    demo.add_argument(
+        "--serve-s", type=float, default=0.0, metavar="SECONDS",
+        help="keep serving the endpoints this long after the backtest, for a look or a scrape "
+        "(Ctrl-C ends the wait early; default 0)",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -79,6 +89,27 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def _port_or_auto(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, auto or off, got {text}")
+    return port
+
+
+def _free_loopback_port() -> int:
+    """A port free right now (ops.http_port 0 means off, so the demo picks one)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -171,6 +202,8 @@ def _demo(args: argparse.Namespace) -> int:
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
     overrides["logging.sampling.rules"] = demo.SAMPLING_RULES
+    if args.http_port != "off":
+        overrides["ops.http_port"] = _free_loopback_port() if args.http_port == "auto" else args.http_port
     text_log = None
     if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
         directory = args.output or "./rqa-telemetry"
@@ -186,22 +219,45 @@ def _demo(args: argparse.Namespace) -> int:
             telemetry = setup(strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
         except SettingsError as exc:
             return _fail(f"demo: {exc}")
+        except OSError as exc:  # the ops port is taken
+            return _fail(f"demo: cannot serve /health on port {overrides['ops.http_port']}: {exc.strerror}; "
+                         "try --http-port auto or off")
         setup_s = time.perf_counter() - started
     if not args.json:
         print(
             f"rqa-otel demo: {demo.STRATEGY} on {len(bars[0].closes)} stocks, {len(bars)} daily bars "
             f"({bars[0].day} .. {bars[-1].day})"
         )
+    ops_url = None
+    if telemetry and telemetry.ops_address:
+        host, port = telemetry.ops_address[:2]
+        ops_url = f"http://{host}:{port}"
+        # Also with --json (on stderr), so a script can find the endpoints.
+        print(f"rqa-otel demo: serving {ops_url}/health /ready /metrics", file=sys.stderr if args.json else sys.stdout,
+              flush=True)
 
     monitor = None
     if telemetry:
         from rqa_otel.trading import BacktestMonitor
 
+        from rqa_otel.trading_errors import TradingErrorHandler
+
         monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
+        # Retry delays pass in simulated time: a backtest does not sleep.
+        errors = TradingErrorHandler(telemetry, sleep=lambda seconds: None)
     started = time.perf_counter()
-    result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)))
+    result = demo.run_backtest(
+        bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)), errors=errors if telemetry else None
+    )
     if monitor:
         monitor.flush()
+    if ops_url and args.serve_s > 0:
+        if not args.json:
+            print(f"rqa-otel demo: backtest done; serving {ops_url} for {args.serve_s:g} s (Ctrl-C to stop)", flush=True)
+        try:
+            time.sleep(args.serve_s)
+        except KeyboardInterrupt:
+            pass
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started  # the backtest plus the final flush
     history = []
@@ -230,6 +286,7 @@ def _demo(args: argparse.Namespace) -> int:
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
         "flushed": flushed,
+        "ops_url": ops_url,
     }
     if args.json:
         print(json.dumps(summary))

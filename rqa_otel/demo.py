@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from rqa_otel.trading_errors import InsufficientFunds, OrderRejected, ReasonCode, TradingError
+
 
 STRATEGY = "dual_ma_demo"
 LOGGER = f"rqa.{STRATEGY}"
@@ -123,11 +125,48 @@ class DualMovingAverage:
         return "BUY" if above else "SELL"
 
 
+class SimulatedBroker:
+    """Fills orders at the price given, as a broker would, and fails as one does.
+
+    - an order the cash cannot pay for raises ``InsufficientFunds`` (not
+      retried; a critical alert);
+    - every ``reject_every``-th order is rejected once (price out of the
+      daily limit) and goes through on the retry.
+
+    So that the insufficient-funds path shows in the demo's telemetry (the
+    dashboards and alert rules under grafana/ read it), the strategy's first
+    order is a drill: ten times too large (a misplaced zero), refused, then resized.
+    """
+
+    def __init__(self, reject_every: int = 7) -> None:
+        self.reject_every = reject_every
+        self.orders = 0
+        self._rejected: set[int] = set()
+
+    def submit(self, symbol: str, quantity: int, price: float, cash: float) -> None:
+
+        cost = quantity * price * (1 + COMMISSION)
+        if quantity > 0 and cost > cash:
+            raise InsufficientFunds(
+                f"buy {quantity} {symbol} needs {cost:,.2f} CNY, {cash:,.2f} available",
+                strategy=STRATEGY, symbol=symbol, required=round(cost, 2), available=round(cash, 2),
+            )
+        self.orders += 1
+        if self.orders % self.reject_every == 0 and self.orders not in self._rejected:
+            self._rejected.add(self.orders)
+            self.orders -= 1  # the retry is the same order
+            raise OrderRejected(
+                f"{symbol} @ {price:.2f} outside the daily price limit", strategy=STRATEGY, symbol=symbol,
+                reason=ReasonCode.PRICE_OUT_OF_LIMIT,
+            )
+
+
 def run_backtest(
     bars: Sequence[Bar],
     monitor=None,
     cash: float = 1_000_000.0,
     progress: Callable[[int, int], None] | None = None,
+    errors=None,
 ) -> BacktestResult:
     """Run the strategy over ``bars``, reporting trades and the portfolio to
     ``monitor`` (a BacktestMonitor; None runs the same backtest with
@@ -140,9 +179,14 @@ def run_backtest(
 
     Telemetry follows what a production strategy sends: INFO records for
     signals that act, DEBUG for HOLD, a trade event and counters per fill,
-    and a portfolio snapshot at each month end.
+    and a portfolio snapshot at each month end. With ``errors`` (a
+    TradingErrorHandler), orders go through a ``SimulatedBroker`` whose
+    failures it retries and reports.
     """
     monitor = monitor or _NoMonitor()
+    broker = SimulatedBroker() if errors is not None else None
+    submit = errors.with_retry(strategy=STRATEGY)(broker.submit) if broker is not None else None
+    drill_pending = broker is not None
     signals_log = logging.getLogger(SIGNALS_LOGGER)
     strategy = DualMovingAverage()
     symbols = list(bars[0].minutes)
@@ -159,7 +203,15 @@ def run_backtest(
         result.run_id = run_id
 
         def fill(bar: Bar, symbol: str, quantity: int, price: float) -> None:
-            nonlocal cash
+            nonlocal cash, drill_pending
+            if broker is not None:
+                if drill_pending and quantity > 0:
+                    drill_pending = False
+                    try:
+                        broker.submit(symbol, quantity * 10, price, cash)
+                    except TradingError as error:  # InsufficientFunds: reported, then resized
+                        errors.handle(error, strategy=STRATEGY)
+                submit(symbol, quantity, price, cash)
             notional = abs(quantity) * price
             cash -= quantity * price + notional * COMMISSION
             positions[symbol] += quantity
