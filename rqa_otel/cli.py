@@ -236,19 +236,16 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"rqa-otel demo: serving {ops_url}/health /ready /metrics", file=sys.stderr if args.json else sys.stdout,
               flush=True)
 
-    monitor = None
+    monitor = errors = None
     if telemetry:
         from rqa_otel.trading import BacktestMonitor
-
         from rqa_otel.trading_errors import TradingErrorHandler
 
         monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
         # Retry delays pass in simulated time: a backtest does not sleep.
         errors = TradingErrorHandler(telemetry, sleep=lambda seconds: None)
     started = time.perf_counter()
-    result = demo.run_backtest(
-        bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)), errors=errors if telemetry else None
-    )
+    result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)), errors=errors)
     if monitor:
         monitor.flush()
     if ops_url and args.serve_s > 0:

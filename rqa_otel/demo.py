@@ -179,14 +179,15 @@ def run_backtest(
 
     Telemetry follows what a production strategy sends: INFO records for
     signals that act, DEBUG for HOLD, a trade event and counters per fill,
-    and a portfolio snapshot at each month end. With ``errors`` (a
-    TradingErrorHandler), orders go through a ``SimulatedBroker`` whose
-    failures it retries and reports.
+    and a portfolio snapshot at each month end. Orders go through a
+    ``SimulatedBroker``; ``errors`` (a TradingErrorHandler; None: the same
+    retries, unreported) retries and reports its failures.
     """
     monitor = monitor or _NoMonitor()
-    broker = SimulatedBroker() if errors is not None else None
-    submit = errors.with_retry(strategy=STRATEGY)(broker.submit) if broker is not None else None
-    drill_pending = broker is not None
+    errors = errors or _NoErrorHandler()
+    broker = SimulatedBroker()
+    submit = errors.with_retry(strategy=STRATEGY)(broker.submit)
+    drill_pending = True
     signals_log = logging.getLogger(SIGNALS_LOGGER)
     strategy = DualMovingAverage()
     symbols = list(bars[0].minutes)
@@ -204,14 +205,13 @@ def run_backtest(
 
         def fill(bar: Bar, symbol: str, quantity: int, price: float) -> None:
             nonlocal cash, drill_pending
-            if broker is not None:
-                if drill_pending and quantity > 0:
-                    drill_pending = False
-                    try:
-                        broker.submit(symbol, quantity * 10, price, cash)
-                    except TradingError as error:  # InsufficientFunds: reported, then resized
-                        errors.handle(error, strategy=STRATEGY)
-                submit(symbol, quantity, price, cash)
+            if drill_pending and quantity > 0:
+                drill_pending = False
+                try:
+                    broker.submit(symbol, quantity * 10, price, cash)
+                except TradingError as error:  # InsufficientFunds: reported, then resized
+                    errors.handle(error, strategy=STRATEGY)
+            submit(symbol, quantity, price, cash)
             notional = abs(quantity) * price
             cash -= quantity * price + notional * COMMISSION
             positions[symbol] += quantity
@@ -287,6 +287,26 @@ class _NoMonitor:
         pass
 
     def record_portfolio(self, *args, **kwargs) -> None:
+        pass
+
+
+class _NoErrorHandler:
+    """The same retries with telemetry off: the broker rejects an order once."""
+
+    def with_retry(self, strategy=None):
+        def decorate(function):
+            def run(*args, **kwargs):
+                for tries_left in (2, 1, 0):
+                    try:
+                        return function(*args, **kwargs)
+                    except OrderRejected:
+                        if not tries_left:
+                            raise
+            return run
+
+        return decorate
+
+    def handle(self, error, strategy=None) -> None:
         pass
 
 
