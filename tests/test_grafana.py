@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -175,6 +174,12 @@ def test_demo_serves_health_ready_and_metrics_while_it_runs(demo_telemetry, prom
 
 def test_demo_without_ops_port_says_nothing_about_it(demo_telemetry):
     assert "serving http" not in demo_telemetry["failing_stdout"]
+
+
+def test_demo_names_a_bad_http_port():
+    result = subprocess.run([RQA_OTEL, "demo", "--http-port", "70000"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--http-port" in result.stderr and "auto or off" in result.stderr, result.stderr
 
 
 # --- dashboards -------------------------------------------------------------
