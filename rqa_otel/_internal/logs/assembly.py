@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from rqa_otel._internal.exporters import otlp_endpoint, rotating_file
 from rqa_otel._internal.exporters.otlp_json_file import FILE_NAMES
@@ -22,7 +22,11 @@ from rqa_otel._internal.logs.sinks import (
     TextLogSink,
 )
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import Settings
+from rqa_otel.settings import SamplingRuleSettings, Settings
+
+
+def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:
+    return [SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio) for rule in rules]
 
 
 def build_log_pipeline(
@@ -34,10 +38,7 @@ def build_log_pipeline(
 ) -> tuple[LogPipeline, QuantLogHandler]:
     log = settings.logging
     drops = Drops()
-    sampler = Sampler(
-        SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio)
-        for rule in log.sampling_rules
-    )
+    sampler = Sampler(sampling_rules(log.sampling_rules))
     buffer = LogBuffer(log.queue_size, drops, max_wait_s=log.max_wait_s)
     encoder = LogsEncoder(resource_attributes)
 
