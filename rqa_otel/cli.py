@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lp_parser(commands)
 
+    from rqa_otel.config.vault_cli import add_vault_parser
+
+    add_vault_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="run a sample instrumented backtest (no server needed)",

@@ -21,6 +21,8 @@ came from and what is allowed.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import os
 import re
@@ -474,7 +476,7 @@ def load_layers(
     if settings_file is None:
         settings_file = environ.get(SETTINGS_FILE_VARIABLE) or None
     digest = hashlib.sha256()
-    layers: list[tuple[str, dict[str, Any]]] = [("packaged defaults", _parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes()))]
+    layers: list[tuple[str, dict[str, Any]]] = [("packaged defaults", _packaged_defaults())]
     watched: list[Path] = []
 
     def read(path: Path, secret: bool) -> None:
@@ -578,6 +580,16 @@ def _digest(digest, path: Path, data: bytes | None) -> None:
         digest.update(f"{path}\0absent\0".encode())
     else:
         digest.update(f"{path}\0{len(data)}\0".encode() + data)
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_defaults_cached() -> dict[str, Any]:
+    return _parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
+
+
+def _packaged_defaults() -> dict[str, Any]:
+    """Parsed once per process (it is part of the installed package)."""
+    return copy.deepcopy(_packaged_defaults_cached())
 
 
 def _has_envelope(value: Any) -> bool:

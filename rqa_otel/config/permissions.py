@@ -64,4 +64,4 @@ def _warn_once(path: str, st: os.stat_result, found: str) -> None:
         if key in _warned:
             return
         _warned.add(key)
-    _log.warning("settings file %s (readable or writable by others: keep secrets in .secrets.yaml or ENC[...])", found)
+    _log.warning("%s; a plain settings file is still read, but keep secrets in .secrets.yaml or ENC[...] values", found)
