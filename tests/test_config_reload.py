@@ -16,15 +16,10 @@ import rqa_otel
 from rqa_otel import names
 from rqa_otel.config import CHANGED, FAILED, UNCHANGED, ConfigVault, LiveSettings
 from rqa_otel.trading_errors import OrderRejected, TradingErrorHandler
+from config_saves import SAVES, in_place_save, write
 from otlp_files import attributes, items
 
 GENEROUS_S = 5.0
-
-
-def write(path, text, mode=0o600):
-    path.write_text(text)
-    os.chmod(path, mode)
-    return path
 
 
 def wait_for(condition, timeout=GENEROUS_S):
@@ -34,35 +29,11 @@ def wait_for(condition, timeout=GENEROUS_S):
     return condition()
 
 
-def rename_save(path, text):
-    """vim's way: a temporary file renamed over the target."""
-    temporary = write(path.with_name(f".{path.name}.swp"), text)
-    os.replace(temporary, path)
-
-
-def in_place_save(path, text):
-    with open(path, "w") as handle:
-        handle.write(text)
-
-
-def kubernetes_mount(directory, text, generation):
-    """A ConfigMap volume: settings.yaml -> ..data/settings.yaml, ..data -> ..<generation>;
-    an update writes a new generation and swaps ..data atomically."""
-    target = directory / f"..{generation}"
-    target.mkdir()
-    write(target / "settings.yaml", text)
-    link = directory / "..data_tmp"
-    link.symlink_to(target.name)
-    os.replace(link, directory / "..data")
-    if not (directory / "settings.yaml").is_symlink():
-        (directory / "settings.yaml").symlink_to("..data/settings.yaml")
-
-
 @pytest.mark.parametrize("style", ["rename", "inplace", "symlink"])
 def test_each_save_style_triggers_exactly_one_reload(tmp_path, style):
     path = tmp_path / "settings.yaml"
     if style == "symlink":
-        kubernetes_mount(tmp_path, "strategy: before\n", "gen1")
+        SAVES[style](tmp_path, "strategy: before\n", "gen1")
     else:
         write(path, "strategy: before\n")
     live = LiveSettings.from_layers(path, environ={})
@@ -71,12 +42,7 @@ def test_each_save_style_triggers_exactly_one_reload(tmp_path, style):
     live.watch(poll_interval_s=60)  # the poll must not be what finds it
     try:
         time.sleep(0.1)
-        if style == "rename":
-            rename_save(path, "strategy: after\n")
-        elif style == "inplace":
-            in_place_save(path, "strategy: after\n")
-        else:
-            kubernetes_mount(tmp_path, "strategy: after\n", "gen2")
+        SAVES[style](tmp_path, "strategy: after\n", "gen2")
         assert wait_for(lambda: seen), f"no reload after a {style} save"
         time.sleep(0.5)  # the debounced burst and any late events are over
         assert seen == [(CHANGED, "after")]
