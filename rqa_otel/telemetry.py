@@ -25,9 +25,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
-from rqa_otel._internal.exporters import build_exporter
+from rqa_otel._internal.exporters import build_exporter, reconnect_otlp
 from rqa_otel._internal.exporters.accounting import ExportCounts
-from rqa_otel._internal.logs.assembly import build_log_pipeline, sampling_rules
+from rqa_otel._internal.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
+from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
@@ -106,6 +107,23 @@ class Telemetry:
     def _apply_settings_live(self) -> None:
         """The settings this handle applies on a reload; every other changed
         setting is reported as needing a restart (docs/settings.md)."""
+        built = self.settings.export
+        otlp_signals = [signal for signal in ("traces", "metrics", "logs") if built.exporter(signal) == "otlp"]
+
+        def otlp_changed(key: str, old, new) -> None:
+            # Only signals that were built with an OTLP exporter: changing
+            # the exporter kind itself needs a restart.
+            otlp = self.settings.export.otlp
+            for signal in otlp_signals:
+                if signal == "logs" and self._log_pipeline is not None:
+                    encoder = LogsEncoder(dict(self.resource.attributes))
+                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder))
+                elif self._exporters.get(signal) is not None:
+                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber)
+
+        if otlp_signals:
+            self.config.on_change("export.otlp", otlp_changed)
+
         handler = self.logging_handler
         if handler is None:
             return

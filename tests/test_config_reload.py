@@ -171,7 +171,7 @@ def test_a_reload_span_names_changed_keys_but_never_secret_values(tmp_path, monk
         # Applied live: the handler's level and the retry policy.
         assert telemetry.logging_handler.level == logging.DEBUG
         assert handler.policy_for(OrderRejected()).max_tries == 6
-        # The OTLP headers are used by exporters built at start: a restart applies them.
+        # This handle exports to files: no OTLP exporter takes the headers live.
         assert result.restart_required == ("export.otlp.headers",)
         telemetry.force_flush()
         text = (tmp_path / "traces.jsonl").read_text()
@@ -223,3 +223,60 @@ def test_readers_never_see_a_torn_or_invalid_snapshot_during_1000_reloads(tmp_pa
     assert outcomes == {CHANGED: 500, UNCHANGED: 0, FAILED: 500}
     assert live.current.strategy == "s999"
     assert all(reads)
+
+
+def test_a_bad_save_is_reported_once_and_the_fix_is_picked_up(tmp_path):
+    path = write(tmp_path / "settings.yaml", "strategy: good\n")
+    live = LiveSettings.from_layers(path, environ={})
+    seen = []
+    live.subscribe(lambda event_type, config: seen.append((event_type, config.strategy)))
+    live.watch(poll_interval_s=0.1)  # many polls while the file is bad
+    try:
+        in_place_save(path, "strategy: [broken\n")
+        assert wait_for(lambda: seen)
+        time.sleep(0.5)
+        assert seen == [(FAILED, "good")]
+        in_place_save(path, "strategy: fixed\n")
+        assert wait_for(lambda: len(seen) == 2)
+        assert seen[1] == (CHANGED, "fixed") and live.last_reload_successful
+    finally:
+        live.close()
+
+
+def test_a_new_otlp_endpoint_applies_live_to_traces_metrics_and_logs(tmp_path, start_backend):
+    """Two real OTLP receivers (rotel): a reload moves every signal from the first to the second."""
+    from backends import Rotel
+
+    first, second = start_backend(Rotel()), start_backend(Rotel())
+
+    def settings_for(endpoint):
+        return (f"export:\n  traces: otlp\n  metrics: otlp\n  logs: otlp\n  metric_interval_s: 60\n"
+                f"  otlp:\n    endpoint: {endpoint}\n    protocol: grpc\n")
+
+    path = write(tmp_path / "settings.yaml", settings_for(first.grpc_endpoint))
+    telemetry = rqa_otel.setup(path, set_global=False)
+    try:
+        counter = telemetry.meter.create_counter("rqa.test.orders")
+        with telemetry.tracer.start_as_current_span("before-reload"):
+            telemetry.get_logger("rqa.test").warning("logged before the reload")
+        counter.add(1)
+        assert telemetry.force_flush()
+        first.wait_for_span("before-reload")
+        first.wait_for_log("logged before the reload")
+
+        write(path, settings_for(second.grpc_endpoint))
+        result = telemetry.config.reload()
+        assert result.changed == ("export.otlp.endpoint",) and result.restart_required == ()
+        with telemetry.tracer.start_as_current_span("after-reload"):
+            telemetry.get_logger("rqa.test").warning("logged after the reload")
+        counter.add(1)
+        assert telemetry.force_flush()
+        second.wait_for_span("after-reload")
+        second.wait_for_log("logged after the reload")
+        assert second.wait_for_metric("rqa.test.orders")
+        assert not first.spans("after-reload") and not first.logs("logged after the reload")
+        assert not second.spans("before-reload")
+        destinations = {counts.destination for counts in telemetry.export_counts()}
+        assert all(second.grpc_endpoint in destination for destination in destinations)
+    finally:
+        telemetry.shutdown()

@@ -22,11 +22,16 @@ from rqa_otel._internal.logs.sinks import (
     TextLogSink,
 )
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import SamplingRuleSettings, Settings
+from rqa_otel.settings import OtlpSettings, SamplingRuleSettings, Settings
 
 
 def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:
     return [SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio) for rule in rules]
+
+
+def otlp_log_sink(otlp: OtlpSettings, encoder: LogsEncoder) -> LogSink:
+    sink = OtlpGrpcLogSink if otlp.protocol == "grpc" else OtlpHttpLogSink
+    return sink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
 
 
 def build_log_pipeline(
@@ -50,10 +55,8 @@ def build_log_pipeline(
         primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)
-    elif otlp.protocol == "grpc":
-        primary = OtlpGrpcLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
     else:
-        primary = OtlpHttpLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
+        primary = otlp_log_sink(otlp, encoder)
     mirrors: list[LogSink] = []
     if log.console and kind != "console":
         mirrors.append(TextLogSink(sys.stderr))
