@@ -490,7 +490,7 @@ def load_layers(
         except OSError as exc:
             raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
         _digest(digest, path, data)
-        layers.append((f"settings file {str(path)!r}", _parse_file(path, data)))
+        layers.append((f"settings file {str(path)!r}", parse_file(path, data)))
 
     if settings_file is not None:
         path = Path(settings_file)
@@ -584,7 +584,7 @@ def _digest(digest, path: Path, data: bytes | None) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _packaged_defaults_cached() -> dict[str, Any]:
-    return _parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
+    return parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
 
 
 def _packaged_defaults() -> dict[str, Any]:
@@ -622,7 +622,7 @@ def _environment(overrides: Mapping[str, Any], environ: Mapping[str, str], layer
     return text
 
 
-def _parse_file(path: Path, data: bytes) -> dict[str, Any]:
+def parse_file(path: Path, data: bytes) -> dict[str, Any]:
     """One file's tree. YAML through dynaconf's own (vendored) parser."""
     suffix = path.suffix.lower()
     try:

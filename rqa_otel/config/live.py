@@ -63,6 +63,7 @@ class LiveSettings:
         loaded = loader()  # a bad initial configuration raises SettingsError at once
         self.current: Settings = loaded.settings
         self._loaded = loaded
+        self._seen: str | None = loaded.fingerprint  # the content last loaded or found bad
         self._reload_lock = threading.Lock()
         self._notify_lock = threading.RLock()
         self._callbacks: tuple[Callback, ...] = ()
@@ -111,26 +112,23 @@ class LiveSettings:
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """``callback(event_type, config)`` after each reload that changed
         something or failed. Returns a function that unsubscribes."""
-        with self._notify_lock:
-            self._callbacks += (callback,)
-
-        def unsubscribe() -> None:
-            with self._notify_lock:
-                self._callbacks = tuple(c for c in self._callbacks if c is not callback)
-
-        return unsubscribe
+        return self._add("_callbacks", callback)
 
     def on_change(self, key: str, callback: KeyCallback) -> Callable[[], None]:
         """``callback(key, old, new)`` when ``key`` (a setting or a section)
-        changed. Subscribing also marks those settings as applied live."""
+        changed. Subscribing also marks those settings as applied live.
+        Returns a function that unsubscribes."""
         self.current.get(key)  # KeyError now for a typo, not silence later
-        entry = (key, callback)
+        return self._add("_key_callbacks", (key, callback))
+
+    def _add(self, registry: str, entry: Any) -> Callable[[], None]:
+        # Copy on write: a notification in progress iterates its own tuple.
         with self._notify_lock:
-            self._key_callbacks += (entry,)
+            setattr(self, registry, getattr(self, registry) + (entry,))
 
         def unsubscribe() -> None:
             with self._notify_lock:
-                self._key_callbacks = tuple(e for e in self._key_callbacks if e is not entry)
+                setattr(self, registry, tuple(e for e in getattr(self, registry) if e is not entry))
 
         return unsubscribe
 
@@ -152,6 +150,7 @@ class LiveSettings:
                 if changed:
                     self.current = loaded.settings  # the swap: one reference assignment
                 self._loaded = loaded
+                self._seen = loaded.fingerprint
                 result = ReloadResult(
                     CHANGED if changed else UNCHANGED, changed, tuple(k for k in changed if not self._applied(k))
                 )
@@ -173,8 +172,11 @@ class LiveSettings:
     def reload_if_changed(self, trigger: str) -> ReloadResult | None:
         """Reload unless every file has the same content as at the last load
         (None then): editors and Kubernetes raise many events per save."""
-        if content_fingerprint(self._loaded.watched) == self._loaded.fingerprint:
+        now = content_fingerprint(self._loaded.watched)
+        if now == self._seen:
             return None
+        # A bad file is reported once, not again at every poll until fixed.
+        self._seen = now
         return self.reload(trigger)
 
     def _applied(self, key: str) -> bool:

@@ -162,10 +162,10 @@ def _encrypt(args) -> int:
 def _file_values(path: str) -> dict[str, str]:
     """Every encrypted value of a settings file by dotted key."""
     from rqa_otel.config.permissions import read_checked
-    from rqa_otel.settings import _parse_file
+    from rqa_otel.settings import parse_file
 
     secret = os.path.basename(path).startswith(".secrets")
-    tree = _parse_file(Path(path), read_checked(path, secret=secret))
+    tree = parse_file(Path(path), read_checked(path, secret=secret))
     found: dict[str, str] = {}
 
     def walk(node, prefix: str) -> None:
