@@ -478,6 +478,7 @@ def load_layers(
     digest = hashlib.sha256()
     layers: list[tuple[str, dict[str, Any]]] = [("packaged defaults", _packaged_defaults())]
     watched: list[Path] = []
+    secret_sources: set[str] = set()  # values from these are never shown in messages
 
     def read(path: Path, secret: bool) -> None:
         try:
@@ -490,7 +491,10 @@ def load_layers(
         except OSError as exc:
             raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
         _digest(digest, path, data)
-        layers.append((f"settings file {str(path)!r}", parse_file(path, data)))
+        source = f"settings file {str(path)!r}"
+        if secret:
+            secret_sources.add(source)
+        layers.append((source, parse_file(path, data, secret)))
 
     if settings_file is not None:
         path = Path(settings_file)
@@ -545,7 +549,7 @@ def load_layers(
         try:
             values[key] = parse(value)
         except ValueError as exc:
-            shown = "[REDACTED]" if key in secret_keys else repr(value)
+            shown = "[REDACTED]" if key in secret_keys or sources[key] in secret_sources else repr(value)
             errors.append(f"setting {key} = {shown} (from {sources[key]}): {exc}")
     for key in SCHEMA:
         if key not in flat:
@@ -622,8 +626,10 @@ def _environment(overrides: Mapping[str, Any], environ: Mapping[str, str], layer
     return text
 
 
-def parse_file(path: Path, data: bytes) -> dict[str, Any]:
-    """One file's tree. YAML through dynaconf's own (vendored) parser."""
+def parse_file(path: Path, data: bytes, secret: bool = False) -> dict[str, Any]:
+    """One file's tree. YAML through dynaconf's own (vendored) parser.
+    ``secret``: a parse error gives the position only, since parsers quote
+    the offending line and the line may hold a secret."""
     suffix = path.suffix.lower()
     try:
         text = data.decode("utf-8")
@@ -642,12 +648,25 @@ def parse_file(path: Path, data: bytes) -> dict[str, Any]:
         else:
             raise ValueError("unknown format; expected a .yaml, .yml, .toml or .json file")
     except Exception as exc:  # each parser has its own error types
+        if secret:
+            raise SettingsError(f"cannot read settings file {str(path)!r}: {_position(exc)}") from None
         raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
     if tree is None:
         return {}
     if not isinstance(tree, Mapping):
         raise SettingsError(f"settings file {str(path)!r}: expected a mapping of settings at the top, got {type(tree).__name__}")
     return dict(tree)
+
+
+def _position(error: Exception) -> str:
+    """Where a parser failed, without the text it would quote."""
+    mark = getattr(error, "problem_mark", None)  # YAML
+    if mark is not None:
+        return f"malformed YAML at line {mark.line + 1}, column {mark.column + 1}"
+    line = getattr(error, "lineno", None)  # JSON, TOML (3.14+)
+    if line is not None:
+        return f"malformed at line {line}, column {getattr(error, 'colno', '?')}"
+    return f"malformed ({type(error).__name__}; the message is withheld because this file holds secrets)"
 
 
 def _merge(into: dict[str, Any], tree: Mapping[str, Any], source: str, sources: dict[str, str], prefix: str = "") -> None:

@@ -206,3 +206,15 @@ def test_vault_encrypt_never_takes_the_value_from_argv(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["vault", "encrypt", "--path", "a.b", "s3cret"])
     assert exit_.value.code == 2
+
+
+def test_errors_about_a_secrets_file_never_quote_its_values(tmp_path):
+    main_file = write(tmp_path / "settings.yaml", "strategy: a\n")
+    secrets = write(tmp_path / ".secrets.yaml", "logging:\n  queue_size: pw-Zq81x\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(main_file, environ={})
+    assert "logging.queue_size = [REDACTED]" in str(error.value) and "pw-Zq81x" not in str(error.value)
+    write(secrets, "export:\n  otlp:\n    headers: {api-key: pw-Zq81x\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(main_file, environ={})
+    assert "malformed YAML at line" in str(error.value) and "pw-Zq81x" not in str(error.value)

@@ -165,7 +165,7 @@ def _file_values(path: str) -> dict[str, str]:
     from rqa_otel.settings import parse_file
 
     secret = os.path.basename(path).startswith(".secrets")
-    tree = parse_file(Path(path), read_checked(path, secret=secret))
+    tree = parse_file(Path(path), read_checked(path, secret=secret), secret)
     found: dict[str, str] = {}
 
     def walk(node, prefix: str) -> None:
