@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -48,8 +48,8 @@ def is_encrypted(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ConfigVault:
-    keys: tuple[bytes, ...]
-    """Fernet keys, primary first."""
+    keys: tuple[bytes, ...] = field(repr=False)
+    """Fernet keys, primary first (never in a repr, so never in a traceback)."""
 
     def __post_init__(self) -> None:
         if not self.keys:
