@@ -154,6 +154,7 @@ class LiveSettings:
                 result = ReloadResult(
                     CHANGED if changed else UNCHANGED, changed, tuple(k for k in changed if not self._applied(k))
                 )
+            new = self.current
             self.reloads[result.outcome] += 1
             self.last_reload_successful = result.outcome != FAILED
             # Handed over before the reload lock is released, so that
@@ -164,7 +165,7 @@ class LiveSettings:
         try:
             self._report(result, trigger)
             if result.outcome != UNCHANGED:
-                self._notify(result, old, self.current)
+                self._notify(result, old, new)
         finally:
             self._notify_lock.release()
         return result
