@@ -690,7 +690,7 @@ def _merge(into: dict[str, Any], tree: Mapping[str, Any], source: str, sources: 
             sources[flat_key] = source
 
 
-_MAP_PREFIXES = {f"{key}." for key in ("resource_attributes", "export.otlp.headers")}
+_MAP_PREFIXES = {f"{key}." for key in _MAP_KEYS}  # inside these, keys keep their case
 
 
 def _rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
