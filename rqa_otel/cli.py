@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lp_parser(commands)
 
+    from rqa_otel.config.vault_cli import add_vault_parser
+
+    add_vault_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="run a sample instrumented backtest (no server needed)",
@@ -170,7 +174,13 @@ def _demo(args: argparse.Namespace) -> int:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
-    overrides["logging.sampling.rules"] = demo.SAMPLING_RULES
+    output = args.output or "./rqa-telemetry"
+    settings_file = None
+    if not args.no_telemetry:  # the sampling rule lives in a watched settings file
+        os.makedirs(output, exist_ok=True)
+        settings_file = os.path.join(output, demo.SETTINGS_FILE)
+        demo.write_settings(settings_file, demo.SAMPLING_RULES[0]["rate_per_s"])
+        overrides.update({"config.watch": True, "config.sighup": False})
     text_log = None
     if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
         directory = args.output or "./rqa-telemetry"
@@ -183,7 +193,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.no_telemetry:
         started = time.perf_counter()
         try:
-            telemetry = setup(strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
+            telemetry = setup(settings_file, strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
         except SettingsError as exc:
             return _fail(f"demo: {exc}")
         setup_s = time.perf_counter() - started
@@ -199,11 +209,21 @@ def _demo(args: argparse.Namespace) -> int:
 
         monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
     started = time.perf_counter()
-    result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)))
+    progress = demo.Progress(enabled=not (args.quiet or args.json))
+    live_change = demo.LiveChange(telemetry, settings_file) if telemetry else None
+
+    def on_bar(done: int, total: int) -> None:
+        progress(done, total)
+        if live_change:
+            live_change(done, total)
+
+    result = demo.run_backtest(bars, monitor, progress=on_bar)
     if monitor:
         monitor.flush()
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started  # the backtest plus the final flush
+    if live_change:
+        wall_s -= live_change.waited_s  # the pause for the live change is not the backtest's
     history = []
     if monitor:
         first_symbol = next(iter(bars[0].minutes))
@@ -230,6 +250,11 @@ def _demo(args: argparse.Namespace) -> int:
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
         "flushed": flushed,
+        "live_change": {
+            "settings_file": settings_file, "saved_at_bar": live_change.saved_bar,
+            "applied_at_bar": live_change.applied[0] if live_change.applied else None,
+            "applied_after_ms": round(live_change.applied[1], 1) if live_change.applied else None,
+        } if live_change else None,
     }
     if args.json:
         print(json.dumps(summary))
@@ -259,6 +284,16 @@ def _print_summary(summary: dict) -> None:
         print(
             f"  sampling: {sampled} signal records suppressed by the demo's rule (at most 20/s on "
             f"{demo.SIGNALS_LOGGER}); a summary record in the logs says so"
+        )
+    change = summary["live_change"]
+    if change and change["saved_at_bar"]:
+        applied = (
+            f"the file watcher applied it {change['applied_after_ms']:.0f} ms later (the backtest waited for it)"
+            if change["applied_at_bar"] else "the backtest ended before it was applied"
+        )
+        print(
+            f"  live settings: at bar {change['saved_at_bar']} the rule was tightened to {demo.LIVE_RATE_PER_S}/s in "
+            f"{change['settings_file']} (a rename-save, as vim does); {applied}, no restart"
         )
     lost = {key: n for key, n in summary["log_drops"].items() if not key.startswith("sampled/")}
     if lost:
