@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lp_parser(commands)
 
+    from rqa_otel.config.vault_cli import add_vault_parser
+
+    add_vault_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="run a sample instrumented backtest (no server needed)",
@@ -201,9 +205,15 @@ def _demo(args: argparse.Namespace) -> int:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
-    overrides["logging.sampling.rules"] = demo.SAMPLING_RULES
-    if args.http_port != "off":
+    if args.http_port != "off" and not args.no_telemetry:
         overrides["ops.http_port"] = _free_loopback_port() if args.http_port == "auto" else args.http_port
+    output = args.output or "./rqa-telemetry"
+    settings_file = None
+    if not args.no_telemetry:  # the sampling rule lives in a watched settings file
+        os.makedirs(output, exist_ok=True)
+        settings_file = os.path.join(output, demo.SETTINGS_FILE)
+        demo.write_settings(settings_file, demo.SAMPLING_RULES[0]["rate_per_s"])
+        overrides.update({"config.watch": True, "config.sighup": False})
     text_log = None
     if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
         directory = args.output or "./rqa-telemetry"
@@ -216,7 +226,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.no_telemetry:
         started = time.perf_counter()
         try:
-            telemetry = setup(strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
+            telemetry = setup(settings_file, strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
         except SettingsError as exc:
             return _fail(f"demo: {exc}")
         except OSError as exc:  # the ops port is taken
@@ -245,18 +255,31 @@ def _demo(args: argparse.Namespace) -> int:
         # Retry delays pass in simulated time: a backtest does not sleep.
         errors = TradingErrorHandler(telemetry, sleep=lambda seconds: None)
     started = time.perf_counter()
-    result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)), errors=errors)
+    progress = demo.Progress(enabled=not (args.quiet or args.json))
+    live_change = demo.LiveChange(telemetry, settings_file) if telemetry else None
+
+    def on_bar(done: int, total: int) -> None:
+        progress(done, total)
+        if live_change:
+            live_change(done, total)
+
+    result = demo.run_backtest(bars, monitor, progress=on_bar, errors=errors)
     if monitor:
         monitor.flush()
+    served_s = 0.0
     if ops_url and args.serve_s > 0:
         if not args.json:
             print(f"rqa-otel demo: backtest done; serving {ops_url} for {args.serve_s:g} s (Ctrl-C to stop)", flush=True)
+        serving_since = time.perf_counter()
         try:
             time.sleep(args.serve_s)
         except KeyboardInterrupt:
             pass
+        served_s = time.perf_counter() - serving_since
     flushed = telemetry.shutdown() if telemetry else True
-    wall_s = time.perf_counter() - started  # the backtest plus the final flush
+    wall_s = time.perf_counter() - started - served_s  # the backtest plus the final flush
+    if live_change:
+        wall_s -= live_change.waited_s  # the pause for the live change is not the backtest's
     history = []
     if monitor:
         first_symbol = next(iter(bars[0].minutes))
@@ -284,6 +307,11 @@ def _demo(args: argparse.Namespace) -> int:
         "text_log": text_log if telemetry else None,
         "flushed": flushed,
         "ops_url": ops_url,
+        "live_change": {
+            "settings_file": settings_file, "saved_at_bar": live_change.saved_bar,
+            "applied_at_bar": live_change.applied[0] if live_change.applied else None,
+            "applied_after_ms": round(live_change.applied[1], 1) if live_change.applied else None,
+        } if live_change else None,
     }
     if args.json:
         print(json.dumps(summary))
@@ -313,6 +341,16 @@ def _print_summary(summary: dict) -> None:
         print(
             f"  sampling: {sampled} signal records suppressed by the demo's rule (at most 20/s on "
             f"{demo.SIGNALS_LOGGER}); a summary record in the logs says so"
+        )
+    change = summary["live_change"]
+    if change and change["saved_at_bar"]:
+        applied = (
+            f"the file watcher applied it {change['applied_after_ms']:.0f} ms later (the backtest waited for it)"
+            if change["applied_at_bar"] else "the backtest ended before it was applied"
+        )
+        print(
+            f"  live settings: at bar {change['saved_at_bar']} the rule was tightened to {demo.LIVE_RATE_PER_S}/s in "
+            f"{change['settings_file']} (a rename-save, as vim does); {applied}, no restart"
         )
     lost = {key: n for key, n in summary["log_drops"].items() if not key.startswith("sampled/")}
     if lost:

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import sys
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -31,6 +32,10 @@ SIGNALS_LOGGER = f"{LOGGER}.signals"
 # suppressed, and a summary record counts them.
 SAMPLING_RULES = [{"logger": SIGNALS_LOGGER, "level": "INFO", "rate_per_s": 20}]
 TEXT_LOG = "demo.log"
+# Halfway through, the demo tightens that rule in its settings file; the
+# file watcher reloads it while the backtest runs (a live settings change).
+SETTINGS_FILE = "demo-settings.yaml"
+LIVE_RATE_PER_S = 2
 # (symbol, first close, annual drift, annual volatility)
 UNIVERSE: tuple[tuple[str, float, float, float], ...] = (
     ("600519.SH", 1700.0, 0.06, 0.28),
@@ -144,7 +149,6 @@ class SimulatedBroker:
         self._rejected: set[int] = set()
 
     def submit(self, symbol: str, quantity: int, price: float, cash: float) -> None:
-
         cost = quantity * price * (1 + COMMISSION)
         if quantity > 0 and cost > cash:
             raise InsufficientFunds(
@@ -308,6 +312,53 @@ class _NoErrorHandler:
 
     def handle(self, error, strategy=None) -> None:
         pass
+
+
+def write_settings(path: str, rate_per_s: float) -> None:
+    """The demo's settings file, saved as vim saves: a private temporary file
+    renamed over the target."""
+    import os
+
+    text = (
+        "logging:\n  sampling:\n    rules:\n"
+        f"      - {{logger: {SIGNALS_LOGGER}, level: INFO, rate_per_s: {rate_per_s}}}\n"
+    )
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+class LiveChange:
+    """Saves the tightened sampling rule at the middle bar and notes when
+    the reloaded settings reach the log handler."""
+
+    def __init__(self, telemetry, path: str) -> None:
+        self.path = path
+        self.bar = 0
+        self.saved_bar: int | None = None
+        self._saved_at = 0.0
+        self.applied: tuple[int, float] | None = None
+        """(bar, milliseconds after the save) at which the new rule was applied."""
+        self.waited_s = 0.0
+        self._done = threading.Event()
+        telemetry.config.on_change("logging.sampling.rules", self._applied)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar = done
+        if self.saved_bar is None and done >= total // 2:
+            self.saved_bar, self._saved_at = done, time.perf_counter()
+            write_settings(self.path, LIVE_RATE_PER_S)
+            # The whole backtest takes about as long as a reload: wait for
+            # it here (at most 2 s), so the second half runs under the new
+            # rule. The wait is left out of the reported wall time.
+            self._done.wait(2.0)
+            self.waited_s = time.perf_counter() - self._saved_at
+
+    def _applied(self, key, old, new) -> None:
+        self.applied = (self.bar, (time.perf_counter() - self._saved_at) * 1000)
+        self._done.set()
 
 
 class Progress:

@@ -110,3 +110,15 @@ CIRCUIT_BREAKER_STATE_GAUGE: Final = "rqa.circuit_breaker.state"
 
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"
+
+# --- Settings hot reload (rqa_otel.config) -----------------------------------
+CONFIG_RELOAD_SPAN: Final = "rqa.config.reload"
+CONFIG_RELOAD_OUTCOME: Final = "rqa.config.reload.outcome"
+CONFIG_RELOAD_OUTCOMES: Final = ("changed", "unchanged", "failed")
+CONFIG_RELOAD_TRIGGER: Final = "rqa.config.reload.trigger"
+CONFIG_RELOAD_TRIGGERS: Final = ("file", "poll", "sighup", "explicit")
+CONFIG_CHANGED_KEYS: Final = "rqa.config.changed_keys"
+CONFIG_RESTART_REQUIRED: Final = "rqa.config.restart_required"
+CONFIG_RELOADS_COUNTER: Final = "rqa.config.reloads"
+CONFIG_LAST_RELOAD_SUCCESSFUL_GAUGE: Final = "rqa.config.last_reload_successful"
+CONFIG_RELOAD_FAILED_ALERT: Final = "config_reload_failed"

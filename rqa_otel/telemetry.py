@@ -25,16 +25,18 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
-from rqa_otel._internal.exporters import build_exporter
+from rqa_otel._internal.exporters import build_exporter, reconnect_otlp
 from rqa_otel._internal.exporters.accounting import ExportCounts
-from rqa_otel._internal.logs.assembly import build_log_pipeline
+from rqa_otel._internal.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
+from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
 from rqa_otel.alerts import Alerts
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import Settings, load_settings
+from rqa_otel.config.live import LiveSettings
+from rqa_otel.settings import Settings
 
 _log = logging.getLogger("rqa_otel")
 
@@ -50,8 +52,11 @@ class Telemetry:
     """The handle ``setup()`` returns: providers, a tracer and meter for the
     project's scope, loggers, alerts, ``force_flush()`` and ``shutdown()``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: "Settings | LiveSettings") -> None:
+        self.config = settings if isinstance(settings, LiveSettings) else LiveSettings.fixed(settings)
+        """The live settings: ``config.current``, ``reload()``, ``subscribe()``,
+        ``on_change()`` (rqa_otel.config)."""
+        settings = self.config.current
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
@@ -90,7 +95,51 @@ class Telemetry:
         self.logger_provider = self._build_logger_provider()
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
+        self.config.attach(self)
+        self._apply_settings_live()
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings snapshot in force (it changes on a reload)."""
+        return self.config.current
+
+    def _apply_settings_live(self) -> None:
+        """The settings this handle applies on a reload; every other changed
+        setting is reported as needing a restart (docs/settings.md)."""
+        built = self.settings.export
+        otlp_signals = [signal for signal in ("traces", "metrics", "logs") if built.exporter(signal) == "otlp"]
+
+        def otlp_changed(key: str, old, new) -> None:
+            # Only signals that were built with an OTLP exporter: changing
+            # the exporter kind itself needs a restart.
+            otlp = self.settings.export.otlp
+            for signal in otlp_signals:
+                if signal == "logs" and self._log_pipeline is not None:
+                    encoder = LogsEncoder(dict(self.resource.attributes))
+                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder))
+                elif self._exporters.get(signal) is not None:
+                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber)
+
+        if otlp_signals:
+            self.config.on_change("export.otlp", otlp_changed)
+
+        handler = self.logging_handler
+        if handler is None:
+            return
+
+        def level_changed(key: str, old: str, new: str) -> None:
+            handler.setLevel(logging.getLevelName(new))
+            if self._is_global and self.settings.logging.capture:
+                root = logging.getLogger()
+                if root.getEffectiveLevel() > logging.getLevelName(new):
+                    root.setLevel(new)
+
+        def sampling_changed(key: str, old, new) -> None:
+            handler.set_sampling_rules(sampling_rules(new))
+
+        self.config.on_change("logging.level", level_changed)
+        self.config.on_change("logging.sampling.rules", sampling_changed)
 
     # --- assembly -----------------------------------------------------------
     # A signal whose exporter is `none` gets the API's no-op provider, so a
@@ -288,6 +337,7 @@ class Telemetry:
             atexit.unregister(self.shutdown)
         if self._ops is not None:
             self._ops.shutdown()
+        self.config.close()
 
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
@@ -387,10 +437,14 @@ def setup(
     for key, value in (("strategy", strategy), ("service.name", service_name), ("service.environment", environment)):
         if value is not None:
             arguments[key] = value
-    settings = load_settings(settings_file, arguments)
+    live = LiveSettings.from_layers(settings_file, arguments)
+    settings = live.current
     _report_own_problems_on_stderr()
     if not set_global:
-        return Telemetry(settings)
+        handle = Telemetry(live)
+        if settings.config.watch:
+            live.watch()
+        return handle
     with _global_lock:
         if _global is not None:
             if settings != _global.settings:
@@ -399,8 +453,12 @@ def setup(
                     "in effect (OpenTelemetry's global providers can be set only once per process)"
                 )
             return _global
-        handle = Telemetry(settings)
+        handle = Telemetry(live)
         handle._install_globally()
+        if settings.config.watch:
+            live.watch()
+            if settings.config.sighup:
+                live.install_sighup()
         _global = handle
         return handle
 
