@@ -129,6 +129,18 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class ResourceSettings:
+    enabled: bool
+    """Export this process's resource gauges (CPU, RSS, threads, fds, GPU memory)."""
+    host: bool
+    """Also export host CPU and memory and GPU devices (the host agent always does)."""
+    gpu: bool
+    """Read GPUs through NVML when it is there."""
+    interval_s: float
+    """The host agent's collection interval."""
+
+
+@dataclass(frozen=True)
 class ScrubSettings:
     patterns: tuple[str, ...]
     allowlist: tuple[str, ...]
@@ -144,6 +156,7 @@ class Settings:
     scrub: ScrubSettings
     errors: ErrorSettings
     ops: OpsSettings
+    resources: ResourceSettings
     resource_attributes: Mapping[str, str]
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting's value came from, by dotted key (for messages)."""
@@ -358,6 +371,10 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "ops.http_host": (_string, None),
     "errors.breaker.failure_threshold": (_count(1), None),
     "errors.breaker.open_s": (_positive_seconds, None),
+    "resources.enabled": (_boolean, None),
+    "resources.host": (_boolean, None),
+    "resources.gpu": (_boolean, None),
+    "resources.interval_s": (_positive_seconds, None),
 }
 _MAP_KEYS = {"resource_attributes", "export.otlp.headers"}
 
@@ -572,6 +589,9 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
             breaker=BreakerSettings(v["errors.breaker.failure_threshold"], v["errors.breaker.open_s"]),
         ),
         ops=OpsSettings(http_port=v["ops.http_port"], http_host=v["ops.http_host"]),
+        resources=ResourceSettings(
+            enabled=v["resources.enabled"], host=v["resources.host"], gpu=v["resources.gpu"], interval_s=v["resources.interval_s"]
+        ),
         resource_attributes=dict(v["resource_attributes"]),
         sources=dict(sources),
     )

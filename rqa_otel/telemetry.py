@@ -88,6 +88,9 @@ class Telemetry:
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
+        self.resources = self._observe_resources()
+        """This process's :class:`~rqa_otel.resources.ResourceGauges` (None
+        with ``resources.enabled`` off or metrics off)."""
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
@@ -149,6 +152,17 @@ class Telemetry:
         self.meter.create_observable_counter(
             names.LOG_RECORDS_SUPPRESSED_COUNTER, [suppressed], unit="{record}",
             description="Log records suppressed by sampling, by logger and level.",
+        )
+
+    def _observe_resources(self):
+        if not self.settings.resources.enabled or self._exporters["metrics"] is None and self._pull_reader is None:
+            return None
+        from rqa_otel.resources import ResourceGauges, ResourceSampler
+
+        sampler = ResourceSampler(gpu="auto" if self.settings.resources.gpu else None)
+        # os.getpid() at each cycle: a forked worker reports itself.
+        return ResourceGauges(
+            self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
         )
 
     def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:
@@ -295,6 +309,8 @@ class Telemetry:
             logs_done = self._log_pipeline.shutdown(timeout_s) if self._log_pipeline is not None else True
             for provider in self._sdk_providers():
                 provider.shutdown()
+            if self.resources is not None:
+                self.resources.sampler.close()
             return logs_done
 
         return call_with_deadline(stop, timeout_s, "telemetry shutdown")

@@ -6,6 +6,7 @@ threads and file descriptors, GPUs through NVML, and per-strategy sums.
     usage = aggregate_by_strategy(readings, {pid: "momentum", ...})
 """
 
+from rqa_otel.resources.gauges import ResourceGauges, ResourceSnapshot
 from rqa_otel.resources.gpu import GpuDeviceReading, GpuSampler
 from rqa_otel.resources.sampling import (
     HostReading,
@@ -20,7 +21,9 @@ __all__ = [
     "GpuSampler",
     "HostReading",
     "ProcessReading",
+    "ResourceGauges",
     "ResourceSampler",
+    "ResourceSnapshot",
     "StrategyUsage",
     "aggregate_by_strategy",
 ]

@@ -138,7 +138,7 @@ class ResourceSampler:
         self._previous: dict[tuple[int, int], tuple[int, float, float]] = {}
         self._previous_host: tuple[int, int] | None = None  # (busy ticks, total ticks)
         self._uptime_s = 0.0
-        self._cpu_count = os.cpu_count() or 1
+        self.cpu_count = os.cpu_count() or 1
 
     # --- processes ----------------------------------------------------------
 
@@ -196,7 +196,7 @@ class ResourceSampler:
             previous = (0, now - max(age_s, 1e-3), 0.0)
         elif now - previous[1] < self.MIN_WINDOW_S:
             return previous[2]
-        percent = min(_percent(cpu_ticks - previous[0], _CLOCK_TICKS, now - previous[1]), 100.0 * self._cpu_count)
+        percent = min(_percent(cpu_ticks - previous[0], _CLOCK_TICKS, now - previous[1]), 100.0 * self.cpu_count)
         self._previous[key] = (cpu_ticks, now, percent)
         return percent
 
@@ -231,7 +231,7 @@ class ResourceSampler:
         gpus = self.gpu.devices() if self.gpu is not None else ()
         return HostReading(
             cpu_percent=min(max(cpu_percent, 0.0), 100.0),
-            cpu_count=self._cpu_count,
+            cpu_count=self.cpu_count,
             memory_used_bytes=memory.total - memory.available,
             memory_total_bytes=memory.total,
             gpus=tuple(gpus),

@@ -1,0 +1,224 @@
+"""Observable gauges over a :class:`ResourceSampler`.
+
+The OpenTelemetry SDK calls every observable instrument's callback at each
+collection. Sampling once per callback would read ``/proc`` a dozen times
+per cycle, so all callbacks share one :class:`ResourceSnapshot`, taken by the
+first callback of a cycle and reused while it is younger than ``max_age_s``.
+The host agent calls :meth:`ResourceGauges.refresh` on its own schedule (its
+quota checks see the same snapshot the gauges export).
+
+Names follow the semantic conventions where they have one (``system.*``,
+``process.*``, ``hw.*``); per-strategy sums and per-process GPU memory have
+none and live under ``rqa.`` (docs/telemetry.md lists them all).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from rqa_otel import names
+from rqa_otel.resources.sampling import (
+    HostReading,
+    ProcessReading,
+    ResourceSampler,
+    StrategyUsage,
+    aggregate_by_strategy,
+)
+
+_log = logging.getLogger("rqa_otel")
+
+Targets = Callable[[], Mapping[int, str]]
+"""``() -> {pid: strategy}``: the processes to watch, asked once per cycle."""
+
+
+@dataclass(frozen=True)
+class ResourceSnapshot:
+    """What one collection cycle read."""
+
+    host: HostReading | None
+    processes: Mapping[int, ProcessReading]
+    strategies: Mapping[int, str]
+    """pid -> strategy of every process asked about (vanished ones included)."""
+    usage: Mapping[str, StrategyUsage]
+    taken_at: float = field(default_factory=time.monotonic)
+    """time.monotonic() of the reading."""
+
+
+_EMPTY = ResourceSnapshot(None, {}, {}, {}, 0.0)
+
+
+class ResourceGauges:
+    """Host, per-process, per-strategy and GPU gauges on ``meter``.
+
+    ``targets`` names the processes and their strategies; ``host=False``
+    leaves out the host and GPU device gauges (for a strategy process whose
+    host an agent already reports). GPU instruments exist only when the
+    sampler has NVML. Listeners get every fresh snapshot (quota checks).
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        sampler: ResourceSampler,
+        targets: Targets,
+        *,
+        host: bool = True,
+        max_age_s: float = 0.5,
+    ) -> None:
+        self.sampler = sampler
+        self._targets = targets
+        self._host = host
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._snapshot = _EMPTY
+        self._listeners: list[Callable[[ResourceSnapshot], None]] = []
+        self.samples_taken = 0
+        self._create_instruments(meter)
+
+    # --- sampling -----------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[ResourceSnapshot], None]) -> None:
+        """Call ``listener(snapshot)`` after each fresh sample; its errors
+        are logged, never raised into the sampling."""
+        self._listeners.append(listener)
+
+    def refresh(self) -> ResourceSnapshot:
+        """Sample now, whatever the age of the last snapshot."""
+        with self._lock:
+            return self._take()
+
+    def snapshot(self) -> ResourceSnapshot:
+        """The last snapshot, or a new one when it is older than ``max_age_s``."""
+        with self._lock:
+            if time.monotonic() - self._snapshot.taken_at < self._max_age_s:
+                return self._snapshot
+            return self._take()
+
+    @property
+    def last(self) -> ResourceSnapshot:
+        """The last snapshot taken (empty before the first)."""
+        return self._snapshot
+
+    def _take(self) -> ResourceSnapshot:
+        strategies = dict(self._targets())
+        processes = self.sampler.sample(strategies)
+        host = self.sampler.sample_host() if self._host else None
+        snapshot = ResourceSnapshot(host, processes, strategies, aggregate_by_strategy(processes, strategies))
+        self._snapshot = snapshot
+        self.samples_taken += 1
+        for listener in self._listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                _log.exception("a resource snapshot listener failed")
+        return snapshot
+
+    # --- instruments --------------------------------------------------------
+
+    def _create_instruments(self, meter: Meter) -> None:
+        def observe(extract: Callable[[ResourceSnapshot], Iterable[Observation]]):
+            def callback(options: CallbackOptions) -> Iterable[Observation]:
+                try:
+                    return list(extract(self.snapshot()))
+                except Exception:  # telemetry never breaks the collection
+                    _log.exception("resource sampling failed")
+                    return []
+
+            return [callback]
+
+        gauge, updown = meter.create_observable_gauge, meter.create_observable_up_down_counter
+        cores = self.sampler.cpu_count
+        if self._host:
+            gauge(names.SYSTEM_CPU_UTILIZATION, observe(_host_cpu), unit="1",
+                  description="Busy share of all logical CPUs since the previous reading, 0 to 1.")
+            updown(names.SYSTEM_MEMORY_USAGE, observe(_host_memory_used), unit="By",
+                   description="Memory in use: total minus available.")
+            updown(names.SYSTEM_MEMORY_LIMIT, observe(_host_memory_total), unit="By",
+                   description="Total physical memory.")
+            gauge(names.SYSTEM_MEMORY_UTILIZATION, observe(_host_memory_utilization), unit="1",
+                  description="Memory in use over total memory, 0 to 1.")
+        gauge(names.PROCESS_CPU_UTILIZATION, observe(lambda s: _per_process(s, lambda r: r.cpu_percent / 100.0 / cores)),
+              unit="1", description="CPU time per elapsed time and logical CPU since the previous reading, 0 to 1.")
+        updown(names.PROCESS_MEMORY_USAGE, observe(lambda s: _per_process(s, lambda r: r.rss_bytes)), unit="By",
+               description="Resident set size of the process.")
+        updown(names.PROCESS_THREAD_COUNT, observe(lambda s: _per_process(s, lambda r: r.threads)), unit="{thread}",
+               description="Threads of the process.")
+        updown(names.PROCESS_FILE_DESCRIPTOR_COUNT, observe(lambda s: _per_process(s, lambda r: r.open_fds)),
+               unit="{file_descriptor}", description="Open file descriptors of the process.")
+        gauge(names.STRATEGY_CPU_PERCENT, observe(lambda s: _per_strategy(s, lambda u: u.cpu_percent)), unit="%",
+              description="CPU used by all processes of the strategy, in percent of one core (250 = 2.5 cores).")
+        updown(names.STRATEGY_MEMORY_USAGE, observe(lambda s: _per_strategy(s, lambda u: u.rss_bytes)), unit="By",
+               description="Resident set size summed over the strategy's processes.")
+        updown(names.STRATEGY_THREAD_COUNT, observe(lambda s: _per_strategy(s, lambda u: u.threads)), unit="{thread}",
+               description="Threads summed over the strategy's processes.")
+        updown(names.STRATEGY_FILE_DESCRIPTOR_COUNT, observe(lambda s: _per_strategy(s, lambda u: u.open_fds)),
+               unit="{file_descriptor}", description="Open file descriptors summed over the strategy's processes.")
+        updown(names.STRATEGY_PROCESS_COUNT, observe(lambda s: _per_strategy(s, lambda u: u.processes)),
+               unit="{process}", description="Live processes of the strategy.")
+        if self.sampler.gpu is None:
+            return  # no NVML: the GPU instruments do not exist (the sampler logged why, once)
+        updown(names.PROCESS_GPU_MEMORY_USAGE, observe(lambda s: _per_process(s, lambda r: r.gpu_memory_bytes)),
+               unit="By", description="GPU memory used by the process over all GPUs (NVML compute processes).")
+        updown(names.STRATEGY_GPU_MEMORY_USAGE, observe(lambda s: _per_strategy(s, lambda u: u.gpu_memory_bytes)),
+               unit="By", description="GPU memory summed over the strategy's processes.")
+        if self._host:
+            gauge(names.HW_GPU_UTILIZATION, observe(lambda s: _per_gpu(s, lambda d: d.utilization)), unit="1",
+                  description="Share of the last sample period in which a kernel ran on the GPU, 0 to 1.")
+            updown(names.HW_GPU_MEMORY_USAGE, observe(lambda s: _per_gpu(s, lambda d: d.memory_used_bytes)),
+                   unit="By", description="GPU memory used.")
+            updown(names.HW_GPU_MEMORY_LIMIT, observe(lambda s: _per_gpu(s, lambda d: d.memory_total_bytes)),
+                   unit="By", description="GPU memory in total.")
+            gauge(names.HW_TEMPERATURE, observe(lambda s: _per_gpu(s, lambda d: d.temperature_c)), unit="Cel",
+                  description="GPU core temperature.")
+            gauge(names.HW_POWER, observe(lambda s: _per_gpu(s, lambda d: d.power_w)), unit="W",
+                  description="Power drawn by the GPU board.")
+
+
+# --- extractors: snapshot -> observations ---------------------------------------
+
+
+def _host_cpu(snapshot: ResourceSnapshot) -> Iterable[Observation]:
+    if snapshot.host is not None:
+        yield Observation(snapshot.host.cpu_percent / 100.0)
+
+
+def _host_memory_used(snapshot: ResourceSnapshot) -> Iterable[Observation]:
+    if snapshot.host is not None:
+        yield Observation(snapshot.host.memory_used_bytes, {names.SYSTEM_MEMORY_STATE: "used"})
+
+
+def _host_memory_total(snapshot: ResourceSnapshot) -> Iterable[Observation]:
+    if snapshot.host is not None:
+        yield Observation(snapshot.host.memory_total_bytes)
+
+
+def _host_memory_utilization(snapshot: ResourceSnapshot) -> Iterable[Observation]:
+    if snapshot.host is not None:
+        yield Observation(snapshot.host.memory_utilization, {names.SYSTEM_MEMORY_STATE: "used"})
+
+
+def _per_process(snapshot: ResourceSnapshot, value: Callable[[ProcessReading], float | int | None]) -> Iterable[Observation]:
+    for pid, reading in snapshot.processes.items():
+        figure = value(reading)
+        if figure is not None:
+            yield Observation(figure, {names.STRATEGY: snapshot.strategies.get(pid, names.DEFAULT_STRATEGY), names.PROCESS_PID: pid})
+
+
+def _per_strategy(snapshot: ResourceSnapshot, value: Callable[[StrategyUsage], float | int | None]) -> Iterable[Observation]:
+    for strategy, usage in snapshot.usage.items():
+        figure = value(usage)
+        if figure is not None:
+            yield Observation(figure, {names.STRATEGY: strategy})
+
+
+def _per_gpu(snapshot: ResourceSnapshot, value: Callable) -> Iterable[Observation]:
+    for device in snapshot.host.gpus if snapshot.host is not None else ():
+        figure = value(device)
+        if figure is not None:
+            yield Observation(figure, {names.HW_ID: device.uuid, names.HW_NAME: device.name, names.HW_TYPE: "gpu"})
