@@ -71,7 +71,43 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(handler=_demo)
+
+    agent = commands.add_parser(
+        "agent",
+        help="watch every strategy process on this host: resources, quotas, health",
+        description=(
+            "The host agent (one per host and run directory). A supervisor keeps a monitoring worker running "
+            "(restarted at once when it dies, with backoff if it keeps dying); the worker samples every process "
+            "that rqa_otel.setup() registered in the run directory, exports per-strategy CPU, memory and GPU "
+            "gauges, and turns quota breaches into alerts. Its state lives in the run directory, so a "
+            "restarted agent carries on where it stopped."
+        ),
+        epilog="example: rqa-otel agent --http-port 9464 --interval 5",
+    )
+    agent.add_argument("--http-port", type=int, metavar="PORT",
+                       help="serve /health, /ready and /metrics on this port (default agent.http_port; 0: off)")
+    agent.add_argument("--interval", type=_positive_float, metavar="S",
+                       help="seconds between collections (default resources.interval_s)")
+    agent.add_argument("--run-dir", metavar="DIR", help="the run directory (default registry.dir)")
+    agent.add_argument("--settings", metavar="FILE", help="settings file (else RQA_SETTINGS_FILE)")
+    agent.set_defaults(handler=_agent)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from rqa_otel.agent.supervisor import run_agent
+
+    return run_agent(args.settings, args.http_port, args.interval, args.run_dir)
 
 
 def _positive_int(text: str) -> int:

@@ -135,5 +135,24 @@ STRATEGY_FILE_DESCRIPTOR_COUNT: Final = "rqa.strategy.file_descriptor.count"
 STRATEGY_PROCESS_COUNT: Final = "rqa.strategy.process.count"
 STRATEGY_GPU_MEMORY_USAGE: Final = "rqa.strategy.gpu.memory.usage"
 
+# --- Quotas, the run-directory registry and the host agent ----------------------
+EVENT_NAME: Final = "event.name"  # the log record attribute naming an event (semantic conventions)
+QUOTA_RESOURCE: Final = "rqa.quota.resource"  # cpu | memory | gpu_memory | workers
+QUOTA_LIMIT: Final = "rqa.quota.limit"
+QUOTA_VALUE: Final = "rqa.quota.value"
+QUOTA_EPISODE_ID: Final = "rqa.quota.episode_id"
+QUOTA_BREACH_ALERT: Final = "quota_breach"
+QUOTA_RECOVERED_EVENT: Final = "rqa.quota.recovered"
+QUOTA_WARNING_EVENT: Final = "rqa.quota.warning"
+QUOTA_BREACHES_COUNTER: Final = "rqa.quota.breaches"
+QUOTA_RECOVERIES_COUNTER: Final = "rqa.quota.recoveries"
+QUOTA_WORKERS_REFUSED_COUNTER: Final = "rqa.quota.workers_refused"
+QUOTA_LIMIT_GAUGE: Final = "rqa.strategy.quota.limit"
+QUOTA_USAGE_GAUGE: Final = "rqa.strategy.quota.usage"
+QUOTA_UTILIZATION_GAUGE: Final = "rqa.strategy.quota.utilization"
+QUOTA_STATE_GAUGE: Final = "rqa.strategy.quota.state"
+QUOTA_READINESS: Final = "quotas"  # the agent's /ready check
+AGENT_WORKER_RESTARTS_COUNTER: Final = "rqa.agent.worker_restarts"
+
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
@@ -33,6 +33,7 @@ from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
 from rqa_otel.alerts import Alerts
+from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber
 from rqa_otel.settings import Settings, load_settings
 
@@ -59,6 +60,7 @@ class Telemetry:
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
+        self._unregister: Callable[[], None] | None = None  # from the run directory (setup())
 
         self._producers = Producers(self.resource, InstrumentationScope(names.SCOPE, VERSION))
         if self._exporters["metrics"] is not None:
@@ -302,6 +304,8 @@ class Telemetry:
             atexit.unregister(self.shutdown)
         if self._ops is not None:
             self._ops.shutdown()
+        if self._unregister is not None:
+            self._unregister()
 
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
@@ -417,6 +421,7 @@ def setup(
             return _global
         handle = Telemetry(settings)
         handle._install_globally()
+        handle._unregister = register_current_process(settings)  # for the host agent
         _global = handle
         return handle
 
