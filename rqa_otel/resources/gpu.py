@@ -86,12 +86,16 @@ class GpuSampler:
         self._handles: dict[int, Any] = {}
         self._identity: dict[int, tuple[str, str]] = {}
         for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                self._identity[index] = (
+                    self._optional(pynvml.nvmlDeviceGetUUID, handle) or f"GPU-{index}",
+                    self._optional(pynvml.nvmlDeviceGetName, handle) or "unknown",
+                )
+            except pynvml.NVMLError as error:  # lost already: the other GPUs still count
+                self._lose(index, error)
+                continue
             self._handles[index] = handle
-            self._identity[index] = (
-                self._optional(pynvml.nvmlDeviceGetUUID, handle) or f"GPU-{index}",
-                self._optional(pynvml.nvmlDeviceGetName, handle) or "unknown",
-            )
         self._process_query: Callable[[Any], list] | None = None
         self._process_query_version: str | None = None
         self._closed = False
