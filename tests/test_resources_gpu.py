@@ -99,7 +99,7 @@ def _points(reader):
 def _gauges(gpu: GpuSampler, targets: dict[int, str]):
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    gauges = ResourceGauges(provider.get_meter("test"), ResourceSampler(gpu=gpu), lambda: targets, max_age_s=0)
+    gauges = ResourceGauges(provider.get_meter("test"), ResourceSampler(gpu=gpu), lambda: targets)
     return reader, gauges
 
 

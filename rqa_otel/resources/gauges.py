@@ -2,10 +2,11 @@
 
 The OpenTelemetry SDK calls every observable instrument's callback at each
 collection. Sampling once per callback would read ``/proc`` a dozen times
-per cycle, so all callbacks share one :class:`ResourceSnapshot`, taken by the
-first callback of a cycle and reused while it is younger than ``max_age_s``.
-The host agent calls :meth:`ResourceGauges.refresh` on its own schedule (its
-quota checks see the same snapshot the gauges export).
+per cycle, so all callbacks share one :class:`ResourceSnapshot`: a callback
+that already observed the current snapshot starts a new cycle (each callback
+runs once per collection), and so does a snapshot older than ``max_age_s``.
+The host agent calls :meth:`ResourceGauges.refresh` on its own schedule; the
+next collection exports that same snapshot, which its quota checks saw.
 
 Names follow the semantic conventions where they have one (``system.*``,
 ``process.*``, ``hw.*``); per-strategy sums and per-process GPU memory have
@@ -69,7 +70,7 @@ class ResourceGauges:
         targets: Targets,
         *,
         host: bool = True,
-        max_age_s: float = 0.5,
+        max_age_s: float = 1.0,
     ) -> None:
         self.sampler = sampler
         self._targets = targets
@@ -77,6 +78,7 @@ class ResourceGauges:
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
         self._snapshot = _EMPTY
+        self._observed: set[int] = set()  # instruments that observed self._snapshot
         self._listeners: list[Callable[[ResourceSnapshot], None]] = []
         self.samples_taken = 0
         self._create_instruments(meter)
@@ -93,12 +95,16 @@ class ResourceGauges:
         with self._lock:
             return self._take()
 
-    def snapshot(self) -> ResourceSnapshot:
-        """The last snapshot, or a new one when it is older than ``max_age_s``."""
+    def snapshot(self, observer: int | None = None) -> ResourceSnapshot:
+        """The current snapshot, or a new one when ``observer`` (an
+        instrument's number) has observed it already or it is older than
+        ``max_age_s``."""
         with self._lock:
-            if time.monotonic() - self._snapshot.taken_at < self._max_age_s:
-                return self._snapshot
-            return self._take()
+            if observer in self._observed or time.monotonic() - self._snapshot.taken_at >= self._max_age_s:
+                self._take()
+            if observer is not None:
+                self._observed.add(observer)
+            return self._snapshot
 
     @property
     def last(self) -> ResourceSnapshot:
@@ -111,6 +117,7 @@ class ResourceGauges:
         host = self.sampler.sample_host() if self._host else None
         snapshot = ResourceSnapshot(host, processes, strategies, aggregate_by_strategy(processes, strategies))
         self._snapshot = snapshot
+        self._observed = set()
         self.samples_taken += 1
         for listener in self._listeners:
             try:
@@ -122,10 +129,14 @@ class ResourceGauges:
     # --- instruments --------------------------------------------------------
 
     def _create_instruments(self, meter: Meter) -> None:
+        observers = iter(range(1_000))
+
         def observe(extract: Callable[[ResourceSnapshot], Iterable[Observation]]):
+            observer = next(observers)
+
             def callback(options: CallbackOptions) -> Iterable[Observation]:
                 try:
-                    return list(extract(self.snapshot()))
+                    return list(extract(self.snapshot(observer)))
                 except Exception:  # telemetry never breaks the collection
                     _log.exception("resource sampling failed")
                     return []
