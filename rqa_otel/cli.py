@@ -238,6 +238,9 @@ def _demo(args: argparse.Namespace) -> int:
     result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)))
     if monitor:
         monitor.flush()
+    # The resource gauges' reading at the end of the run: shutdown's final
+    # collection exports this same snapshot.
+    resources = demo.resource_summary(telemetry.resources.refresh()) if telemetry and telemetry.resources else {}
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started  # the backtest plus the final flush
     history = []
@@ -265,6 +268,7 @@ def _demo(args: argparse.Namespace) -> int:
         "journal": str(monitor.journal.path) if monitor else None,
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
+        "resources": resources,
         "flushed": flushed,
     }
     if args.json:
@@ -285,6 +289,8 @@ def _print_summary(summary: dict) -> None:
     if not summary["telemetry"]:
         print("  telemetry: off")
         return
+    for line in demo.resource_lines(summary["resources"]):
+        print(line)
     units = {"traces": "spans", "metrics": "metric data points", "logs": "log records"}
     print("  telemetry:")
     for item in summary["telemetry"]:

@@ -260,3 +260,31 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def resource_summary(snapshot) -> dict[str, dict]:
+    """Per-strategy figures of a :class:`~rqa_otel.resources.ResourceSnapshot`,
+    as the ``rqa.strategy.*`` gauges export them."""
+    return {
+        strategy: {
+            "processes": usage.processes,
+            "cpu_percent": round(usage.cpu_percent, 1),
+            "rss_bytes": usage.rss_bytes,
+            "threads": usage.threads,
+            "open_fds": usage.open_fds,
+            "gpu_memory_bytes": usage.gpu_memory_bytes,
+        }
+        for strategy, usage in snapshot.usage.items()
+    }
+
+
+def resource_lines(resources: dict[str, dict]) -> list[str]:
+    lines = []
+    for strategy, usage in sorted(resources.items()):
+        gpu = "" if usage["gpu_memory_bytes"] is None else f", GPU {usage['gpu_memory_bytes'] / 2**20:.1f} MiB"
+        lines.append(
+            f"  resources: {strategy}: {usage['processes']} process(es), CPU {usage['cpu_percent']:.0f}% of a core, "
+            f"RSS {usage['rss_bytes'] / 2**20:.1f} MiB, {usage['threads']} threads, {usage['open_fds']} open fds{gpu} "
+            "(gauges rqa.strategy.*)"
+        )
+    return lines

@@ -129,3 +129,16 @@ def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
     assert f"OTLP grpc {rotel.grpc_endpoint}" in result.stdout
     local = sorted(p.name for p in (tmp_path / "rqa-telemetry").iterdir())
     assert [name for name in local if not name.startswith("trades.db")] == [], "only the trade journal stays local"
+
+
+def test_demo_prints_the_strategy_resources_it_exported(demo_run):
+    result, directory = demo_run
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  resources: dual_ma_demo: 1 process(es)"))
+    points = [
+        point
+        for metric in _items(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        if metric["name"] == names.STRATEGY_MEMORY_USAGE
+        for point in metric["sum"]["dataPoints"]
+    ]
+    assert points and all(_attributes(p)[names.STRATEGY] == "dual_ma_demo" for p in points)
+    assert f"RSS {int(points[-1]['asInt']) / 2**20:.1f} MiB" in line  # the last export is the printed reading
