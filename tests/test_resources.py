@@ -130,7 +130,8 @@ def test_a_spinning_child_uses_one_core_and_a_sleeping_one_none(children, sample
     # compare with the CPU time the kernel charged it over the same window.
     charged = 100 * (sum(psutil.Process(spinner.pid).cpu_times()[:2]) - cpu_before) / elapsed
     assert readings[spinner.pid].cpu_percent == pytest.approx(charged, abs=10)
-    assert readings[spinner.pid].cpu_percent > 40
+    # A whole core when the machine is idle; under load, at least plainly busy.
+    assert readings[spinner.pid].cpu_percent > 20
     assert readings[sleeper.pid].cpu_percent < 5
 
 

@@ -161,11 +161,14 @@ class GpuSampler:
                 )
         return readings
 
-    def process_memory(self) -> dict[int, int]:
-        """Used GPU memory per pid, summed over the GPUs still on the bus.
-        Processes the driver reports without a figure are left out."""
+    def process_memory(self) -> dict[int, int] | None:
+        """Used GPU memory per pid, summed over the GPUs still on the bus;
+        None once no GPU answers (figures unknown, not zero). Processes the
+        driver reports without a figure are left out."""
         used: dict[int, int] = {}
         with self._lock:
+            if not self._handles:
+                return None
             for index, handle in list(self._handles.items()):
                 try:
                     processes = self._running_processes(handle)
@@ -177,7 +180,7 @@ class GpuSampler:
                 for process in processes:
                     if process.usedGpuMemory is not None:
                         used[int(process.pid)] = used.get(int(process.pid), 0) + int(process.usedGpuMemory)
-        return used
+            return used if self._handles else None
 
     def close(self) -> None:
         with self._lock:

@@ -146,13 +146,13 @@ class ResourceSampler:
         """Read each pid once; vanished pids are absent from the result."""
         gpu_memory = self.gpu.process_memory() if self.gpu is not None else None
         read_one = self._read_proc if _HAVE_PROC else self._read_psutil
-        now = time.monotonic()
-        # Process start times count from boot; /proc/uptime has the 10 ms
-        # resolution that psutil.boot_time() (whole seconds) lacks.
-        self._uptime_s = float(_read("/proc/uptime").split()[0]) if _HAVE_PROC else 0.0
         readings: dict[int, ProcessReading] = {}
         seen: set[tuple[int, int]] = set()
         with self._lock:
+            now = time.monotonic()
+            # Process start times count from boot; /proc/uptime has the 10 ms
+            # resolution that psutil.boot_time() (whole seconds) lacks.
+            self._uptime_s = float(_read("/proc/uptime").split()[0]) if _HAVE_PROC else 0.0
             for pid in pids:
                 try:
                     key, reading = read_one(pid, now)
