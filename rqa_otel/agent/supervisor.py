@@ -116,7 +116,7 @@ class Supervisor:
             ran_s = time.monotonic() - self._worker_started
             self.last_exit = WorkerExit(worker.pid, worker.returncode, ran_s)
             failures = 0 if ran_s >= STABLE_S else failures + 1
-            delay = 0.0 if failures <= 1 else min(self.backoff_max_s, FIRST_BACKOFF_S * 2 ** (failures - 2))
+            delay = restart_delay(failures, self.backoff_max_s)
             _log.warning("agent worker %d exited with %s after %.1f s; restarting in %.1f s",
                          worker.pid, worker.returncode, ran_s, delay)
             if self._stop.wait(delay):
@@ -202,6 +202,15 @@ class Supervisor:
             # An empty exposition: the scrape succeeds, its `up` stays 1, and
             # the missing series show the gap (the worker is restarting).
             return b""
+
+
+def restart_delay(quick_failures: int, max_s: float) -> float:
+    """Wait before the next start, given how many workers in a row died
+    within STABLE_S of starting: none or one, at once; then 0.5 s, 1 s, 2 s
+    ... up to ``max_s``."""
+    if quick_failures <= 1:
+        return 0.0
+    return min(max_s, FIRST_BACKOFF_S * 2 ** (quick_failures - 2))
 
 
 def _free_port() -> int:

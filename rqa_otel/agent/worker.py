@@ -58,7 +58,8 @@ class Worker:
             host=True,
             max_age_s=interval_s / 2,
         )
-        self.gauges.add_listener(lambda snapshot: self.manager.observe(snapshot.usage))
+        self.gauges.add_listener(self._enforce)
+        self._flushing: threading.Thread | None = None
         self.telemetry.meter.create_observable_counter(
             names.AGENT_WORKER_RESTARTS_COUNTER,
             [lambda options: [_observation(restarts)]],
@@ -68,6 +69,14 @@ class Worker:
         self.telemetry.add_readiness_check(names.QUOTA_READINESS, self._quota_check)
         self.cycles = 0
         self._stop = threading.Event()
+
+    def _enforce(self, snapshot) -> None:
+        if self.manager.observe(snapshot.usage) and not (self._flushing and self._flushing.is_alive()):
+            # An alert should not wait for the next batch (5 s), nor die
+            # with this worker: flush now, beside the collection loop, so an
+            # unreachable back-end never delays a collection.
+            self._flushing = threading.Thread(target=self.telemetry.force_flush, name="rqa-otel agent flush", daemon=True)
+            self._flushing.start()
 
     def _targets(self) -> dict[int, str]:
         return {entry.pid: entry.strategy for entry in self.registry.processes()}

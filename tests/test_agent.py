@@ -1,0 +1,107 @@
+"""The host agent as a user runs it: ``rqa-otel agent --http-port``, a real
+supervisor and worker, real strategy processes, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from backends import free_port, http_request
+
+from agent_process import Fleet, alert_spans, log_events, start_agent, status, stop, wait_until
+from rqa_otel.agent.supervisor import restart_delay
+from rqa_otel.resources.registry import process_start
+
+INTERVAL_S = 0.3
+
+
+def health(port: int) -> tuple[int, dict]:
+    try:
+        code, body = http_request("GET", f"http://127.0.0.1:{port}/health", timeout=2)
+    except OSError:
+        return 0, {}
+    return code, json.loads(body)
+
+
+def test_kill_9_of_the_worker_it_is_back_within_5_s_with_its_state_and_no_strategy_is_touched(tmp_path):
+    run_dir, export_dir, port = tmp_path / "run", tmp_path / "telemetry", free_port()
+    agent = start_agent(run_dir, export_dir, INTERVAL_S, http_port=port)
+    fleet = Fleet(run_dir, count=3, memory_breachers=1)
+    try:
+        wait_until(lambda: len(fleet.events("race")) == 6, 20, "the strategies to register")
+        children = {line["strategy"]: line for line in fleet.events("child")}
+        starts = {line["pid"]: process_start(line["pid"]) for line in children.values()}
+        code, body = wait_until(lambda: (h := health(port))[0] == 200 and h[1]["processes"] == 3 and h, 20,
+                                "a healthy agent watching 3 processes")
+        first_worker = body["worker_pid"]
+        assert first_worker and body["recovered"] == {"tracks": 0, "episodes": 0}
+
+        # An open breach episode, already alerted, before the crash.
+        os.kill(children["s000"]["pid"], signal.SIGUSR1)
+        wait_until(lambda: status(run_dir).get("breaches"), 10, "the breach of s000")
+        wait_until(lambda: alert_spans(export_dir, "quota_breach"), 10, "its alert to be exported")
+        code, ready = http_request("GET", f"http://127.0.0.1:{port}/ready", timeout=2)
+        assert code == 503 and "s000/memory" in json.loads(ready)["checks"]["quotas"]["reason"]
+
+        os.kill(first_worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        code, body = wait_until(
+            lambda: (h := health(port))[0] == 200 and h[1]["worker_pid"] not in (None, first_worker) and h,
+            5, "a new worker reporting fresh collections",
+        )
+        assert time.monotonic() - killed_at < 5
+        assert body["restarts"] == 1 and body["last_worker_exit"]["returncode"] == -signal.SIGKILL
+        assert body["last_collection"] < 3 * INTERVAL_S
+        # Registrations and quota state came back from disk.
+        assert body["processes"] == 3
+        assert body["recovered"]["episodes"] == 1 and body["recovered"]["tracks"] >= 3
+        # The strategies did not notice: same processes, still running.
+        assert {pid: process_start(pid) for pid in starts} == starts
+
+        os.kill(children["s000"]["pid"], signal.SIGUSR2)
+        wait_until(lambda: status(run_dir).get("breaches") == [] and status(run_dir)["pid"] != first_worker, 10,
+                   "the breach to recover under the new worker")
+        metrics_code, metrics = http_request("GET", f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert metrics_code == 200 and b'rqa_strategy_memory_usage{rqa_strategy="s000"}' in metrics
+    finally:
+        fleet.stop()
+        stop(agent)
+
+    # One episode across the crash: one alert, one recovery, the same id.
+    [alert] = alert_spans(export_dir, "quota_breach")
+    [recovery] = log_events(export_dir, "rqa.quota.recovered")
+    assert alert["rqa.strategy"] == recovery["rqa.strategy"] == "s000"
+    assert alert["rqa.quota.episode_id"] == recovery["rqa.quota.episode_id"]
+
+
+def test_a_second_agent_on_the_same_run_directory_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    agent = start_agent(run_dir, tmp_path / "telemetry", 1.0)
+    try:
+        wait_until(lambda: status(run_dir).get("cycle"), 20, "the first agent to collect")
+        second = subprocess.run(
+            [sys.executable, "-m", "rqa_otel.cli", "agent", "--run-dir", str(run_dir)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert second.returncode == 1
+        assert f"already watches the run directory {run_dir}" in second.stderr
+        assert f"pid {agent.pid}" in second.stderr
+    finally:
+        stop(agent)
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_growing_backoff():
+    """The supervisor's schedule (the kill -9 test above covers a single death)."""
+    assert [restart_delay(n, 30) for n in range(8)] == [0, 0, 0.5, 1, 2, 4, 8, 16]
+    assert restart_delay(20, 30) == 30
+
+
+@pytest.mark.parametrize("argument", ["--interval=0", "--interval=abc"])
+def test_agent_rejects_a_bad_interval(argument):
+    result = subprocess.run([sys.executable, "-m", "rqa_otel.cli", "agent", argument], capture_output=True, text=True)
+    assert result.returncode == 2 and "expected a number of seconds > 0" in result.stderr
