@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import rqa_otel
 from otlp_files import attributes, items
+from sdk_metrics import points
 from rqa_otel import names
 from rqa_otel.resources import ResourceGauges, ResourceSampler, aggregate_by_strategy
 
@@ -193,17 +194,6 @@ def test_host_reading_agrees_with_the_kernel(sampler):
     assert host.cpu_count == os.cpu_count()
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[tuple[float, dict]]]:
-    found: dict[str, list] = {}
-    for resource_metrics in reader.get_metrics_data().resource_metrics:
-        for scope in resource_metrics.scope_metrics:
-            for metric in scope.metrics:
-                found.setdefault(metric.name, []).extend(
-                    (point.value, dict(point.attributes)) for point in metric.data.data_points
-                )
-    return found
-
-
 def test_gauges_sample_once_per_collection_and_sum_per_strategy(children, sampler):
     a1, a2, b = children(), children(), children()
     a1.do("alloc 16")
@@ -211,23 +201,23 @@ def test_gauges_sample_once_per_collection_and_sum_per_strategy(children, sample
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     gauges = ResourceGauges(provider.get_meter("test"), sampler, lambda: targets)
-    points = _points(reader)
+    found = points(reader)
     assert gauges.samples_taken == 1  # 15 instruments, one sample
     snapshot = gauges.last
-    rss = {attrs[names.PROCESS_PID]: value for value, attrs in points[names.PROCESS_MEMORY_USAGE]}
+    rss = {attrs[names.PROCESS_PID]: value for value, attrs in found[names.PROCESS_MEMORY_USAGE]}
     assert rss == {pid: reading.rss_bytes for pid, reading in snapshot.processes.items()}
-    by_strategy = {attrs[names.STRATEGY]: value for value, attrs in points[names.STRATEGY_MEMORY_USAGE]}
+    by_strategy = {attrs[names.STRATEGY]: value for value, attrs in found[names.STRATEGY_MEMORY_USAGE]}
     assert by_strategy == {"alpha": rss[a1.pid] + rss[a2.pid], "beta": rss[b.pid]}
-    counts = {attrs[names.STRATEGY]: value for value, attrs in points[names.STRATEGY_PROCESS_COUNT]}
+    counts = {attrs[names.STRATEGY]: value for value, attrs in found[names.STRATEGY_PROCESS_COUNT]}
     assert counts == {"alpha": 2, "beta": 1}
-    assert {attrs[names.STRATEGY] for _, attrs in points[names.PROCESS_CPU_UTILIZATION]} == {"alpha", "beta"}
-    assert [attrs for _, attrs in points[names.SYSTEM_MEMORY_USAGE]] == [{names.SYSTEM_MEMORY_STATE: "used"}]
-    assert not [name for name in points if name.startswith("hw.") or "gpu" in name]  # no NVML here
+    assert {attrs[names.STRATEGY] for _, attrs in found[names.PROCESS_CPU_UTILIZATION]} == {"alpha", "beta"}
+    assert [attrs for _, attrs in found[names.SYSTEM_MEMORY_USAGE]] == [{names.SYSTEM_MEMORY_STATE: "used"}]
+    assert not [name for name in found if name.startswith("hw.") or "gpu" in name]  # no NVML here
 
     b.kill()  # a strategy process ends: its series stop, the sums follow
-    points = _points(reader)
+    found = points(reader)
     assert gauges.samples_taken == 2
-    assert {attrs[names.STRATEGY] for _, attrs in points[names.STRATEGY_PROCESS_COUNT]} == {"alpha"}
+    assert {attrs[names.STRATEGY] for _, attrs in found[names.STRATEGY_PROCESS_COUNT]} == {"alpha"}
     provider.shutdown()
 
 

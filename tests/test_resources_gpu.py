@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import fake_nvml
+from sdk_metrics import points
 from rqa_otel import names
 from rqa_otel.resources import GpuSampler, ResourceGauges, ResourceSampler
 
@@ -87,15 +88,6 @@ def sleepers():
         process.wait()
 
 
-def _points(reader):
-    found: dict[str, list] = {}
-    for resource_metrics in reader.get_metrics_data().resource_metrics:
-        for scope in resource_metrics.scope_metrics:
-            for metric in scope.metrics:
-                found.setdefault(metric.name, []).extend((p.value, dict(p.attributes)) for p in metric.data.data_points)
-    return found
-
-
 def _gauges(gpu: GpuSampler, targets: dict[int, str]):
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
@@ -125,15 +117,15 @@ def test_gpu_memory_is_attributed_to_strategies_through_pids(nvml, sleepers):
     gpu = nvml(processes=f"0:{a1}:{GiB},1:{a1}:{GiB // 2},0:{a2}:{3 * GiB},1:{b}:{5 * GiB}")
     targets = {a1: "alpha", a2: "alpha", b: "beta", idle: "gamma"}
     reader, _ = _gauges(gpu, targets)
-    points = _points(reader)
-    per_process = {attrs[names.PROCESS_PID]: value for value, attrs in points[names.PROCESS_GPU_MEMORY_USAGE]}
+    found = points(reader)
+    per_process = {attrs[names.PROCESS_PID]: value for value, attrs in found[names.PROCESS_GPU_MEMORY_USAGE]}
     assert per_process == {a1: GiB + GiB // 2, a2: 3 * GiB, b: 5 * GiB, idle: 0}
-    per_strategy = {attrs[names.STRATEGY]: value for value, attrs in points[names.STRATEGY_GPU_MEMORY_USAGE]}
+    per_strategy = {attrs[names.STRATEGY]: value for value, attrs in found[names.STRATEGY_GPU_MEMORY_USAGE]}
     assert per_strategy == {"alpha": 4 * GiB + GiB // 2, "beta": 5 * GiB, "gamma": 0}
-    used = {attrs[names.HW_ID][-1]: value for value, attrs in points[names.HW_GPU_MEMORY_USAGE]}
+    used = {attrs[names.HW_ID][-1]: value for value, attrs in found[names.HW_GPU_MEMORY_USAGE]}
     assert used == {"0": 4 * GiB + GiB // 4, "1": 5 * GiB + GiB // 2 + GiB // 4}
-    assert {attrs[names.HW_TYPE] for _, attrs in points[names.HW_POWER]} == {"gpu"}
-    assert sorted(value for value, _ in points[names.HW_TEMPERATURE]) == [54.0, 71.0]
+    assert {attrs[names.HW_TYPE] for _, attrs in found[names.HW_POWER]} == {"gpu"}
+    assert sorted(value for value, _ in found[names.HW_TEMPERATURE]) == [54.0, 71.0]
     assert gpu.process_query_version == "v3"
 
 
@@ -153,10 +145,10 @@ def test_vanished_pids_in_nvmls_list_are_ignored(nvml, sleepers):
 def test_unsupported_fields_are_absent_and_the_rest_reported(nvml):
     gpu = nvml("not_supported")
     reader, _ = _gauges(gpu, {})
-    points = _points(reader)
-    assert len(points[names.HW_GPU_MEMORY_USAGE]) == 2 and len(points[names.HW_GPU_MEMORY_LIMIT]) == 2
+    found = points(reader)
+    assert len(found[names.HW_GPU_MEMORY_USAGE]) == 2 and len(found[names.HW_GPU_MEMORY_LIMIT]) == 2
     for name in (names.HW_GPU_UTILIZATION, names.HW_TEMPERATURE, names.HW_POWER):
-        assert not points.get(name)
+        assert not found.get(name)
 
 
 @fake_only
@@ -165,11 +157,11 @@ def test_a_lost_gpu_is_reported_once_and_left_out(nvml, rqa_log, tmp_path, monke
     monkeypatch.setenv("FAKE_NVML_LOST_FILE", str(lost))
     gpu = nvml()
     reader, _ = _gauges(gpu, {})
-    assert len(_points(reader)[names.HW_GPU_UTILIZATION]) == 2
+    assert len(points(reader)[names.HW_GPU_UTILIZATION]) == 2
     lost.touch()  # GPU 1 falls off the bus
     for _ in range(3):
-        points = _points(reader)
-        assert [attrs[names.HW_ID][-1] for _, attrs in points[names.HW_GPU_UTILIZATION]] == ["0"]
+        found = points(reader)
+        assert [attrs[names.HW_ID][-1] for _, attrs in found[names.HW_GPU_UTILIZATION]] == ["0"]
     warnings = [r for r in rqa_log if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "GPU 1" in warnings[0].getMessage()
     lost.unlink()  # NVML does not bring a lost GPU back without a reset: it stays out

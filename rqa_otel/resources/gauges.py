@@ -143,80 +143,93 @@ class ResourceGauges:
 
             return [callback]
 
-        gauge, updown = meter.create_observable_gauge, meter.create_observable_up_down_counter
         cores = self.sampler.cpu_count
-        if self._host:
-            gauge(names.SYSTEM_CPU_UTILIZATION, observe(_host_cpu), unit="1",
-                  description="Busy share of all logical CPUs since the previous reading, 0 to 1.")
-            updown(names.SYSTEM_MEMORY_USAGE, observe(_host_memory_used), unit="By",
-                   description="Memory in use: total minus available.")
-            updown(names.SYSTEM_MEMORY_LIMIT, observe(_host_memory_total), unit="By",
-                   description="Total physical memory.")
-            gauge(names.SYSTEM_MEMORY_UTILIZATION, observe(_host_memory_utilization), unit="1",
-                  description="Memory in use over total memory, 0 to 1.")
-        gauge(names.PROCESS_CPU_UTILIZATION, observe(lambda s: _per_process(s, lambda r: r.cpu_percent / 100.0 / cores)),
-              unit="1", description="CPU time per elapsed time and logical CPU since the previous reading, 0 to 1.")
-        updown(names.PROCESS_MEMORY_USAGE, observe(lambda s: _per_process(s, lambda r: r.rss_bytes)), unit="By",
-               description="Resident set size of the process.")
-        updown(names.PROCESS_THREAD_COUNT, observe(lambda s: _per_process(s, lambda r: r.threads)), unit="{thread}",
-               description="Threads of the process.")
-        updown(names.PROCESS_FILE_DESCRIPTOR_COUNT, observe(lambda s: _per_process(s, lambda r: r.open_fds)),
-               unit="{file_descriptor}", description="Open file descriptors of the process.")
-        gauge(names.STRATEGY_CPU_PERCENT, observe(lambda s: _per_strategy(s, lambda u: u.cpu_percent)), unit="%",
-              description="CPU used by all processes of the strategy, in percent of one core (250 = 2.5 cores).")
-        updown(names.STRATEGY_MEMORY_USAGE, observe(lambda s: _per_strategy(s, lambda u: u.rss_bytes)), unit="By",
-               description="Resident set size summed over the strategy's processes.")
-        updown(names.STRATEGY_THREAD_COUNT, observe(lambda s: _per_strategy(s, lambda u: u.threads)), unit="{thread}",
-               description="Threads summed over the strategy's processes.")
-        updown(names.STRATEGY_FILE_DESCRIPTOR_COUNT, observe(lambda s: _per_strategy(s, lambda u: u.open_fds)),
-               unit="{file_descriptor}", description="Open file descriptors summed over the strategy's processes.")
-        updown(names.STRATEGY_PROCESS_COUNT, observe(lambda s: _per_strategy(s, lambda u: u.processes)),
-               unit="{process}", description="Live processes of the strategy.")
-        if self.sampler.gpu is None:
-            return  # no NVML: the GPU instruments do not exist (the sampler logged why, once)
-        updown(names.PROCESS_GPU_MEMORY_USAGE, observe(lambda s: _per_process(s, lambda r: r.gpu_memory_bytes)),
-               unit="By", description="GPU memory used by the process over all GPUs (NVML compute processes).")
-        updown(names.STRATEGY_GPU_MEMORY_USAGE, observe(lambda s: _per_strategy(s, lambda u: u.gpu_memory_bytes)),
-               unit="By", description="GPU memory summed over the strategy's processes.")
-        if self._host:
-            gauge(names.HW_GPU_UTILIZATION, observe(lambda s: _per_gpu(s, lambda d: d.utilization)), unit="1",
-                  description="Share of the last sample period in which a kernel ran on the GPU, 0 to 1.")
-            updown(names.HW_GPU_MEMORY_USAGE, observe(lambda s: _per_gpu(s, lambda d: d.memory_used_bytes)),
-                   unit="By", description="GPU memory used.")
-            updown(names.HW_GPU_MEMORY_LIMIT, observe(lambda s: _per_gpu(s, lambda d: d.memory_total_bytes)),
-                   unit="By", description="GPU memory in total.")
-            gauge(names.HW_TEMPERATURE, observe(lambda s: _per_gpu(s, lambda d: d.temperature_c)), unit="Cel",
-                  description="GPU core temperature.")
-            gauge(names.HW_POWER, observe(lambda s: _per_gpu(s, lambda d: d.power_w)), unit="W",
-                  description="Power drawn by the GPU board.")
+
+        def per_process(value):
+            return lambda snapshot: _per_process(snapshot, value, cores)
+
+        def per_strategy(value):
+            return lambda snapshot: _per_strategy(snapshot, value)
+
+        def per_gpu(value):
+            return lambda snapshot: _per_gpu(snapshot, value)
+
+        groups = [(_HOST_INSTRUMENTS, lambda extract: extract)] if self._host else []
+        groups += [(_PROCESS_INSTRUMENTS, per_process), (_STRATEGY_INSTRUMENTS, per_strategy)]
+        if self.sampler.gpu is not None:  # no NVML: the GPU instruments do not exist (the sampler said why, once)
+            groups += [(_PROCESS_GPU_INSTRUMENTS, per_process), (_STRATEGY_GPU_INSTRUMENTS, per_strategy)]
+            if self._host:
+                groups.append((_GPU_DEVICE_INSTRUMENTS, per_gpu))
+        for table, extractor in groups:
+            for name, updown, unit, description, value in table:
+                create = meter.create_observable_up_down_counter if updown else meter.create_observable_gauge
+                create(name, observe(extractor(value)), unit=unit, description=description)
+
+
+# --- instruments: (name, up-down counter?, unit, description, value) ------------
+# Semantic conventions make sizes and counts up-down counters, ratios gauges.
+
+_HOST_INSTRUMENTS = (
+    (names.SYSTEM_CPU_UTILIZATION, False, "1", "Busy share of all logical CPUs since the previous reading, 0 to 1.",
+     lambda s: _host(s, lambda h: h.cpu_percent / 100.0)),
+    (names.SYSTEM_MEMORY_USAGE, True, "By", "Memory in use: total minus available.",
+     lambda s: _host(s, lambda h: h.memory_used_bytes, {names.SYSTEM_MEMORY_STATE: "used"})),
+    (names.SYSTEM_MEMORY_LIMIT, True, "By", "Total physical memory.",
+     lambda s: _host(s, lambda h: h.memory_total_bytes)),
+    (names.SYSTEM_MEMORY_UTILIZATION, False, "1", "Memory in use over total memory, 0 to 1.",
+     lambda s: _host(s, lambda h: h.memory_utilization, {names.SYSTEM_MEMORY_STATE: "used"})),
+)
+_PROCESS_INSTRUMENTS = (
+    (names.PROCESS_CPU_UTILIZATION, False, "1",
+     "CPU time per elapsed time and logical CPU since the previous reading, 0 to 1.",
+     lambda r, cores: r.cpu_percent / 100.0 / cores),
+    (names.PROCESS_MEMORY_USAGE, True, "By", "Resident set size of the process.", lambda r, cores: r.rss_bytes),
+    (names.PROCESS_THREAD_COUNT, True, "{thread}", "Threads of the process.", lambda r, cores: r.threads),
+    (names.PROCESS_FILE_DESCRIPTOR_COUNT, True, "{file_descriptor}", "Open file descriptors of the process.",
+     lambda r, cores: r.open_fds),
+)
+_STRATEGY_INSTRUMENTS = (
+    (names.STRATEGY_CPU_PERCENT, False, "%",
+     "CPU used by all processes of the strategy, in percent of one core (250 = 2.5 cores).", lambda u: u.cpu_percent),
+    (names.STRATEGY_MEMORY_USAGE, True, "By", "Resident set size summed over the strategy's processes.",
+     lambda u: u.rss_bytes),
+    (names.STRATEGY_THREAD_COUNT, True, "{thread}", "Threads summed over the strategy's processes.",
+     lambda u: u.threads),
+    (names.STRATEGY_FILE_DESCRIPTOR_COUNT, True, "{file_descriptor}",
+     "Open file descriptors summed over the strategy's processes.", lambda u: u.open_fds),
+    (names.STRATEGY_PROCESS_COUNT, True, "{process}", "Live processes of the strategy.", lambda u: u.processes),
+)
+_PROCESS_GPU_INSTRUMENTS = (
+    (names.PROCESS_GPU_MEMORY_USAGE, True, "By",
+     "GPU memory used by the process over all GPUs (NVML compute processes).", lambda r, cores: r.gpu_memory_bytes),
+)
+_STRATEGY_GPU_INSTRUMENTS = (
+    (names.STRATEGY_GPU_MEMORY_USAGE, True, "By", "GPU memory summed over the strategy's processes.",
+     lambda u: u.gpu_memory_bytes),
+)
+_GPU_DEVICE_INSTRUMENTS = (
+    (names.HW_GPU_UTILIZATION, False, "1", "Share of the last sample period in which a kernel ran on the GPU, 0 to 1.",
+     lambda d: d.utilization),
+    (names.HW_GPU_MEMORY_USAGE, True, "By", "GPU memory used.", lambda d: d.memory_used_bytes),
+    (names.HW_GPU_MEMORY_LIMIT, True, "By", "GPU memory in total.", lambda d: d.memory_total_bytes),
+    (names.HW_TEMPERATURE, False, "Cel", "GPU core temperature.", lambda d: d.temperature_c),
+    (names.HW_POWER, False, "W", "Power drawn by the GPU board.", lambda d: d.power_w),
+)
 
 
 # --- extractors: snapshot -> observations ---------------------------------------
 
 
-def _host_cpu(snapshot: ResourceSnapshot) -> Iterable[Observation]:
+def _host(snapshot: ResourceSnapshot, value: Callable[[HostReading], float], attributes=None) -> Iterable[Observation]:
     if snapshot.host is not None:
-        yield Observation(snapshot.host.cpu_percent / 100.0)
+        yield Observation(value(snapshot.host), attributes)
 
 
-def _host_memory_used(snapshot: ResourceSnapshot) -> Iterable[Observation]:
-    if snapshot.host is not None:
-        yield Observation(snapshot.host.memory_used_bytes, {names.SYSTEM_MEMORY_STATE: "used"})
-
-
-def _host_memory_total(snapshot: ResourceSnapshot) -> Iterable[Observation]:
-    if snapshot.host is not None:
-        yield Observation(snapshot.host.memory_total_bytes)
-
-
-def _host_memory_utilization(snapshot: ResourceSnapshot) -> Iterable[Observation]:
-    if snapshot.host is not None:
-        yield Observation(snapshot.host.memory_utilization, {names.SYSTEM_MEMORY_STATE: "used"})
-
-
-def _per_process(snapshot: ResourceSnapshot, value: Callable[[ProcessReading], float | int | None]) -> Iterable[Observation]:
+def _per_process(
+    snapshot: ResourceSnapshot, value: Callable[[ProcessReading, int], float | int | None], cores: int
+) -> Iterable[Observation]:
     for pid, reading in snapshot.processes.items():
-        figure = value(reading)
+        figure = value(reading, cores)
         if figure is not None:
             yield Observation(figure, {names.STRATEGY: snapshot.strategies.get(pid, names.DEFAULT_STRATEGY), names.PROCESS_PID: pid})
 
