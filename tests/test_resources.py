@@ -185,6 +185,22 @@ def test_one_cycle_over_100_processes_takes_at_most_50_ms(sampler):
             p.wait()
 
 
+def test_without_proc_psutil_gives_the_same_readings(children, sampler, monkeypatch):
+    """Where /proc is missing (not Linux) the sampler reads through psutil."""
+    child = children()
+    child.do("threads 2")
+    child.do("open 3")
+    from_proc = sampler.sample([child.pid])[child.pid]
+    monkeypatch.setattr("rqa_otel.resources.sampling._HAVE_PROC", False)
+    from_psutil = ResourceSampler(gpu=None).sample([child.pid, 2**22 + 17])
+    assert set(from_psutil) == {child.pid}
+    reading = from_psutil[child.pid]
+    assert (reading.threads, reading.open_fds) == (from_proc.threads, from_proc.open_fds)
+    assert reading.rss_bytes == pytest.approx(from_proc.rss_bytes, rel=0.02)
+    assert 0 <= reading.cpu_percent <= 100 * os.cpu_count()
+    assert ResourceSampler(gpu=None).sample_host().memory_total_bytes == psutil.virtual_memory().total
+
+
 def test_host_reading_agrees_with_the_kernel(sampler):
     host = sampler.sample_host()
     memory = psutil.virtual_memory()

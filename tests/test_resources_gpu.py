@@ -111,6 +111,20 @@ def test_devices_are_read_field_by_field(nvml):
         assert (first.memory_total_bytes, second.memory_total_bytes) == (16 * GiB, 24 * GiB)
 
 
+def test_gpu_gauges_have_one_series_per_device_and_cover_the_processes(nvml):
+    gpu = nvml()
+    reader, gauges = _gauges(gpu, {os.getpid(): "self"})
+    found = points(reader)
+    devices = {attrs[names.HW_ID] for _, attrs in found[names.HW_GPU_MEMORY_LIMIT]}
+    assert len(devices) == gpu.device_count
+    assert {attrs[names.HW_TYPE] for _, attrs in found[names.HW_GPU_MEMORY_LIMIT]} == {"gpu"}
+    # This process has no GPU context (0 bytes) on the fake and, unless it
+    # runs CUDA, on a real GPU: a figure, not an absence.
+    [(used, attrs)] = found[names.PROCESS_GPU_MEMORY_USAGE]
+    assert attrs == {names.STRATEGY: "self", names.PROCESS_PID: os.getpid()} and used >= 0
+    assert found[names.STRATEGY_GPU_MEMORY_USAGE] == [(used, {names.STRATEGY: "self"})]
+
+
 @fake_only
 def test_gpu_memory_is_attributed_to_strategies_through_pids(nvml, sleepers):
     a1, a2, b, idle = sleepers(4)
@@ -166,6 +180,22 @@ def test_a_lost_gpu_is_reported_once_and_left_out(nvml, rqa_log, tmp_path, monke
     assert len(warnings) == 1 and "GPU 1" in warnings[0].getMessage()
     lost.unlink()  # NVML does not bring a lost GPU back without a reset: it stays out
     assert [d.index for d in gpu.devices()] == [0]
+
+
+@fake_only
+def test_once_every_gpu_is_lost_gpu_memory_is_unknown_not_zero(nvml, sleepers, tmp_path, monkeypatch):
+    (pid,) = sleepers(1)
+    lost = tmp_path / "lost"
+    monkeypatch.setenv("FAKE_NVML_LOST_FILE", str(lost))
+    gpu = nvml(processes=f"0:{pid}:{GiB}")
+    reader, gauges = _gauges(gpu, {pid: "alpha"})
+    assert points(reader)[names.STRATEGY_GPU_MEMORY_USAGE] == [(GiB, {names.STRATEGY: "alpha"})]
+    lost.write_text("all")
+    found = points(reader)
+    assert not found.get(names.STRATEGY_GPU_MEMORY_USAGE) and not found.get(names.PROCESS_GPU_MEMORY_USAGE)
+    assert not found.get(names.HW_GPU_UTILIZATION)
+    assert found[names.STRATEGY_MEMORY_USAGE]  # the rest goes on
+    assert gauges.last.processes[pid].gpu_memory_bytes is None
 
 
 @fake_only

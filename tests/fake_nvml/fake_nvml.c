@@ -11,11 +11,11 @@
  *   FAKE_NVML_PROCESSES  "gpu:pid:bytes,gpu:pid:bytes" compute processes
  * Read at every call:
  *   FAKE_NVML_LOST_FILE  while this file exists GPU 1 answers NVML_ERROR_GPU_IS_LOST
+ *                        (every GPU when the file holds "all")
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef int nvmlReturn_t;
 enum {
@@ -108,14 +108,25 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *dev
     return NVML_SUCCESS;
 }
 
+/* 0: no GPU lost; 1: GPU 1 lost; 2: every GPU lost. */
+static int lost_level(void) {
+    if (is("gpu_lost")) return 1;
+    const char *lost_file = getenv("FAKE_NVML_LOST_FILE");
+    if (!lost_file || !*lost_file) return 0;
+    FILE *file = fopen(lost_file, "r");
+    if (!file) return 0;
+    char text[8] = "";
+    if (!fgets(text, sizeof text, file)) text[0] = 0;
+    fclose(file);
+    return strncmp(text, "all", 3) == 0 ? 2 : 1;
+}
+
 /* Every per-device query starts here: initialized, a known handle, not lost. */
 static nvmlReturn_t check(nvmlDevice_t device) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
     if (device != &devices[0] && device != &devices[1]) return NVML_ERROR_INVALID_ARGUMENT;
-    if (device->index == 1) {
-        const char *lost_file = getenv("FAKE_NVML_LOST_FILE");
-        if (is("gpu_lost") || (lost_file && *lost_file && access(lost_file, F_OK) == 0)) return NVML_ERROR_GPU_IS_LOST;
-    }
+    int lost = lost_level();
+    if (lost == 2 || (lost == 1 && device->index == 1)) return NVML_ERROR_GPU_IS_LOST;
     return NVML_SUCCESS;
 }
 
