@@ -265,3 +265,22 @@ def test_resources_can_be_switched_off(tmp_path):
     assert telemetry.resources is None
     found = {m["name"] for m in items(tmp_path / "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics", missing_ok=True)}
     assert not {n for n in found if n.startswith(("process.", "rqa.strategy."))}
+
+
+def test_listeners_follow_refresh_not_the_export_schedule(children, sampler):
+    """A quota's smoothing must advance once per agent cycle, however often
+    metrics are collected in between."""
+    child = children()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    gauges = ResourceGauges(provider.get_meter("test"), sampler, lambda: {child.pid: "alpha"})
+    seen = []
+    gauges.add_listener(seen.append)
+    gauges.add_listener(lambda snapshot: 1 / 0)  # a failing listener is logged, nothing more
+    refreshed = gauges.refresh()
+    points(reader)  # exports the refreshed snapshot
+    assert gauges.samples_taken == 1
+    points(reader)  # samples anew, tells no listener
+    assert gauges.samples_taken == 2
+    assert seen == [refreshed]
+    provider.shutdown()

@@ -60,7 +60,7 @@ class ResourceGauges:
     ``targets`` names the processes and their strategies; ``host=False``
     leaves out the host and GPU device gauges (for a strategy process whose
     host an agent already reports). GPU instruments exist only when the
-    sampler has NVML. Listeners get every fresh snapshot (quota checks).
+    sampler has NVML. Listeners get the snapshot of every refresh() (quota checks).
     """
 
     def __init__(
@@ -86,14 +86,24 @@ class ResourceGauges:
     # --- sampling -----------------------------------------------------------
 
     def add_listener(self, listener: Callable[[ResourceSnapshot], None]) -> None:
-        """Call ``listener(snapshot)`` after each fresh sample; its errors
-        are logged, never raised into the sampling."""
+        """Call ``listener(snapshot)`` after each :meth:`refresh`, the owner's
+        schedule. Samples that metric collections take in between are
+        exported but not passed on, so a listener's smoothing advances once
+        per refresh whatever the export interval. Its errors are logged,
+        never raised into the sampling."""
         self._listeners.append(listener)
 
     def refresh(self) -> ResourceSnapshot:
-        """Sample now, whatever the age of the last snapshot."""
+        """Sample now, whatever the age of the last snapshot, and tell the
+        listeners; the next collection exports this snapshot."""
         with self._lock:
-            return self._take()
+            snapshot = self._take()
+            for listener in self._listeners:
+                try:
+                    listener(snapshot)
+                except Exception:
+                    _log.exception("a resource snapshot listener failed")
+            return snapshot
 
     def snapshot(self, observer: int | None = None) -> ResourceSnapshot:
         """The current snapshot, or a new one when ``observer`` (an
@@ -119,11 +129,6 @@ class ResourceGauges:
         self._snapshot = snapshot
         self._observed = set()
         self.samples_taken += 1
-        for listener in self._listeners:
-            try:
-                listener(snapshot)
-            except Exception:
-                _log.exception("a resource snapshot listener failed")
         return snapshot
 
     # --- instruments --------------------------------------------------------
