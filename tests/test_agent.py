@@ -3,16 +3,20 @@ supervisor and worker, real strategy processes, kill -9."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from backends import free_port, http_request
 
+from test_deploy_configs import _load_yaml
 from agent_process import Fleet, alert_spans, log_events, start_agent, status, stop, wait_until
 from rqa_otel.agent.supervisor import restart_delay
 from rqa_otel.resources.registry import process_start
@@ -105,3 +109,37 @@ def test_a_worker_that_keeps_dying_is_restarted_with_growing_backoff():
 def test_agent_rejects_a_bad_interval(argument):
     result = subprocess.run([sys.executable, "-m", "rqa_otel.cli", "agent", argument], capture_output=True, text=True)
     assert result.returncode == 2 and "expected a number of seconds > 0" in result.stderr
+
+
+# --- what keeps the supervisor itself running ------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_systemd_unit_restarts_the_agent_always():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(ROOT / "deploy" / "rqa-otel-agent.service")
+    service = unit["Service"]
+    assert service["Restart"] == "always"
+    assert " agent --http-port " in service["ExecStart"]
+    verify = shutil.which("systemd-analyze")
+    if verify:  # the unit's syntax; the ExecStart binary need not exist here
+        result = subprocess.run([verify, "verify", str(ROOT / "deploy" / "rqa-otel-agent.service")],
+                                capture_output=True, text=True, timeout=60)
+        problems = [line for line in (result.stdout + result.stderr).splitlines()
+                    if line.strip() and "is not executable" not in line and "Failed to prepare filename" not in line]
+        assert not problems, problems
+
+
+def test_compose_runs_the_agent_with_a_restart_policy_on_the_host_pid_namespace():
+    compose = _load_yaml(ROOT / "docker-compose.yml")
+    agent = compose["services"]["rqa-agent"]
+    assert agent["restart"] == "unless-stopped" and agent["pid"] == "host"
+    mounted = [volume.split(":")[1] for volume in agent["volumes"]]
+    run_dir = agent["environment"]["RQA_REGISTRY__DIR"]
+    assert any(run_dir.startswith(target + "/") for target in mounted), "the run directory must be mounted from the host"
+    dockerfile = (ROOT / agent["build"]["dockerfile"]).read_text()
+    assert '"--http-port", "9464"' in dockerfile
+    assert any(str(port).endswith(":9464") for port in agent["ports"])
+    assert "9464/health" in " ".join(agent["healthcheck"]["test"])
