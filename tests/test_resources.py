@@ -284,3 +284,29 @@ def test_listeners_follow_refresh_not_the_export_schedule(children, sampler):
     assert gauges.samples_taken == 2
     assert seen == [refreshed]
     provider.shutdown()
+
+
+def test_a_child_forked_while_a_collection_runs_can_still_sample(children):
+    """fork() copies a lock held by another thread as locked forever; the
+    child of a strategy forked during a metric collection must not hang."""
+    child = children()
+    sampler = ResourceSampler(gpu=None)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    gauges = ResourceGauges(provider.get_meter("test"), sampler, lambda: {os.getpid(): "alpha"})
+    with sampler._lock, gauges._lock:  # as if the export thread were sampling right now
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = os.getpid() in gauges.refresh().processes and child.pid in sampler.sample([child.pid])
+            finally:
+                os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 10
+    while (result := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if result == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on a lock copied in the locked state")
+    assert os.waitstatus_to_exitcode(result[1]) == 0
+    provider.shutdown()

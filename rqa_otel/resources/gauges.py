@@ -30,6 +30,7 @@ from rqa_otel.resources.sampling import (
     ResourceSampler,
     StrategyUsage,
     aggregate_by_strategy,
+    renew_lock_after_fork,
 )
 
 _log = logging.getLogger("rqa_otel")
@@ -77,6 +78,7 @@ class ResourceGauges:
         self._host = host
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         self._snapshot = _EMPTY
         self._observed: set[int] = set()  # instruments that observed self._snapshot
         self._listeners: list[Callable[[ResourceSnapshot], None]] = []

@@ -20,6 +20,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rqa_otel.resources.sampling import renew_lock_after_fork
+
 _log = logging.getLogger("rqa_otel")
 _announced_absent = False
 
@@ -83,6 +85,7 @@ class GpuSampler:
     def __init__(self, pynvml: Any) -> None:
         self._nvml = pynvml
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         self._handles: dict[int, Any] = {}
         self._identity: dict[int, tuple[str, str]] = {}
         for index in range(pynvml.nvmlDeviceGetCount()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -108,6 +109,20 @@ def aggregate_by_strategy(
     return usage
 
 
+def renew_lock_after_fork(owner: object) -> None:
+    """Give ``owner`` a fresh ``_lock`` in a forked child: a lock that the
+    metric export thread held at fork() would stay locked there forever."""
+    if hasattr(os, "register_at_fork"):
+        reference = weakref.ref(owner)
+
+        def renew() -> None:
+            instance = reference()
+            if instance is not None:
+                instance._lock = threading.Lock()  # type: ignore[attr-defined]
+
+        os.register_at_fork(after_in_child=renew)
+
+
 def _read(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -134,6 +149,7 @@ class ResourceSampler:
             gpu = GpuSampler.open()
         self.gpu: GpuSampler | None = gpu  # type: ignore[assignment]
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         # (pid, start ticks) -> (cpu ticks, monotonic time, percent) of the previous reading.
         self._previous: dict[tuple[int, int], tuple[int, float, float]] = {}
         self._previous_host: tuple[int, int] | None = None  # (busy ticks, total ticks)
