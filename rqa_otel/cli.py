@@ -240,7 +240,10 @@ def _demo(args: argparse.Namespace) -> int:
         monitor.flush()
     # The resource gauges' reading at the end of the run: shutdown's final
     # collection exports this same snapshot.
-    resources = demo.resource_summary(telemetry.resources.refresh()) if telemetry and telemetry.resources else {}
+    snapshot = telemetry.resources.refresh() if telemetry and telemetry.resources else None
+    resources = demo.resource_summary(snapshot) if snapshot else {}
+    # One quota check as the host agent makes it, against a deliberately tight quota.
+    quota_alert = demo.quota_breach(telemetry, snapshot, os.path.join(args.output or "./rqa-telemetry", "run")) if snapshot else None
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started  # the backtest plus the final flush
     history = []
@@ -269,6 +272,7 @@ def _demo(args: argparse.Namespace) -> int:
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
         "resources": resources,
+        "quota_alert": quota_alert,
         "flushed": flushed,
     }
     if args.json:
@@ -291,6 +295,8 @@ def _print_summary(summary: dict) -> None:
         return
     for line in demo.resource_lines(summary["resources"]):
         print(line)
+    if summary["quota_alert"]:
+        print(demo.quota_line(summary["quota_alert"]))
     units = {"traces": "spans", "metrics": "metric data points", "logs": "log records"}
     print("  telemetry:")
     for item in summary["telemetry"]:

@@ -288,3 +288,30 @@ def resource_lines(resources: dict[str, dict]) -> list[str]:
             "(gauges rqa.strategy.*)"
         )
     return lines
+
+
+DEMO_MEMORY_QUOTA_MIB = 16  # far below any Python process's RSS: the demo's breach is certain
+
+
+def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
+    """Check the demo strategy's usage against a memory quota it cannot
+    meet, as the host agent does each collection: the breach becomes one
+    ``quota_breach`` alert span. ``run_dir`` keeps this quota out of the
+    host's real run directory."""
+    from rqa_otel.resources.quota import ResourceManager
+    from rqa_otel.resources.registry import Registry
+
+    manager = ResourceManager(telemetry, registry=Registry(run_dir),
+                              quotas={STRATEGY: {"memory_mib": DEMO_MEMORY_QUOTA_MIB}})
+    for change in manager.observe(snapshot.usage):
+        if change.level == "breach":
+            return {"strategy": change.strategy, "resource": change.resource, "smoothed_mib": round(change.value, 1),
+                    "quota_mib": change.limit, "episode_id": change.episode_id}
+    return None
+
+
+def quota_line(alert: dict) -> str:
+    return (
+        f"  quota: {alert['strategy']} memory {alert['smoothed_mib']:.1f} MiB (smoothed) > quota "
+        f"{alert['quota_mib']:g} MiB -> alert quota_breach, episode {alert['episode_id']} (an rqa.alert span)"
+    )
