@@ -306,3 +306,17 @@ def test_registry_files_are_written_atomically(registry):
         reader.join()
     assert len(json.loads(registry.quotas_path.read_text())) == 200 and seen
     assert [p.name for p in Path(registry.directory).iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_forked_child_exiting_leaves_its_parents_registration(tmp_path):
+    run_dir = tmp_path / "run"
+    code = (
+        "import os, rqa_otel; from rqa_otel.resources.registry import Registry; "
+        f"t = rqa_otel.setup(strategy='forks', overrides={{'registry.dir': {str(run_dir)!r}, 'export.traces': 'none', "
+        "'export.metrics': 'none', 'export.logs': 'none'}); "
+        "pid = os.fork()\n"
+        "if pid == 0:\n    t.shutdown(); os._exit(0)\n"
+        f"os.waitpid(pid, 0); print(len(Registry({str(run_dir)!r}).processes()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "1"

@@ -302,6 +302,8 @@ def register_current_process(settings) -> Callable[[], None] | None:
         return None
 
     def unregister() -> None:
+        if os.getpid() != entry.pid:
+            return  # a forked child exiting: the registration is its parent's
         try:
             registry.unregister_process(entry)
         except OSError:
