@@ -310,3 +310,23 @@ def test_a_child_forked_while_a_collection_runs_can_still_sample(children):
         pytest.fail("the forked child hung on a lock copied in the locked state")
     assert os.waitstatus_to_exitcode(result[1]) == 0
     provider.shutdown()
+
+
+def test_resource_gauges_on_metrics_pass_promtool(tmp_path, promtool):
+    """/metrics shows the same readings under Prometheus names, lint-clean:
+    semantic-convention `*.count` gauges lose the `_count` Prometheus
+    reserves for histograms."""
+    from test_ops_http import get, ops_telemetry
+
+    telemetry = ops_telemetry(tmp_path, **{"resources.host": True})
+    try:
+        status, _, text = get(telemetry.ops_address, "/metrics")
+        assert status == 200
+        ok, output = promtool(text)
+        assert ok, output
+        pid = os.getpid()
+        assert f'process_thread{{process_pid="{pid}",rqa_strategy="alpha"}}' in text
+        assert 'rqa_strategy_process{rqa_strategy="alpha"} 1.0' in text
+        assert "system_memory_utilization{" in text
+    finally:
+        telemetry.shutdown()

@@ -114,7 +114,10 @@ class _OtelCollector:
             for point in points:
                 family.add_metric(labels(point), point.value)
         elif isinstance(data, (Sum, Gauge)):
-            family = GaugeMetricFamily(name, help_text, labels=label_names)
+            # The semantic conventions name up-down counters of things
+            # `*.count` (process.thread.count); Prometheus reserves `_count`
+            # for histograms and summaries, so a gauge goes without it.
+            family = GaugeMetricFamily(name.removesuffix("_count"), help_text, labels=label_names)
             for point in points:
                 family.add_metric(labels(point), point.value)
         elif isinstance(data, Histogram):
