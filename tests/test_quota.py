@@ -83,6 +83,16 @@ def test_unregistering_an_unknown_strategy_or_worker_is_a_no_op(registry):
     manager.register_strategy_worker("s", "w1")
     assert manager.unregister_strategy_worker("s", "other") is False
     assert list(registry.workers("s")) == ["w1"]
+    assert not (registry.directory / "workers" / "never-seen.json").exists()
+
+
+def test_a_damaged_workers_file_is_read_as_empty_and_rewritten(registry):
+    manager = ResourceManager(registry=registry)
+    manager.set_strategy_quota("s", max_workers=1)
+    registry.ensure()
+    (registry.directory / "workers" / "s.json").write_text('{"w0": "not a worker", "w1": {"pid": 1')
+    assert manager.register_strategy_worker("s", "w2") == 1
+    assert list(json.loads((registry.directory / "workers" / "s.json").read_text())) == ["w2"]
 
 
 def test_quotas_from_settings_are_validated_and_a_reload_is_all_or_nothing(tmp_path, registry):

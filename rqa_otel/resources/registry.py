@@ -198,8 +198,7 @@ class Registry:
     def workers(self, strategy: str) -> dict[str, dict]:
         """Live worker registrations of one strategy (read-only: stale ones
         are dropped from the result, and from the file at the next change)."""
-        data = self.read_json(self._workers / _file_name(strategy), {})
-        return {wid: w for wid, w in data.items() if is_alive(w["pid"], w["start"])}
+        return _live_workers(self.read_json(self._workers / _file_name(strategy), {}))
 
     def all_workers(self) -> dict[str, dict[str, dict]]:
         try:
@@ -226,7 +225,7 @@ class Registry:
         self.ensure()
         path = self._workers / _file_name(strategy)
         with self.locked():
-            live = {wid: w for wid, w in self.read_json(path, {}).items() if is_alive(w["pid"], w["start"])}
+            live = _live_workers(self.read_json(path, {}))
             current = live.get(worker_id)
             if current is not None and (current["pid"], current["start"]) == (pid, start):
                 return live
@@ -246,9 +245,9 @@ class Registry:
             return False
         with self.locked():
             data = self.read_json(path, {})
-            live = {wid: w for wid, w in data.items() if is_alive(w["pid"], w["start"])}
+            live = _live_workers(data)
             found = live.pop(worker_id, None) is not None
-            if found or len(live) != len(data):
+            if found or len(live) != len(data or {}):
                 self.write_json(path, live)
             return found
 
@@ -265,6 +264,17 @@ class Registry:
             quotas = change(dict(self.read_json(self.quotas_path, {})))
             self.write_json(self.quotas_path, quotas)
             return quotas
+
+
+def _live_workers(data: Any) -> dict[str, dict]:
+    """Worker entries whose process still runs (malformed ones count as gone)."""
+    if not isinstance(data, dict):
+        return {}
+    return {
+        worker_id: worker
+        for worker_id, worker in data.items()
+        if isinstance(worker, dict) and is_alive(worker.get("pid", -1), worker.get("start", -1))
+    }
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
