@@ -143,3 +143,26 @@ def test_compose_runs_the_agent_with_a_restart_policy_on_the_host_pid_namespace(
     assert '"--http-port", "9464"' in dockerfile
     assert any(str(port).endswith(":9464") for port in agent["ports"])
     assert "9464/health" in " ".join(agent["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_the_agents_quota_and_resource_gauges(tmp_path, prometheus_factory, promtool):
+    run_dir, port = tmp_path / "run", free_port()
+    agent = start_agent(run_dir, tmp_path / "telemetry", INTERVAL_S, http_port=port)
+    fleet = Fleet(run_dir, count=2)
+    try:
+        wait_until(lambda: status(run_dir).get("processes") == 2, 20, "the agent to watch the fleet")
+        code, text = http_request("GET", f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert code == 200
+        ok, output = promtool(text.decode())
+        assert ok, output
+        prometheus = prometheus_factory([f"127.0.0.1:{port}"], scrape_interval="1s")
+        prometheus.wait_for_target_up(timeout=30)
+        # Each fleet child holds one worker of its own strategy (max_workers 1).
+        workers = prometheus.query('rqa_strategy_quota_usage{rqa_strategy="s001",rqa_quota_resource="workers"}')
+        limit = prometheus.query('rqa_strategy_quota_limit{rqa_strategy="s001",rqa_quota_resource="workers"}')
+        assert float(workers[0]["value"][1]) == float(limit[0]["value"][1]) == 1.0
+        memory = prometheus.query('rqa_strategy_memory_usage{rqa_strategy="s000"}')
+        assert float(memory[0]["value"][1]) > 10 * 2**20
+    finally:
+        fleet.stop()
+        stop(agent)
