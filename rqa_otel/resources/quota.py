@@ -476,22 +476,16 @@ class _Instruments:
             names.QUOTA_WORKERS_REFUSED_COUNTER, unit="{worker}",
             description="Worker registrations refused because max_workers were registered, by strategy.",
         )
-        meter.create_observable_gauge(
-            names.QUOTA_LIMIT_GAUGE, [self._limits], unit="1",
-            description="Quota per strategy and resource (cpu: percent of one core; memory, gpu_memory: MiB; workers).",
+        gauges = (
+            (names.QUOTA_LIMIT_GAUGE, self._limits,
+             "Quota per strategy and resource (cpu: percent of one core; memory, gpu_memory: MiB; workers)."),
+            (names.QUOTA_USAGE_GAUGE, self._usage,
+             "Smoothed (EMA) usage compared with the quota, in the quota's unit; workers: registered now."),
+            (names.QUOTA_UTILIZATION_GAUGE, self._utilization, "Smoothed usage / quota: 0.8 warns, 1.0 is a breach."),
+            (names.QUOTA_STATE_GAUGE, self._state, "Quota level per strategy and resource: 0 ok, 1 warning, 2 breach."),
         )
-        meter.create_observable_gauge(
-            names.QUOTA_USAGE_GAUGE, [self._usage], unit="1",
-            description="Smoothed (EMA) usage compared with the quota, in the quota's unit; workers: registered now.",
-        )
-        meter.create_observable_gauge(
-            names.QUOTA_UTILIZATION_GAUGE, [self._utilization], unit="1",
-            description="Smoothed usage / quota: 0.8 warns, 1.0 is a breach.",
-        )
-        meter.create_observable_gauge(
-            names.QUOTA_STATE_GAUGE, [self._state], unit="1",
-            description="Quota level per strategy and resource: 0 ok, 1 warning, 2 breach.",
-        )
+        for name, callback, description in gauges:
+            meter.create_observable_gauge(name, [callback], unit="1", description=description)
 
     @staticmethod
     def _attributes(strategy: str, resource: str) -> dict[str, str]:
