@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import Counter
 
 from agent_process import Fleet, alert_spans, last_counter_values, log_events, start_agent, status, stop, wait_until

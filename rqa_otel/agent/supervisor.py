@@ -11,7 +11,6 @@ no worker answers).
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -23,7 +22,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 from rqa_otel import names
 from rqa_otel.agent.worker import STATUS_FILE
