@@ -345,6 +345,10 @@ def _flush_at_child_exit(handle: Telemetry) -> None:
         multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
 
 
+def _register_child(handle: Telemetry) -> None:
+    handle._unregister = register_current_process(handle.settings)
+
+
 def build_resource(settings: Settings) -> Resource:
     environment = settings.service.environment
     attributes: dict[str, Any] = dict(settings.resource_attributes)
@@ -422,6 +426,8 @@ def setup(
         handle = Telemetry(settings)
         handle._install_globally()
         handle._unregister = register_current_process(settings)  # for the host agent
+        if handle._unregister is not None:  # a multiprocessing worker counts for the strategy too
+            multiprocessing_util.register_after_fork(handle, _register_child)
         _global = handle
         return handle
 

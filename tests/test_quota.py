@@ -330,3 +330,22 @@ def test_a_forked_child_exiting_leaves_its_parents_registration(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "1"
+
+
+def test_a_multiprocessing_worker_of_a_strategy_is_registered_under_its_strategy(tmp_path):
+    run_dir = tmp_path / "run"
+    code = (
+        "import multiprocessing as mp, rqa_otel; from rqa_otel.resources.registry import Registry\n"
+        "def count(_):\n"
+        f"    return sorted((e.strategy, e.pid == __import__('os').getpid()) for e in Registry({str(run_dir)!r}).processes())\n"
+        "if __name__ == '__main__':\n"
+        f"    t = rqa_otel.setup(strategy='pooled', overrides={{'registry.dir': {str(run_dir)!r}, 'export.traces': 'none', "
+        "'export.metrics': 'none', 'export.logs': 'none'})\n"
+        "    with mp.get_context('fork').Pool(1) as pool:\n"
+        "        print(pool.map(count, [0])[0])\n"
+        "    t.shutdown()\n"
+    )
+    script = tmp_path / "pooled.py"
+    script.write_text(code)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[('pooled', False), ('pooled', True)]"
