@@ -17,7 +17,8 @@ from otlp_files import attributes, items
 FLEET = Path(__file__).with_name("strategy_fleet.py")
 
 
-def start_agent(run_dir: Path, export_dir: Path, interval_s: float, http_port: int | None = None) -> subprocess.Popen:
+def start_agent(run_dir: Path, export_dir: Path, interval_s: float, http_port: int | None = None,
+                settings: Path | None = None) -> subprocess.Popen:
     env = dict(
         os.environ,
         RQA_EXPORT__DIRECTORY=str(export_dir),
@@ -28,6 +29,8 @@ def start_agent(run_dir: Path, export_dir: Path, interval_s: float, http_port: i
     command = [sys.executable, "-m", "rqa_otel.cli", "agent", "--run-dir", str(run_dir), "--interval", str(interval_s)]
     if http_port:
         command += ["--http-port", str(http_port)]
+    if settings:
+        command += ["--settings", str(settings)]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
 
 

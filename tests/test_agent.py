@@ -166,3 +166,32 @@ def test_prometheus_scrapes_the_agents_quota_and_resource_gauges(tmp_path, prome
     finally:
         fleet.stop()
         stop(agent)
+
+
+def test_the_agent_applies_quotas_from_a_changed_settings_file_and_ignores_an_invalid_one(tmp_path):
+    run_dir, export_dir, settings = tmp_path / "run", tmp_path / "telemetry", tmp_path / "settings.yaml"
+    settings.write_text("quotas:\n  reloaded: {memory_mib: 100000}\n")
+    strategy = subprocess.Popen(
+        [sys.executable, "-c",
+         "import rqa_otel, time; rqa_otel.setup(strategy='reloaded', overrides={'registry.dir': %r, "
+         "'export.traces': 'none', 'export.metrics': 'none', 'export.logs': 'none'}); print('up', flush=True); "
+         "time.sleep(60)" % str(run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    agent = start_agent(run_dir, export_dir, INTERVAL_S, settings=settings)
+    try:
+        assert strategy.stdout.readline().strip() == "up"
+        wait_until(lambda: status(run_dir).get("processes") == 1, 20, "the agent to watch the strategy")
+        settings.write_text("quotas:\n  reloaded: {memory_mib: -1}\n")
+        later = status(run_dir)["cycle"] + 4
+        wait_until(lambda: status(run_dir).get("cycle", 0) >= later, 10, "four collections")
+        assert status(run_dir)["breaches"] == [] and agent.poll() is None
+        settings.write_text("quotas:\n  reloaded: {memory_mib: 1}\n")
+        breaches = wait_until(lambda: status(run_dir).get("breaches"), 10, "the breach under the new quota")
+        assert [(b["strategy"], b["resource"]) for b in breaches] == [("reloaded", "memory")]
+    finally:
+        strategy.kill()
+        strategy.wait()
+        stop(agent)
+    assert "is invalid; the quotas stay as they were" in agent.stderr.read()
+    assert [a["rqa.strategy"] for a in alert_spans(export_dir, "quota_breach")] == ["reloaded"]
