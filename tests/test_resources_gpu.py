@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import fake_nvml
+from otlp_files import attributes, items
 from sdk_metrics import points
 from rqa_otel import names
 from rqa_otel.resources import GpuSampler, ResourceGauges, ResourceSampler
@@ -252,3 +253,34 @@ def test_without_nvml_setup_says_so_once_and_exports_no_gpu_gauge(tmp_path):
     exported = (tmp_path / "metrics.jsonl").read_text()
     assert names.SYSTEM_CPU_UTILIZATION in exported and names.PROCESS_MEMORY_USAGE in exported
     assert "hw.gpu" not in exported and "gpu.memory" not in exported
+
+
+def test_setup_leaves_nvml_closed_until_the_first_collection(fake_library, tmp_path, monkeypatch):
+    """nvmlInit() may take seconds without the persistence daemon: setup(),
+    which runs in the strategy's thread, must not call it."""
+    import pynvml
+
+    import rqa_otel
+
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", "normal")
+    monkeypatch.setenv("FAKE_NVML_PROCESSES", f"0:{os.getpid()}:{GiB}")
+    opened_before = pynvml._nvmlLib_refcount
+    telemetry = rqa_otel.setup(
+        strategy="gpu_user", set_global=False,
+        overrides={"export.directory": str(tmp_path), "export.logs": "none", "export.traces": "none"},
+    )
+    try:
+        assert pynvml._nvmlLib_refcount == opened_before
+        telemetry.force_flush()
+        assert pynvml._nvmlLib_refcount == opened_before + 1
+    finally:
+        telemetry.shutdown()
+    assert pynvml._nvmlLib_refcount == opened_before
+    if not REAL_GPU:
+        exported = {
+            attributes(point)[names.STRATEGY]: int(point["asInt"])
+            for metric in items(tmp_path / "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+            if metric["name"] == names.STRATEGY_GPU_MEMORY_USAGE
+            for point in metric["sum"]["dataPoints"]
+        }
+        assert exported == {"gpu_user": GiB}

@@ -60,8 +60,8 @@ class ResourceGauges:
 
     ``targets`` names the processes and their strategies; ``host=False``
     leaves out the host and GPU device gauges (for a strategy process whose
-    host an agent already reports). GPU instruments exist only when the
-    sampler has NVML. Listeners get the snapshot of every refresh() (quota checks).
+    host an agent already reports). GPU gauges report only when the sampler
+    has NVML. Listeners get the snapshot of every refresh() (quota checks).
     """
 
     def __init__(
@@ -163,7 +163,9 @@ class ResourceGauges:
 
         groups = [(_HOST_INSTRUMENTS, lambda extract: extract)] if self._host else []
         groups += [(_PROCESS_INSTRUMENTS, per_process), (_STRATEGY_INSTRUMENTS, per_strategy)]
-        if self.sampler.gpu is not None:  # no NVML: the GPU instruments do not exist (the sampler said why, once)
+        # Without NVML the GPU instruments observe nothing, so no GPU metric
+        # is exported (the sampler said why, once).
+        if self.sampler.may_read_gpus:
             groups += [(_PROCESS_GPU_INSTRUMENTS, per_process), (_STRATEGY_GPU_INSTRUMENTS, per_strategy)]
             if self._host:
                 groups.append((_GPU_DEVICE_INSTRUMENTS, per_gpu))

@@ -136,18 +136,19 @@ class ResourceSampler:
     a process that vanished or may not be read (it is left out).
 
     ``gpu``: a :class:`~rqa_otel.resources.gpu.GpuSampler`, or ``"auto"`` to
-    open NVML when it is there (GPU figures stay absent when it is not), or
-    None for no GPU readings at all.
+    open NVML at the first reading when it is there (GPU figures stay absent
+    when it is not), or None for no GPU readings at all. Without the
+    persistence daemon nvmlInit() may take seconds, so "auto" never opens it
+    in the constructor, which setup() runs in the strategy's thread.
     """
 
     MIN_WINDOW_S = 0.2
 
     def __init__(self, gpu: "GpuSampler | str | None" = "auto") -> None:
-        if gpu == "auto":
-            from rqa_otel.resources.gpu import GpuSampler
-
-            gpu = GpuSampler.open()
-        self.gpu: GpuSampler | None = gpu  # type: ignore[assignment]
+        if gpu not in (None, "auto") and not hasattr(gpu, "process_memory"):
+            raise ValueError(f"gpu = {gpu!r}: expected a GpuSampler, 'auto' or None")
+        self._gpu_pending = gpu == "auto"
+        self._gpu: GpuSampler | None = None if gpu == "auto" else gpu  # type: ignore[assignment]
         self._lock = threading.Lock()
         renew_lock_after_fork(self)
         # (pid, start ticks) -> (cpu ticks, monotonic time, percent) of the previous reading.
@@ -155,6 +156,23 @@ class ResourceSampler:
         self._previous_host: tuple[int, int] | None = None  # (busy ticks, total ticks)
         self._uptime_s = 0.0
         self.cpu_count = os.cpu_count() or 1
+
+    @property
+    def gpu(self) -> "GpuSampler | None":
+        """The NVML sampler, None without NVML (opened here on first use)."""
+        if self._gpu_pending:
+            from rqa_otel.resources.gpu import GpuSampler
+
+            with self._lock:
+                if self._gpu_pending:
+                    self._gpu = GpuSampler.open()
+                    self._gpu_pending = False
+        return self._gpu
+
+    @property
+    def may_read_gpus(self) -> bool:
+        """False once it is known that there will be no GPU readings."""
+        return self._gpu_pending or self._gpu is not None
 
     # --- processes ----------------------------------------------------------
 
@@ -254,8 +272,10 @@ class ResourceSampler:
         )
 
     def close(self) -> None:
-        if self.gpu is not None:
-            self.gpu.close()
+        with self._lock:
+            self._gpu_pending = False
+        if self._gpu is not None:
+            self._gpu.close()
 
 
 def _percent(ticks: int, ticks_per_s: int, elapsed_s: float) -> float:
