@@ -4,7 +4,7 @@
 rqa_otel once, then forks N children (cheap: no interpreter start each).
 Each child is one strategy ``sNNN``: it registers its process in the run
 directory (what ``setup()`` does), sets its own quota with
-``ResourceManager.set_strategy_quota`` (memory: its RSS + 40 MiB; CPU: 5 %
+``ResourceManager.set_strategy_quota`` (memory: its RSS + 40 MiB; CPU: 25 %
 of a core, 2 % for a CPU breacher, 100 % for a memory breacher), and then, at the same instant as every other child, races to
 register a worker of the shared strategy ``pool`` (max_workers from
 ``--pool-max``), and two threads race for its own strategy's single worker
@@ -52,8 +52,9 @@ def child(index: int, role: str, run_dir: str, start_gate: int, arrived: int, pa
     rss = rss_mib()
     # A CPU breacher's quota is low (it competes for 2 shared cores, so its
     # share is uneven); a memory breacher's CPU quota is a whole core, as
-    # writing 150 MiB costs CPU time too.
-    cpu_quota = {"cpu": 2.0, "memory": 100.0}.get(role, 5.0)
+    # writing 150 MiB costs CPU time too; an idle one's leaves room for its
+    # first reading, the average since its fork, registration included.
+    cpu_quota = {"cpu": 2.0, "memory": 100.0}.get(role, 25.0)
     manager.set_strategy_quota(strategy, cpu=cpu_quota, memory=round(rss + 40, 1), max_workers=1)
     say(event="child", pid=os.getpid(), strategy=strategy, role=role, rss_mib=round(rss, 1))
 

@@ -2,7 +2,7 @@
 
 One real ``rqa-otel agent`` (interval 0.5 s) watches 100 forked strategy
 processes (tests/strategy_fleet.py), each with its own quota set through
-``ResourceManager.set_strategy_quota`` (its RSS + 40 MiB; CPU 2 to 5 % of a
+``ResourceManager.set_strategy_quota`` (its RSS + 40 MiB; CPU 2 to 100 % of a
 core, see strategy_fleet.py). Eight then allocate 150 MiB and three burn a
 core; the other 89 idle.
 """
