@@ -195,3 +195,19 @@ def test_the_agent_applies_quotas_from_a_changed_settings_file_and_ignores_an_in
         stop(agent)
     assert "is invalid; the quotas stay as they were" in agent.stderr.read()
     assert [a["rqa.strategy"] for a in alert_spans(export_dir, "quota_breach")] == ["reloaded"]
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp_path):
+    run_dir, port = tmp_path / "run", free_port()
+    agent = start_agent(run_dir, tmp_path / "telemetry", INTERVAL_S, http_port=port)
+    try:
+        _, body = wait_until(lambda: (h := health(port))[0] == 200 and h, 20, "a healthy agent")
+        hung = body["worker_pid"]
+        os.kill(hung, signal.SIGSTOP)  # alive, but collecting nothing
+        code, body = wait_until(lambda: (h := health(port))[0] == 503 and h, 5, "/health to notice")
+        assert "last collection" in body["checks"]["collecting"]["reason"]
+        _, body = wait_until(lambda: (h := health(port))[0] == 200 and h[1]["worker_pid"] != hung and h, 15,
+                             "a new worker")
+        assert body["last_worker_exit"]["pid"] == hung and body["last_worker_exit"]["returncode"] == -signal.SIGKILL
+    finally:
+        stop(agent)

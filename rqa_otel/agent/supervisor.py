@@ -1,5 +1,8 @@
 """The agent's supervisor: keeps one monitoring worker alive and serves HTTP.
 
+A worker that stops collecting (hung, stopped) for ``hang_s`` is killed and
+restarted like one that died.
+
 /health (JSON): 200 while the worker runs and its heartbeat is fresh (a
 collection within 3 intervals, at least 2 s); the body carries
 ``worker_pid``, ``restarts``, ``last_collection`` (seconds ago) and the last
@@ -32,6 +35,8 @@ _log = logging.getLogger("rqa_otel.agent")
 STABLE_S = 10.0
 """A worker that ran this long before dying is restarted at once."""
 FIRST_BACKOFF_S = 0.5
+STARTUP_GRACE_S = 10.0
+"""Beyond ``hang_s``, how long a new worker may take to report its first collection."""
 
 
 class AgentAlreadyRunning(RuntimeError):
@@ -107,9 +112,15 @@ class Supervisor:
         """Until SIGTERM/SIGINT (or ``stop()``): keep a worker running."""
         failures = 0
         self._start_worker()
+        next_hang_check = 0.0
         while not self._stop.wait(0.05):
             worker = self._worker
-            if worker is None or worker.poll() is None:
+            if worker is None:
+                continue
+            if worker.poll() is None:
+                if time.monotonic() >= next_hang_check:
+                    next_hang_check = time.monotonic() + 0.5
+                    self._kill_if_hung(worker)
                 continue
             ran_s = time.monotonic() - self._worker_started
             self.last_exit = WorkerExit(worker.pid, worker.returncode, ran_s)
@@ -123,6 +134,21 @@ class Supervisor:
             self._start_worker()
         self._stop_worker()
         return 0
+
+    @property
+    def hang_s(self) -> float:
+        """A worker silent this long (no collection) is hung: it is killed and restarted."""
+        return max(10 * self.interval_s, 5.0)
+
+    def _kill_if_hung(self, worker: subprocess.Popen) -> None:
+        status = self._status()
+        if status:
+            silent_s = time.time() - status["at"]
+        else:  # not reported yet: give the interpreter time to start on a busy host
+            silent_s = time.monotonic() - self._worker_started - STARTUP_GRACE_S
+        if silent_s > self.hang_s:
+            _log.warning("agent worker %d made no collection for %.1f s; killing it", worker.pid, silent_s)
+            worker.kill()
 
     def stop(self, *_args) -> None:
         self._stop.set()
