@@ -212,7 +212,7 @@ class ResourceManager:
         self._lock = threading.RLock()
         self._configured: dict[str, Quota] = {}
         self._tracks: dict[tuple[str, str], _Track] = {}
-        self._runtime_cache: tuple[float, dict[str, Quota]] | None = None
+        self._runtime_cache: tuple[tuple[int, int, int], dict[str, Quota]] | None = None
         self.apply_quotas(quotas if quotas is not None else (settings.quotas if settings else {}))
         self._instruments = _Instruments(self, telemetry) if telemetry is not None else None
 
@@ -269,11 +269,14 @@ class ResourceManager:
     def _runtime_quotas(self) -> dict[str, Quota]:
         path = self.registry.quotas_path
         try:
-            mtime = path.stat().st_mtime_ns
+            stat = path.stat()
         except OSError:
             return {}
+        # Every write renames a new file into place: a new inode, even when
+        # two writes fall in one tick of a coarse file-system clock.
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
-            if self._runtime_cache is not None and self._runtime_cache[0] == mtime:
+            if self._runtime_cache is not None and self._runtime_cache[0] == version:
                 return self._runtime_cache[1]
         quotas = {}
         for strategy, data in (self.registry.read_json(path, {}) or {}).items():
@@ -282,7 +285,7 @@ class ResourceManager:
             except ValueError as exc:  # a hand-edited file: skip that entry, say so
                 _log.warning("ignoring run-time quota in %s: %s", path, exc)
         with self._lock:
-            self._runtime_cache = (mtime, quotas)
+            self._runtime_cache = (version, quotas)
         return quotas
 
     # --- workers ---------------------------------------------------------------
