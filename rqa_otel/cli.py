@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog="example: rqa-otel agent --http-port 9464 --interval 5",
     )
-    agent.add_argument("--http-port", type=int, metavar="PORT",
+    agent.add_argument("--http-port", type=_port_arg, metavar="PORT",
                        help="serve /health, /ready and /metrics on this port (default agent.http_port; 0: off)")
     agent.add_argument("--interval", type=_positive_float, metavar="S",
                        help="seconds between collections (default resources.interval_s)")
@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--settings", metavar="FILE", help="settings file (else RQA_SETTINGS_FILE)")
     agent.set_defaults(handler=_agent)
     return parser
+
+
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, 0 (off) to 65535, got {text}")
+    return int(text)
 
 
 def _positive_float(text: str) -> float:

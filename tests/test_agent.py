@@ -105,10 +105,14 @@ def test_a_worker_that_keeps_dying_is_restarted_with_growing_backoff():
     assert restart_delay(20, 30) == 30
 
 
-@pytest.mark.parametrize("argument", ["--interval=0", "--interval=abc"])
-def test_agent_rejects_a_bad_interval(argument):
+@pytest.mark.parametrize(
+    "argument, message",
+    [("--interval=0", "expected a number of seconds > 0"), ("--interval=abc", "expected a number of seconds > 0"),
+     ("--http-port=70000", "expected a TCP port, 0 (off) to 65535"), ("--http-port=-1", "expected a TCP port")],
+)
+def test_agent_rejects_a_bad_argument(argument, message):
     result = subprocess.run([sys.executable, "-m", "rqa_otel.cli", "agent", argument], capture_output=True, text=True)
-    assert result.returncode == 2 and "expected a number of seconds > 0" in result.stderr
+    assert result.returncode == 2 and message in result.stderr
 
 
 # --- what keeps the supervisor itself running ------------------------------------
