@@ -346,7 +346,8 @@ def _flush_at_child_exit(handle: Telemetry) -> None:
 
 
 def _register_child(handle: Telemetry) -> None:
-    handle._unregister = register_current_process(handle.settings)
+    registration = register_current_process(handle.settings)
+    handle._unregister = registration[0] if registration is not None else None
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -425,8 +426,11 @@ def setup(
             return _global
         handle = Telemetry(settings)
         handle._install_globally()
-        handle._unregister = register_current_process(settings)  # for the host agent
-        if handle._unregister is not None:  # a multiprocessing worker counts for the strategy too
+        registration = register_current_process(settings)  # for the host agent
+        if registration is not None:
+            handle._unregister, registry = registration
+            handle.add_readiness_check(names.QUOTA_READINESS, registry.quota_check(handle.strategy))
+            # A multiprocessing worker counts for the strategy too.
             multiprocessing_util.register_after_fork(handle, _register_child)
         _global = handle
         return handle

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from backends import free_port
 from otlp_files import attributes, items
 from rqa_otel import setup
 from rqa_otel.resources.quota import MIB, Quota, QuotaExceeded, ResourceManager
@@ -349,3 +350,24 @@ def test_a_multiprocessing_worker_of_a_strategy_is_registered_under_its_strategy
     script.write_text(code)
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[('pooled', False), ('pooled', True)]"
+
+
+def test_a_strategy_process_is_not_ready_while_the_agent_reports_it_in_breach(tmp_path):
+    registry = Registry(tmp_path / "run").ensure()
+    code = (
+        "import json, sys, urllib.request, rqa_otel\n"
+        f"t = rqa_otel.setup(strategy='hungry', overrides={{'registry.dir': {str(registry.directory)!r}, "
+        "'export.traces': 'none', 'export.metrics': 'none', 'export.logs': 'none', 'ops.http_port': %d})\n"
+        "def ready():\n"
+        "    try:\n"
+        "        return urllib.request.urlopen('http://%%s:%%d/ready' %% t.ops_address).status, ''\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        return e.code, json.loads(e.read())['checks']['quotas']['reason']\n"
+        "print(ready()); sys.stdout.flush(); sys.stdin.readline(); print(ready()); t.shutdown()\n"
+    ) % free_port()
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "(200, '')"
+    registry.write_json(registry.agent_status_path, {"at": 0, "breaches": [
+        {"strategy": "hungry", "resource": "memory"}, {"strategy": "other", "resource": "cpu"}]})
+    out, _ = child.communicate("go\n", timeout=30)
+    assert out.strip() == "(503, 'strategy hungry is over its memory quota (host agent)')"

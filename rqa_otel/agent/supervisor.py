@@ -27,7 +27,6 @@ import urllib.request
 from dataclasses import dataclass
 
 from rqa_otel import names
-from rqa_otel.agent.worker import STATUS_FILE
 from rqa_otel.resources.registry import Registry
 
 _log = logging.getLogger("rqa_otel.agent")
@@ -171,7 +170,7 @@ class Supervisor:
     # --- HTTP --------------------------------------------------------------------
 
     def _status(self) -> dict:
-        status = self.registry.read_json(self.registry.agent_dir / STATUS_FILE, {}) or {}
+        status = self.registry.read_json(self.registry.agent_status_path, {}) or {}
         worker = self._worker
         return status if worker is not None and status.get("pid") == worker.pid else {}
 

@@ -21,8 +21,6 @@ from rqa_otel.settings import SETTINGS_FILE_VARIABLE
 
 _log = logging.getLogger("rqa_otel.agent")
 
-STATE_FILE = "state.json"
-STATUS_FILE = "status.json"
 
 
 class Worker:
@@ -48,7 +46,7 @@ class Worker:
         settings = self.telemetry.settings
         self.registry = Registry(settings.registry.dir or None).ensure()
         self.manager = ResourceManager(self.telemetry, registry=self.registry)
-        recovered = self.registry.read_json(self.registry.agent_dir / STATE_FILE, {}) or {}
+        recovered = self.registry.read_json(self.registry.agent_state_path, {}) or {}
         self.manager.restore(recovered)
         self.recovered_tracks = len(self.manager.tracks())
         self.recovered_episodes = len(self.manager.open_episodes())
@@ -133,11 +131,10 @@ class Worker:
         self.reload_quotas()
         snapshot = self.gauges.refresh()
         self.cycles += 1
-        agent_dir = self.registry.agent_dir
-        self.registry.write_json(agent_dir / STATE_FILE, self.manager.state())
+        self.registry.write_json(self.registry.agent_state_path, self.manager.state())
         episodes = self.manager.open_episodes()
         self.registry.write_json(
-            agent_dir / STATUS_FILE,
+            self.registry.agent_status_path,
             {
                 "pid": os.getpid(),
                 "cycle": self.cycles,

@@ -251,6 +251,33 @@ class Registry:
                 self.write_json(path, live)
             return found
 
+    # --- the agent's files ---------------------------------------------------------
+
+    @property
+    def agent_state_path(self) -> Path:
+        """The agent's smoothed readings and open episodes."""
+        return self.agent_dir / "state.json"
+
+    @property
+    def agent_status_path(self) -> Path:
+        """The agent worker's heartbeat: pid, cycle, time, open breaches."""
+        return self.agent_dir / "status.json"
+
+    def quota_check(self, strategy: str):
+        """A readiness check for a strategy process: not ready while the host
+        agent reports this strategy in breach of a quota."""
+
+        def check() -> tuple[bool, str]:
+            status = self.read_json(self.agent_status_path)
+            if not status:
+                return True, f"no host agent reports on {self.directory}"
+            over = sorted(b["resource"] for b in status.get("breaches", []) if b.get("strategy") == strategy)
+            if over:
+                return False, f"strategy {strategy} is over its {', '.join(over)} quota (host agent)"
+            return True, f"strategy {strategy} within its quotas (host agent, {time.time() - status.get('at', 0):.0f} s ago)"
+
+        return check
+
     # --- run-time quotas ---------------------------------------------------------
 
     @property
@@ -292,9 +319,9 @@ def write_json_atomically(path: Path, data: Any) -> None:
         raise
 
 
-def register_current_process(settings) -> Callable[[], None] | None:
+def register_current_process(settings) -> "tuple[Callable[[], None], Registry] | None":
     """For ``setup()``: register this process (``registry.*`` settings) and
-    return the call that unregisters it, or None. Never raises: an
+    return the call that unregisters it and the registry, or None. Never raises: an
     unwritable run directory costs one warning, and the agent will not see
     this process."""
     if not settings.registry.enabled:
@@ -319,4 +346,4 @@ def register_current_process(settings) -> Callable[[], None] | None:
         except OSError:
             pass  # the agent drops the entry once the process is gone
 
-    return unregister
+    return unregister, registry
