@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -367,7 +368,7 @@ def test_a_strategy_process_is_not_ready_while_the_agent_reports_it_in_breach(tm
     ) % free_port()
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "(200, '')"
-    registry.write_json(registry.agent_status_path, {"at": 0, "breaches": [
+    registry.write_json(registry.agent_status_path, {"at": time.time(), "interval_s": 1, "breaches": [
         {"strategy": "hungry", "resource": "memory"}, {"strategy": "other", "resource": "cpu"}]})
     out, _ = child.communicate("go\n", timeout=30)
     assert out.strip() == "(503, 'strategy hungry is over its memory quota (host agent)')"

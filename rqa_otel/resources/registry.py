@@ -271,10 +271,13 @@ class Registry:
             status = self.read_json(self.agent_status_path)
             if not status:
                 return True, f"no host agent reports on {self.directory}"
+            age = time.time() - status.get("at", 0)
+            if age > max(10 * status.get("interval_s", 0), 30):  # a dead agent's last word is no verdict
+                return True, f"the host agent has not reported for {age:.0f} s"
             over = sorted(b["resource"] for b in status.get("breaches", []) if b.get("strategy") == strategy)
             if over:
                 return False, f"strategy {strategy} is over its {', '.join(over)} quota (host agent)"
-            return True, f"strategy {strategy} within its quotas (host agent, {time.time() - status.get('at', 0):.0f} s ago)"
+            return True, f"strategy {strategy} within its quotas (host agent, {age:.0f} s ago)"
 
         return check
 
