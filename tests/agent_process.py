@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from backends import _make_preexec
 from otlp_files import attributes, items
 
 FLEET = Path(__file__).with_name("strategy_fleet.py")
@@ -31,7 +32,8 @@ def start_agent(run_dir: Path, export_dir: Path, interval_s: float, http_port: i
         command += ["--http-port", str(http_port)]
     if settings:
         command += ["--settings", str(settings)]
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    # SIGTERM when the test process dies, however it dies: no orphaned agent.
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_make_preexec())
 
 
 def stop(process: subprocess.Popen, timeout: float = 15) -> None:
@@ -68,7 +70,7 @@ class Fleet:
         command = [sys.executable, str(FLEET), "--run-dir", str(run_dir)]
         for key, value in options.items():
             command += [f"--{key.replace('_', '-')}", str(value)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=_make_preexec())
         self.lines: list[dict] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
