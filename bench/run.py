@@ -296,6 +296,32 @@ def config_reload_latency_inplace(repeat: int) -> dict:
 def config_reload_latency_symlink(repeat: int) -> dict:
     """p99 ms from a Kubernetes `..data` symlink swap to the change callback (p50 as `p50`)."""
     return _reload_latency_row("symlink", repeat)
+def resource_collect(repeat: int) -> dict:
+    """Milliseconds per metric collection: rqa-otel's resource gauges over
+    100 real processes (host, per-process and per-strategy instruments)
+    against opentelemetry-instrumentation-system-metrics (default
+    configuration) collecting one process. Both through the SDK's metric
+    reader, each side in fresh processes, interleaved; ratio = anchor x 100
+    / project (goal >= 30). sample_ms is the /proc sampling alone."""
+    cycles = 20
+    project, anchor, sample = [], [], []
+    for _ in range(max(3, repeat // 2)):
+        for mode in ("project", "anchor"):
+            completed = subprocess.run(
+                [sys.executable, os.path.join(HERE, "resource_bench.py"), mode, str(cycles)],
+                check=True, capture_output=True, text=True,
+            )
+            result = json.loads(completed.stdout)
+            (project if mode == "project" else anchor).extend(result["cycle_ms"])
+            sample.extend(result.get("sample_ms", []))
+    project_ms, anchor_ms = statistics.median(project), statistics.median(anchor)
+    row = _row(
+        "resource_collect", "ms", project_ms, anchor_ms,
+        "system-metrics instrumentation, 1 process (ratio: anchor x 100 / project)", lower_is_better=True,
+        processes=100, sample_ms=round(statistics.median(sample), 2), within_50ms=project_ms <= 50,
+    )
+    row["ratio"] = round(anchor_ms * 100 / project_ms, 1)  # the project watches 100 processes, the anchor one
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,49 @@ def _parser() -> argparse.ArgumentParser:
         "(Ctrl-C ends the wait early; default 0)",
     )
     demo.set_defaults(handler=_demo)
+
+    agent = commands.add_parser(
+        "agent",
+        help="watch every strategy process on this host: resources, quotas, health",
+        description=(
+            "The host agent (one per host and run directory). A supervisor keeps a monitoring worker running "
+            "(restarted at once when it dies, with backoff if it keeps dying); the worker samples every process "
+            "that rqa_otel.setup() registered in the run directory, exports per-strategy CPU, memory and GPU "
+            "gauges, and turns quota breaches into alerts. Its state lives in the run directory, so a "
+            "restarted agent carries on where it stopped."
+        ),
+        epilog="example: rqa-otel agent --http-port 9464 --interval 5",
+    )
+    agent.add_argument("--http-port", type=_port_arg, metavar="PORT",
+                       help="serve /health, /ready and /metrics on this port (default agent.http_port; 0: off)")
+    agent.add_argument("--interval", type=_positive_float, metavar="S",
+                       help="seconds between collections (default resources.interval_s)")
+    agent.add_argument("--run-dir", metavar="DIR", help="the run directory (default registry.dir)")
+    agent.add_argument("--settings", metavar="FILE", help="settings file (else RQA_SETTINGS_FILE)")
+    agent.set_defaults(handler=_agent)
     return parser
+
+
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, 0 (off) to 65535, got {text}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from rqa_otel.agent.supervisor import run_agent
+
+    return run_agent(args.settings, args.http_port, args.interval, args.run_dir)
 
 
 def _positive_int(text: str) -> int:
@@ -276,6 +318,12 @@ def _demo(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         served_s = time.perf_counter() - serving_since
+    # The resource gauges' reading at the end of the run: shutdown's final
+    # collection exports this same snapshot.
+    snapshot = telemetry.resources.refresh() if telemetry and telemetry.resources else None
+    resources = demo.resource_summary(snapshot) if snapshot else {}
+    # One quota check as the host agent makes it, against a deliberately tight quota.
+    quota_alert = demo.quota_breach(telemetry, snapshot, os.path.join(args.output or "./rqa-telemetry", "run")) if snapshot else None
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started - served_s  # the backtest plus the final flush
     if live_change:
@@ -305,6 +353,8 @@ def _demo(args: argparse.Namespace) -> int:
         "journal": str(monitor.journal.path) if monitor else None,
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
+        "resources": resources,
+        "quota_alert": quota_alert,
         "flushed": flushed,
         "ops_url": ops_url,
         "live_change": {
@@ -331,6 +381,10 @@ def _print_summary(summary: dict) -> None:
     if not summary["telemetry"]:
         print("  telemetry: off")
         return
+    for line in demo.resource_lines(summary["resources"]):
+        print(line)
+    if summary["quota_alert"]:
+        print(demo.quota_line(summary["quota_alert"]))
     units = {"traces": "spans", "metrics": "metric data points", "logs": "log records"}
     print("  telemetry:")
     for item in summary["telemetry"]:

@@ -383,3 +383,58 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def resource_summary(snapshot) -> dict[str, dict]:
+    """Per-strategy figures of a :class:`~rqa_otel.resources.ResourceSnapshot`,
+    as the ``rqa.strategy.*`` gauges export them."""
+    return {
+        strategy: {
+            "processes": usage.processes,
+            "cpu_percent": round(usage.cpu_percent, 1),
+            "rss_bytes": usage.rss_bytes,
+            "threads": usage.threads,
+            "open_fds": usage.open_fds,
+            "gpu_memory_bytes": usage.gpu_memory_bytes,
+        }
+        for strategy, usage in snapshot.usage.items()
+    }
+
+
+def resource_lines(resources: dict[str, dict]) -> list[str]:
+    lines = []
+    for strategy, usage in sorted(resources.items()):
+        gpu = "" if usage["gpu_memory_bytes"] is None else f", GPU {usage['gpu_memory_bytes'] / 2**20:.1f} MiB"
+        lines.append(
+            f"  resources: {strategy}: {usage['processes']} process(es), CPU {usage['cpu_percent']:.0f}% of a core, "
+            f"RSS {usage['rss_bytes'] / 2**20:.1f} MiB, {usage['threads']} threads, {usage['open_fds']} open fds{gpu} "
+            "(gauges rqa.strategy.*)"
+        )
+    return lines
+
+
+DEMO_MEMORY_QUOTA_MIB = 16  # far below any Python process's RSS: the demo's breach is certain
+
+
+def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
+    """Check the demo strategy's usage against a memory quota it cannot
+    meet, as the host agent does each collection: the breach becomes one
+    ``quota_breach`` alert span. ``run_dir`` keeps this quota out of the
+    host's real run directory."""
+    from rqa_otel.resources.quota import ResourceManager
+    from rqa_otel.resources.registry import Registry
+
+    manager = ResourceManager(telemetry, registry=Registry(run_dir),
+                              quotas={STRATEGY: {"memory_mib": DEMO_MEMORY_QUOTA_MIB}})
+    for change in manager.observe(snapshot.usage):
+        if change.level == "breach":
+            return {"strategy": change.strategy, "resource": change.resource, "smoothed_mib": round(change.value, 1),
+                    "quota_mib": change.limit, "episode_id": change.episode_id}
+    return None
+
+
+def quota_line(alert: dict) -> str:
+    return (
+        f"  quota: {alert['strategy']} memory {alert['smoothed_mib']:.1f} MiB (smoothed) > quota "
+        f"{alert['quota_mib']:g} MiB -> alert quota_breach, episode {alert['episode_id']} (an rqa.alert span)"
+    )

@@ -138,6 +138,38 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class ResourceSettings:
+    enabled: bool
+    """Export this process's resource gauges (CPU, RSS, threads, fds, GPU memory)."""
+    host: bool
+    """Also export host CPU and memory and GPU devices (the host agent always does)."""
+    gpu: bool
+    """Read GPUs through NVML when it is there."""
+    interval_s: float
+    """The host agent's collection interval."""
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    enabled: bool
+    """``setup()`` registers its process in the run directory (for the host agent)."""
+    dir: str
+    """The run directory; empty: ``$XDG_RUNTIME_DIR/rqa-otel``, else ``/tmp/rqa-otel-<uid>``."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    http_port: int
+    """Port of the agent's /health, /ready and /metrics; 0: off (``--http-port`` sets it)."""
+    smoothing: float
+    """EMA factor of quota readings, in (0, 1]: 1 is no smoothing."""
+    warn_ratio: float
+    """Smoothed usage / quota from which a quota warns (a breach is 1.0)."""
+    restart_backoff_max_s: float
+    """Longest wait before restarting a monitoring worker that keeps dying."""
+
+
+@dataclass(frozen=True)
 class ScrubSettings:
     patterns: tuple[str, ...]
     allowlist: tuple[str, ...]
@@ -162,6 +194,11 @@ class Settings:
     scrub: ScrubSettings
     errors: ErrorSettings
     ops: OpsSettings
+    resources: ResourceSettings
+    registry: RegistrySettings
+    agent: AgentSettings
+    quotas: Mapping[str, Any]
+    """Strategy -> ``rqa_otel.resources.quota.Quota``."""
     resource_attributes: Mapping[str, str]
     config: ConfigSettings
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -350,6 +387,29 @@ def _endpoint(value: Any) -> str:
     return text
 
 
+def _fraction(inclusive_one: bool) -> Callable[[Any], float]:
+    allowed = "a number in (0, 1]" if inclusive_one else "a number in (0, 1)"
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {allowed}") from None
+        if not (0 < number < 1 or (inclusive_one and number == 1)):
+            raise ValueError(f"expected {allowed}")
+        return number
+
+    return parse
+
+
+def _quotas(value: Any) -> dict[str, Any]:
+    from rqa_otel.resources.quota import Quota
+
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping {strategy: {cpu_percent, memory_mib, gpu_memory_mib, max_workers}}")
+    return {str(strategy): Quota.from_mapping(str(strategy), limits) for strategy, limits in value.items()}
+
+
 SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "strategy": (_string, None),
     "service.name": (_string, "OTEL_SERVICE_NAME"),
@@ -395,8 +455,19 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "config.debounce_s": (_non_negative_seconds, None),
     "config.poll_interval_s": (_positive_seconds, None),
     "config.sighup": (_boolean, None),
+    "resources.enabled": (_boolean, None),
+    "resources.host": (_boolean, None),
+    "resources.gpu": (_boolean, None),
+    "resources.interval_s": (_positive_seconds, None),
+    "registry.enabled": (_boolean, None),
+    "registry.dir": (_string, None),
+    "agent.http_port": (_port, None),
+    "agent.smoothing": (_fraction(inclusive_one=True), None),
+    "agent.warn_ratio": (_fraction(inclusive_one=False), None),
+    "agent.restart_backoff_max_s": (_positive_seconds, None),
+    "quotas": (_quotas, None),
 }
-_MAP_KEYS = {"resource_attributes", "export.otlp.headers"}
+_MAP_KEYS = {"resource_attributes", "export.otlp.headers", "quotas"}
 
 
 def parse_key_value_list(text: str) -> dict[str, str]:
@@ -839,6 +910,15 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
             breaker=BreakerSettings(v["errors.breaker.failure_threshold"], v["errors.breaker.open_s"]),
         ),
         ops=OpsSettings(http_port=v["ops.http_port"], http_host=v["ops.http_host"]),
+        resources=ResourceSettings(
+            enabled=v["resources.enabled"], host=v["resources.host"], gpu=v["resources.gpu"], interval_s=v["resources.interval_s"]
+        ),
+        registry=RegistrySettings(enabled=v["registry.enabled"], dir=v["registry.dir"]),
+        agent=AgentSettings(
+            http_port=v["agent.http_port"], smoothing=v["agent.smoothing"], warn_ratio=v["agent.warn_ratio"],
+            restart_backoff_max_s=v["agent.restart_backoff_max_s"],
+        ),
+        quotas=dict(v["quotas"]),
         resource_attributes=dict(v["resource_attributes"]),
         config=ConfigSettings(
             watch=v["config.watch"], debounce_s=v["config.debounce_s"],

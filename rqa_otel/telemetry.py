@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
@@ -34,6 +34,7 @@ from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
 from rqa_otel.alerts import Alerts
+from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber
 from rqa_otel.config.live import LiveSettings
 from rqa_otel.settings import Settings
@@ -64,6 +65,7 @@ class Telemetry:
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
+        self._unregister: Callable[[], None] | None = None  # from the run directory (setup())
 
         self._producers = Producers(self.resource, InstrumentationScope(names.SCOPE, VERSION))
         if self._exporters["metrics"] is not None:
@@ -93,6 +95,9 @@ class Telemetry:
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
+        self.resources = self._observe_resources()
+        """This process's :class:`~rqa_otel.resources.ResourceGauges` (None
+        with ``resources.enabled`` off or metrics off)."""
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
         self.config.attach(self)
@@ -198,6 +203,17 @@ class Telemetry:
         self.meter.create_observable_counter(
             names.LOG_RECORDS_SUPPRESSED_COUNTER, [suppressed], unit="{record}",
             description="Log records suppressed by sampling, by logger and level.",
+        )
+
+    def _observe_resources(self):
+        if not self.settings.resources.enabled or self._exporters["metrics"] is None and self._pull_reader is None:
+            return None
+        from rqa_otel.resources import ResourceGauges, ResourceSampler
+
+        sampler = ResourceSampler(gpu="auto" if self.settings.resources.gpu else None)
+        # os.getpid() at each cycle: a forked worker reports itself.
+        return ResourceGauges(
+            self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
         )
 
     def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:
@@ -338,6 +354,8 @@ class Telemetry:
         if self._ops is not None:
             self._ops.shutdown()
         self.config.close()
+        if self._unregister is not None:
+            self._unregister()
 
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
@@ -345,6 +363,8 @@ class Telemetry:
             logs_done = self._log_pipeline.shutdown(timeout_s) if self._log_pipeline is not None else True
             for provider in self._sdk_providers():
                 provider.shutdown()
+            if self.resources is not None:
+                self.resources.sampler.close()
             return logs_done
 
         return call_with_deadline(stop, timeout_s, "telemetry shutdown")
@@ -373,6 +393,11 @@ def _flush_at_child_exit(handle: Telemetry) -> None:
     runs, only multiprocessing's own finalizers; the flush goes there."""
     if not handle.is_shut_down:
         multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
+
+
+def _register_child(handle: Telemetry) -> None:
+    registration = register_current_process(handle.settings)
+    handle._unregister = registration[0] if registration is not None else None
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -459,6 +484,12 @@ def setup(
             live.watch()
             if settings.config.sighup:
                 live.install_sighup()
+        registration = register_current_process(settings)  # for the host agent
+        if registration is not None:
+            handle._unregister, registry = registration
+            handle.add_readiness_check(names.QUOTA_READINESS, registry.quota_check(handle.strategy))
+            # A multiprocessing worker counts for the strategy too.
+            multiprocessing_util.register_after_fork(handle, _register_child)
         _global = handle
         return handle
 

@@ -131,3 +131,28 @@ def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
     local = sorted(p.name for p in (tmp_path / "rqa-telemetry").iterdir())
     kept = ("trades.db", "demo-settings.yaml")  # the journal, and the settings file the demo changes live
     assert [name for name in local if not name.startswith(kept)] == [], "only the trade journal stays local"
+
+
+def test_demo_prints_the_strategy_resources_it_exported(demo_run):
+    result, directory = demo_run
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  resources: dual_ma_demo: 1 process(es)"))
+    points = [
+        point
+        for metric in _items(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        if metric["name"] == names.STRATEGY_MEMORY_USAGE
+        for point in metric["sum"]["dataPoints"]
+    ]
+    assert points and all(_attributes(p)[names.STRATEGY] == "dual_ma_demo" for p in points)
+    assert f"RSS {int(points[-1]['asInt']) / 2**20:.1f} MiB" in line  # the last export is the printed reading
+
+
+def test_demo_shows_one_quota_breach_alert(demo_run):
+    result, directory = demo_run
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  quota: dual_ma_demo memory"))
+    alerts = [
+        _attributes(span)
+        for span in _items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+        if span["name"] == names.ALERT_SPAN and _attributes(span)[names.ALERT_NAME] == names.QUOTA_BREACH_ALERT
+    ]
+    assert len(alerts) == 1 and alerts[0][names.STRATEGY] == "dual_ma_demo"
+    assert alerts[0][names.QUOTA_RESOURCE] == "memory" and alerts[0][names.QUOTA_EPISODE_ID] in line
