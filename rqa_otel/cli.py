@@ -236,6 +236,7 @@ def _python_script(command: Sequence[str]) -> str | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import tempfile
     import time
 
     from rqa_otel import demo
@@ -323,8 +324,12 @@ def _demo(args: argparse.Namespace) -> int:
     snapshot = telemetry.resources.refresh() if telemetry and telemetry.resources else None
     resources = demo.resource_summary(snapshot) if snapshot else {}
     # One quota check as the host agent makes it, against a deliberately tight quota.
-    quota_alert = demo.quota_breach(telemetry, snapshot, os.path.join(args.output or "./rqa-telemetry", "run")) if snapshot else None
+    # Its registry (the demo is a worker there until it exits) is private and temporary.
+    quota_run_dir = tempfile.mkdtemp(prefix="rqa-demo-quota-") if snapshot else None
+    quota_alert = demo.quota_breach(telemetry, snapshot, quota_run_dir) if snapshot else None
     flushed = telemetry.shutdown() if telemetry else True
+    if quota_run_dir:  # after the final collection, which reports the worker
+        shutil.rmtree(quota_run_dir, ignore_errors=True)
     wall_s = time.perf_counter() - started - served_s  # the backtest plus the final flush
     if live_change:
         wall_s -= live_change.waited_s  # the pause for the live change is not the backtest's

@@ -414,6 +414,11 @@ def resource_lines(resources: dict[str, dict]) -> list[str]:
 
 
 DEMO_MEMORY_QUOTA_MIB = 16  # far below any Python process's RSS: the demo's breach is certain
+# The other quotas are for the strategy resources dashboard to show: a GPU
+# memory quota (usage only where NVML answers), CPU at the whole machine (never
+# breached) and max_workers, with the demo registered as one worker.
+DEMO_GPU_MEMORY_QUOTA_MIB = 1024
+DEMO_MAX_WORKERS = 2
 
 
 def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
@@ -424,10 +429,15 @@ def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
     from rqa_otel.resources.quota import ResourceManager
     from rqa_otel.resources.registry import Registry
 
-    manager = ResourceManager(telemetry, registry=Registry(run_dir),
-                              quotas={STRATEGY: {"memory_mib": DEMO_MEMORY_QUOTA_MIB}})
+    import os
+
+    quota = {"memory_mib": DEMO_MEMORY_QUOTA_MIB, "gpu_memory_mib": DEMO_GPU_MEMORY_QUOTA_MIB,
+             "cpu_percent": 100 * (os.cpu_count() or 1), "max_workers": DEMO_MAX_WORKERS}
+    manager = ResourceManager(telemetry, registry=Registry(run_dir), quotas={STRATEGY: quota})
+    # This process, until it exits (a dead worker no longer counts).
+    manager.register_strategy_worker(STRATEGY, "backtest")
     for change in manager.observe(snapshot.usage):
-        if change.level == "breach":
+        if change.level == "breach" and change.resource == "memory":
             return {"strategy": change.strategy, "resource": change.resource, "smoothed_mib": round(change.value, 1),
                     "quota_mib": change.limit, "episode_id": change.episode_id}
     return None

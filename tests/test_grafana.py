@@ -19,6 +19,11 @@ Two demo runs feed the data, at the same time:
   minimum interval have two points;
 - one whose log export fails (OTLP to a closed port), for the pipeline
   panels and the export-failure alert.
+
+This machine has no NVIDIA GPU, so for the GPU panels the serving demo
+loads the fake NVML of tests/fake_nvml (a gcc-built libnvidia-ml.so.1 behind
+pynvml's real ctypes path) reporting 2 GiB of GPU memory for the demo's own
+pid. Everything else is real.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+import fake_nvml
 import grafana_queries as gq
 from backends import free_port, http_request
 from test_deploy_configs import _load_yaml
@@ -41,13 +47,20 @@ from rqa_otel import names
 RQA_OTEL = Path(sys.executable).parent / "rqa-otel"
 DB = "rqa"  # the DBRP database the data source queries
 SERVE_S = 11.5
-ALERTS_EXPECTED_TO_FIRE = {"rqa-insufficient-funds", "rqa-trading-error-rate", "rqa-log-export-failing"}
+ALERTS_EXPECTED_TO_FIRE = {
+    "rqa-insufficient-funds", "rqa-trading-error-rate", "rqa-log-export-failing", "rqa-quota-breach",
+}
 
 
-def _demo(output: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+GPU_BYTES = 2 << 30  # what the fake NVML reports for the serving demo
+
+
+def _demo(output: Path, *args: str, env: dict[str, str] | None = None, gpu: bool = False) -> subprocess.Popen:
+    command = [str(RQA_OTEL), "demo", "--output", str(output), *args]
+    if gpu:  # the shell's pid is the demo's (exec), so the fake can name it before it starts
+        command = ["sh", "-c", f'FAKE_NVML_PROCESSES="0:$$:{GPU_BYTES}" exec "$@"', "sh", *command]
     return subprocess.Popen(
-        [RQA_OTEL, "demo", "--output", str(output), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )
 
 
@@ -60,8 +73,10 @@ def _get(url: str) -> tuple[int, str]:
 def demo_telemetry(tmp_path_factory):
     """Both demo runs done: their line protocol, and what the serving one answered."""
     root = tmp_path_factory.mktemp("grafana-demo")
-    serving = _demo(root / "serving", "--serve-s", str(SERVE_S),
-                    env={"RQA_EXPORT__METRIC_INTERVAL_S": "1"})
+    nvml = fake_nvml.build(root / "fake_nvml")
+    serving = _demo(root / "serving", "--serve-s", str(SERVE_S), gpu=True, env={
+        "RQA_EXPORT__METRIC_INTERVAL_S": "1", "LD_LIBRARY_PATH": str(nvml), "FAKE_NVML_SCENARIO": "normal",
+    })
     failing = _demo(root / "failing", "--quiet", "--http-port", "off", env={
         "RQA_EXPORT__LOGS": "otlp", "RQA_EXPORT__OTLP__PROTOCOL": "http/protobuf",
         "RQA_EXPORT__OTLP__ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens
@@ -188,7 +203,8 @@ def test_demo_names_a_bad_http_port():
 def test_dashboards_and_alert_rules_are_consistent():
     datasources = gq.datasource_uids(_load_yaml)
     boards = gq.load_dashboards()
-    assert {b.path.name for b in boards} >= {"strategy-overview.json", "pipeline-health.json"}
+    expected = {"strategy-overview.json", "strategy-resources.json", "pipeline-health.json"}
+    assert {b.path.name for b in boards} >= expected
     uids = [b.model.get("uid") for b in boards]
     assert all(uids) and len(set(uids)) == len(uids), f"dashboard uids must be set and unique: {uids}"
     for board in boards:
@@ -214,7 +230,7 @@ def test_dashboards_and_alert_rules_are_consistent():
     rule_uids = [rule["uid"] for _, _, rule in rules]
     assert len(set(rule_uids)) == len(rule_uids), rule_uids
     assert {"rqa-insufficient-funds", "rqa-trading-error-rate", "rqa-strategy-no-data",
-            "rqa-log-export-failing"} <= set(rule_uids)
+            "rqa-log-export-failing", "rqa-quota-breach"} <= set(rule_uids)
     for path, group, rule in rules:
         where = f"{path.name}: {rule['title']}"
         refs = {item["refId"] for item in rule["data"]}
@@ -230,8 +246,8 @@ def test_dashboards_and_alert_rules_are_consistent():
             else:
                 assert item["datasourceUid"] in datasources, where
                 assert item["relativeTimeRange"]["from"] > item["relativeTimeRange"].get("to", 0), where
-    insufficient = next(rule for _, _, rule in rules if rule["uid"] == "rqa-insufficient-funds")
-    assert insufficient["labels"]["severity"] == "critical"
+    critical = {rule["uid"] for _, _, rule in rules if rule["labels"]["severity"] == "critical"}
+    assert {"rqa-insufficient-funds", "rqa-quota-breach"} <= critical
 
 
 @pytest.mark.parametrize("dashboard", sorted(p.name for p in gq.DASHBOARDS_DIR.glob("*.json")))
