@@ -7,8 +7,8 @@ every InfluxQL query (panel targets, template-variable queries, alert-rule
 data queries) and expands them the way Grafana's InfluxDB data source does:
 
 - ``$timeFilter`` -> ``time >= <from>ms and time <= <to>ms``;
-- ``$__interval`` / ``$interval`` -> range / max data points, at least the
-  data source's ``timeInterval`` (10s), rounded up to a round interval
+- ``$__interval`` / ``$interval`` -> range / max data points rounded to a
+  round interval, at least the data source's ``timeInterval`` (10s)
   (``$__interval_ms`` in milliseconds);
 - template variables (``$var``, ``${var}``, ``[[var]]``): a multi-value or
   include-all variable is regex-formatted: one value regex-escaped, several
@@ -33,12 +33,15 @@ ALERTING_DIR = ROOT / "grafana" / "provisioning" / "alerting"
 DATASOURCES_DIR = ROOT / "grafana" / "provisioning" / "datasources"
 EXPRESSION_DATASOURCE = "__expr__"  # Grafana's server-side expressions (reduce, threshold)
 
-# Grafana's ladder of round intervals (rangeutil.roundInterval), the part in use.
+# Grafana's roundInterval (@grafana/data rangeutil): (below this many ms, use this interval).
 _ROUND_INTERVALS_MS = [
-    10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 60_000, 300_000,
-    600_000, 900_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000,
-    86_400_000, 604_800_000, 2_592_000_000, 31_536_000_000,
+    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1_500, 1_000), (3_500, 2_000),
+    (7_500, 5_000), (12_500, 10_000), (17_500, 15_000), (25_000, 20_000), (45_000, 30_000), (90_000, 60_000),
+    (210_000, 120_000), (450_000, 300_000), (1_050_000, 600_000), (2_100_000, 1_200_000), (4_500_000, 1_800_000),
+    (9_000_000, 3_600_000), (16_200_000, 7_200_000), (32_400_000, 10_800_000), (86_400_000, 21_600_000),
+    (604_800_000, 86_400_000), (1_814_400_000, 604_800_000), (3_628_800_000, 2_592_000_000),
 ]
+_LONGEST_INTERVAL_MS = 31_536_000_000
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 _FROM = re.compile(r'\bFROM\s+"([^"]+)"', re.IGNORECASE)
 
@@ -132,10 +135,12 @@ def alert_queries(load_yaml) -> list[Query]:
 
 
 def interval_ms(range_ms: int, max_data_points: int, min_interval_ms: int) -> int:
-    """Grafana's $__interval: range / max data points, at least the data
-    source's time interval, rounded up to a round interval."""
-    raw = max(range_ms // max(max_data_points, 1), min_interval_ms)
-    return next((step for step in _ROUND_INTERVALS_MS if step >= raw), _ROUND_INTERVALS_MS[-1])
+    """Grafana's $__interval (rangeutil.calculateInterval): range / max data
+    points rounded to a round interval, then at least the data source's
+    time interval."""
+    raw = range_ms / max(max_data_points, 1)
+    rounded = next((step for below, step in _ROUND_INTERVALS_MS if raw < below), _LONGEST_INTERVAL_MS)
+    return max(rounded, min_interval_ms)
 
 
 def duration(ms: int) -> str:

@@ -323,3 +323,24 @@ def test_every_alert_query_returns_rows_and_the_demo_fires_what_it_drilled(influ
             firing.add(rule["uid"])
     assert not empty, "alert queries without rows:\n" + "\n".join(empty)
     assert firing == ALERTS_EXPECTED_TO_FIRE
+
+
+def test_macro_expansion_follows_grafana():
+    """The expander itself, on the forms Grafana accepts (the dashboards use
+    some of them; a hand-edited panel may use the others)."""
+    multi = gq.Variable("symbol", True, True, ".*", "")
+    single = gq.Variable("env", False, False, None, "")
+    assert gq.format_value(multi, None) == ".*"
+    assert gq.format_value(multi, "600519.SH") == r"600519\.SH"
+    assert gq.format_value(multi, ["a/b", "c(d)"]) == r"(a\/b|c\(d\))"
+    assert gq.format_value(single, "prod.1") == "prod.1"
+    assert gq.interval_ms(300_000, 1000, 10_000) == 10_000  # the data source's floor
+    assert gq.interval_ms(86_400_000, 1000, 10_000) == 60_000  # 86.4 s: the nearest round interval, 1 m
+    assert gq.interval_ms(172_800_000, 1000, 10_000) == 120_000  # 172.8 s: 2 m
+    query = ('SELECT x FROM "m" WHERE $timeFilter AND "s" =~ /^$symbol$/ AND "e" = \'${env}\' AND "k" = \'[[env]]\' '
+             "GROUP BY time($__interval), time($interval) LIMIT $__interval_ms")
+    expanded = gq.expand(query, 1_000, 2_000, 60_000, {"symbol": r"(a|b)", "env": "prod"})
+    assert expanded == ('SELECT x FROM "m" WHERE time >= 1000ms and time <= 2000ms AND "s" =~ /^(a|b)$/ AND '
+                        "\"e\" = 'prod' AND \"k\" = 'prod' GROUP BY time(1m), time(1m) LIMIT 60000")
+    with pytest.raises(KeyError):
+        gq.expand("SELECT x FROM m WHERE a = '$nope'", 0, 1, 1, {})
