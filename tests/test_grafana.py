@@ -40,7 +40,8 @@ import pytest
 
 import fake_nvml
 import grafana_queries as gq
-from backends import free_port, http_request
+from backends import InfluxDB1, free_port, http_request
+from conftest import _start
 from test_deploy_configs import _load_yaml
 from rqa_otel import names
 
@@ -70,8 +71,17 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_telemetry(tmp_path_factory):
-    """Both demo runs done: their line protocol, and what the serving one answered."""
+def influx(request):
+    """One real InfluxDB 1.x for the module, database rqa; the tests only read."""
+    server = _start(request, InfluxDB1())
+    server.create_database(DB)
+    return server
+
+
+@pytest.fixture(scope="module")
+def demo_telemetry(tmp_path_factory, influx):
+    """Both demo runs done and loaded into ``influx``; what the serving one
+    printed and answered."""
     root = tmp_path_factory.mktemp("grafana-demo")
     nvml = fake_nvml.build(root / "fake_nvml")
     serving = _demo(root / "serving", "--serve-s", str(SERVE_S), gpu=True, env={
@@ -101,32 +111,25 @@ def demo_telemetry(tmp_path_factory):
         for process in (serving, failing):
             if process.poll() is None:
                 process.kill()
-    protocol = []
     for run in ("serving", "failing"):
         files = sorted(str(path) for path in (root / run).glob("*.jsonl"))
         converted = subprocess.run([RQA_OTEL, "lp", *files], capture_output=True, text=True, timeout=60)
         assert converted.returncode == 0, converted.stderr
-        protocol.extend(line for line in converted.stdout.splitlines() if line)
-    return {"lines": protocol, "stdout": "".join(lines), "url": url, "answers": answers,
-            "failing_stdout": failing_out}
+        influx.write(converted.stdout, DB)
+    return {"stdout": "".join(lines), "url": url, "answers": answers, "failing_stdout": failing_out}
 
 
-@pytest.fixture
-def influx(influxdb_v1, demo_telemetry):
-    influxdb_v1.create_database(DB)
-    influxdb_v1.write(demo_telemetry["lines"], DB)
-    return influxdb_v1
-
-
-def _time_spans(lines: list[str]) -> dict[str, tuple[int, int]]:
-    """measurement -> (first, last) timestamp in ms."""
-    spans: dict[str, list[int]] = {}
-    for line in lines:
-        measurement = re.match(r"((?:[^,\\ ]|\\.)+)", line).group(1).replace("\\", "")
-        stamp = int(line.rsplit(" ", 1)[1]) // 1_000_000
-        first, last = spans.get(measurement, (stamp, stamp))
-        spans[measurement] = [min(first, stamp), max(last, stamp)]
-    return {name: (first, last) for name, (first, last) in spans.items()}
+@pytest.fixture(scope="module")
+def spans(influx, demo_telemetry) -> dict[str, tuple[int, int]]:
+    """measurement -> (first, last) timestamp in ms, as loaded."""
+    result = {}
+    for [name] in influx.query("SHOW MEASUREMENTS", DB)[0]["series"][0]["values"]:
+        [first], [last] = (
+            influx.points(f'SELECT * FROM "{name}" ORDER BY time {order} LIMIT 1', DB, epoch="ms")
+            for order in ("ASC", "DESC")
+        )
+        result[name] = (first["time"], last["time"])
+    return result
 
 
 def _range_ms(query: gq.Query, spans: dict[str, tuple[int, int]]) -> tuple[int, int]:
@@ -251,8 +254,7 @@ def test_dashboards_and_alert_rules_are_consistent():
 
 
 @pytest.mark.parametrize("dashboard", sorted(p.name for p in gq.DASHBOARDS_DIR.glob("*.json")))
-def test_every_dashboard_query_returns_rows(dashboard, influx, demo_telemetry):
-    spans = _time_spans(demo_telemetry["lines"])
+def test_every_dashboard_query_returns_rows(dashboard, influx, spans):
     min_interval = gq.min_interval_ms(_load_yaml)
     board = next(b for b in gq.load_dashboards() if b.path.name == dashboard)
     queries = [q for q in gq.dashboard_queries(board) if q.kind == "panel"]
@@ -266,8 +268,7 @@ def test_every_dashboard_query_returns_rows(dashboard, influx, demo_telemetry):
     assert not empty, "queries without rows:\n" + "\n".join(empty)
 
 
-def test_trade_blotter_filters_by_strategy_and_symbol(influx, demo_telemetry):
-    spans = _time_spans(demo_telemetry["lines"])
+def test_trade_blotter_filters_by_strategy_and_symbol(influx, spans):
     min_interval = gq.min_interval_ms(_load_yaml)
     board = next(b for b in gq.load_dashboards() if b.path.name == "strategy-overview.json")
     [blotter] = [q for q in gq.dashboard_queries(board) if "Trade blotter" in q.where]
@@ -292,12 +293,11 @@ _REDUCERS = {"sum": sum, "max": max, "min": min, "last": lambda values: values[-
 _EVALUATORS = {"gt": lambda value, limit: value > limit, "lt": lambda value, limit: value < limit}
 
 
-def test_every_alert_query_returns_rows_and_the_demo_fires_what_it_drilled(influx, demo_telemetry):
+def test_every_alert_query_returns_rows_and_the_demo_fires_what_it_drilled(influx, spans):
     """Each rule's query returns rows over its window ending at the demo's
     latest data; the reduce and threshold steps (Grafana server-side
     expressions, re-done here) fire the rules the demo's failures should
     fire, and leave the no-data rule quiet while data arrives."""
-    spans = _time_spans(demo_telemetry["lines"])
     min_interval = gq.min_interval_ms(_load_yaml)
     rules = {rule["uid"]: rule for _, _, rule in gq.alert_rules(_load_yaml)}
     queries = gq.alert_queries(_load_yaml)
