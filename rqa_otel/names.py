@@ -108,5 +108,20 @@ LOG_RECORDS_SUPPRESSED_COUNTER: Final = "rqa.log.records.suppressed"
 TRADING_ERRORS_COUNTER: Final = "rqa.trading_errors"
 CIRCUIT_BREAKER_STATE_GAUGE: Final = "rqa.circuit_breaker.state"
 
+# --- Durable export spool ----------------------------------------------------
+EXPORT_SIGNAL: Final = "rqa.export.signal"
+EXPORT_VALUE: Final = "rqa.export.value"
+EXPORT_VALUES: Final = ("low", "normal", "critical")
+SPOOL_DROP_REASON: Final = "rqa.export.spool.drop_reason"
+SPOOL_DROP_REASONS: Final = ("evicted", "spool_full", "write_failed", "rejected", "corrupt")
+SPOOL_SIZE_GAUGE: Final = "rqa.export.spool.size"
+SPOOL_DROPPED_COUNTER: Final = "rqa.export.spool.dropped"
+SPOOL_REPLAYED_COUNTER: Final = "rqa.export.spool.replayed"
+SPOOL_CRITICAL_DATA_LOST_ALERT: Final = "spool_critical_data_lost"
+SPOOL_WRITE_FAILED_ALERT: Final = "spool_write_failed"
+SPOOL_CORRUPT_BATCH_ALERT: Final = "spool_corrupt_batch"
+EXPORT_REJECTED_ALERT: Final = "export_rejected"
+SPOOL_READINESS: Final = "export_spool"  # the /ready check, one per signal: export_spool_<signal>
+
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"

@@ -47,6 +47,16 @@ class OtlpSettings:
 
 
 @dataclass(frozen=True)
+class SpoolSettings:
+    enabled: bool
+    """Keep what the otlp/influxdb exporters cannot deliver on disk and replay it."""
+    directory: str
+    """Empty: ``<export.directory>/spool``."""
+    max_bytes: int
+    """Bound of each signal's spool directory."""
+
+
+@dataclass(frozen=True)
 class ExportSettings:
     traces: str
     metrics: str
@@ -57,6 +67,7 @@ class ExportSettings:
     shutdown_timeout_s: float
     """Upper bound of ``shutdown()``, also when the back-end is unreachable."""
     otlp: OtlpSettings
+    spool: "SpoolSettings"
 
     def exporter(self, signal: str) -> str:
         return getattr(self, signal)
@@ -333,6 +344,9 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.otlp.protocol": (_one_of(*OTLP_PROTOCOLS), "OTEL_EXPORTER_OTLP_PROTOCOL"),
     "export.otlp.headers": (_string_map, "OTEL_EXPORTER_OTLP_HEADERS"),
     "export.otlp.timeout_s": (_positive_seconds, None),
+    "export.spool.enabled": (_boolean, None),
+    "export.spool.directory": (_string, None),
+    "export.spool.max_bytes": (_count(1), None),
     "logging.capture": (_boolean, None),
     "logging.level": (_level, None),
     "logging.queue_size": (_count(1), None),
@@ -543,6 +557,11 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
                 protocol=v["export.otlp.protocol"],
                 headers=dict(v["export.otlp.headers"]),
                 timeout_s=v["export.otlp.timeout_s"],
+            ),
+            spool=SpoolSettings(
+                enabled=v["export.spool.enabled"],
+                directory=v["export.spool.directory"] or os.path.join(v["export.directory"], "spool"),
+                max_bytes=v["export.spool.max_bytes"],
             ),
         ),
         logging=LoggingSettings(

@@ -32,6 +32,7 @@ from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
+from rqa_otel._internal.spool import Senders
 from rqa_otel.alerts import Alerts
 from rqa_otel.scrub import Scrubber
 from rqa_otel.settings import Settings, load_settings
@@ -55,7 +56,11 @@ class Telemetry:
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
-        self._exporters = {signal: build_exporter(signal, settings, self.scrubber) for signal in ("traces", "metrics")}
+        spool = settings.export.spool
+        self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
+        self._exporters = {
+            signal: build_exporter(signal, settings, self.scrubber, self.senders) for signal in ("traces", "metrics")
+        }
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
@@ -85,9 +90,11 @@ class Telemetry:
                 self.strategy,
                 self.scrubber,
                 on_sink_failure=self._log_sink_failed,
+                senders=self.senders,
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
+        self._observe_spools()
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
@@ -149,6 +156,43 @@ class Telemetry:
         self.meter.create_observable_counter(
             names.LOG_RECORDS_SUPPRESSED_COUNTER, [suppressed], unit="{record}",
             description="Log records suppressed by sampling, by logger and level.",
+        )
+
+    def _observe_spools(self) -> None:
+        """The spools' counts as instruments, their alerts as alerts, their
+        state in /ready (docs/spool.md)."""
+        senders = self.senders
+        if not senders.spools:
+            return
+        senders.events.route_alerts(lambda name, severity, message: self.alert(name, severity, message=message))
+        for spool in senders.spools:
+            self.add_readiness_check(f"{names.SPOOL_READINESS}_{spool.signal}", spool.readiness)
+
+        def size(options):
+            return [Observation(s.stats().bytes, {names.EXPORT_SIGNAL: s.signal}) for s in senders.spools]
+
+        def dropped(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal, names.EXPORT_VALUE: value, names.SPOOL_DROP_REASON: reason})
+                for (signal, value, reason), count in senders.events.dropped_totals().items()
+            ]
+
+        def replayed(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal})
+                for signal, count in senders.events.replayed_totals().items()
+            ]
+
+        self.meter.create_observable_gauge(
+            names.SPOOL_SIZE_GAUGE, [size], unit="By", description="Bytes waiting in the durable export spool, by signal."
+        )
+        self.meter.create_observable_counter(
+            names.SPOOL_DROPPED_COUNTER, [dropped], unit="{item}",
+            description="Spans, points or records the spool could not keep or deliver, by signal, value and reason.",
+        )
+        self.meter.create_observable_counter(
+            names.SPOOL_REPLAYED_COUNTER, [replayed], unit="{item}",
+            description="Spans, points or records delivered from the spool after an outage or restart, by signal.",
         )
 
     def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:

@@ -154,7 +154,9 @@ class RetryPolicy:
     retry_on_failure does; a server's Retry-After wins when it is longer."""
 
     base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
+    max_delay_s: float = 5.0
+    """Short: a probe to a local back-end that is down costs next to nothing,
+    and a back-end that returns should get the backlog soon."""
 
     def delays(self) -> Iterator[float]:
         for delay in backoff.expo(base=2, factor=self.base_delay_s, max_value=self.max_delay_s):

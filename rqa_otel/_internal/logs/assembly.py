@@ -9,6 +9,9 @@ from typing import Any, Callable, Mapping
 
 from rqa_otel._internal.exporters import otlp_endpoint, rotating_file
 from rqa_otel._internal.exporters.otlp_json_file import FILE_NAMES
+from rqa_otel._internal.exporters.otlp_payloads import LogPayloads, otlp_transport
+from rqa_otel._internal.delivery import PayloadLogSink
+from rqa_otel._internal.spool import Senders
 from rqa_otel._internal.logs.buffer import Drops, LogBuffer
 from rqa_otel._internal.logs.handler import QuantLogHandler
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
@@ -31,6 +34,7 @@ def build_log_pipeline(
     strategy: str,
     scrubber: Scrubber,
     on_sink_failure: Callable[[str, BaseException | None], None],
+    senders: Senders | None = None,
 ) -> tuple[LogPipeline, QuantLogHandler]:
     log = settings.logging
     drops = Drops()
@@ -49,6 +53,9 @@ def build_log_pipeline(
         primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)
+    elif senders is not None and senders.enabled:  # otlp through the durable spool
+        transport = otlp_transport("logs", otlp_endpoint("logs", otlp), otlp.protocol, otlp.headers)
+        primary = PayloadLogSink(LogPayloads(encoder), senders.sender("logs", transport))
     elif otlp.protocol == "grpc":
         primary = OtlpGrpcLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
     else:
