@@ -25,12 +25,13 @@ shutdown stay bounded too.
 
 from __future__ import annotations
 
+import email.utils
 import enum
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import backoff
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
@@ -102,6 +103,34 @@ class Transport(Protocol):
     def send(self, payload: Payload, timeout_s: float) -> SendResult: ...
 
     def shutdown(self) -> None: ...
+
+
+def classify_http(status: int, headers: Mapping[str, str] | None, body: bytes | str | None, destination: str) -> SendResult:
+    """An HTTP answer as an outcome, for every HTTP transport: 2xx delivered;
+    5xx and 429 retry later (honouring Retry-After); any other status
+    rejected, with the start of the server's answer in the detail."""
+    if 200 <= status < 300:
+        return DELIVERED
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    detail = f"HTTP {status} from {destination}: {text.strip()[:300]}"
+    if status >= 500 or status == 429:
+        return SendResult(Outcome.RETRY_LATER, _retry_after(headers), detail)
+    return SendResult(Outcome.REJECTED, None, detail)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date."""
+    value = (headers.get("Retry-After") or headers.get("retry-after")) if headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 # --- value classes ---------------------------------------------------------

@@ -22,6 +22,7 @@ from rqa_otel._internal.delivery import (
     Outcome,
     Payload,
     SendResult,
+    classify_http,
     log_value,
     metrics_value,
     span_value,
@@ -91,39 +92,13 @@ class OtlpHttpTransport:
             )
         except Exception as exc:  # connection refused, reset, timeout
             return SendResult(Outcome.RETRY_LATER, detail=f"{type(exc).__name__}: {exc}")
-        return http_result(response.status, response.headers.get("Retry-After"), response.data)
+        return classify_http(response.status, response.headers, response.data, self.destination)
 
     def after_fork(self) -> None:
         self._pool.clear()
 
     def shutdown(self) -> None:
         self._pool.clear()
-
-
-def http_result(status: int, retry_after: str | None, body: bytes) -> SendResult:
-    """An HTTP status as a SendResult: 2xx delivered; 429 and 5xx retried
-    (with the Retry-After seconds, when given); other statuses rejected."""
-    if 200 <= status < 300:
-        return DELIVERED
-    detail = f"HTTP {status}: {body[:200]!r}"
-    if status == 429 or status >= 500:
-        return SendResult(Outcome.RETRY_LATER, retry_after_s=_seconds(retry_after), detail=detail)
-    return SendResult(Outcome.REJECTED, detail=detail)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    if not retry_after:
-        return None
-    try:
-        return max(0.0, float(retry_after))
-    except ValueError:
-        import email.utils
-        import time
-
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 class OtlpGrpcTransport:
