@@ -1,0 +1,321 @@
+"""The durable spool against real back-ends, real SIGKILL and a real full tmpfs.
+
+A back-end that is "down" is a real server killed with SIGKILL (or a port
+nobody listens on): connections are refused exactly as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import rqa_otel
+from backends import Rotel, free_port
+from conftest import in_ci
+from rqa_otel import names
+from rqa_otel._internal import spool as spool_module
+from rqa_otel._internal.delivery import Payload, Value
+from rqa_otel._internal.exporters.otlp_payloads import OtlpHttpTransport
+from rqa_otel._internal.spool import QUARANTINE, Spool, SpoolEvents, decode_record, encode_record
+from rqa_otel.trading import BacktestMonitor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def kill9(backend) -> None:
+    os.killpg(backend.process.pid, signal.SIGKILL)
+    backend.process.wait()
+
+
+def wait_until(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def spooled_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.batch") if QUARANTINE not in p.parts)
+
+
+def spooled_items(directory: Path, signal_name: str) -> int:
+    """Items in the spooled files, every file read and checked (CRC) the way
+    the replayer reads it."""
+    return sum(
+        payload.items
+        for payload in (decode_record(path.read_bytes()) for path in spooled_files(directory))
+        if payload.signal == signal_name
+    )
+
+
+def logs_rotel(start_backend) -> Rotel:
+    """Rotel counting log records cheaply (basic verbosity prints one line per request)."""
+    return start_backend(Rotel(debug_log=("logs",), verbosity="basic"))
+
+
+def otlp_overrides(rotel: Rotel, directory: Path, **extra) -> dict:
+    return {
+        "export.logs": "otlp", "export.traces": "none", "export.metrics": "none",
+        "export.otlp.protocol": "http/protobuf", "export.otlp.endpoint": rotel.http_endpoint,
+        "export.otlp.timeout_s": 2, "export.directory": str(directory), **extra,
+    }
+
+
+# --- the spool on its own: eviction, critical data, corrupt files ------------------
+
+
+def dead_transport() -> OtlpHttpTransport:
+    """A real HTTP transport to a port nobody listens on."""
+    return OtlpHttpTransport(f"http://127.0.0.1:{free_port()}/v1/logs", {})
+
+
+def alerts_of(events: SpoolEvents) -> list[tuple[str, str, str]]:
+    raised: list[tuple[str, str, str]] = []
+    events.route_alerts(lambda *alert: raised.append(alert))
+    return raised
+
+
+def payload(value: Value, size: int = 1000, items: int = 10) -> Payload:
+    return Payload("logs", bytes([value]) * size, value, items)
+
+
+def test_eviction_takes_low_value_first_counts_it_and_never_touches_critical_data(tmp_path):
+    events = SpoolEvents()
+    raised = alerts_of(events)
+    record = len(encode_record(payload(Value.LOW)))
+    spool = Spool("logs", dead_transport(), str(tmp_path), 4 * record, events, send_timeout_s=1)
+    try:
+        spool.submit([payload(Value.LOW), payload(Value.NORMAL), payload(Value.CRITICAL), payload(Value.LOW)])
+        assert [p.value for p in map(decode_record, map(Path.read_bytes, spooled_files(tmp_path)))] == [
+            Value.LOW, Value.NORMAL, Value.CRITICAL, Value.LOW
+        ]
+        spool.submit([payload(Value.NORMAL)])  # the oldest low-value file goes
+        spool.submit([payload(Value.CRITICAL)])  # then the other low-value one
+        spool.submit([payload(Value.LOW)])  # a low-value newcomer never pushes out normal data
+        spool.submit([payload(Value.CRITICAL)])  # normal data goes for critical data
+        values = [decode_record(p.read_bytes()).value for p in spooled_files(tmp_path)]
+        assert values == [Value.CRITICAL, Value.NORMAL, Value.CRITICAL, Value.CRITICAL]
+        assert spool.readiness()[0] and not raised
+
+        spool.submit([payload(Value.CRITICAL)])  # the last normal file goes
+        values = [Value.CRITICAL] * 4
+        spool.submit([payload(Value.CRITICAL, items=7)])  # no room left but critical data
+        assert [decode_record(p.read_bytes()).value for p in spooled_files(tmp_path)] == values, "nothing evicted"
+        assert [(name, severity) for name, severity, _ in raised] == [(names.SPOOL_CRITICAL_DATA_LOST_ALERT, "critical")]
+        ready, reason = spool.readiness()
+        assert not ready and "7 critical items lost" in reason
+        assert events.dropped_totals() == {
+            ("logs", "low", "evicted"): 20, ("logs", "normal", "evicted"): 20,
+            ("logs", "low", "spool_full"): 10, ("logs", "critical", "spool_full"): 7,
+        }
+    finally:
+        spool.shutdown(1)
+
+
+def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replayed(tmp_path, start_backend):
+    rotel = logs_rotel(start_backend)
+    kill9(rotel)
+    transport = OtlpHttpTransport(f"{rotel.http_endpoint}/v1/logs", {})
+    writer = Spool("logs", transport, str(tmp_path), 10**9, SpoolEvents(), send_timeout_s=1)
+    from rqa_otel._internal.exporters.otlp_payloads import LogPayloads
+    from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
+
+    encode = LogPayloads(LogsEncoder({"service.name": "spool-test"}))
+    for batch in range(5):
+        writer.submit(encode([(time.time_ns(), 20, "quant", f"record {batch}.{i}", {}, 0, 0, 0) for i in range(10)], 0))
+    writer.shutdown(1)
+    files = spooled_files(tmp_path)
+    assert len(files) == 5
+    files[1].write_bytes(files[1].read_bytes()[:-3])  # torn
+    corrupt = bytearray(files[3].read_bytes())
+    corrupt[-1] ^= 0xFF
+    files[3].write_bytes(bytes(corrupt))  # flipped bit
+    (tmp_path / f".{files[4].name}.999999999.tmp").write_bytes(b"RQS1 half")  # its writer died mid-write
+
+    rotel.restart()
+    events = SpoolEvents()
+    raised = alerts_of(events)
+    reader = Spool("logs", OtlpHttpTransport(f"{rotel.http_endpoint}/v1/logs", {}), str(tmp_path), 10**9, events, 1)
+    try:
+        wait_until(lambda: not spooled_files(tmp_path), 15, "the spool to drain")
+        wait_until(lambda: rotel.log_records_received() >= 30, 10, "30 records at rotel")
+    finally:
+        reader.shutdown(1)
+    assert rotel.log_records_received() == 30
+    assert sorted(p.name for p in (tmp_path / QUARANTINE).iterdir()) == sorted(
+        [files[1].name, files[3].name, f".{files[4].name}.999999999.tmp"]
+    )
+    assert [name for name, _, _ in raised] == [names.SPOOL_CORRUPT_BATCH_ALERT] * 3
+    assert events.dropped_totals() == {("logs", "low", "corrupt"): 20}
+    assert events.replayed_totals() == {"logs": 30}
+
+
+# --- (c) the spool's file system fills up --------------------------------------------
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 1 MiB tmpfs (mounting needs root or CAP_SYS_ADMIN)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        reason = f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}"
+        if in_ci():
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def scrape(port: int, path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.read().decode()
+
+
+def test_a_full_spool_disk_keeps_the_strategy_running_raises_an_alert_and_corrupts_nothing(
+    tmp_path, tiny_tmpfs, start_backend
+):
+    rotel = logs_rotel(start_backend)
+    kill9(rotel)
+    ops_port = free_port()
+    telemetry = rqa_otel.setup(
+        strategy="spool_c",
+        overrides=otlp_overrides(rotel, tmp_path / "out", **{"export.spool.directory": str(tiny_tmpfs), "ops.http_port": ops_port}),
+        set_global=False,
+    )
+    monitor = BacktestMonitor(telemetry, journal_path=tmp_path / "journal.db")
+    trades = 20_000  # about 7 MB of OTLP trade events for a 1 MiB file system
+    with monitor.run("spool_c"):
+        for i in range(trades):
+            monitor.record_trade("600519.SH", "buy", 1688.5, 100 + i % 7, "spool_c")
+    assert telemetry.force_flush(10)
+    assert len(monitor.get_trade_history()) == trades, "the strategy ran to the end"
+
+    dropped = telemetry.senders.events.dropped_totals()
+    assert dropped.get(("logs", "critical", "write_failed"), 0) > 0
+    metrics = scrape(ops_port, "/metrics")
+    assert f'alert_name="{names.SPOOL_WRITE_FAILED_ALERT}"' in metrics and 'alert_severity="critical"' in metrics
+    kept = spooled_items(tiny_tmpfs, "logs")  # every spooled file passes its checksum
+    assert 0 < kept < trades
+    assert kept + dropped[("logs", "critical", "write_failed")] == trades, "each trade either kept or counted"
+
+    rotel.restart()
+    wait_until(lambda: not spooled_files(tiny_tmpfs), 30, "the spool to drain after the back-end returned")
+    wait_until(lambda: rotel.log_records_received() >= kept, 10, f"{kept} records at rotel")
+    telemetry.shutdown()
+    assert rotel.log_records_received() == kept
+    assert not (Path(telemetry.senders.spools[0].directory) / QUARANTINE).exists()
+
+
+# --- (b) the strategy process is killed while the back-end is down ---------------------
+
+STRATEGY = textwrap.dedent(
+    """
+    import json, sys, time
+    import rqa_otel
+    from rqa_otel.trading import BacktestMonitor
+
+    overrides, trades, journal = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    telemetry = rqa_otel.setup(strategy="spool_b", overrides=overrides)
+    if trades:
+        monitor = BacktestMonitor(telemetry, journal_path=journal)
+        with monitor.run("spool_b"):
+            for i in range(trades):
+                monitor.record_trade("000001.SZ", "sell", 12.5, 100, "spool_b")
+                if i % 1000 == 999:
+                    time.sleep(0.02)  # a strategy that is still running when it is killed
+    else:  # the next start: only replay what the killed run left
+        while any(spool.stats().batches for spool in telemetry.senders.spools):
+            time.sleep(0.1)
+        print("drained", flush=True)
+    """
+)
+
+
+def run_strategy(overrides: dict, trades: int, journal: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", STRATEGY, json.dumps(overrides), str(trades), str(journal)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_a_strategy_killed_with_sigkill_while_the_back_end_is_down_delivers_its_spool_at_the_next_start(
+    tmp_path, start_backend
+):
+    rotel = logs_rotel(start_backend)
+    kill9(rotel)
+    spool_dir = tmp_path / "spool"
+    overrides = otlp_overrides(rotel, tmp_path / "out", **{"export.spool.directory": str(spool_dir)})
+    first = run_strategy(overrides, 1_000_000, tmp_path / "journal.db")
+    try:
+        wait_until(lambda: spooled_items(spool_dir, "logs") >= 20_000, 60, "20,000 trades spooled")
+        assert first.poll() is None, "killed mid-run"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    spooled = spooled_items(spool_dir, "logs")  # complete files only: a torn one would fail here
+
+    rotel.restart()
+    second = run_strategy(overrides, 0, tmp_path / "journal.db")
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0 and "drained" in out, err
+    wait_until(lambda: rotel.log_records_received() >= spooled, 10, f"{spooled} records at rotel")
+    assert rotel.log_records_received() == spooled
+    assert not spooled_files(spool_dir)
+
+
+# --- (a) the back-end is killed for 30 s during a 100,000-trade run ---------------------
+
+OUTAGE_S = 30.0  # the issue's
+
+
+def test_a_30_s_back_end_outage_during_a_100000_trade_run_loses_no_trade(tmp_path, start_backend):
+    rotel = logs_rotel(start_backend)
+    telemetry = rqa_otel.setup(
+        strategy="spool_a", overrides=otlp_overrides(rotel, tmp_path / "out"), set_global=False
+    )
+    monitor = BacktestMonitor(telemetry, journal_path=tmp_path / "journal.db")
+    trades, killed_at, back_at = 100_000, 20_000, 80_000
+    per_pause = 1_000
+    pause_s = OUTAGE_S / ((back_at - killed_at) / per_pause)
+    with monitor.run("spool_a"):
+        for i in range(trades):
+            if i == killed_at:
+                kill9(rotel)
+                down_since = time.monotonic()
+            elif i == back_at:
+                time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_since)))
+                rotel.restart()
+            elif killed_at < i < back_at and i % per_pause == 0:
+                time.sleep(pause_s)  # trading goes on through the outage
+            monitor.record_trade("600519.SH", "buy" if i % 2 else "sell", 1688.5, 100, "spool_a")
+    assert telemetry.force_flush(10)
+    assert telemetry.log_drops() == {}
+    spool = telemetry.senders.spools[0]
+    wait_until(lambda: spool.stats().batches == 0, 30, "the spool to drain")
+    wait_until(lambda: rotel.log_records_received() >= trades, 10, f"{trades} trades at rotel")
+    telemetry.shutdown()
+    assert telemetry.senders.events.replayed_totals()["logs"] > 0, "the outage was ridden out by the spool"
+    # OTLP receivers do not deduplicate: at least once (InfluxDB below: exactly once).
+    assert rotel.log_records_received() >= trades
