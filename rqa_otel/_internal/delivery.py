@@ -223,11 +223,11 @@ class Delivery:
     spent; no persistence. A REJECTED payload is reported (warning with the
     server's detail) and counted as failed, never retried."""
 
-    def __init__(self, transport: Transport, budget_s: float, policy: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(self, signal: str, transport: Transport, budget_s: float, policy: RetryPolicy = RetryPolicy()) -> None:
         self.transport = transport
         self.budget_s = budget_s
         self.policy = policy
-        self.counts = SenderCounts("", transport.destination)
+        self.counts = SenderCounts(signal, transport.destination)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -256,7 +256,6 @@ class Delivery:
 
     def _account(self, payload: Payload, result: SendResult) -> None:
         with self._lock:
-            self.counts.signal = payload.signal
             if result.delivered:
                 self.counts.exported += payload.items
             else:
@@ -273,6 +272,11 @@ class Delivery:
     def shutdown(self, timeout_s: float) -> None:
         self._stopping.set()
         _quietly(self.transport.shutdown)
+
+    def after_fork(self) -> None:
+        after_fork = getattr(self.transport, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
 
 
 def _send_quietly(transport: Transport, payload: Payload, timeout_s: float) -> SendResult:

@@ -37,6 +37,7 @@ import re
 import struct
 import threading
 import time
+import weakref
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -149,7 +150,10 @@ class Spool:
         self._write_destination_note()
         self._rescan()
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
         self._start_replayer()
+        if hasattr(os, "register_at_fork"):  # threads do not survive fork()
+            os.register_at_fork(after_in_child=_after_fork_in_child(weakref.ref(self)))
 
     # --- Sender -----------------------------------------------------------------
 
@@ -184,6 +188,9 @@ class Spool:
         """A forked child keeps writing here (file names carry the pid); it
         gets a replayer of its own. Parent and child may then both send the
         same file once: at-least-once, and harmless for InfluxDB."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -346,6 +353,7 @@ class Spool:
         self._finished(payload, result)
         if result.delivered:
             self._events.replayed(payload)
+            self._refusing_critical = False  # there is room again
         return result
 
     def _finished(self, payload: Payload, result: SendResult) -> None:
@@ -424,6 +432,15 @@ class Spool:
                 note.write(f"{self.signal} to {self.transport.destination}\n")
         except OSError:
             pass
+
+
+def _after_fork_in_child(spool_ref: "weakref.ref[Spool]") -> Callable[[], None]:
+    def restart() -> None:
+        spool = spool_ref()
+        if spool is not None:
+            spool.after_fork()
+
+    return restart
 
 
 def _write_durably(directory: str, name: str, record: bytes) -> None:
@@ -561,7 +578,7 @@ class Senders:
 
     def sender(self, signal: str, transport: Transport) -> Sender:
         if not self.enabled:
-            return Delivery(transport, budget_s=self.timeout_s)
+            return Delivery(signal, transport, budget_s=self.timeout_s)
         spool = Spool(
             signal, transport, spool_directory(self.directory, signal, transport.destination),
             self.max_bytes, self.events, send_timeout_s=self.timeout_s,
