@@ -162,9 +162,9 @@ class Telemetry:
         """The spools' counts as instruments, their alerts as alerts, their
         state in /ready (docs/spool.md)."""
         senders = self.senders
+        senders.events.route_alerts(lambda name, severity, message: self.alert(name, severity, message=message))
         if not senders.spools:
             return
-        senders.events.route_alerts(lambda name, severity, message: self.alert(name, severity, message=message))
         for spool in senders.spools:
             self.add_readiness_check(f"{names.SPOOL_READINESS}_{spool.signal}", spool.readiness)
 

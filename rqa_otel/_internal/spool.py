@@ -579,9 +579,15 @@ class Senders:
     def sender(self, signal: str, transport: Transport) -> Sender:
         if not self.enabled:
             return Delivery(signal, transport, budget_s=self.timeout_s)
-        spool = Spool(
-            signal, transport, spool_directory(self.directory, signal, transport.destination),
-            self.max_bytes, self.events, send_timeout_s=self.timeout_s,
-        )
+        directory = spool_directory(self.directory, signal, transport.destination)
+        try:
+            spool = Spool(signal, transport, directory, self.max_bytes, self.events, send_timeout_s=self.timeout_s)
+        except OSError as exc:  # telemetry must not stop the strategy from starting
+            self.events.alert(
+                names.SPOOL_WRITE_FAILED_ALERT, "critical",
+                f"spool directory {directory} is unusable ({_describe(exc)}); {signal} to "
+                f"{transport.destination} is sent without a spool",
+            )
+            return Delivery(signal, transport, budget_s=self.timeout_s)
         self.spools.append(spool)
         return spool
