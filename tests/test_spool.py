@@ -163,6 +163,35 @@ def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replay
     assert events.replayed_totals() == {"logs": 30}
 
 
+def test_critical_data_refused_by_a_full_spool_shows_in_ready_and_as_a_critical_alert(tmp_path, start_backend):
+    rotel = logs_rotel(start_backend)
+    kill9(rotel)
+    ops_port = free_port()
+    telemetry = rqa_otel.setup(
+        strategy="spool_full",
+        overrides=otlp_overrides(
+            rotel, tmp_path / "out",
+            **{"export.spool.max_bytes": 100_000, "logging.batch_size": 100, "ops.http_port": ops_port},
+        ),
+        set_global=False,
+    )
+    monitor = BacktestMonitor(telemetry, journal_path=tmp_path / "journal.db")
+    log = telemetry.get_logger("quant.debug")
+    for i in range(2_000):
+        log.info("quote %d", i)  # low value: evicted first
+        monitor.record_trade("600519.SH", "buy", 1688.5, 100, "spool_full")
+    assert telemetry.force_flush(10)
+    ready = json.loads(scrape(ops_port, "/ready"))
+    check = ready["checks"][f"{names.SPOOL_READINESS}_logs"]
+    assert ready["status"] == "failing" and not check["ok"] and "critical items lost" in check["reason"]
+    metrics = scrape(ops_port, "/metrics")
+    assert f'alert_name="{names.SPOOL_CRITICAL_DATA_LOST_ALERT}",alert_severity="critical"' in metrics
+    dropped = telemetry.senders.events.dropped_totals()
+    assert dropped[("logs", "low", "evicted")] > 0 and dropped[("logs", "critical", "spool_full")] > 0
+    assert ("logs", "critical", "evicted") not in dropped
+    telemetry.shutdown()
+
+
 # --- (c) the spool's file system fills up --------------------------------------------
 
 
