@@ -146,9 +146,7 @@ class Spool:
         self._sequence = 0
         self._critical_refused = 0
         self._refusing_critical = False
-        os.makedirs(directory, exist_ok=True)
-        self._write_destination_note()
-        self._rescan()
+        self._rescan()  # the directory is created with the first file: no outage, no directory
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._start_replayer()
@@ -230,6 +228,9 @@ class Spool:
                 return
             name = self._next_name(payload)
         try:
+            if not os.path.isdir(self.directory):
+                os.makedirs(self.directory, exist_ok=True)
+                self._write_destination_note()
             _write_durably(self.directory, name, record)
         except OSError as exc:
             self._events.dropped(payload, "write_failed")
@@ -580,14 +581,6 @@ class Senders:
         if not self.enabled:
             return Delivery(signal, transport, budget_s=self.timeout_s)
         directory = spool_directory(self.directory, signal, transport.destination)
-        try:
-            spool = Spool(signal, transport, directory, self.max_bytes, self.events, send_timeout_s=self.timeout_s)
-        except OSError as exc:  # telemetry must not stop the strategy from starting
-            self.events.alert(
-                names.SPOOL_WRITE_FAILED_ALERT, "critical",
-                f"spool directory {directory} is unusable ({_describe(exc)}); {signal} to "
-                f"{transport.destination} is sent without a spool",
-            )
-            return Delivery(signal, transport, budget_s=self.timeout_s)
+        spool = Spool(signal, transport, directory, self.max_bytes, self.events, send_timeout_s=self.timeout_s)
         self.spools.append(spool)
         return spool
