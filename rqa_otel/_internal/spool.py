@@ -156,17 +156,22 @@ class Spool:
     # --- Sender -----------------------------------------------------------------
 
     def submit(self, payloads: Sequence[Payload]) -> bool:
+        """True when every payload was delivered or kept; False when one was
+        lost (rejected, no room, disk full: each already counted and
+        alerted), so that the caller's own accounting sees the loss too."""
+        kept = True
         with self._submit_lock:
             for payload in payloads:
                 if self._has_backlog():
-                    self._persist(payload)  # behind older payloads: order is kept
+                    kept &= self._persist(payload)  # behind older payloads: order is kept
                     continue
                 result = _send_quietly(self.transport, payload, self._send_timeout_s)
                 if result.outcome is Outcome.RETRY_LATER:
-                    self._persist(payload)
+                    kept &= self._persist(payload)
                 else:
                     self._finished(payload, result)
-        return True  # delivered, kept, or reported: the SDK has nothing to retry
+                    kept &= result.delivered
+        return kept
 
     def flush(self, timeout_s: float) -> bool:
         return True  # nothing is held in memory
@@ -221,11 +226,11 @@ class Spool:
         with self._lock:
             return bool(self._entries)
 
-    def _persist(self, payload: Payload) -> None:
+    def _persist(self, payload: Payload) -> bool:
         record = encode_record(payload)
         with self._lock:
             if not self._make_room(len(record), payload):
-                return
+                return False
             name = self._next_name(payload)
         try:
             if not os.path.isdir(self.directory):
@@ -239,11 +244,12 @@ class Spool:
                 f"could not spool {payload.items} {payload.signal} items ({payload.value.name.lower()}) "
                 f"in {self.directory}: {_describe(exc)}; already spooled batches are intact",
             )
-            return
+            return False
         with self._lock:
             self._entries[name] = _Entry(name, payload.value, len(record), payload.items)
             self._bytes += len(record)
             self._wake.notify_all()
+        return True
 
     def _make_room(self, size: int, payload: Payload) -> bool:
         """Evict (lowest value, oldest first) until ``size`` fits; called with
