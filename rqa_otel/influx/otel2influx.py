@@ -194,6 +194,19 @@ _set_fields = Point.fields.__set__  # type: ignore[attr-defined]
 _set_time = Point.time_unix_nano.__set__  # type: ignore[attr-defined]
 
 
+class SeriesTags(dict):
+    """The tags of one metric series, built once and shared by its points
+    from one export to the next (``sdk_points.MetricsConverter``). It must
+    not change once built: :func:`to_line_protocol` keeps the escaped line
+    prefix of each measurement on it, which saves most of the cost of a line."""
+
+    __slots__ = ("prefixes",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.prefixes: dict[str, str] = {}
+
+
 def _point(measurement: str, tags: dict, fields: dict, time_unix_nano: int) -> Point:
     p = _new_point(Point)
     _set_measurement(p, measurement)
@@ -373,6 +386,9 @@ def _as_string(raw: Any) -> str:
         return _json(raw)
     except _Unsupported:
         return ""
+
+
+as_string = _as_string  # for the SDK encoder (rqa_otel.influx.sdk_points)
 
 
 def _value_as_string(any_value: Any) -> str:
@@ -1343,7 +1359,12 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
     for index, point in enumerate(points):
         try:
             tags = point.tags
-            if ATTRIBUTE_TRACE_ID in tags:
+            if tags.__class__ is SeriesTags:
+                prefix = tags.prefixes.get(point.measurement)
+                if prefix is None:
+                    prefix = tags.prefixes[point.measurement] = _prefix(index, point)
+                parts = [prefix]
+            elif ATTRIBUTE_TRACE_ID in tags:
                 parts = [_prefix(index, point)]
             else:
                 cache_key = (point.measurement, tuple(tags.items()))
@@ -1362,29 +1383,29 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
                     if not encoded_key:
                         continue
                 cls = value.__class__
-                if cls is float:
+                # One f-string per field: the commonest types first.
+                if cls is int:
+                    if not _INT64_MIN <= value <= _INT64_MAX:
+                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
+                    parts.append(f"{separator}{encoded_key}{value}i")
+                elif cls is float:
                     if value - value != 0:  # NaN, ±Inf: lineprotocol.NewValue refuses them; the field is left out
                         continue
-                    text = repr(value)
+                    parts.append(f"{separator}{encoded_key}{value!r}")
                 elif cls is str:
                     if "\\" in value or '"' in value:
                         value = value.replace("\\", "\\\\").replace('"', '\\"')
-                    text = '"' + value + '"'
-                elif cls is int:
-                    if value < _INT64_MIN or value > _INT64_MAX:
-                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
-                    text = int.__repr__(value) + "i"
+                    parts.append(f'{separator}{encoded_key}"{value}"')
                 elif cls is UInt:
-                    if value < 0 or value > _UINT64_MAX:
+                    if not 0 <= value <= _UINT64_MAX:
                         raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the uint64 range"))
-                    text = int.__repr__(value) + "u"
+                    parts.append(f"{separator}{encoded_key}{int.__repr__(value)}u")
                 elif cls is bool:
-                    text = "true" if value else "false"
+                    parts.append(f"{separator}{encoded_key}{'true' if value else 'false'}")
                 else:
                     raise ValueError(
                         _point_error(index, point, f"field {key!r}: {value!r} is not a float, int, UInt, str or bool")
                     )
-                parts.append(separator + encoded_key + text)
                 separator = ","
             if separator == " ":
                 raise ValueError(_point_error(index, point, "no fields to write (a line needs at least one)"))

@@ -1,0 +1,115 @@
+"""InfluxDB write throughput, one measurement per process:
+`python bench/influx_bench.py MODE URL POINTS`.
+
+Both modes start from the same SDK data: ``MetricsData`` batches of 50,000
+data points (25 instruments x 2,000 series, the SDK's default cardinality
+limit), one batch per collection, timestamps one second apart, the same
+attribute objects from one collection to the next as the SDK hands them.
+
+- project: rqa-otel's InfluxDB metric exporter (InfluxEncoder ->
+  Delivery -> InfluxV2Transport: gzip, /api/v2/write through influxdb-client)
+- anchor: influxdb-client's own batching WriteApi fed with ``Point`` objects
+  built from the same data points (batch_size 5,000)
+
+Prints {"points_per_s", "points"}; the clock stops when the last write has
+been answered (the anchor: when ``close()`` has flushed its batches).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+SERIES = 2_000
+START_NS = 1_704_067_200_000_000_000
+RESOURCE = Resource({"service.name": "bench", "rqa.strategy": "bench", "host.name": "bench-host"})
+SCOPE = InstrumentationScope("rqa_otel", "0.1.0")
+ATTRIBUTES = [
+    {"rqa.strategy": "bench", "rqa.stock": f"{n:06d}.SZ", "rqa.trade.side": "buy" if n % 2 else "sell"}
+    for n in range(SERIES)
+]
+# 15 counters and 10 gauges: one collection of a strategy trading 2,000 symbols.
+INSTRUMENTS = tuple((f"bench.counter.{n}", True) for n in range(15)) + tuple((f"bench.gauge.{n}", False) for n in range(10))
+PER_BATCH = SERIES * len(INSTRUMENTS)
+
+
+def batches(points: int) -> list[MetricsData]:
+    result = []
+    for collection in range(max(1, points // PER_BATCH)):
+        ts = START_NS + collection * 1_000_000_000
+        metrics = []
+        for name, monotonic in INSTRUMENTS:
+            data_points = [
+                NumberDataPoint(attributes, START_NS, ts, collection * 7 + n if monotonic else 1000.5 + n, None)
+                for n, attributes in enumerate(ATTRIBUTES)
+            ]
+            data = (
+                Sum(data_points, AggregationTemporality.CUMULATIVE, True)
+                if monotonic else Gauge(data_points)
+            )
+            metrics.append(Metric(name, "", "", data))
+        result.append(MetricsData([ResourceMetrics(RESOURCE, [ScopeMetrics(SCOPE, metrics, "")], "")]))
+    return result
+
+
+def project(url: str, data: list[MetricsData]) -> float:
+    from rqa_otel._internal.delivery import Delivery
+    from rqa_otel.influx.exporter import InfluxEncoder, InfluxMetricExporter, InfluxV2Transport
+
+    transport = InfluxV2Transport(url, org="bench", bucket="bench")
+    exporter = InfluxMetricExporter(InfluxEncoder(), Delivery("metrics", transport, budget_s=30.0))
+    started = time.perf_counter()
+    for batch in data:
+        exporter.export(batch)
+    elapsed = time.perf_counter() - started
+    exporter.shutdown()
+    return elapsed
+
+
+def anchor(url: str, data: list[MetricsData]) -> float:
+    from influxdb_client import InfluxDBClient, Point, WriteOptions
+
+    client = InfluxDBClient(url=url, token="", org="bench")
+    started = time.perf_counter()
+    write_api = client.write_api(write_options=WriteOptions(batch_size=5_000, flush_interval=1_000))
+    for batch in data:
+        scope_metrics = batch.resource_metrics[0].scope_metrics[0]
+        resource_tags = dict(RESOURCE.attributes)
+        points = []
+        for metric in scope_metrics.metrics:
+            field = "counter" if isinstance(metric.data, Sum) else "gauge"
+            for data_point in metric.data.data_points:
+                point = Point(metric.name).tag("otel.library.name", SCOPE.name).tag("otel.library.version", SCOPE.version)
+                for key, value in resource_tags.items():
+                    point.tag(key, value)
+                for key, value in data_point.attributes.items():
+                    point.tag(key, value)
+                point.field("start_time_unix_nano", data_point.start_time_unix_nano).field(field, data_point.value)
+                points.append(point.time(data_point.time_unix_nano))
+        write_api.write(bucket="bench", org="bench", record=points)
+    write_api.close()
+    elapsed = time.perf_counter() - started
+    client.close()
+    return elapsed
+
+
+if __name__ == "__main__":
+    mode, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    data = batches(count)
+    total = len(data) * PER_BATCH
+    elapsed = {"project": project, "anchor": anchor}[mode](url, data)
+    print(json.dumps({"points_per_s": total / elapsed, "points": total}))

@@ -1,0 +1,327 @@
+"""In-process InfluxDB export: encoders and transports for the delivery layer.
+
+``rqa_otel._internal.delivery`` splits every exporter into an encoder (SDK
+batch -> payloads), a transport (payload -> delivered / retry later /
+rejected) and a sender (retries, spool). This module is InfluxDB's part:
+
+- :class:`InfluxEncoder` writes exactly the Collector's line protocol
+  (``sdk_points`` + ``otel2influx.to_line_protocol``), split by value class
+  and into batches of at most ``max_lines`` lines and ``max_bytes`` bytes
+  (the Collector's ``payload_max_lines``/``payload_max_bytes`` defaults:
+  10,000 and 10,000,000);
+- :class:`InfluxV2Transport` posts gzip-compressed payloads through
+  influxdb-client to ``/api/v2/write`` (InfluxDB 2.x, 3.x, 1.8+ and
+  compatible servers such as VictoriaMetrics);
+- :class:`InfluxV1Transport` posts them to ``/write?db=…`` with basic auth,
+  as the Collector exporter's ``v1_compatibility`` mode does.
+
+A transport classifies each answer as the delivery contract asks: 2xx
+delivered; 5xx, 429 (with its Retry-After) and network errors retry later;
+any other 4xx rejected, with the server's message in the detail.
+"""
+
+from __future__ import annotations
+
+import base64
+import queue
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import urlencode, urlsplit
+
+from rqa_otel._internal.delivery import (
+    DELIVERED,
+    Outcome,
+    PayloadMetricExporter,
+    Sender,
+    Payload,
+    SendResult,
+    Value,
+    classify_http,
+    log_value,
+    metrics_value,
+    span_value,
+    split_by_value,
+)
+from rqa_otel.influx import otel2influx as o2i
+from rqa_otel.influx.otel2influx import Point, to_line_protocol
+from rqa_otel.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
+
+# The Collector's influxdb exporter defaults (payload_max_lines, payload_max_bytes).
+DEFAULT_MAX_LINES = 10_000
+DEFAULT_MAX_BYTES = 10_000_000
+# gzip level 1: a third of level 6's CPU for most of its saving on line
+# protocol, whose repeated prefixes compress well at any level.
+_GZIP_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class InfluxSchema:
+    """What the Collector's exporter calls metrics_schema, span_dimensions
+    and log_record_dimensions, with its defaults."""
+
+    metrics_schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1
+    span_dimensions: tuple[str, ...] = o2i.DEFAULT_SPAN_DIMENSIONS
+    log_record_dimensions: tuple[str, ...] = o2i.DEFAULT_LOG_RECORD_DIMENSIONS
+    max_lines: int = DEFAULT_MAX_LINES
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+class InfluxEncoder:
+    """SDK batches to line-protocol payloads. One per exporter; the metric
+    and log converters keep caches, so one encoder serves one thread."""
+
+    def __init__(self, schema: InfluxSchema = InfluxSchema(), resource_attributes: Mapping[str, Any] | None = None) -> None:
+        if schema.max_lines < 1 or schema.max_bytes < 1:
+            raise ValueError(f"batch limits must be positive, got {schema.max_lines} lines, {schema.max_bytes} bytes")
+        self.schema = schema
+        self._span_dimensions = o2i.dimensions_set(schema.span_dimensions, "span_dimensions")
+        self._log_dimensions = o2i.dimensions_set(schema.log_record_dimensions, "log_record_dimensions")
+        self._metrics = MetricsConverter(schema.metrics_schema)
+        self._log_entries = LogEntriesConverter(resource_attributes or {}, self._log_dimensions)
+
+    def spans(self, spans: Sequence[Any]) -> list[Payload]:
+        """``ReadableSpan`` objects; alert spans are critical."""
+        payloads: list[Payload] = []
+        for value, group in split_by_value(spans, span_value):
+            payloads += self.payloads("traces", value, spans_to_points(group, self._span_dimensions))
+        return payloads
+
+    def metrics(self, data: Any) -> list[Payload]:
+        """A ``MetricsData``; critical when it holds trade, portfolio or alert instruments."""
+        return self.payloads("metrics", metrics_value(data), self._metrics.convert(data))
+
+    def metric_chunks(self, data: Any) -> Iterator[list[Payload]]:
+        """The payloads of :meth:`metrics`, a line limit's worth at a time."""
+        value = metrics_value(data)
+        for points in self._metrics.chunks(data, self.schema.max_lines):
+            yield self.payloads("metrics", value, points)
+
+    def log_entries(self, entries: Sequence[Any], observed_ns: int) -> list[Payload]:
+        """The log pipeline's entries: trade and portfolio events critical,
+        debug and info records low."""
+        payloads: list[Payload] = []
+        for value, group in split_by_value(entries, log_value):
+            payloads += self.payloads("logs", value, self._log_entries.convert(group, observed_ns))
+        return payloads
+
+    def log_records(self, records: Sequence[Any]) -> list[Payload]:
+        """The SDK's ``ReadableLogRecord`` objects (the SDK's own log processors)."""
+        payloads: list[Payload] = []
+        for value, group in split_by_value(records, _record_value):
+            payloads += self.payloads("logs", value, log_records_to_points(group, self._log_dimensions))
+        return payloads
+
+    def payloads(self, signal: str, value: Value, points: Sequence[Point]) -> list[Payload]:
+        """Line protocol of ``points`` in payloads within the line and byte limits."""
+        max_lines, max_bytes = self.schema.max_lines, self.schema.max_bytes
+        payloads = []
+        for start in range(0, len(points), max_lines):
+            chunk = points[start : start + max_lines]
+            body = to_line_protocol(chunk)
+            if len(body) <= max_bytes:
+                payloads.append(Payload(signal, body, value, len(chunk)))
+            else:
+                payloads += [Payload(signal, part, value, part.count(b"\n")) for part in split_lines(body, max_bytes)]
+        return payloads
+
+
+def _record_value(readable: Any) -> Value:
+    """An SDK log record's value class, by its scope (logger) and severity."""
+    number = readable.log_record.severity_number
+    level = 30 if number is not None and number.value >= 13 else 20  # WARN and above: not low
+    scope = readable.instrumentation_scope
+    return log_value((0, level, scope.name if scope is not None else ""))
+
+
+def split_lines(body: bytes, max_bytes: int) -> list[bytes]:
+    """``body`` cut at line ends into parts of at most ``max_bytes`` (a
+    single longer line is a part of its own: it cannot be split)."""
+    parts = []
+    start, size = 0, len(body)
+    while start < size:
+        end = start + max_bytes
+        if end >= size:
+            parts.append(body[start:])
+            break
+        cut = body.rfind(b"\n", start, end)
+        if cut < 0:  # one line longer than the limit
+            cut = body.find(b"\n", end)
+            cut = size - 1 if cut < 0 else cut
+        parts.append(body[start : cut + 1])
+        start = cut + 1
+    return parts
+
+
+def gzip_body(body: bytes) -> bytes:
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
+    return compressor.compress(body) + compressor.flush()
+
+
+# --- transports ---------------------------------------------------------------------
+
+
+def _network_error(exc: BaseException, destination: str) -> SendResult:
+    return SendResult(Outcome.RETRY_LATER, None, f"{type(exc).__name__} sending to {destination}: {exc}")
+
+
+@dataclass
+class InfluxV2Transport:
+    """``POST /api/v2/write?org=&bucket=&precision=ns`` through influxdb-client,
+    gzip-compressed. The token goes in the Authorization header only."""
+
+    url: str
+    org: str
+    bucket: str
+    token: str = field(default="", repr=False)
+    destination: str = ""
+
+    def __post_init__(self) -> None:
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.service.write_service import WriteService
+
+        _check_url(self.url)
+        if not self.bucket:
+            raise ValueError("export.influxdb.bucket: a bucket is needed for /api/v2/write")
+        # retries=False: the delivery layer retries, with the spool behind it.
+        self._client = InfluxDBClient(url=self.url, token=self.token or "", org=self.org, retries=False)
+        self._service = WriteService(self._client.api_client)
+        self.destination = self.destination or f"InfluxDB {self.url.rstrip('/')}/api/v2/write bucket {self.bucket}"
+
+    def send(self, payload: Payload, timeout_s: float) -> SendResult:
+        from influxdb_client.rest import ApiException
+
+        try:
+            self._service.post_write(
+                self.org, self.bucket, gzip_body(payload.body), precision="ns", content_encoding="gzip",
+                content_type="text/plain; charset=utf-8", _request_timeout=max(0.001, timeout_s),
+            )
+        except ApiException as exc:
+            return classify_http(exc.status or 0, exc.headers, exc.body, self.destination) if exc.status else _network_error(exc, self.destination)
+        except Exception as exc:  # urllib3 and socket errors: the server may come back
+            return _network_error(exc, self.destination)
+        return DELIVERED
+
+    def after_fork(self) -> None:
+        self._client.api_client.rest_client.pool_manager.clear()
+
+    def shutdown(self) -> None:
+        self._client.close()
+
+
+@dataclass
+class InfluxV1Transport:
+    """``POST /write?db=&rp=&precision=ns`` with basic auth, gzip-compressed:
+    the Collector exporter's ``v1_compatibility`` mode, for InfluxDB 1.x."""
+
+    url: str
+    db: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    retention_policy: str = ""
+    destination: str = ""
+
+    def __post_init__(self) -> None:
+        import urllib3
+
+        _check_url(self.url)
+        if not self.db:
+            raise ValueError("export.influxdb.db: a database is needed in v1_compatibility mode")
+        query = {"db": self.db, "precision": "ns"}
+        if self.retention_policy:
+            query["rp"] = self.retention_policy
+        self._write_url = self.url.rstrip("/") + "/write?" + urlencode(query)
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip"}
+        if self.username or self.password:
+            credentials = f"{self.username}:{self.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+        self._pool = urllib3.PoolManager(maxsize=2, headers=headers, retries=False)
+        self.destination = self.destination or f"InfluxDB 1.x {self.url.rstrip('/')}/write db {self.db}"
+
+    def send(self, payload: Payload, timeout_s: float) -> SendResult:
+        import urllib3
+
+        try:
+            response = self._pool.request(
+                "POST", self._write_url, body=gzip_body(payload.body), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
+            )
+        except Exception as exc:
+            return _network_error(exc, self.destination)
+        return classify_http(response.status, response.headers, response.data, self.destination)
+
+    def after_fork(self) -> None:
+        self._pool.clear()
+
+    def shutdown(self) -> None:
+        self._pool.clear()
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"export.influxdb.url: expected http(s)://host:port, got {url!r}")
+
+
+def points_payloads(signal: str, value: Value, points: Iterable[Point], schema: InfluxSchema = InfluxSchema()) -> list[Payload]:
+    """Payloads of ready-made points (``rqa-otel replay``)."""
+    return InfluxEncoder(schema).payloads(signal, value, list(points))
+
+
+# --- exporters ------------------------------------------------------------------------
+
+
+class InfluxMetricExporter(PayloadMetricExporter):
+    """The SDK MetricExporter for InfluxDB. A collection bigger than one
+    batch is converted and sent at once: the next batch is encoded while the
+    previous one is on the wire (the wait for the server releases the GIL),
+    which nearly doubles the rate to a local server."""
+
+    def __init__(self, encoder: InfluxEncoder, sender: Sender, **kwargs: Any) -> None:
+        super().__init__(encoder.metrics, sender, **kwargs)
+        self.encoder = encoder
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+        from opentelemetry.sdk.metrics.export import MetricExportResult
+
+        ok = submit_pipelined(self.sender, self.encoder.metric_chunks(metrics_data))
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+
+_DONE = object()
+
+
+def submit_pipelined(sender: Sender, chunks: Iterator[list[Payload]]) -> bool:
+    """``sender.submit`` each chunk in order, on a helper thread while the
+    next chunk is encoded here; True when every submit succeeded. A single
+    chunk is submitted right here, with no thread."""
+    first = next(chunks, None)
+    if first is None:
+        return True
+    second = next(chunks, None)
+    if second is None:
+        return sender.submit(first)
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    results: list[bool] = []
+
+    def submit_in_order() -> None:
+        while True:
+            chunk = handoff.get()
+            if chunk is _DONE:
+                return
+            try:
+                results.append(sender.submit(chunk))
+            except Exception:
+                results.append(False)
+
+    thread = threading.Thread(target=submit_in_order, name="rqa-otel influx send", daemon=True)
+    thread.start()
+    try:
+        handoff.put(first)
+        handoff.put(second)
+        for chunk in chunks:
+            handoff.put(chunk)
+    finally:
+        handoff.put(_DONE)
+        thread.join()
+    return all(results)
