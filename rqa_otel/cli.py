@@ -49,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     from rqa_otel.influx.lp_cli import add_lp_parser
+    from rqa_otel.influx.replay_cli import add_influx_options, add_replay_parser
 
     add_lp_parser(commands)
+    add_replay_parser(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -64,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--otlp-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="OTLP protocol (default grpc)"
     )
+    demo.add_argument(
+        "--influxdb", metavar="URL",
+        help="write to InfluxDB instead (with --bucket, or --db for InfluxDB 1.x); trade events are tagged "
+        "with rqa.strategy and rqa.stock",
+    )
+    add_influx_options(demo, "--influxdb-")
     demo.add_argument("--output", metavar="DIR", help="directory of the telemetry files (default ./rqa-telemetry)")
     demo.add_argument("--years", type=_positive_int, default=2, help="years of daily bars (default 2)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the prices (default 7)")
@@ -170,9 +178,17 @@ def _demo(args: argparse.Namespace) -> int:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
+    elif args.influxdb:
+        from rqa_otel.influx.replay_cli import influx_overrides
+
+        overrides.update({f"export.{signal}": "influxdb" for signal in ("traces", "metrics", "logs")})
+        overrides.update(influx_overrides(args.influxdb, args, prefix="influxdb_"))
+        # Trade events selectable by strategy and symbol in InfluxQL (docs/influxdb.md).
+        overrides["export.influxdb.log_record_dimensions"] = demo.INFLUX_LOG_RECORD_DIMENSIONS
+        overrides["export.spool.directory"] = os.path.join(args.output or "./rqa-telemetry", "spool")
     overrides["logging.sampling.rules"] = demo.SAMPLING_RULES
     text_log = None
-    if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
+    if not args.otlp_endpoint and not args.influxdb:  # beside the OTLP files, a text log to read
         directory = args.output or "./rqa-telemetry"
         overrides["export.directory"] = directory
         text_log = overrides["logging.file"] = os.path.join(directory, demo.TEXT_LOG)

@@ -29,6 +29,9 @@ SIGNALS_LOGGER = f"{LOGGER}.signals"
 # suppressed, and a summary record counts them.
 SAMPLING_RULES = [{"logger": SIGNALS_LOGGER, "level": "INFO", "rate_per_s": 20}]
 TEXT_LOG = "demo.log"
+# With --influxdb: the Collector's default plus the quant attributes, so that
+# trade events can be selected by strategy and symbol with InfluxQL.
+INFLUX_LOG_RECORD_DIMENSIONS = ["service.name", "rqa.strategy", "rqa.stock"]
 # (symbol, first close, annual drift, annual volatility)
 UNIVERSE: tuple[tuple[str, float, float, float], ...] = (
     ("600519.SH", 1700.0, 0.06, 0.28),

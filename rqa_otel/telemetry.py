@@ -56,6 +56,9 @@ class Telemetry:
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
+        for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
+            if secret:  # never exported, whatever a log line or span attribute holds
+                self.scrubber.register_secret(secret)
         spool = settings.export.spool
         self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
         self._exporters = {

@@ -325,3 +325,41 @@ def submit_pipelined(sender: Sender, chunks: Iterator[list[Payload]]) -> bool:
         handoff.put(_DONE)
         thread.join()
     return all(results)
+
+
+# --- assembly from settings ------------------------------------------------------------
+
+
+def influx_schema(settings: Any) -> InfluxSchema:
+    """The schema options of ``export.influxdb`` (an ``InfluxSettings``)."""
+    return InfluxSchema(
+        settings.metrics_schema, tuple(settings.span_dimensions), tuple(settings.log_record_dimensions),
+        settings.max_lines, settings.max_bytes,
+    )
+
+
+def influx_transport(settings: Any) -> InfluxV1Transport | InfluxV2Transport:
+    """The transport ``export.influxdb`` asks for: v1 ``/write`` or v2 ``/api/v2/write``."""
+    if settings.v1_compatibility:
+        return InfluxV1Transport(settings.url, settings.db, settings.username, settings.password)
+    return InfluxV2Transport(settings.url, settings.org, settings.bucket, settings.token)
+
+
+def influx_exporter(signal: str, settings: Any, senders: Any) -> tuple[Any, str]:
+    """(SDK exporter, destination) for ``traces`` or ``metrics``; ``senders``
+    (``rqa_otel._internal.spool.Senders``) decides spool or direct delivery."""
+    from rqa_otel._internal.delivery import PayloadSpanExporter
+
+    sender = senders.sender(signal, influx_transport(settings))
+    encoder = InfluxEncoder(influx_schema(settings))
+    if signal == "traces":
+        return PayloadSpanExporter(encoder.spans, sender), sender.transport.destination
+    return InfluxMetricExporter(encoder, sender), sender.transport.destination
+
+
+def influx_log_sink(settings: Any, resource_attributes: Mapping[str, Any], senders: Any) -> Any:
+    """The log pipeline's sink for ``export.logs = influxdb``."""
+    from rqa_otel._internal.delivery import PayloadLogSink
+
+    encoder = InfluxEncoder(influx_schema(settings), resource_attributes)
+    return PayloadLogSink(encoder.log_entries, senders.sender("logs", influx_transport(settings)))

@@ -34,6 +34,10 @@ def build_exporter(
         return None
     if kind == "otlp" and senders is not None and senders.enabled:
         inner, destination = _spooled_otlp_exporter(signal, export.otlp, senders)
+    elif kind == "influxdb":
+        from rqa_otel.influx.exporter import influx_exporter
+
+        inner, destination = influx_exporter(signal, export.influxdb, senders or Senders(False, "", 1, export.otlp.timeout_s))
     elif kind == "file":
         inner, destination = _file_exporter(signal, export.directory, settings.files)
     elif kind == "console":

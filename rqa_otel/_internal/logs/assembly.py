@@ -53,6 +53,12 @@ def build_log_pipeline(
         primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)
+    elif kind == "influxdb":
+        from rqa_otel.influx.exporter import influx_log_sink
+
+        primary = influx_log_sink(
+            settings.export.influxdb, resource_attributes, senders or Senders(False, "", 1, otlp.timeout_s)
+        )
     elif senders is not None and senders.enabled:  # otlp through the durable spool
         transport = otlp_transport("logs", otlp_endpoint("logs", otlp), otlp.protocol, otlp.headers)
         primary = PayloadLogSink(LogPayloads(encoder), senders.sender("logs", transport))
