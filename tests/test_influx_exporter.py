@@ -236,12 +236,17 @@ class AuthInfluxDB1(InfluxDB1):
             return json.loads(response.read())
 
 
-def test_v1_transport_basic_auth_and_permanent_failures(start_backend) -> None:
-    influx = start_backend(AuthInfluxDB1())
+def create_admin(influx: AuthInfluxDB1) -> None:
+    """The first user may be created without credentials."""
     status, _ = http_request("POST", f"{influx.url}/query", data=urllib.parse.urlencode(
         {"q": "CREATE USER admin WITH PASSWORD 's3cret' WITH ALL PRIVILEGES"}),
         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 200
+
+
+def test_v1_transport_basic_auth_and_permanent_failures(start_backend) -> None:
+    influx = start_backend(AuthInfluxDB1())
+    create_admin(influx)
     influx.q('CREATE DATABASE "rqa"')
     encoder = InfluxEncoder(resource_attributes=dict(RESOURCE.attributes))
     payloads = encoder.log_entries(ENTRIES[:1], T0 + 99)
