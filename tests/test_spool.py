@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import rqa_otel
-from backends import Rotel, free_port
+from backends import InfluxDB1, Rotel, free_port
 from conftest import in_ci
 from rqa_otel import names
 from rqa_otel._internal import spool as spool_module
@@ -255,6 +255,45 @@ def test_a_full_spool_disk_keeps_the_strategy_running_raises_an_alert_and_corrup
     assert not (Path(telemetry.senders.spools[0].directory) / QUARANTINE).exists()
 
 
+# --- the back-ends of (a) and (b): InfluxDB 1.x, and rotel for the OTLP path -------------
+
+BAR_NS = 60 * 10**9
+FIRST_BAR_NS = 1_704_153_600 * 10**9  # 2024-01-02: one minute bar per trade, so every trade is its own point
+
+
+class InfluxTarget:
+    """InfluxDB 1.x through the influxdb exporter (v1_compatibility): one
+    point per (measurement, tags, timestamp), so it shows exactly-once."""
+
+    def __init__(self, start_backend) -> None:
+        self.backend = start_backend(InfluxDB1())
+        self.backend.create_database("rqa")
+
+    def overrides(self, directory: Path, **extra) -> dict:
+        return {
+            "export.logs": "influxdb", "export.traces": "none", "export.metrics": "none",
+            "export.influxdb.url": self.backend.url, "export.influxdb.v1_compatibility": True,
+            "export.influxdb.db": "rqa", "export.otlp.timeout_s": 2, "export.directory": str(directory), **extra,
+        }
+
+    def trades(self) -> int:
+        rows = self.backend.points("""SELECT count("body") FROM "logs" WHERE "body" =~ /^(buy|sell) /""", db="rqa")
+        return rows[0]["count"] if rows else 0
+
+
+class OtlpTarget:
+    """rotel over OTLP/HTTP: counts what arrives (no deduplication)."""
+
+    def __init__(self, start_backend) -> None:
+        self.backend = logs_rotel(start_backend)
+
+    def overrides(self, directory: Path, **extra) -> dict:
+        return otlp_overrides(self.backend, directory, **extra)
+
+    def trades(self) -> int:
+        return self.backend.log_records_received()
+
+
 # --- (b) the strategy process is killed while the back-end is down ---------------------
 
 STRATEGY = textwrap.dedent(
@@ -264,12 +303,13 @@ STRATEGY = textwrap.dedent(
     from rqa_otel.trading import BacktestMonitor
 
     overrides, trades, journal = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    FIRST_BAR_NS, BAR_NS = int(sys.argv[4]), int(sys.argv[5])
     telemetry = rqa_otel.setup(strategy="spool_b", overrides=overrides)
     if trades:
         monitor = BacktestMonitor(telemetry, journal_path=journal)
         with monitor.run("spool_b"):
             for i in range(trades):
-                monitor.record_trade("000001.SZ", "sell", 12.5, 100, "spool_b")
+                monitor.record_trade("000001.SZ", "sell", 12.5, 100, "spool_b", timestamp=FIRST_BAR_NS + i * BAR_NS)
                 if i % 1000 == 999:
                     time.sleep(0.02)  # a strategy that is still running when it is killed
     else:  # the next start: only replay what the killed run left
@@ -282,18 +322,19 @@ STRATEGY = textwrap.dedent(
 
 def run_strategy(overrides: dict, trades: int, journal: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", STRATEGY, json.dumps(overrides), str(trades), str(journal)],
+        [sys.executable, "-c", STRATEGY, json.dumps(overrides), str(trades), str(journal), str(FIRST_BAR_NS), str(BAR_NS)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
+@pytest.mark.parametrize("target_kind", [InfluxTarget, OtlpTarget], ids=["influxdb", "otlp"])
 def test_a_strategy_killed_with_sigkill_while_the_back_end_is_down_delivers_its_spool_at_the_next_start(
-    tmp_path, start_backend
+    tmp_path, start_backend, target_kind
 ):
-    rotel = logs_rotel(start_backend)
-    kill9(rotel)
+    target = target_kind(start_backend)
+    kill9(target.backend)
     spool_dir = tmp_path / "spool"
-    overrides = otlp_overrides(rotel, tmp_path / "out", **{"export.spool.directory": str(spool_dir)})
+    overrides = target.overrides(tmp_path / "out", **{"export.spool.directory": str(spool_dir)})
     first = run_strategy(overrides, 1_000_000, tmp_path / "journal.db")
     try:
         wait_until(lambda: spooled_items(spool_dir, "logs") >= 20_000, 60, "20,000 trades spooled")
@@ -305,12 +346,12 @@ def test_a_strategy_killed_with_sigkill_while_the_back_end_is_down_delivers_its_
             first.kill()
     spooled = spooled_items(spool_dir, "logs")  # complete files only: a torn one would fail here
 
-    rotel.restart()
+    target.backend.restart()
     second = run_strategy(overrides, 0, tmp_path / "journal.db")
     out, err = second.communicate(timeout=60)
     assert second.returncode == 0 and "drained" in out, err
-    wait_until(lambda: rotel.log_records_received() >= spooled, 10, f"{spooled} records at rotel")
-    assert rotel.log_records_received() == spooled
+    wait_until(lambda: target.trades() >= spooled, 10, f"{spooled} trades delivered")
+    assert target.trades() == spooled, "every spooled trade delivered, once"
     assert not spooled_files(spool_dir)
 
 
@@ -319,11 +360,9 @@ def test_a_strategy_killed_with_sigkill_while_the_back_end_is_down_delivers_its_
 OUTAGE_S = 30.0  # the issue's
 
 
-def test_a_30_s_back_end_outage_during_a_100000_trade_run_loses_no_trade(tmp_path, start_backend):
-    rotel = logs_rotel(start_backend)
-    telemetry = rqa_otel.setup(
-        strategy="spool_a", overrides=otlp_overrides(rotel, tmp_path / "out"), set_global=False
-    )
+def test_a_30_s_influxdb_outage_during_a_100000_trade_run_stores_every_trade_exactly_once(tmp_path, start_backend):
+    influxdb = InfluxTarget(start_backend)
+    telemetry = rqa_otel.setup(strategy="spool_a", overrides=influxdb.overrides(tmp_path / "out"), set_global=False)
     monitor = BacktestMonitor(telemetry, journal_path=tmp_path / "journal.db")
     trades, killed_at, back_at = 100_000, 20_000, 80_000
     per_pause = 1_000
@@ -331,20 +370,20 @@ def test_a_30_s_back_end_outage_during_a_100000_trade_run_loses_no_trade(tmp_pat
     with monitor.run("spool_a"):
         for i in range(trades):
             if i == killed_at:
-                kill9(rotel)
+                kill9(influxdb.backend)
                 down_since = time.monotonic()
             elif i == back_at:
                 time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_since)))
-                rotel.restart()
+                influxdb.backend.restart()  # same data directory and port
             elif killed_at < i < back_at and i % per_pause == 0:
                 time.sleep(pause_s)  # trading goes on through the outage
-            monitor.record_trade("600519.SH", "buy" if i % 2 else "sell", 1688.5, 100, "spool_a")
+            side = "buy" if i % 2 else "sell"
+            monitor.record_trade("600519.SH", side, 1688.5, 100, "spool_a", timestamp=FIRST_BAR_NS + i * BAR_NS)
     assert telemetry.force_flush(10)
     assert telemetry.log_drops() == {}
     spool = telemetry.senders.spools[0]
     wait_until(lambda: spool.stats().batches == 0, 30, "the spool to drain")
-    wait_until(lambda: rotel.log_records_received() >= trades, 10, f"{trades} trades at rotel")
     telemetry.shutdown()
     assert telemetry.senders.events.replayed_totals()["logs"] > 0, "the outage was ridden out by the spool"
-    # OTLP receivers do not deduplicate: at least once (InfluxDB below: exactly once).
-    assert rotel.log_records_received() >= trades
+    assert telemetry.senders.events.dropped_totals() == {}
+    assert influxdb.trades() == trades, "every trade point present exactly once"
