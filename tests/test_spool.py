@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 import rqa_otel
-from backends import InfluxDB1, Rotel, free_port
+from backends import InfluxDB1, Rotel, _poll, free_port
 from conftest import in_ci
 from rqa_otel import names
-from rqa_otel._internal import spool as spool_module
 from rqa_otel._internal.delivery import Payload, Value
 from rqa_otel._internal.exporters.otlp_payloads import OtlpHttpTransport
 from rqa_otel._internal.spool import QUARANTINE, Spool, SpoolEvents, decode_record, encode_record
@@ -37,14 +36,7 @@ def kill9(backend) -> None:
 
 
 def wait_until(check, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
+    return _poll(check, timeout_s, lambda: f"waiting for {what}", interval=0.1)
 
 
 def spooled_files(directory: Path) -> list[Path]:

@@ -195,13 +195,23 @@ class RetryPolicy:
 
 @dataclass
 class SenderCounts:
-    """Items per outcome, for ``Telemetry.export_counts()`` and /ready."""
+    """Items per outcome of a Delivery."""
 
     signal: str
     destination: str
     exported: int = 0
     failed: int = 0
-    """Lost: rejected, or not delivered in time with nowhere to keep them."""
+    """Lost: rejected, or not delivered within the budget."""
+
+    def add(self, items: int, delivered: bool) -> None:
+        with _COUNTS_LOCK:
+            if delivered:
+                self.exported += items
+            else:
+                self.failed += items
+
+
+_COUNTS_LOCK = threading.Lock()
 
 
 class Sender(Protocol):
@@ -221,14 +231,14 @@ class Sender(Protocol):
 class Delivery:
     """Sends now, retrying RETRY_LATER with backoff until ``budget_s`` is
     spent; no persistence. A REJECTED payload is reported (warning with the
-    server's detail) and counted as failed, never retried."""
+    server's detail) and never retried; ``submit`` returns False for any
+    payload not delivered, so the exporter's accounting counts it."""
 
     def __init__(self, signal: str, transport: Transport, budget_s: float, policy: RetryPolicy = RetryPolicy()) -> None:
         self.transport = transport
         self.budget_s = budget_s
         self.policy = policy
         self.counts = SenderCounts(signal, transport.destination)
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
 
     def send_with_retries(self, payload: Payload, budget_s: float) -> SendResult:
@@ -250,21 +260,14 @@ class Delivery:
         ok = True
         for payload in payloads:
             result = self.send_with_retries(payload, max(0.0, deadline - time.monotonic()))
-            self._account(payload, result)
+            if result.outcome is Outcome.REJECTED:  # permanent: reported, never dropped silently
+                _log.warning(
+                    "%s rejected %d %s (%s value): %s", self.transport.destination, payload.items,
+                    payload.signal, payload.value.name.lower(), result.detail,
+                )
+            self.counts.add(payload.items, result.delivered)
             ok = ok and result.delivered
         return ok
-
-    def _account(self, payload: Payload, result: SendResult) -> None:
-        with self._lock:
-            if result.delivered:
-                self.counts.exported += payload.items
-            else:
-                self.counts.failed += payload.items
-        if result.outcome is Outcome.REJECTED:
-            _log.warning(
-                "%s rejected %d %s (%s value): %s", self.transport.destination, payload.items,
-                payload.signal, payload.value.name.lower(), result.detail,
-            )
 
     def flush(self, timeout_s: float) -> bool:
         return True
@@ -297,22 +300,26 @@ def _quietly(call: Callable[[], Any]) -> None:
 # --- SDK-facing exporters ------------------------------------------------------
 
 
-class PayloadSpanExporter(SpanExporter):
-    """An SDK SpanExporter: ``encode(spans) -> [Payload]``, then the sender."""
+class _PayloadExporter:
+    """What the SDK-facing exporters share: an encoder and a sender."""
 
-    def __init__(self, encode: Callable[[Sequence[Any]], list[Payload]], sender: Sender) -> None:
+    def __init__(self, encode: Callable[..., list[Payload]], sender: Sender) -> None:
         self.encode = encode
         self.sender = sender
 
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        ok = self.sender.submit(self.encode(spans))
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
         return self.sender.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         self.sender.shutdown(5.0)
+
+
+class PayloadSpanExporter(_PayloadExporter, SpanExporter):
+    """An SDK SpanExporter: ``encode(spans) -> [Payload]``, then the sender."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        ok = self.sender.submit(self.encode(spans))
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
 
 class PayloadMetricExporter(MetricExporter):
@@ -336,25 +343,15 @@ class PayloadMetricExporter(MetricExporter):
         self.sender.shutdown(timeout_millis / 1000)
 
 
-class PayloadLogRecordExporter:
+class PayloadLogRecordExporter(_PayloadExporter):
     """An SDK LogRecordExporter (for code that uses the SDK's own log
     processors): ``encode(log_data_batch) -> [Payload]``, then the sender."""
-
-    def __init__(self, encode: Callable[[Sequence[Any]], list[Payload]], sender: Sender) -> None:
-        self.encode = encode
-        self.sender = sender
 
     def export(self, batch: Sequence[Any]):
         from opentelemetry.sdk._logs.export import LogExportResult
 
         ok = self.sender.submit(self.encode(batch))
         return LogExportResult.SUCCESS if ok else LogExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.sender.flush(timeout_millis / 1000)
-
-    def shutdown(self) -> None:
-        self.sender.shutdown(5.0)
 
 
 class PayloadLogSink(LogSink):

@@ -29,6 +29,7 @@ one file write.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -50,7 +51,6 @@ from rqa_otel._internal.delivery import (
     RetryPolicy,
     SendResult,
     Sender,
-    SenderCounts,
     Transport,
     Value,
     _send_quietly,
@@ -133,7 +133,6 @@ class Spool:
         self.transport = transport
         self.directory = directory
         self.max_bytes = max_bytes
-        self.counts = SenderCounts(signal, transport.destination)
         self._events = events
         self._send_timeout_s = send_timeout_s
         self._policy = policy
@@ -151,7 +150,8 @@ class Spool:
         self._pid = os.getpid()
         self._start_replayer()
         if hasattr(os, "register_at_fork"):  # threads do not survive fork()
-            os.register_at_fork(after_in_child=_after_fork_in_child(weakref.ref(self)))
+            after_fork = weakref.WeakMethod(self.after_fork)
+            os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
 
     # --- Sender -----------------------------------------------------------------
 
@@ -364,11 +364,6 @@ class Spool:
         return result
 
     def _finished(self, payload: Payload, result: SendResult) -> None:
-        with self._lock:
-            if result.delivered:
-                self.counts.exported += payload.items
-            else:
-                self.counts.failed += payload.items
         if result.outcome is Outcome.REJECTED:
             self._events.dropped(payload, "rejected")
             self._events.alert(
@@ -441,15 +436,6 @@ class Spool:
             pass
 
 
-def _after_fork_in_child(spool_ref: "weakref.ref[Spool]") -> Callable[[], None]:
-    def restart() -> None:
-        spool = spool_ref()
-        if spool is not None:
-            spool.after_fork()
-
-    return restart
-
-
 def _write_durably(directory: str, name: str, record: bytes) -> None:
     """Temp file, fsync, rename, fsync the directory: after a crash either
     the whole record is there under its final name or nothing is."""
@@ -479,10 +465,8 @@ def _read(path: str) -> bytes:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 def _pid_alive(temp_name: str) -> bool:

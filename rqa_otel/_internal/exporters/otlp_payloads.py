@@ -13,7 +13,6 @@ ABORTED, CANCELLED, OUT_OF_RANGE and DATA_LOSS are retried.
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
@@ -29,11 +28,12 @@ from rqa_otel._internal.delivery import (
     split_by_value,
 )
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
+from rqa_otel._internal.logs.sinks import LOGS_EXPORT_METHOD, grpc_channel
 
 EXPORT_METHODS = {
     "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    "logs": LOGS_EXPORT_METHOD,
 }
 
 
@@ -110,15 +110,7 @@ class OtlpGrpcTransport:
         self.destination = f"OTLP grpc {endpoint}"
 
     def _connect(self) -> None:
-        import grpc
-
-        url = urlsplit(self._endpoint)
-        target = f"{url.hostname}:{url.port}"
-        self._channel = (
-            grpc.insecure_channel(target)
-            if url.scheme == "http"
-            else grpc.secure_channel(target, grpc.ssl_channel_credentials())
-        )
+        self._channel = grpc_channel(self._endpoint)
         self._export = self._channel.unary_unary(self._method)  # raw bytes in and out
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
