@@ -117,8 +117,8 @@ def test_eviction_takes_low_value_first_counts_it_and_never_touches_critical_dat
         spool.shutdown(1)
 
 
-def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replayed(tmp_path, start_backend):
-    rotel = logs_rotel(start_backend)
+def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replayed_in_order(tmp_path, start_backend):
+    rotel = start_backend(Rotel(debug_log=("logs",)))  # detailed: the records' bodies, in arrival order
     kill9(rotel)
     transport = OtlpHttpTransport(f"{rotel.http_endpoint}/v1/logs", {})
     writer = Spool("logs", transport, str(tmp_path), 10**9, SpoolEvents(), send_timeout_s=1)
@@ -143,10 +143,11 @@ def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replay
     reader = Spool("logs", OtlpHttpTransport(f"{rotel.http_endpoint}/v1/logs", {}), str(tmp_path), 10**9, events, 1)
     try:
         wait_until(lambda: not spooled_files(tmp_path), 15, "the spool to drain")
-        wait_until(lambda: rotel.log_records_received() >= 30, 10, "30 records at rotel")
+        wait_until(lambda: len(rotel.logs()) >= 30, 10, "30 records at rotel")
     finally:
         reader.shutdown(1)
-    assert rotel.log_records_received() == 30
+    expected = [f"record {batch}.{i}" for batch in (0, 2, 4) for i in range(10)]
+    assert [record["body"] for record in rotel.logs()] == expected, "each record once, oldest batch first"
     assert sorted(p.name for p in (tmp_path / QUARANTINE).iterdir()) == sorted(
         [files[1].name, files[3].name, f".{files[4].name}.999999999.tmp"]
     )
