@@ -202,6 +202,41 @@ def trade_record(repeat: int) -> dict:
     )
 
 
+INFLUX_BENCH = os.path.join(HERE, "influx_bench.py")
+
+
+def _influx_bench(mode: str, url: str, points: int) -> float:
+    completed = subprocess.run([sys.executable, INFLUX_BENCH, mode, url, str(points)], check=True, capture_output=True, text=True)
+    return json.loads(completed.stdout)["points_per_s"]
+
+
+@benchmark
+def influx_write(repeat: int) -> dict:
+    """Points/s from SDK MetricsData into a real VictoriaMetrics: rqa-otel's
+    InfluxDB metric exporter (gzip, /api/v2/write through influxdb-client)
+    against influxdb-client's batching WriteApi fed with Point objects, in
+    the same run. A first write creates the series (untimed). Goal: >= 500,000
+    points/s and >= 6x the anchor."""
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from backends import VictoriaMetrics
+
+    project, anchor = [], []
+    server = VictoriaMetrics().start()
+    try:
+        _influx_bench("project", server.url, 50_000)  # series creation, untimed
+        for _ in range(max(3, repeat // 2)):
+            project.append(_influx_bench("project", server.url, 500_000))
+            anchor.append(_influx_bench("anchor", server.url, 200_000))
+    finally:
+        server.stop()
+    row = _row(
+        "influx_write", "points/s", statistics.median(project), statistics.median(anchor),
+        "influxdb-client batching WriteApi with Point objects", lower_is_better=False,
+    )
+    row["meets_goal"] = row["project"] >= 500_000 and row["ratio"] >= 6
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (all when none): {', '.join(BENCHMARKS)}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from backends import InfluxDB1, http_request
-from opentelemetry import trace
+from opentelemetry.metrics import Observation
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk._logs import LoggerProvider
@@ -58,10 +58,11 @@ T0 = 1_704_067_200_000_000_000
 JSON_FIELDS = {"attributes"}
 
 
-def parsed(points: list[o2i.Point]) -> Counter:
-    """Points as InfluxDB reads them: line protocol parsed, JSON fields parsed."""
+def parsed(points: list[o2i.Point] | bytes) -> Counter:
+    """Points (or line protocol) as InfluxDB reads them: parsed, JSON fields parsed."""
     result = Counter()
-    for measurement, tags, fields, ts in parse_line_protocol(o2i.to_line_protocol(points)):
+    body = points if isinstance(points, bytes) else o2i.to_line_protocol(points)
+    for measurement, tags, fields, ts in parse_line_protocol(body):
         typed = tuple(
             sorted((k, kind, json.dumps(json.loads(v), sort_keys=True) if k in JSON_FIELDS else v) for k, (kind, v) in fields.items())
         )
@@ -69,10 +70,10 @@ def parsed(points: list[o2i.Point]) -> Counter:
     return result
 
 
-def assert_same(sdk_points: list[o2i.Point], json_points: list[o2i.Point]) -> None:
+def assert_same(sdk_points: list[o2i.Point] | bytes, json_points: list[o2i.Point]) -> None:
     sdk, via_json = parsed(sdk_points), parsed(json_points)
     assert sdk == via_json, f"\nonly SDK path: {list(sdk - via_json)}\nonly JSON path: {list(via_json - sdk)}"
-    assert sum(sdk.values()) == len(sdk_points) > 0
+    assert sum(sdk.values()) == len(json_points) > 0
 
 
 # --- same SDK data, both paths -------------------------------------------------------
@@ -114,7 +115,9 @@ def _metrics_data(schema_data_points: int = 3):
     trades = meter.create_counter(names.TRADES_COUNTER)
     positions = meter.create_up_down_counter("positions")
     notional = meter.create_histogram(names.TRADE_NOTIONAL_HISTOGRAM, explicit_bucket_boundaries_advisory=[10.0, 1e6, 1e22])
-    meter.create_observable_gauge("cash", [lambda options: [__import__("opentelemetry.metrics").metrics.Observation(5.25, {"ccy": "CNY"})]])
+    meter.create_observable_gauge("cash", [lambda options: [
+        Observation(5.25, {"ccy": "CNY"}), Observation(float("nan"), {"ccy": "USD"}),
+    ]])
     tracer = TracerProvider().get_tracer("t")
     for n in range(schema_data_points):
         attributes = {names.STOCK: f"00000{n}.SZ", names.TRADE_SIDE: "buy", "lot": n}
@@ -129,11 +132,11 @@ def _metrics_data(schema_data_points: int = 3):
 def test_metrics_sdk_path_equals_otlp_json_path(schema) -> None:
     data = _metrics_data()
     converter = MetricsConverter(schema)
-    sdk_points = converter.convert(data)
-    assert_same(sdk_points, o2i.metrics_to_points(json.loads(request_to_json_line(encode_metrics(data))), schema))
-    assert converter.convert(data) == sdk_points  # the per-series tag cache changes nothing
+    lines = converter.lines(data)  # the exporter's path: number lines without Point objects
+    assert_same(o2i.encode_lines(lines), o2i.metrics_to_points(json.loads(request_to_json_line(encode_metrics(data))), schema))
+    assert converter.lines(data) == lines  # the per-series caches change nothing
     if schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1:
-        assert any(p.measurement == names.TRADE_NOTIONAL_HISTOGRAM + "_exemplar" for p in sdk_points)
+        assert any(line.startswith(names.TRADE_NOTIONAL_HISTOGRAM + "_exemplar,") for line in lines)
 
 
 ENTRIES = [
@@ -213,7 +216,7 @@ def test_v2_transport_writes_sdk_metrics_to_victoria_metrics(victoria_metrics) -
     series = victoria_metrics.wait_for_export('{__name__=~"rqa.trades_counter"}', min_series=60)
     labels = {s["metric"][names.STOCK] for s in series}
     assert len(labels) == 60 and series[0]["metric"]["service.name"] == "strategy-a"
-    assert delivery.counts.exported == len(MetricsConverter().convert(data)) and delivery.counts.failed == 0
+    assert delivery.counts.exported == len(MetricsConverter().lines(data)) and delivery.counts.failed == 0
     exporter.shutdown()
 
 

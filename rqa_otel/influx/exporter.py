@@ -45,7 +45,7 @@ from rqa_otel._internal.delivery import (
     split_by_value,
 )
 from rqa_otel.influx import otel2influx as o2i
-from rqa_otel.influx.otel2influx import Point, to_line_protocol
+from rqa_otel.influx.otel2influx import Point, encode_lines, line_strings
 from rqa_otel.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
 
 # The Collector's influxdb exporter defaults (payload_max_lines, payload_max_bytes).
@@ -90,13 +90,13 @@ class InfluxEncoder:
 
     def metrics(self, data: Any) -> list[Payload]:
         """A ``MetricsData``; critical when it holds trade, portfolio or alert instruments."""
-        return self.payloads("metrics", metrics_value(data), self._metrics.convert(data))
+        return self.line_payloads("metrics", metrics_value(data), self._metrics.lines(data))
 
     def metric_chunks(self, data: Any) -> Iterator[list[Payload]]:
         """The payloads of :meth:`metrics`, a line limit's worth at a time."""
         value = metrics_value(data)
-        for points in self._metrics.chunks(data, self.schema.max_lines):
-            yield self.payloads("metrics", value, points)
+        for lines in self._metrics.chunks(data, self.schema.max_lines):
+            yield self.line_payloads("metrics", value, lines)
 
     def log_entries(self, entries: Sequence[Any], observed_ns: int) -> list[Payload]:
         """The log pipeline's entries: trade and portfolio events critical,
@@ -115,11 +115,14 @@ class InfluxEncoder:
 
     def payloads(self, signal: str, value: Value, points: Sequence[Point]) -> list[Payload]:
         """Line protocol of ``points`` in payloads within the line and byte limits."""
+        return self.line_payloads(signal, value, line_strings(points))
+
+    def line_payloads(self, signal: str, value: Value, lines: Sequence[str]) -> list[Payload]:
         max_lines, max_bytes = self.schema.max_lines, self.schema.max_bytes
         payloads = []
-        for start in range(0, len(points), max_lines):
-            chunk = points[start : start + max_lines]
-            body = to_line_protocol(chunk)
+        for start in range(0, len(lines), max_lines):
+            chunk = lines[start : start + max_lines]
+            body = encode_lines(chunk)
             if len(body) <= max_bytes:
                 payloads.append(Payload(signal, body, value, len(chunk)))
             else:

@@ -126,24 +126,25 @@ class MetricsConverter:
         self._bases: dict[tuple, tuple[Any, Any, dict]] = {}
         self._warned: set[str] = set()
 
-    def convert(self, data: MetricsData) -> list[Point]:
-        return [point for chunk in self.chunks(data, 1 << 62) for point in chunk]
+    def lines(self, data: MetricsData) -> list[str]:
+        """The line-protocol lines of ``data``."""
+        return [line for chunk in self.chunks(data, 1 << 62) for line in chunk]
 
-    def chunks(self, data: MetricsData, size: int) -> Iterator[list[Point]]:
-        """The points of ``data`` in lists of about ``size`` (cut between
+    def chunks(self, data: MetricsData, size: int) -> Iterator[list[str]]:
+        """The lines of ``data`` in lists of about ``size`` (cut between
         metrics), so that a big collection can be sent while it is converted."""
-        points: list[Point] = []
+        lines: list[str] = []
         v2 = self.v2
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 base = self._base(resource_metrics.resource, scope_metrics.scope)
                 for metric in scope_metrics.metrics:
-                    self._metric(points.append, v2, base, metric)
-                    if len(points) >= size:
-                        yield points
-                        points = []
-        if points:
-            yield points
+                    self._metric(lines, v2, base, metric)
+                    if len(lines) >= size:
+                        yield lines
+                        lines = []
+        if lines:
+            yield lines
 
     def _base(self, resource: Any, scope: Any) -> dict[str, str]:
         key = (id(resource), id(scope))
@@ -174,31 +175,36 @@ class MetricsConverter:
             self._series[id(attributes)] = (attributes, base, tags)
         return tags
 
-    def _metric(self, append: Callable[[Point], None], v2: bool, base: dict[str, str], metric: Any) -> None:
+    def _metric(self, lines: list[str], v2: bool, base: dict[str, str], metric: Any) -> None:
         name, data = metric.name, metric.data
-        tags_of = self._tags
+        points: list[Point] = []  # what takes the general path: histograms, exemplars
+        append = points.append
         cls = data.__class__
         if cls is Sum or cls is Gauge:
             counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
-            number_point = o2i.number_point
-            series = self._series
-            for point in data.data_points:
-                ts = point.time_unix_nano
-                if not ts:
+            data_points = data.data_points
+            for point in data_points:
+                if not point.time_unix_nano:
                     raise ValueError(f"metric {name!r}: metric has no timestamp")
-                attributes = point.attributes
-                entry = series.get(id(attributes))  # _tags, inlined: this loop runs per data point
-                tags = entry[2] if entry is not None and entry[0] is attributes and entry[1] is base else tags_of(base, attributes)
-                number_point(append, v2, name, counter, tags, point.start_time_unix_nano or 0, ts, point.value)
                 if point.exemplars and not v2:
                     _exemplars(append, name, point.exemplars)
+            series, tags_of = self._series, self._tags
+
+            def rows():
+                for point in data_points:
+                    attributes = point.attributes
+                    entry = series.get(id(attributes))  # _tags, inlined: this runs per data point
+                    tags = entry[2] if entry is not None and entry[0] is attributes and entry[1] is base else tags_of(base, attributes)
+                    yield tags, point.start_time_unix_nano or 0, point.time_unix_nano, point.value
+
+            o2i.number_lines(lines, v2, name, counter, rows())
         elif cls is Histogram:
             for point in data.data_points:
                 ts = point.time_unix_nano
                 if not ts:
                     raise ValueError(f"metric {name!r}: metric has no timestamp")
                 o2i.histogram_points(
-                    append, v2, name, tags_of(base, point.attributes), point.start_time_unix_nano or 0, ts,
+                    append, v2, name, self._tags(base, point.attributes), point.start_time_unix_nano or 0, ts,
                     point.count, point.sum, point.min, point.max, point.bucket_counts, point.explicit_bounds,
                 )
                 if point.exemplars and not v2:
@@ -209,6 +215,8 @@ class MetricsConverter:
                 _log.warning("metric %r is not written to InfluxDB: %s", name, o2i.EXPONENTIAL_HISTOGRAM_REJECTED)
         else:
             raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
+        if points:
+            lines += o2i.line_strings(points)
 
 
 def _put_tags(attributes: Mapping[str, Any] | None, tags: dict[str, str]) -> None:
