@@ -1048,35 +1048,8 @@ def _write_span(
     start = _int(span.get("startTimeUnixNano"), "startTimeUnixNano")
     if not start:
         raise ValueError("startTimeUnixNano: span has no timestamp")
-    events = []
-    for e, event in enumerate(_items(span, "events")):
-        try:
-            if event.__class__ is not dict:
-                raise ValueError(f"expected an Event object, got {event!r}")
-            event_name = event.get("name")
-            events.append((
-                _string(event_name, "name") if event_name else "",
-                _int(event.get("timeUnixNano"), "timeUnixNano"),
-                _raw_attributes(_items(event, "attributes")),
-                _count(event, "droppedAttributesCount"),
-            ))
-        except ValueError as exc:
-            raise ValueError(f"events[{e}]: {exc}") from None
-    links = []
-    for k, link in enumerate(_items(span, "links")):
-        try:
-            if link.__class__ is not dict:
-                raise ValueError(f"expected a Link object, got {link!r}")
-            link_state = link.get("traceState")
-            links.append((
-                _hex_id(link.get("traceId"), 32, "traceId"),
-                _hex_id(link.get("spanId"), 16, "spanId"),
-                _string(link_state, "traceState") if link_state else "",
-                _raw_attributes(_items(link, "attributes")),
-                _count(link, "droppedAttributesCount"),
-            ))
-        except ValueError as exc:
-            raise ValueError(f"links[{k}]: {exc}") from None
+    events = _decoded(span, "events", "an Event", _event_values)
+    links = _decoded(span, "links", "a Link", _link_values)
     status = _object(span, "status")
     message = status.get("message")
     span_points(
@@ -1090,6 +1063,40 @@ def _write_span(
         events, _count(span, "droppedEventsCount"), links, _count(span, "droppedLinksCount"),
         _enum(status.get("code"), _STATUS_CODES, "status.code") if status else 0,
         _string(message, "status.message") if status and message else "",
+    )
+
+
+def _decoded(span: Mapping, key: str, what: str, decode: Callable[[dict], tuple]) -> list[tuple]:
+    """``decode`` of each object in ``span[key]``; errors name ``key[i]``."""
+    result = []
+    for i, item in enumerate(_items(span, key)):
+        try:
+            if item.__class__ is not dict:
+                raise ValueError(f"expected {what} object, got {item!r}")
+            result.append(decode(item))
+        except ValueError as exc:
+            raise ValueError(f"{key}[{i}]: {exc}") from None
+    return result
+
+
+def _event_values(event: dict) -> tuple:
+    name = event.get("name")
+    return (
+        _string(name, "name") if name else "",
+        _int(event.get("timeUnixNano"), "timeUnixNano"),
+        _raw_attributes(_items(event, "attributes")),
+        _count(event, "droppedAttributesCount"),
+    )
+
+
+def _link_values(link: dict) -> tuple:
+    trace_state = link.get("traceState")
+    return (
+        _hex_id(link.get("traceId"), 32, "traceId"),
+        _hex_id(link.get("spanId"), 16, "spanId"),
+        _string(trace_state, "traceState") if trace_state else "",
+        _raw_attributes(_items(link, "attributes")),
+        _count(link, "droppedAttributesCount"),
     )
 
 
