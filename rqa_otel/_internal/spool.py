@@ -234,7 +234,7 @@ class Spool:
             name = self._next_name(payload)
         try:
             if not os.path.isdir(self.directory):
-                os.makedirs(self.directory, exist_ok=True)
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
                 self._write_destination_note()
             _write_durably(self.directory, name, record)
         except OSError as exc:
@@ -441,7 +441,8 @@ def _write_durably(directory: str, name: str, record: bytes) -> None:
     the whole record is there under its final name or nothing is."""
     temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(temp, "wb") as file:
+        # Owner-only: the spool holds trades and positions.
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
             file.write(record)
             file.flush()
             os.fsync(file.fileno())
