@@ -53,6 +53,15 @@ def spooled_items(directory: Path, signal_name: str) -> int:
     )
 
 
+def scrape(port: int, path: str) -> str:
+    """An ops endpoint's body, also for a 503."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.read().decode()
+
+
 def logs_rotel(start_backend) -> Rotel:
     """Rotel counting log records cheaply (basic verbosity prints one line per request)."""
     return start_backend(Rotel(debug_log=("logs",), verbosity="basic"))
@@ -185,6 +194,23 @@ def test_critical_data_refused_by_a_full_spool_shows_in_ready_and_as_a_critical_
     telemetry.shutdown()
 
 
+def test_a_batch_the_back_end_rejects_for_good_is_not_spooled_but_counted_and_alerted(tmp_path, start_backend):
+    influxdb = InfluxTarget(start_backend)
+    ops_port = free_port()
+    overrides = influxdb.overrides(tmp_path / "out", **{"export.influxdb.db": "no_such_db", "ops.http_port": ops_port})
+    telemetry = rqa_otel.setup(strategy="spool_rejected", overrides=overrides, set_global=False)
+    monitor = BacktestMonitor(telemetry, journal_path=tmp_path / "journal.db")
+    for i in range(10):
+        monitor.record_trade("600519.SH", "buy", 1688.5, 100, "spool_rejected", timestamp=FIRST_BAR_NS + i * BAR_NS)
+    telemetry.force_flush(10)
+    assert telemetry.senders.events.dropped_totals() == {("logs", "critical", "rejected"): 10}
+    assert not spooled_files(tmp_path / "out"), "a permanent failure is not retried"
+    metrics = scrape(ops_port, "/metrics")
+    assert f'alert_name="{names.EXPORT_REJECTED_ALERT}",alert_severity="critical"' in metrics
+    assert telemetry.log_drops() == {("export_failed", "INFO"): 10}, "the exporter's own accounting sees the loss"
+    telemetry.shutdown()
+
+
 # --- (c) the spool's file system fills up --------------------------------------------
 
 
@@ -203,14 +229,6 @@ def tiny_tmpfs(tmp_path):
         pytest.skip(reason)
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def scrape(port: int, path: str) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.read().decode()
 
 
 def test_a_full_spool_disk_keeps_the_strategy_running_raises_an_alert_and_corrupts_nothing(
