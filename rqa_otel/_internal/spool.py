@@ -229,9 +229,11 @@ class Spool:
     def _persist(self, payload: Payload) -> bool:
         record = encode_record(payload)
         with self._lock:
-            if not self._make_room(len(record), payload):
-                return False
+            room = self._make_room(len(record), payload)
             name = self._next_name(payload)
+        if not room:
+            self._refuse(payload)  # outside the lock: it may raise an alert
+            return False
         try:
             if not os.path.isdir(self.directory):
                 os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -268,7 +270,6 @@ class Spool:
                 victims.append(entry)
                 needed -= entry.size
         if needed > 0:
-            self._refuse(payload)
             return False
         for entry in victims:
             self._evict(entry)
@@ -285,9 +286,9 @@ class Spool:
     def _refuse(self, payload: Payload) -> None:
         self._events.dropped(payload, "spool_full")
         if payload.value is Value.CRITICAL:
-            self._critical_refused += payload.items
-            first = not self._refusing_critical
-            self._refusing_critical = True
+            with self._lock:
+                self._critical_refused += payload.items
+                first, self._refusing_critical = not self._refusing_critical, True
             if first:
                 self._events.alert(
                     names.SPOOL_CRITICAL_DATA_LOST_ALERT, "critical",
@@ -323,11 +324,12 @@ class Spool:
                 delays = None
                 continue
             delays = delays or self._policy.delays()
-            delay = max(next(delays), result.retry_after_s or 0.0)
-            with self._lock:
+            deadline = time.monotonic() + max(next(delays), result.retry_after_s or 0.0)
+            with self._lock:  # new files notify too: wait out the backoff regardless
+                while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
+                    self._wake.wait(remaining)
                 if self._stopping:
                     return
-                self._wake.wait(delay)
 
     def _oldest(self) -> _Entry | None:
         """The oldest file, waiting for one; None when stopping."""
@@ -512,10 +514,12 @@ class SpoolEvents:
     def dropped(self, payload: Payload, reason: str) -> None:
         key = (payload.signal, payload.value.name.lower(), reason)
         with self._lock:
+            first = key not in self._dropped
             self._dropped[key] = self._dropped.get(key, 0) + payload.items
-        _log.warning(
-            "spool: %d %s items (%s value) dropped: %s", payload.items, payload.signal,
-            payload.value.name.lower(), reason,
+        # Once per kind on stderr; rqa.export.spool.dropped has every count.
+        (_log.warning if first else _log.debug)(
+            "spool: %d %s items (%s value) dropped: %s%s", payload.items, payload.signal,
+            payload.value.name.lower(), reason, "; further drops of this kind are only counted" if first else "",
         )
 
     def replayed(self, payload: Payload) -> None:
