@@ -67,11 +67,11 @@ def batches(points: int) -> list[MetricsData]:
 
 
 def project(url: str, data: list[MetricsData]) -> float:
-    from rqa_otel._internal.delivery import Delivery
-    from rqa_otel.influx.exporter import InfluxEncoder, InfluxMetricExporter, InfluxV2Transport
+    from rqa_otel._internal.delivery import Delivery, PayloadMetricExporter
+    from rqa_otel.influx.exporter import InfluxEncoder, InfluxV2Transport
 
     transport = InfluxV2Transport(url, org="bench", bucket="bench")
-    exporter = InfluxMetricExporter(InfluxEncoder(), Delivery("metrics", transport, budget_s=30.0))
+    exporter = PayloadMetricExporter(InfluxEncoder().metrics, Delivery("metrics", transport, budget_s=30.0))
     started = time.perf_counter()
     for batch in data:
         exporter.export(batch)

@@ -37,13 +37,12 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from test_otel2influx_conformance import parse_line_protocol
 
 from rqa_otel import names
-from rqa_otel._internal.delivery import Delivery, Outcome, Payload, Value
+from rqa_otel._internal.delivery import Delivery, Outcome, Payload, PayloadMetricExporter, Value
 from rqa_otel._internal.exporters.otlp_json_file import request_to_json_line, spans_to_json_line
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel.influx import otel2influx as o2i
 from rqa_otel.influx.exporter import (
     InfluxEncoder,
-    InfluxMetricExporter,
     InfluxSchema,
     InfluxV1Transport,
     InfluxV2Transport,
@@ -206,12 +205,12 @@ def test_alert_spans_and_trade_metrics_are_critical() -> None:
 
 
 def test_v2_transport_writes_sdk_metrics_to_victoria_metrics(victoria_metrics) -> None:
-    """A collection bigger than a batch (pipelined) through influxdb-client's
+    """A collection of several batches through influxdb-client's
     /api/v2/write, gzip-compressed: every series arrives, tagged."""
     data = _metrics_data(schema_data_points=60)
     transport = InfluxV2Transport(victoria_metrics.url, org="rqa", bucket="telemetry")
     delivery = Delivery("metrics", transport, budget_s=10.0)
-    exporter = InfluxMetricExporter(InfluxEncoder(InfluxSchema(max_lines=25)), delivery)
+    exporter = PayloadMetricExporter(InfluxEncoder(InfluxSchema(max_lines=25)).metrics, delivery)
     assert exporter.export(data).name == "SUCCESS"
     series = victoria_metrics.wait_for_export('{__name__=~"rqa.trades_counter"}', min_series=60)
     labels = {s["metric"][names.STOCK] for s in series}
@@ -310,5 +309,14 @@ def test_status_classification_and_gzip_on_the_wire() -> None:
         assert path.startswith("/api/v2/write?") and "bucket=b" in path and "precision=ns" in path
         assert headers["Content-Encoding"] == "gzip" and gzip.decompress(body) == payload.body
         assert headers["Authorization"] == "Token tok"
+
+        # A big payload goes as two concurrent halves, cut at a line end; the worse answer wins.
+        big = Payload("metrics", b"".join(b"m,k=%d f=1i %d\n" % (n, n) for n in range(60_000)), Value.NORMAL, 60_000)
+        for answers, outcome in (([(204, {}), (204, {})], Outcome.DELIVERED), ([(204, {}), (503, {})], Outcome.RETRY_LATER),
+                                 ([(400, {}), (503, {})], Outcome.REJECTED)):
+            _Answers.answers[:], _Answers.received[:] = answers, []
+            assert transport.send(big, 5.0).outcome is outcome
+            halves = sorted(gzip.decompress(body) for _, _, body in _Answers.received)
+            assert len(halves) == 2 and sorted(halves[0].splitlines() + halves[1].splitlines()) == sorted(big.body.splitlines())
     finally:
         server.shutdown()

@@ -23,18 +23,17 @@ any other 4xx rejected, with the server's message in the detail.
 from __future__ import annotations
 
 import base64
-import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
 from rqa_otel._internal.delivery import (
     DELIVERED,
     Outcome,
     PayloadMetricExporter,
-    Sender,
     Payload,
     SendResult,
     Value,
@@ -91,12 +90,6 @@ class InfluxEncoder:
     def metrics(self, data: Any) -> list[Payload]:
         """A ``MetricsData``; critical when it holds trade, portfolio or alert instruments."""
         return self.line_payloads("metrics", metrics_value(data), self._metrics.lines(data))
-
-    def metric_chunks(self, data: Any) -> Iterator[list[Payload]]:
-        """The payloads of :meth:`metrics`, a line limit's worth at a time."""
-        value = metrics_value(data)
-        for lines in self._metrics.chunks(data, self.schema.max_lines):
-            yield self.line_payloads("metrics", value, lines)
 
     def log_entries(self, entries: Sequence[Any], observed_ns: int) -> list[Payload]:
         """The log pipeline's entries: trade and portfolio events critical,
@@ -169,6 +162,52 @@ def _network_error(exc: BaseException, destination: str) -> SendResult:
     return SendResult(Outcome.RETRY_LATER, None, f"{type(exc).__name__} sending to {destination}: {exc}")
 
 
+# A body this big is sent as two halves at once: the server parses one while
+# it receives the other (it has cores to spare), and the two gzip runs
+# overlap (zlib releases the GIL). Smaller bodies are not worth a thread.
+_HALVES_MIN_BYTES = 512 * 1024
+
+
+class _Halves:
+    """``post(body, timeout_s) -> SendResult`` for a whole payload, as two
+    concurrent requests when it is big. Delivered when both halves are; a
+    half that must be retried makes the whole payload retried (a point
+    written twice is still one point in InfluxDB); a rejected half rejects it."""
+
+    def __init__(self, post: Callable[[bytes, float], SendResult]) -> None:
+        self._post = post
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def send(self, body: bytes, timeout_s: float) -> SendResult:
+        cut = body.rfind(b"\n", 0, len(body) // 2) + 1 if len(body) >= _HALVES_MIN_BYTES else 0
+        if cut <= 0:
+            return self._post(body, timeout_s)
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="rqa-otel influx write")
+            executor = self._executor
+        second = executor.submit(self._post, body[cut:], timeout_s)
+        first = self._post(body[:cut], timeout_s)
+        return _worse(first, second.result())
+
+    def after_fork(self) -> None:
+        self._executor = None  # its thread stayed in the parent
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+
+def _worse(a: SendResult, b: SendResult) -> SendResult:
+    """The combined outcome of two halves: rejected > retry later > delivered."""
+    rank = {Outcome.REJECTED: 2, Outcome.RETRY_LATER: 1, Outcome.DELIVERED: 0}
+    worse = a if rank[a.outcome] >= rank[b.outcome] else b
+    if a.outcome is b.outcome is Outcome.RETRY_LATER and (a.retry_after_s or b.retry_after_s):
+        return SendResult(Outcome.RETRY_LATER, max(a.retry_after_s or 0.0, b.retry_after_s or 0.0), worse.detail)
+    return worse
+
+
 @dataclass
 class InfluxV2Transport:
     """``POST /api/v2/write?org=&bucket=&precision=ns`` through influxdb-client,
@@ -190,14 +229,18 @@ class InfluxV2Transport:
         # retries=False: the delivery layer retries, with the spool behind it.
         self._client = InfluxDBClient(url=self.url, token=self.token or "", org=self.org, retries=False)
         self._service = WriteService(self._client.api_client)
+        self._halves = _Halves(self._post)
         self.destination = self.destination or f"InfluxDB {self.url.rstrip('/')}/api/v2/write bucket {self.bucket}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
+        return self._halves.send(payload.body, timeout_s)
+
+    def _post(self, body: bytes, timeout_s: float) -> SendResult:
         from influxdb_client.rest import ApiException
 
         try:
             self._service.post_write(
-                self.org, self.bucket, gzip_body(payload.body), precision="ns", content_encoding="gzip",
+                self.org, self.bucket, gzip_body(body), precision="ns", content_encoding="gzip",
                 content_type="text/plain; charset=utf-8", _request_timeout=max(0.001, timeout_s),
             )
         except ApiException as exc:
@@ -208,8 +251,10 @@ class InfluxV2Transport:
 
     def after_fork(self) -> None:
         self._client.api_client.rest_client.pool_manager.clear()
+        self._halves.after_fork()
 
     def shutdown(self) -> None:
+        self._halves.shutdown()
         self._client.close()
 
 
@@ -240,14 +285,18 @@ class InfluxV1Transport:
             credentials = f"{self.username}:{self.password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
         self._pool = urllib3.PoolManager(maxsize=2, headers=headers, retries=False)
+        self._halves = _Halves(self._post)
         self.destination = self.destination or f"InfluxDB 1.x {self.url.rstrip('/')}/write db {self.db}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
+        return self._halves.send(payload.body, timeout_s)
+
+    def _post(self, body: bytes, timeout_s: float) -> SendResult:
         import urllib3
 
         try:
             response = self._pool.request(
-                "POST", self._write_url, body=gzip_body(payload.body), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
+                "POST", self._write_url, body=gzip_body(body), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
             )
         except Exception as exc:
             return _network_error(exc, self.destination)
@@ -255,8 +304,10 @@ class InfluxV1Transport:
 
     def after_fork(self) -> None:
         self._pool.clear()
+        self._halves.after_fork()
 
     def shutdown(self) -> None:
+        self._halves.shutdown()
         self._pool.clear()
 
 
@@ -269,65 +320,6 @@ def _check_url(url: str) -> None:
 def points_payloads(signal: str, value: Value, points: Iterable[Point], schema: InfluxSchema = InfluxSchema()) -> list[Payload]:
     """Payloads of ready-made points (``rqa-otel replay``)."""
     return InfluxEncoder(schema).payloads(signal, value, list(points))
-
-
-# --- exporters ------------------------------------------------------------------------
-
-
-class InfluxMetricExporter(PayloadMetricExporter):
-    """The SDK MetricExporter for InfluxDB. A collection bigger than one
-    batch is converted and sent at once: the next batch is encoded while the
-    previous one is on the wire (the wait for the server releases the GIL),
-    which nearly doubles the rate to a local server."""
-
-    def __init__(self, encoder: InfluxEncoder, sender: Sender, **kwargs: Any) -> None:
-        super().__init__(encoder.metrics, sender, **kwargs)
-        self.encoder = encoder
-
-    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
-        from opentelemetry.sdk.metrics.export import MetricExportResult
-
-        ok = submit_pipelined(self.sender, self.encoder.metric_chunks(metrics_data))
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-
-_DONE = object()
-
-
-def submit_pipelined(sender: Sender, chunks: Iterator[list[Payload]]) -> bool:
-    """``sender.submit`` each chunk in order, on a helper thread while the
-    next chunk is encoded here; True when every submit succeeded. A single
-    chunk is submitted right here, with no thread."""
-    first = next(chunks, None)
-    if first is None:
-        return True
-    second = next(chunks, None)
-    if second is None:
-        return sender.submit(first)
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    results: list[bool] = []
-
-    def submit_in_order() -> None:
-        while True:
-            chunk = handoff.get()
-            if chunk is _DONE:
-                return
-            try:
-                results.append(sender.submit(chunk))
-            except Exception:
-                results.append(False)
-
-    thread = threading.Thread(target=submit_in_order, name="rqa-otel influx send", daemon=True)
-    thread.start()
-    try:
-        handoff.put(first)
-        handoff.put(second)
-        for chunk in chunks:
-            handoff.put(chunk)
-    finally:
-        handoff.put(_DONE)
-        thread.join()
-    return all(results)
 
 
 # --- assembly from settings ------------------------------------------------------------
@@ -357,7 +349,7 @@ def influx_exporter(signal: str, settings: Any, senders: Any) -> tuple[Any, str]
     encoder = InfluxEncoder(influx_schema(settings))
     if signal == "traces":
         return PayloadSpanExporter(encoder.spans, sender), sender.transport.destination
-    return InfluxMetricExporter(encoder, sender), sender.transport.destination
+    return PayloadMetricExporter(encoder.metrics, sender), sender.transport.destination
 
 
 def influx_log_sink(settings: Any, resource_attributes: Mapping[str, Any], senders: Any) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from opentelemetry.sdk.metrics.export import (
     ExponentialHistogram,
@@ -128,11 +128,6 @@ class MetricsConverter:
 
     def lines(self, data: MetricsData) -> list[str]:
         """The line-protocol lines of ``data``."""
-        return [line for chunk in self.chunks(data, 1 << 62) for line in chunk]
-
-    def chunks(self, data: MetricsData, size: int) -> Iterator[list[str]]:
-        """The lines of ``data`` in lists of about ``size`` (cut between
-        metrics), so that a big collection can be sent while it is converted."""
         lines: list[str] = []
         v2 = self.v2
         for resource_metrics in data.resource_metrics:
@@ -140,11 +135,7 @@ class MetricsConverter:
                 base = self._base(resource_metrics.resource, scope_metrics.scope)
                 for metric in scope_metrics.metrics:
                     self._metric(lines, v2, base, metric)
-                    if len(lines) >= size:
-                        yield lines
-                        lines = []
-        if lines:
-            yield lines
+        return lines
 
     def _base(self, resource: Any, scope: Any) -> dict[str, str]:
         key = (id(resource), id(scope))
