@@ -26,7 +26,10 @@ them; the Go code at 5301efa could not be read line by line, so these follow
 the nearest stored versions of it):
 
 * telegraf-prometheus-v1 writes exemplars (with a trace and span id) as
-  points ``<metric>_exemplar`` (influxdb-observability PR #275); v2 writes none.
+  points ``<metric>_exemplar`` (influxdb-observability PR #275, merged
+  2023-08; the Collector's exporter builds with otel2influx v0.5.12, see
+  exporter/influxdbexporter/go.mod, whose ``enqueueExemplars`` does this for
+  gauges, sums and histograms); v2 writes none.
 * v2 bucket and quantile points carry only their one field (as the v2
   histogram case shows for buckets; assumed for quantiles).
 * A histogram's ``sum``/``min``/``max`` are written only when present.
