@@ -54,7 +54,6 @@ from rqa_otel.influx.exporter import (
     InfluxSchema,
     InfluxV1Transport,
     InfluxV2Transport,
-    split_lines,
 )
 from rqa_otel.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
 
@@ -264,8 +263,10 @@ def test_payloads_respect_line_and_byte_limits_and_value_classes() -> None:
     assert by_value == {Value.LOW: 25, Value.CRITICAL: 4, Value.NORMAL: 1}
     lines = b"".join(p.body for p in payloads).splitlines()
     assert len(lines) == len(set(lines)) == 30
-    assert split_lines(b"a\nbb\nccc\n", 4) == [b"a\nbb\n"[:2], b"bb\n", b"ccc\n"]
-    assert split_lines(b"toolongline\nx\n", 4) == [b"toolongline\n", b"x\n"]
+    # Cut between lines, never inside one: a string field may hold a raw newline.
+    multiline = [(T0 + n, logging.WARNING, "x", "line one\nline two " * 10, {}, 0, 0, 0) for n in range(6)]
+    small = InfluxEncoder(InfluxSchema(max_bytes=300), {"service.name": "s"}).log_entries(multiline, T0)
+    assert len(small) == 6 and all(len(parse_line_protocol(p.body)) == p.items == 1 for p in small)
 
 
 def test_alert_spans_and_trade_metrics_are_critical() -> None:
@@ -392,5 +393,9 @@ def test_status_classification_and_gzip_on_the_wire() -> None:
             assert transport.send(big, 5.0).outcome is outcome
             halves = sorted(gzip.decompress(body) for _, _, body in _Answers.received)
             assert len(halves) == 2 and sorted(halves[0].splitlines() + halves[1].splitlines()) == sorted(big.body.splitlines())
+        # Not one with string fields: a newline there may be inside a value.
+        texts = Payload("logs", b"".join(b'logs body="a\nb %d" %d\n' % (n, n) for n in range(60_000)), Value.NORMAL, 60_000)
+        _Answers.answers[:], _Answers.received[:] = [(204, {})], []
+        assert transport.send(texts, 5.0).outcome is Outcome.DELIVERED and len(_Answers.received) == 1
     finally:
         server.shutdown()

@@ -111,16 +111,21 @@ class InfluxEncoder:
         return self.line_payloads(signal, value, line_strings(points))
 
     def line_payloads(self, signal: str, value: Value, lines: Sequence[str]) -> list[Payload]:
-        max_lines, max_bytes = self.schema.max_lines, self.schema.max_bytes
-        payloads = []
-        for start in range(0, len(lines), max_lines):
-            chunk = lines[start : start + max_lines]
-            body = encode_lines(chunk)
-            if len(body) <= max_bytes:
-                payloads.append(Payload(signal, body, value, len(chunk)))
-            else:
-                payloads += [Payload(signal, part, value, part.count(b"\n")) for part in split_lines(body, max_bytes)]
+        """``lines`` in payloads of at most ``max_lines`` lines and ``max_bytes`` bytes."""
+        payloads: list[Payload] = []
+        for start in range(0, len(lines), self.schema.max_lines):
+            self._fit(payloads, signal, value, lines[start : start + self.schema.max_lines])
         return payloads
+
+    def _fit(self, payloads: list[Payload], signal: str, value: Value, lines: Sequence[str]) -> None:
+        # Halved by lines, never by bytes: a string field may hold a raw newline.
+        body = encode_lines(lines)
+        if len(body) <= self.schema.max_bytes or len(lines) == 1:  # one longer line goes alone
+            payloads.append(Payload(signal, body, value, len(lines)))
+            return
+        half = len(lines) // 2
+        self._fit(payloads, signal, value, lines[:half])
+        self._fit(payloads, signal, value, lines[half:])
 
 
 def _record_value(readable: Any) -> Value:
@@ -129,25 +134,6 @@ def _record_value(readable: Any) -> Value:
     level = 30 if number is not None and number.value >= 13 else 20  # WARN and above: not low
     scope = readable.instrumentation_scope
     return log_value((0, level, scope.name if scope is not None else ""))
-
-
-def split_lines(body: bytes, max_bytes: int) -> list[bytes]:
-    """``body`` cut at line ends into parts of at most ``max_bytes`` (a
-    single longer line is a part of its own: it cannot be split)."""
-    parts = []
-    start, size = 0, len(body)
-    while start < size:
-        end = start + max_bytes
-        if end >= size:
-            parts.append(body[start:])
-            break
-        cut = body.rfind(b"\n", start, end)
-        if cut < 0:  # one line longer than the limit
-            cut = body.find(b"\n", end)
-            cut = size - 1 if cut < 0 else cut
-        parts.append(body[start : cut + 1])
-        start = cut + 1
-    return parts
 
 
 def gzip_body(body: bytes) -> bytes:
@@ -180,7 +166,9 @@ class _Halves:
         self._lock = threading.Lock()
 
     def send(self, body: bytes, timeout_s: float) -> SendResult:
-        cut = body.rfind(b"\n", 0, len(body) // 2) + 1 if len(body) >= _HALVES_MIN_BYTES else 0
+        # Only a body without string fields (metrics) is cut at a newline: in
+        # one with them, a newline may be inside a quoted value.
+        cut = body.rfind(b"\n", 0, len(body) // 2) + 1 if len(body) >= _HALVES_MIN_BYTES and b'"' not in body else 0
         if cut <= 0:
             return self._post(body, timeout_s)
         with self._lock:
