@@ -23,9 +23,10 @@ import time
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from rqa_otel.influx import otel2influx as o2i
+from rqa_otel.influx.lp_cli import add_schema_arguments, point_converters
 
 _SIGNALS = {"resourceSpans": "traces", "resourceMetrics": "metrics", "resourceLogs": "logs"}
+_REQUEST_KEYS = {signal: key for key, signal in _SIGNALS.items()}
 
 
 # --- InfluxDB target options (replay and demo) ---------------------------------------
@@ -96,13 +97,7 @@ def add_replay_parser(commands: Any) -> None:
     replay.add_argument("--timeout", type=float, default=30.0, metavar="S",
                         help="seconds to keep retrying one request before giving up (default 30)")
     replay.add_argument("--quiet", action="store_true", help="no progress output")
-    schema = replay.add_argument_group("InfluxDB schema (as the Collector's influxdb exporter)")
-    schema.add_argument("--schema", choices=o2i.METRICS_SCHEMAS, default=o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1,
-                        help="metrics schema (default telegraf-prometheus-v1)")
-    schema.add_argument("--span-dimensions", default=",".join(o2i.DEFAULT_SPAN_DIMENSIONS), metavar="A,B",
-                        help="span attributes written as tags (default service.name,span.name)")
-    schema.add_argument("--log-record-dimensions", default=",".join(o2i.DEFAULT_LOG_RECORD_DIMENSIONS), metavar="A,B",
-                        help="log record attributes written as tags (default service.name)")
+    add_schema_arguments(replay.add_argument_group("InfluxDB schema (as the Collector's influxdb exporter)"))
     add_influx_options(replay)
     replay.set_defaults(handler=run_replay)
 
@@ -123,9 +118,10 @@ class _Target:
 
             settings = load_settings(overrides=influx_overrides(self.destination, args)).export.influxdb
             self._transport = lambda signal: influx_transport(settings)
-            self._span_dimensions = tuple(_keys(args.span_dimensions))
-            self._log_dimensions = tuple(_keys(args.log_record_dimensions))
-            self._encoder = InfluxEncoder(InfluxSchema(args.schema, self._span_dimensions, self._log_dimensions))
+            self._converters = point_converters(args)
+            self._encoder = InfluxEncoder(
+                InfluxSchema(args.schema, tuple(args.span_dimensions), tuple(args.log_record_dimensions))
+            )
         else:
             from rqa_otel._internal.exporters.otlp_payloads import otlp_transport
 
@@ -146,12 +142,7 @@ class _Target:
         from rqa_otel._internal.delivery import Payload, Value
 
         if self.kind == "influxdb":
-            if signal == "traces":
-                points = o2i.traces_to_points(request, self._span_dimensions)
-            elif signal == "metrics":
-                points = o2i.metrics_to_points(request, self._args.schema)
-            else:
-                points = o2i.logs_to_points(request, self._log_dimensions)
+            points = self._converters[_REQUEST_KEYS[signal]](request)
             return self._encoder.payloads(signal, Value.NORMAL, points)
         message = _otlp_request(signal, request)
         return [Payload(signal, message.SerializeToString(), Value.NORMAL, _count(signal, request))]
@@ -173,10 +164,6 @@ def _parse_target(values: Sequence[str]) -> tuple[str, str]:
         if url.scheme in ("otlp", "otlp+http") and url.hostname and url.port:
             return url.scheme, f"{url.hostname}:{url.port}"
     raise ValueError(f"--to {' '.join(values)}: {accepted}")
-
-
-def _keys(text: str) -> list[str]:
-    return [key.strip() for key in text.split(",") if key.strip()]
 
 
 def run_replay(args: argparse.Namespace) -> int:
