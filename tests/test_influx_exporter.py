@@ -15,6 +15,7 @@ import http.server
 import json
 import logging
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -352,6 +353,7 @@ class _Answers(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((self.path, dict(self.headers), body))
         status, headers = self.answers.pop(0)
+        time.sleep(float(headers.pop("X-Delay", 0)))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -372,7 +374,7 @@ def test_status_classification_and_gzip_on_the_wire() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        _Answers.answers[:] = [(204, {}), (429, {"Retry-After": "7"}), (503, {}), (400, {}), (413, {})]
+        _Answers.answers[:] = [(204, {"X-Delay": "0.3"}), (429, {"Retry-After": "7"}), (503, {}), (400, {}), (413, {})]
         transport = InfluxV2Transport(f"http://127.0.0.1:{server.server_address[1]}", org="o", bucket="b", token="tok")
         payload = Payload("logs", b"m f=1i 1\n", Value.NORMAL, 1)
         results = [transport.send(payload, 5.0) for _ in range(5)]

@@ -229,7 +229,8 @@ class InfluxV2Transport:
         try:
             self._service.post_write(
                 self.org, self.bucket, gzip_body(body), precision="ns", content_encoding="gzip",
-                content_type="text/plain; charset=utf-8", _request_timeout=max(0.001, timeout_s),
+                content_type="text/plain; charset=utf-8",
+                _request_timeout=max(1.0, timeout_s * 1000),  # influxdb-client counts milliseconds
             )
         except ApiException as exc:
             return classify_http(exc.status or 0, exc.headers, exc.body, self.destination) if exc.status else _network_error(exc, self.destination)
