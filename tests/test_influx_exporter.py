@@ -55,6 +55,7 @@ from rqa_otel.influx.exporter import (
     InfluxSchema,
     InfluxV1Transport,
     InfluxV2Transport,
+    sdk_exporter,
 )
 from rqa_otel.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
 
@@ -293,6 +294,25 @@ def test_v2_transport_writes_sdk_metrics_to_victoria_metrics(victoria_metrics) -
     assert len(labels) == 60 and series[0]["metric"]["service.name"] == "strategy-a"
     assert delivery.counts.exported == len(MetricsConverter().lines(data)) and delivery.counts.failed == 0
     exporter.shutdown()
+
+
+def test_sdk_log_record_exporter_into_influxdb_1x(influxdb_v1) -> None:
+    """The SDK's own log pipeline (LoggerProvider + BatchLogRecordProcessor)
+    with the InfluxDB LogRecordExporter, for code that does not use setup()."""
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    influxdb_v1.create_database("rqa")
+    provider = LoggerProvider(resource=RESOURCE)
+    provider.add_log_record_processor(BatchLogRecordProcessor(sdk_exporter("logs", InfluxV1Transport(influxdb_v1.url, db="rqa"))))
+    provider.get_logger("rqa.trade").emit(LogRecord(timestamp=T0, severity_number=SeverityNumber.INFO, body="buy 100",
+                                                   attributes={names.STOCK: "000001.SZ"}))
+    provider.shutdown()
+    [row] = influxdb_v1.points('SELECT * FROM "logs"', db="rqa", epoch="ns")
+    assert (row["time"], row["body"], row["service.name"]) == (T0, "buy 100", "strategy-a")
+    assert json.loads(row["attributes"])[names.STOCK] == "000001.SZ"
+    with pytest.raises(ValueError, match="expected traces, metrics or logs"):
+        sdk_exporter("profiles", InfluxV1Transport(influxdb_v1.url, db="rqa"))
 
 
 class AuthInfluxDB1(InfluxDB1):

@@ -329,16 +329,34 @@ def influx_transport(settings: Any) -> InfluxV1Transport | InfluxV2Transport:
     return InfluxV2Transport(settings.url, settings.org, settings.bucket, settings.token)
 
 
-def influx_exporter(signal: str, settings: Any, senders: Any) -> tuple[Any, str]:
-    """(SDK exporter, destination) for ``traces`` or ``metrics``; ``senders``
-    (``rqa_otel._internal.spool.Senders``) decides spool or direct delivery."""
-    from rqa_otel._internal.delivery import PayloadSpanExporter
+def sdk_exporter(signal: str, transport: Any, schema: InfluxSchema = InfluxSchema(), sender: Any = None) -> Any:
+    """The SDK exporter of ``signal``: a SpanExporter (``traces``), a
+    MetricExporter (``metrics``) or a LogRecordExporter (``logs``, for the
+    SDK's own log processors), writing the Collector's line protocol through
+    ``transport``. ``sender`` defaults to a Delivery that retries for 10 s::
 
-    sender = senders.sender(signal, influx_transport(settings))
-    encoder = InfluxEncoder(influx_schema(settings))
+        exporter = sdk_exporter("traces", InfluxV2Transport("http://localhost:8086", "rqa", "telemetry", token))
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    """
+    from rqa_otel._internal.delivery import Delivery, PayloadLogRecordExporter, PayloadSpanExporter
+
+    sender = sender if sender is not None else Delivery(signal, transport, budget_s=10.0)
+    encoder = InfluxEncoder(schema)
     if signal == "traces":
-        return PayloadSpanExporter(encoder.spans, sender), sender.transport.destination
-    return PayloadMetricExporter(encoder.metrics, sender), sender.transport.destination
+        return PayloadSpanExporter(encoder.spans, sender)
+    if signal == "metrics":
+        return PayloadMetricExporter(encoder.metrics, sender)
+    if signal == "logs":
+        return PayloadLogRecordExporter(encoder.log_records, sender)
+    raise ValueError(f"signal: expected traces, metrics or logs, got {signal!r}")
+
+
+def influx_exporter(signal: str, settings: Any, senders: Any) -> tuple[Any, str]:
+    """(SDK exporter, destination) for ``traces`` or ``metrics`` from
+    ``export.influxdb``; ``senders`` (``rqa_otel._internal.spool.Senders``)
+    decides spool or direct delivery."""
+    sender = senders.sender(signal, influx_transport(settings))
+    return sdk_exporter(signal, sender.transport, influx_schema(settings), sender), sender.transport.destination
 
 
 def influx_log_sink(settings: Any, resource_attributes: Mapping[str, Any], senders: Any) -> Any:
