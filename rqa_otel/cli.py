@@ -182,7 +182,10 @@ def _demo(args: argparse.Namespace) -> int:
         from rqa_otel.influx.replay_cli import influx_overrides
 
         overrides.update({f"export.{signal}": "influxdb" for signal in ("traces", "metrics", "logs")})
-        overrides.update(influx_overrides(args.influxdb, args, prefix="influxdb_"))
+        try:
+            overrides.update(influx_overrides(args.influxdb, args, prefix="influxdb_"))
+        except ValueError as exc:
+            return _fail(f"demo: {exc}")
         # Trade events selectable by strategy and symbol in InfluxQL (docs/influxdb.md).
         overrides["export.influxdb.log_record_dimensions"] = demo.INFLUX_LOG_RECORD_DIMENSIONS
         overrides["export.spool.directory"] = os.path.join(args.output or "./rqa-telemetry", "spool")

@@ -139,5 +139,7 @@ def test_replay_to_influxdb_1x_and_bad_arguments(influxdb_v1, demo_files) -> Non
     wrong = _cli("replay", str(demo_files / "logs.jsonl"), "--to", "influxdb", influxdb_v1.url, "--db", "missing", "--quiet")
     assert wrong.returncode == 1 and "database not found" in wrong.stderr
     assert _cli("replay", "x.jsonl", "--to", "kafka://h:1").stderr.count("expected otlp://HOST:PORT") == 1
+    assert "give --bucket (and --org)" in _cli("replay", "x.jsonl", "--to", "influxdb", influxdb_v1.url).stderr
+    assert "give --influxdb-bucket" in _cli("demo", "--influxdb", influxdb_v1.url).stderr
     missing = _cli("replay", str(demo_files / "nope.jsonl"), "--to", "otlp://127.0.0.1:9")
     assert missing.returncode == 2 and "nope.jsonl: cannot read" in missing.stderr

@@ -55,9 +55,17 @@ def add_influx_options(parser: argparse.ArgumentParser, flag: str = "--") -> Non
 
 
 def influx_overrides(url: str, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
-    """``export.influxdb.*`` settings from the options of :func:`add_influx_options`."""
+    """``export.influxdb.*`` settings from the options of :func:`add_influx_options`
+    (``prefix``: their ``dest`` prefix); ValueError naming the options when
+    neither a bucket nor a database is given."""
     option = lambda name: getattr(args, prefix + name)  # noqa: E731
     v1 = option("v1_compatibility") or bool(option("db") and not option("bucket"))
+    flag = "--" + prefix.replace("_", "-")
+    if not (option("db") if v1 else option("bucket")):
+        raise ValueError(
+            f"InfluxDB {url}: give {flag}bucket (and {flag}org) for /api/v2/write (InfluxDB 2.x/3.x/1.8+, "
+            f"VictoriaMetrics), or {flag}db for InfluxDB 1.x's /write"
+        )
     return {
         "export.influxdb.url": url,
         "export.influxdb.org": option("org"),
