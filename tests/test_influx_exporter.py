@@ -407,17 +407,5 @@ def test_status_classification_and_gzip_on_the_wire() -> None:
         assert headers["Content-Encoding"] == "gzip" and gzip.decompress(body) == payload.body
         assert headers["Authorization"] == "Token tok"
 
-        # A big payload goes as two concurrent halves, cut at a line end; the worse answer wins.
-        big = Payload("metrics", b"".join(b"m,k=%d f=1i %d\n" % (n, n) for n in range(60_000)), Value.NORMAL, 60_000)
-        for answers, outcome in (([(204, {}), (204, {})], Outcome.DELIVERED), ([(204, {}), (503, {})], Outcome.RETRY_LATER),
-                                 ([(400, {}), (503, {})], Outcome.REJECTED)):
-            _Answers.answers[:], _Answers.received[:] = answers, []
-            assert transport.send(big, 5.0).outcome is outcome
-            halves = sorted(gzip.decompress(body) for _, _, body in _Answers.received)
-            assert len(halves) == 2 and sorted(halves[0].splitlines() + halves[1].splitlines()) == sorted(big.body.splitlines())
-        # Not one with string fields: a newline there may be inside a value.
-        texts = Payload("logs", b"".join(b'logs body="a\nb %d" %d\n' % (n, n) for n in range(60_000)), Value.NORMAL, 60_000)
-        _Answers.answers[:], _Answers.received[:] = [(204, {})], []
-        assert transport.send(texts, 5.0).outcome is Outcome.DELIVERED and len(_Answers.received) == 1
     finally:
         server.shutdown()

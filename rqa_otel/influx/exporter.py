@@ -23,11 +23,9 @@ any other 4xx rejected, with the server's message in the detail.
 from __future__ import annotations
 
 import base64
-import threading
 import zlib
 from dataclasses import dataclass, field
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
 from rqa_otel._internal.delivery import (
@@ -148,54 +146,6 @@ def _network_error(exc: BaseException, destination: str) -> SendResult:
     return SendResult(Outcome.RETRY_LATER, None, f"{type(exc).__name__} sending to {destination}: {exc}")
 
 
-# A body this big is sent as two halves at once: the server parses one while
-# it receives the other (it has cores to spare), and the two gzip runs
-# overlap (zlib releases the GIL). Smaller bodies are not worth a thread.
-_HALVES_MIN_BYTES = 512 * 1024
-
-
-class _Halves:
-    """``post(body, timeout_s) -> SendResult`` for a whole payload, as two
-    concurrent requests when it is big. Delivered when both halves are; a
-    half that must be retried makes the whole payload retried (a point
-    written twice is still one point in InfluxDB); a rejected half rejects it."""
-
-    def __init__(self, post: Callable[[bytes, float], SendResult]) -> None:
-        self._post = post
-        self._executor: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def send(self, body: bytes, timeout_s: float) -> SendResult:
-        # Only a body without string fields (metrics) is cut at a newline: in
-        # one with them, a newline may be inside a quoted value.
-        cut = body.rfind(b"\n", 0, len(body) // 2) + 1 if len(body) >= _HALVES_MIN_BYTES and b'"' not in body else 0
-        if cut <= 0:
-            return self._post(body, timeout_s)
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="rqa-otel influx write")
-            executor = self._executor
-        second = executor.submit(self._post, body[cut:], timeout_s)
-        first = self._post(body[:cut], timeout_s)
-        return _worse(first, second.result())
-
-    def after_fork(self) -> None:
-        self._executor = None  # its thread stayed in the parent
-
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-
-
-def _worse(a: SendResult, b: SendResult) -> SendResult:
-    """The combined outcome of two halves: rejected > retry later > delivered."""
-    rank = {Outcome.REJECTED: 2, Outcome.RETRY_LATER: 1, Outcome.DELIVERED: 0}
-    worse = a if rank[a.outcome] >= rank[b.outcome] else b
-    if a.outcome is b.outcome is Outcome.RETRY_LATER and (a.retry_after_s or b.retry_after_s):
-        return SendResult(Outcome.RETRY_LATER, max(a.retry_after_s or 0.0, b.retry_after_s or 0.0), worse.detail)
-    return worse
-
-
 @dataclass
 class InfluxV2Transport:
     """``POST /api/v2/write?org=&bucket=&precision=ns`` through influxdb-client,
@@ -217,18 +167,14 @@ class InfluxV2Transport:
         # retries=False: the delivery layer retries, with the spool behind it.
         self._client = InfluxDBClient(url=self.url, token=self.token or "", org=self.org, retries=False)
         self._service = WriteService(self._client.api_client)
-        self._halves = _Halves(self._post)
         self.destination = self.destination or f"InfluxDB {self.url.rstrip('/')}/api/v2/write bucket {self.bucket}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
-        return self._halves.send(payload.body, timeout_s)
-
-    def _post(self, body: bytes, timeout_s: float) -> SendResult:
         from influxdb_client.rest import ApiException
 
         try:
             self._service.post_write(
-                self.org, self.bucket, gzip_body(body), precision="ns", content_encoding="gzip",
+                self.org, self.bucket, gzip_body(payload.body), precision="ns", content_encoding="gzip",
                 content_type="text/plain; charset=utf-8",
                 _request_timeout=max(1.0, timeout_s * 1000),  # influxdb-client counts milliseconds
             )
@@ -240,10 +186,8 @@ class InfluxV2Transport:
 
     def after_fork(self) -> None:
         self._client.api_client.rest_client.pool_manager.clear()
-        self._halves.after_fork()
 
     def shutdown(self) -> None:
-        self._halves.shutdown()
         self._client.close()
 
 
@@ -273,19 +217,15 @@ class InfluxV1Transport:
         if self.username or self.password:
             credentials = f"{self.username}:{self.password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-        self._pool = urllib3.PoolManager(maxsize=2, headers=headers, retries=False)
-        self._halves = _Halves(self._post)
+        self._pool = urllib3.PoolManager(maxsize=1, headers=headers, retries=False)
         self.destination = self.destination or f"InfluxDB 1.x {self.url.rstrip('/')}/write db {self.db}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
-        return self._halves.send(payload.body, timeout_s)
-
-    def _post(self, body: bytes, timeout_s: float) -> SendResult:
         import urllib3
 
         try:
             response = self._pool.request(
-                "POST", self._write_url, body=gzip_body(body), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
+                "POST", self._write_url, body=gzip_body(payload.body), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
             )
         except Exception as exc:
             return _network_error(exc, self.destination)
@@ -293,10 +233,8 @@ class InfluxV1Transport:
 
     def after_fork(self) -> None:
         self._pool.clear()
-        self._halves.after_fork()
 
     def shutdown(self) -> None:
-        self._halves.shutdown()
         self._pool.clear()
 
 
