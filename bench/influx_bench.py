@@ -11,6 +11,9 @@ attribute objects from one collection to the next as the SDK hands them.
 - anchor: influxdb-client's own batching WriteApi fed with ``Point`` objects
   built from the same data points (batch_size 5,000)
 
+- ceiling: the server alone (payloads encoded and gzipped before the clock
+  starts): the most any one-request-at-a-time client could reach
+
 Prints {"points_per_s", "points"}; the clock stops when the last write has
 been answered (the anchor: when ``close()`` has flushed its batches).
 """
@@ -107,9 +110,26 @@ def anchor(url: str, data: list[MetricsData]) -> float:
     return elapsed
 
 
+def ceiling(url: str, data: list[MetricsData]) -> float:
+    """The server alone: the project's payloads encoded and gzipped before
+    the clock starts, then posted one after another with bare urllib3. No
+    client sending one request at a time can beat this."""
+    import urllib3
+
+    from rqa_otel.influx.exporter import InfluxEncoder, gzip_body
+
+    encoder = InfluxEncoder()
+    bodies = [gzip_body(payload.body) for batch in data for payload in encoder.metrics(batch)]
+    pool = urllib3.PoolManager(headers={"Content-Encoding": "gzip"})
+    started = time.perf_counter()
+    for body in bodies:
+        pool.request("POST", f"{url}/api/v2/write?org=bench&bucket=bench&precision=ns", body=body)
+    return time.perf_counter() - started
+
+
 if __name__ == "__main__":
     mode, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     data = batches(count)
     total = len(data) * PER_BATCH
-    elapsed = {"project": project, "anchor": anchor}[mode](url, data)
+    elapsed = {"project": project, "anchor": anchor, "ceiling": ceiling}[mode](url, data)
     print(json.dumps({"points_per_s": total / elapsed, "points": total}))
