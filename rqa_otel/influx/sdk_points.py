@@ -49,8 +49,9 @@ def raw(value: Any) -> Any:
         return {str(k): raw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [raw(item) for item in value]
-    if isinstance(value, (str, int, float)):  # subclasses (enums, numpy scalars…)
-        return raw(value.__class__.__mro__[1](value)) if not isinstance(value, bool) else bool(value)
+    for base in (bool, int, float, str):  # subclasses (enums, numpy scalars…) as their base type
+        if isinstance(value, base):
+            return raw(base(value) if base is not str else str.__str__(value))
     return str(value)
 
 
