@@ -5,7 +5,7 @@ batch -> payloads), a transport (payload -> delivered / retry later /
 rejected) and a sender (retries, spool). This module is InfluxDB's part:
 
 - :class:`InfluxEncoder` writes exactly the Collector's line protocol
-  (``sdk_points`` + ``otel2influx.to_line_protocol``), split by value class
+  (``sdk_points`` and otel2influx's line writers), split by value class
   and into batches of at most ``max_lines`` lines and ``max_bytes`` bytes
   (the Collector's ``payload_max_lines``/``payload_max_bytes`` defaults:
   10,000 and 10,000,000);
@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
 from rqa_otel._internal.delivery import (
@@ -242,11 +242,6 @@ def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"export.influxdb.url: expected http(s)://host:port, got {url!r}")
-
-
-def points_payloads(signal: str, value: Value, points: Iterable[Point], schema: InfluxSchema = InfluxSchema()) -> list[Payload]:
-    """Payloads of ready-made points (``rqa-otel replay``)."""
-    return InfluxEncoder(schema).payloads(signal, value, list(points))
 
 
 # --- assembly from settings ------------------------------------------------------------
