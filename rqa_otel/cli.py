@@ -68,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--influxdb", metavar="URL",
-        help="write to InfluxDB instead (with --bucket, or --db for InfluxDB 1.x); trade events are tagged "
-        "with rqa.strategy and rqa.stock",
+        help="write to InfluxDB instead (with --influxdb-bucket, or --influxdb-db for InfluxDB 1.x); trade "
+        "events are tagged with rqa.strategy and rqa.stock",
     )
     add_influx_options(demo, "--influxdb-")
     demo.add_argument("--output", metavar="DIR", help="directory of the telemetry files (default ./rqa-telemetry)")
@@ -174,6 +174,8 @@ def _demo(args: argparse.Namespace) -> int:
     from rqa_otel.telemetry import setup
 
     overrides: dict[str, object] = {}
+    if args.otlp_endpoint and args.influxdb:
+        return _fail("demo: give --otlp-endpoint or --influxdb, not both")
     if args.otlp_endpoint:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
