@@ -33,6 +33,7 @@ from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
+from rqa_otel._internal.spool import Senders
 from rqa_otel.alerts import Alerts
 from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber
@@ -61,7 +62,14 @@ class Telemetry:
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
-        self._exporters = {signal: build_exporter(signal, settings, self.scrubber) for signal in ("traces", "metrics")}
+        for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
+            if secret:  # never exported, whatever a log line or span attribute holds
+                self.scrubber.register_secret(secret)
+        spool = settings.export.spool
+        self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
+        self._exporters = {
+            signal: build_exporter(signal, settings, self.scrubber, self.senders) for signal in ("traces", "metrics")
+        }
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
@@ -92,12 +100,14 @@ class Telemetry:
                 self.strategy,
                 self.scrubber,
                 on_sink_failure=self._log_sink_failed,
+                senders=self.senders,
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
         self.resources = self._observe_resources()
         """This process's :class:`~rqa_otel.resources.ResourceGauges` (None
         with ``resources.enabled`` off or metrics off)."""
+        self._observe_spools()
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
         self.config.attach(self)
@@ -122,9 +132,9 @@ class Telemetry:
             for signal in otlp_signals:
                 if signal == "logs" and self._log_pipeline is not None:
                     encoder = LogsEncoder(dict(self.resource.attributes))
-                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder))
+                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder, self.senders))
                 elif self._exporters.get(signal) is not None:
-                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber)
+                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber, self.senders)
 
         if otlp_signals:
             self.config.on_change("export.otlp", otlp_changed)
@@ -214,6 +224,43 @@ class Telemetry:
         # os.getpid() at each cycle: a forked worker reports itself.
         return ResourceGauges(
             self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
+        )
+
+    def _observe_spools(self) -> None:
+        """The spools' counts as instruments, their alerts as alerts, their
+        state in /ready (docs/spool.md)."""
+        senders = self.senders
+        senders.events.route_alerts(lambda name, severity, message: self.alert(name, severity, message=message))
+        if not senders.spools:
+            return
+        for spool in senders.spools:
+            self.add_readiness_check(f"{names.SPOOL_READINESS}_{spool.signal}", spool.readiness)
+
+        def size(options):
+            return [Observation(s.stats().bytes, {names.EXPORT_SIGNAL: s.signal}) for s in senders.spools]
+
+        def dropped(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal, names.EXPORT_VALUE: value, names.SPOOL_DROP_REASON: reason})
+                for (signal, value, reason), count in senders.events.dropped_totals().items()
+            ]
+
+        def replayed(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal})
+                for signal, count in senders.events.replayed_totals().items()
+            ]
+
+        self.meter.create_observable_gauge(
+            names.SPOOL_SIZE_GAUGE, [size], unit="By", description="Bytes waiting in the durable export spool, by signal."
+        )
+        self.meter.create_observable_counter(
+            names.SPOOL_DROPPED_COUNTER, [dropped], unit="{item}",
+            description="Spans, points or records the spool could not keep or deliver, by signal, value and reason.",
+        )
+        self.meter.create_observable_counter(
+            names.SPOOL_REPLAYED_COUNTER, [replayed], unit="{item}",
+            description="Spans, points or records delivered from the spool after an outage or restart, by signal.",
         )
 
     def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:

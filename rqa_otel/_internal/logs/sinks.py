@@ -21,6 +21,17 @@ from rqa_otel._internal.rotating_file import RotatingFile
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
+def grpc_channel(endpoint: str):
+    """A grpc channel to ``http(s)://host:port``: plaintext for http, TLS for https."""
+    import grpc
+
+    url = urlsplit(endpoint)
+    target = f"{url.hostname}:{url.port}"
+    if url.scheme == "http":
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials())
+
+
 class LogSink:
     description = ""
 
@@ -45,15 +56,7 @@ class OtlpGrpcLogSink(LogSink):
         self.description = f"OTLP grpc {endpoint}"
 
     def _connect(self) -> None:
-        import grpc
-
-        url = urlsplit(self._endpoint)
-        target = f"{url.hostname}:{url.port}"
-        self._channel = (
-            grpc.insecure_channel(target)
-            if url.scheme == "http"
-            else grpc.secure_channel(target, grpc.ssl_channel_credentials())
-        )
+        self._channel = grpc_channel(self._endpoint)
         # No serializers: the request is already protobuf bytes.
         self._export = self._channel.unary_unary(LOGS_EXPORT_METHOD)
 
