@@ -28,6 +28,7 @@ from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
+from rqa_otel._internal.logs.entry import active_span_ids
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
@@ -221,12 +222,8 @@ class Telemetry:
         should include the quant attributes."""
         if self._log_pipeline is None:
             return
-        context = trace.get_current_span().get_span_context()
         self._log_pipeline.buffer.put(
-            (
-                time.time_ns() if time_ns is None else time_ns, level, name, message, attributes,
-                context.trace_id, context.span_id, int(context.trace_flags),
-            )
+            (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
         )
 
     def add_metric_producer(self, producer: MetricProducer) -> None:

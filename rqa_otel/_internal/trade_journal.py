@@ -20,24 +20,37 @@ import os
 import sqlite3
 import threading
 from collections import deque
+from itertools import chain
 from typing import Any, Sequence
 
 _log = logging.getLogger("rqa_otel.trading")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS trades (
+CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
+    run_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
     strategy TEXT NOT NULL,
     symbol TEXT NOT NULL,
     action TEXT NOT NULL,
+    UNIQUE (strategy, symbol, action)
+);
+CREATE INDEX IF NOT EXISTS series_by_symbol ON series (symbol);
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL REFERENCES runs (id),
+    series INTEGER NOT NULL REFERENCES series (id),
     price REAL NOT NULL,
     quantity REAL NOT NULL,
     time_ns INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS trades_by_strategy_symbol ON trades (strategy, symbol, time_ns);
-CREATE INDEX IF NOT EXISTS trades_by_symbol ON trades (symbol, time_ns);
+CREATE INDEX IF NOT EXISTS trades_by_series ON trades (series, time_ns);
 CREATE INDEX IF NOT EXISTS trades_by_time ON trades (time_ns);
+CREATE VIEW IF NOT EXISTS trade_rows AS
+    SELECT trades.id, run_id, strategy, symbol, action, price, quantity, time_ns
+    FROM trades JOIN series ON series.id = trades.series JOIN runs ON runs.id = trades.run;
 CREATE TABLE IF NOT EXISTS portfolio (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -48,7 +61,13 @@ CREATE TABLE IF NOT EXISTS portfolio (
     time_ns INTEGER NOT NULL
 );
 """
-TRADE_COLUMNS = ("run_id", "strategy", "symbol", "action", "price", "quantity", "time_ns")
+"""Trades keep small integer keys: (strategy, symbol, action) is a row of
+``series`` and the run id a row of ``runs``. An index of integers costs a
+third of one of strings per insert, and one index, ``(series, time_ns)``,
+serves the strategy, symbol and strategy + symbol queries (through the
+series ids that match); ``time_ns`` serves a time range alone. The view
+``trade_rows`` reads like a flat table (for the sqlite3 shell)."""
+TRADE_COLUMNS = ("run", "series", "price", "quantity", "time_ns")
 SNAPSHOT_COLUMNS = ("run_id", "strategy", "value", "cash", "positions", "time_ns")
 # SQLite's limit on bound variables per statement: 32766 since 3.32, 999 before.
 _MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
@@ -69,6 +88,8 @@ class TradeJournal:
         self._requested = self._done = 0
         self._closing = False
         self.failed_commits = 0
+        self._series_ids: dict[tuple[str, str, str], int] | None = None  # the writer's, loaded at its first commit
+        self._run_ids: dict[str, int] | None = None
         writer = self._connect()
         writer.executescript(SCHEMA)
         writer.commit()
@@ -82,6 +103,7 @@ class TradeJournal:
         return connection
 
     def append_trade(self, row: tuple) -> None:
+        """``row``: (run_id, strategy, symbol, action, price, quantity, time_ns)."""
         self._trades.append(row)  # deque.append is atomic; the writer drains it
         if len(self._trades) >= self._max_pending:
             self._wait_for_writer()
@@ -143,9 +165,10 @@ class TradeJournal:
             return
         try:
             with connection:
-                _insert(connection, "trades", TRADE_COLUMNS, trades)
+                _insert(connection, "trades", TRADE_COLUMNS, self._keyed(connection, trades))
                 _insert(connection, "portfolio", SNAPSHOT_COLUMNS, snapshots)
         except sqlite3.Error:
+            self._series_ids = self._run_ids = None  # ids of a rolled-back transaction are void
             # Nothing is dropped: the rows go back to the front of the queue
             # and the next commit tries again (a full disk frees up, a lock
             # is released).
@@ -154,6 +177,32 @@ class TradeJournal:
             self._snapshots.extendleft(reversed(snapshots))
             if self.failed_commits == 1:
                 _log.warning("the trade journal %s cannot commit; retrying", self.path, exc_info=True)
+
+
+    def _keyed(self, connection: sqlite3.Connection, trades: list[tuple]) -> list[tuple]:
+        """The rows with their run and series as integer ids, new ones
+        inserted (in the caller's transaction)."""
+        if self._series_ids is None:
+            self._series_ids = {(s, y, a): i for i, s, y, a in connection.execute("SELECT id, strategy, symbol, action FROM series")}
+            self._run_ids = dict(connection.execute("SELECT run_id, id FROM runs"))
+        series_ids, run_ids = self._series_ids, self._run_ids
+        rows = []
+        append = rows.append
+        last_run = run = None
+        for run_id, strategy, symbol, action, price, quantity, time_ns in trades:
+            if run_id is not last_run:
+                run = run_ids.get(run_id)
+                if run is None:
+                    run = run_ids[run_id] = connection.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,)).lastrowid
+                last_run = run_id
+            key = (strategy, symbol, action)
+            series = series_ids.get(key)
+            if series is None:
+                series = series_ids[key] = connection.execute(
+                    "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
+                ).lastrowid
+            append((run, series, price, quantity, time_ns))
+        return rows
 
 
 def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -167,4 +216,4 @@ def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...]
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * len(chunk))
-        connection.execute(sql, [value for row in chunk for value in row])
+        connection.execute(sql, list(chain.from_iterable(chunk)))
