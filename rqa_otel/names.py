@@ -110,3 +110,11 @@ CIRCUIT_BREAKER_STATE_GAUGE: Final = "rqa.circuit_breaker.state"
 
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"
+
+# --- backtrader instrumentation (rqa_otel/instrumentation/backtrader.py) ------
+ORDER_EVENT: Final = "rqa.order"
+ORDERS_COUNTER: Final = "rqa.orders"
+ORDER_STATUS: Final = "rqa.order.status"
+ORDER_TYPE: Final = "rqa.order.type"
+ORDER_SIZE: Final = "rqa.order.size"
+ORDER_PRICE: Final = "rqa.order.price"

@@ -15,6 +15,7 @@ an fsync per commit).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sqlite3
@@ -95,6 +96,9 @@ class TradeJournal:
         writer.commit()
         self._thread = threading.Thread(target=self._write, args=(writer,), name="rqa-otel trade journal", daemon=True)
         self._thread.start()
+        # The writer is a daemon thread: without this, a program that ends
+        # normally would lose the trades of its last commit interval.
+        atexit.register(self.close)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
@@ -138,6 +142,7 @@ class TradeJournal:
             reader.close()
 
     def close(self, timeout_s: float = 10.0) -> None:
+        atexit.unregister(self.close)
         self.flush(timeout_s)
         with self._lock:
             self._closing = True
