@@ -208,33 +208,7 @@ class BacktestMonitor:
         """Trades from the journal, oldest first; ``start`` inclusive, ``end``
         exclusive; ``limit`` keeps the first N. Includes every trade recorded
         before the call."""
-        series, clauses, parameters = [], [], []
-        for column, value in (("strategy", strategy), ("symbol", symbol)):
-            if value is not None:
-                series.append(f"{column} = ?")
-                parameters.append(_text(column, value))
-        if action is not None:
-            series.append("action = ?")
-            parameters.append(_side(action))
-        if series:
-            # Through the index on (series, time_ns): the (few) series that match.
-            clauses.append(f"trades.series IN (SELECT id FROM series WHERE {' AND '.join(series)})")
-        for column, value, operator in (("start", start, ">="), ("end", end, "<")):
-            if value is not None:
-                clauses.append(f"trades.time_ns {operator} ?")
-                parameters.append(_timestamp_ns(value, field=column))
-        sql = (
-            "SELECT strategy, symbol, action, price, quantity, time_ns, run_id FROM trades"
-            " JOIN series ON series.id = trades.series JOIN runs ON runs.id = trades.run"
-        )
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY trades.time_ns, trades.id"
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise ValueError(f"limit {limit!r}: expected an integer >= 0")
-            sql += " LIMIT ?"
-            parameters.append(limit)
+        sql, parameters = history_query(strategy, symbol, action, start, end, limit)
         self.journal.flush()
         return [
             Trade(s, sym, a, p, q, dt.datetime.fromtimestamp(t / 1e9, dt.timezone.utc), r)
@@ -305,6 +279,38 @@ class BacktestMonitor:
             message=f"more than {self._series_limit} (strategy, symbol, side) series: further ones go to the overflow series",
             attributes={names.METRIC_OVERFLOW: True},
         )
+
+
+def history_query(strategy=None, symbol=None, action=None, start=None, end=None, limit=None) -> tuple[str, list]:
+    """The SQL and parameters of a get_trade_history() call, validated."""
+    series, clauses, parameters = [], [], []
+    for column, value in (("strategy", strategy), ("symbol", symbol)):
+        if value is not None:
+            series.append(f"{column} = ?")
+            parameters.append(_text(column, value))
+    if action is not None:
+        series.append("action = ?")
+        parameters.append(_side(action))
+    if series:
+        # Through the index on (series, time_ns): the (few) series that match.
+        clauses.append(f"trades.series IN (SELECT id FROM series WHERE {' AND '.join(series)})")
+    for column, value, operator in (("start", start, ">="), ("end", end, "<")):
+        if value is not None:
+            clauses.append(f"trades.time_ns {operator} ?")
+            parameters.append(_timestamp_ns(value, field=column))
+    sql = (
+        "SELECT strategy, symbol, action, price, quantity, time_ns, run_id FROM trades"
+        " JOIN series ON series.id = trades.series JOIN runs ON runs.id = trades.run"
+    )
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY trades.time_ns, trades.id"
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit {limit!r}: expected an integer >= 0")
+        sql += " LIMIT ?"
+        parameters.append(limit)
+    return sql, parameters
 
 
 _OVERFLOW_KEY = ("", "", "")

@@ -176,3 +176,27 @@ def test_trades_older_than_the_commit_interval_survive_kill_9(tmp_path):
     quantities = [int(q) for (q,) in rows]
     assert len(quantities) >= guaranteed
     assert quantities == list(range(1, len(quantities) + 1)), "whole rows, in order, none missing"
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"strategy": "a", "symbol": "600519.SH"},
+        {"strategy": "a"},
+        {"symbol": "600519.SH"},
+        {"action": "buy"},
+        {"start": BAR, "end": BAR + dt.timedelta(days=3)},
+        {"strategy": "a", "symbol": "600519.SH", "action": "sell", "start": BAR, "limit": 3},
+    ],
+)
+def test_every_history_filter_is_served_by_an_index(tmp_path, filters):
+    """SQLite's own plan: the trades table is searched through an index, never scanned."""
+    from rqa_otel._internal.trade_journal import SCHEMA
+    from rqa_otel.trading import history_query
+
+    sql, parameters = history_query(**filters)
+    journal = sqlite3.connect(tmp_path / "plan.db")
+    journal.executescript(SCHEMA)
+    plan = [row[3] for row in journal.execute("EXPLAIN QUERY PLAN " + sql, parameters)]
+    assert any(step.startswith("SEARCH trades USING INDEX") for step in plan), plan
+    assert not any(step.startswith("SCAN trades") for step in plan), plan
