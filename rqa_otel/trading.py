@@ -38,6 +38,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Observation
 
 from rqa_otel import names
+from rqa_otel._internal.logs.entry import EventShape, register_shape
 from rqa_otel._internal.metric_producers import ExplicitHistogram
 from rqa_otel._internal.trade_journal import TradeJournal
 
@@ -140,9 +141,9 @@ class BacktestMonitor:
         # would cost a fifth of the whole call); anything else goes through
         # the helpers, which accept or name the field in their error.
         if symbol.__class__ is not str or not symbol or symbol.isspace():
-            symbol = _text("symbol", symbol)
+            symbol = str(_text("symbol", symbol))  # exact str: the event shape promises it
         if strategy.__class__ is not str or not strategy or strategy.isspace():
-            strategy = _text("strategy", strategy)
+            strategy = str(_text("strategy", strategy))
         side = _SIDES.get(action) if action.__class__ is str else None
         if side is None:
             side = _side(action)
@@ -171,17 +172,8 @@ class BacktestMonitor:
             totals[1] += quantity
             totals[2] += notional
             self._notional_histogram.record(notional, strategy)
-        attributes = {
-            _STRATEGY: strategy,
-            _STOCK: symbol,
-            _SIGNAL: _SIGNALS[side],
-            _TRADE_SIDE: side,
-            _TRADE_PRICE: price,
-            _TRADE_QUANTITY: quantity,
-            _TRADE_NOTIONAL: notional,
-            _RUN_ID: run_id,
-            _TRADE_SEQUENCE: sequence,
-        }
+        # The values of TRADE_EVENT_SHAPE, in its order (exact str, float, int).
+        attributes = (strategy, symbol, _SIGNALS[side], side, run_id, price, quantity, notional, sequence)
         # InfluxDB keeps one point per (measurement, tags, time): trades in the
         # same bar would overwrite each other, so each gets its own
         # nanosecond. The offset is deterministic, so a replay overwrites
@@ -314,14 +306,19 @@ def history_query(strategy=None, symbol=None, action=None, start=None, end=None,
 
 
 _OVERFLOW_KEY = ("", "", "")
+TRADE_EVENT_SHAPE = register_shape(EventShape(
+    names.TRADE_EVENT,
+    strings=(names.STRATEGY, names.STOCK, names.SIGNAL, names.TRADE_SIDE, names.RUN_ID),
+    floats=(names.TRADE_PRICE, names.TRADE_QUANTITY, names.TRADE_NOTIONAL),
+    ints=(names.TRADE_SEQUENCE,),
+))
+"""A trade event's attributes travel as a tuple of values (see EventShape)."""
 _SIDES = {spelling: side for side in ACTIONS for spelling in (side, side.upper(), side.capitalize())}
 _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf
 _EXACT_INT = 2**53  # ints up to here convert to float exactly
 _MAX_TIME_NS = 2**63 - 1_000_000  # int64 nanoseconds (year 2262), less the per-trade offset
-_STRATEGY, _STOCK, _SIGNAL, _RUN_ID = names.STRATEGY, names.STOCK, names.SIGNAL, names.RUN_ID
-_TRADE_EVENT, _TRADE_SIDE, _TRADE_SEQUENCE = names.TRADE_EVENT, names.TRADE_SIDE, names.TRADE_SEQUENCE
-_TRADE_PRICE, _TRADE_QUANTITY, _TRADE_NOTIONAL = names.TRADE_PRICE, names.TRADE_QUANTITY, names.TRADE_NOTIONAL
+_TRADE_EVENT = names.TRADE_EVENT
 
 
 def _side(action: Any) -> str:

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from collections import deque
 from itertools import chain
+from operator import itemgetter
 from typing import Any, Sequence
 
 _log = logging.getLogger("rqa_otel.trading")
@@ -185,29 +186,27 @@ class TradeJournal:
 
 
     def _keyed(self, connection: sqlite3.Connection, trades: list[tuple]) -> list[tuple]:
-        """The rows with their run and series as integer ids, new ones
-        inserted (in the caller's transaction)."""
+        """The rows with their run and series as integer ids;
+        new ones are inserted (in the caller's transaction). C-level maps
+        over columns: this runs with the GIL, beside the strategy."""
         if self._series_ids is None:
             self._series_ids = {(s, y, a): i for i, s, y, a in connection.execute("SELECT id, strategy, symbol, action FROM series")}
             self._run_ids = dict(connection.execute("SELECT run_id, id FROM runs"))
         series_ids, run_ids = self._series_ids, self._run_ids
-        rows = []
-        append = rows.append
-        last_run = run = None
-        for run_id, strategy, symbol, action, price, quantity, time_ns in trades:
-            if run_id is not last_run:
-                run = run_ids.get(run_id)
-                if run is None:
-                    run = run_ids[run_id] = connection.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,)).lastrowid
-                last_run = run_id
-            key = (strategy, symbol, action)
-            series = series_ids.get(key)
-            if series is None:
-                series = series_ids[key] = connection.execute(
-                    "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
-                ).lastrowid
-            append((run, series, price, quantity, time_ns))
-        return rows
+        keys = list(map(_series_key, trades))
+        run_keys = list(map(_run_key, trades))
+        for run_id in set(run_keys).difference(run_ids):
+            run_ids[run_id] = connection.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,)).lastrowid
+        for key in dict.fromkeys(keys).keys() - series_ids.keys():
+            series_ids[key] = connection.execute(
+                "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
+            ).lastrowid
+        prices, quantities, times = (map(itemgetter(index), trades) for index in (4, 5, 6))
+        return list(zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times))
+
+
+_series_key = itemgetter(1, 2, 3)
+_run_key = itemgetter(0)
 
 
 def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:

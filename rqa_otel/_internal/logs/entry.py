@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from opentelemetry.context import get_current as _current_context
+from opentelemetry import context as _context
 from opentelemetry.trace.propagation import _SPAN_KEY  # what trace.get_current_span() looks up
+
+
+def _context_getter():
+    """get_current() of the OTel context API is two Python calls around one
+    ContextVar.get(); with the default (contextvars) runtime context, call
+    that directly. Any other runtime context goes through the API."""
+    runtime = getattr(_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(variable).__name__ == "ContextVar" and runtime.get_current() is variable.get():
+        return variable.get
+    return _context.get_current
+
+
+_current_context = _context_getter()
 
 
 class LogEntry(NamedTuple):
@@ -54,3 +68,57 @@ def active_span_ids() -> tuple[int, int, int]:
         ids = (context.trace_id, context.span_id, int(context.trace_flags))
     _last_span = (span, ids)
     return ids
+
+
+class EventShape(NamedTuple):
+    """The fixed attributes of a high-rate event (a trade), registered once.
+
+    An entry of a registered shape (its logger name is ``name``) may carry
+    its attribute values alone, as a plain tuple in the order ``strings +
+    floats + ints``, instead of a dict: the garbage collector untracks a
+    tuple of atomic values at its first pass, while any dict keeps the entry
+    tracked, and thousands of entries in flight then promote into the old
+    generation and make full collections frequent. The producer guarantees
+    the types: exact ``str``, finite ``float`` and ``int`` values, so that
+    the OTLP-JSON encoder formats a whole record from one template.
+    """
+
+    name: str
+    strings: tuple[str, ...]
+    floats: tuple[str, ...]
+    ints: tuple[str, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.strings + self.floats + self.ints
+
+
+_shapes: dict[str, EventShape] = {}
+
+
+def register_shape(shape: EventShape) -> EventShape:
+    """Declare an event shape; the same one may be registered again."""
+    known = _shapes.setdefault(shape.name, shape)
+    if known != shape:
+        raise ValueError(f"event {shape.name!r} is already registered with other attributes: {known}")
+    return shape
+
+
+def shape_of(name: str) -> EventShape:
+    return _shapes[name]
+
+
+def attributes_of(entry: tuple) -> dict[str, Any]:
+    """An entry's attributes as a dict, whether they travel as one or as
+    the values of a registered shape."""
+    attributes = entry[4]
+    if attributes.__class__ is tuple:
+        return dict(zip(_shapes[entry[2]].keys, attributes))
+    return attributes
+
+
+def with_attribute_dict(entry: tuple) -> tuple:
+    """The entry with its attributes as a dict (for code off the hot path)."""
+    if entry[4].__class__ is tuple:
+        return (*entry[:4], attributes_of(entry), *entry[5:])
+    return entry

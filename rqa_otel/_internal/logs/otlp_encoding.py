@@ -14,7 +14,7 @@ import json
 import struct
 from typing import Any, Mapping, Sequence
 
-from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.entry import LogEntry, shape_of, with_attribute_dict
 
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
@@ -98,6 +98,7 @@ class LogsEncoder:
         self._json_strings: dict[str, dict[str, str]] = {}
         self._json_keys: dict[str, str] = {}
         self._json_heads: dict[int, str] = {}
+        self._json_shaped: dict[tuple[str, int], tuple[str, int]] = {}
         self._json_resource = _json_dumps(
             {"attributes": [{"key": k, "value": json_any_value(v)} for k, v in resource_attributes.items()]}
         )
@@ -109,6 +110,8 @@ class LogsEncoder:
         scopes: dict[str, list[bytes]] = {}
         observed = b"\x59" + _pack_fixed64(observed_time_ns)
         for entry in entries:
+            if entry[4].__class__ is tuple:
+                entry = with_attribute_dict(entry)
             record = self._record(entry, observed)
             records = scopes.get(entry[2])
             if records is None:
@@ -192,9 +195,44 @@ class LogsEncoder:
         scopes: dict[str, list[str]] = {}
         heads = self._json_heads
         strings, keys, attribute = self._json_strings, self._json_keys, self._json_attribute
-        last_trace_id = last_span_id = last_flags = ids = None
+        last_trace_id = last_span_id = last_flags = None
+        ids = ""
         observed = f'"observedTimeUnixNano":"{observed_time_ns}",'
-        for time_ns, level, logger_name, message, attributes, trace_id, span_id, trace_flags in entries:
+        shaped_templates = self._json_shaped
+        for entry in entries:
+            time_ns, level, logger_name, message, attributes, trace_id, span_id, trace_flags = entry
+            if trace_id != last_trace_id or span_id != last_span_id or trace_flags != last_flags:
+                # Consecutive records mostly share their span: format its ids once.
+                last_trace_id, last_span_id, last_flags = trace_id, span_id, trace_flags
+                if trace_id:
+                    flags = f',"flags":{trace_flags & 0xFF}' if trace_flags & 0xFF else ""
+                    ids = f'{flags},"traceId":"{trace_id:032x}","spanId":"{span_id:016x}"'
+                else:
+                    ids = ""
+            if attributes.__class__ is tuple:
+                # A registered event shape: the whole record from one
+                # template, with its string values (strategy, symbol ...,
+                # which repeat) already written in.
+                templates = shaped_templates.get((logger_name, level))
+                if templates is None:
+                    templates = shaped_templates[(logger_name, level)] = _ShapedTemplates(logger_name, level)
+                try:
+                    string_values = attributes[: templates.strings_count]
+                    text = templates.by_strings.get(string_values)
+                    if text is None:
+                        text = templates.with_strings(string_values)
+                    record = text % (
+                        time_ns, observed_time_ns, _json_string(message), *attributes[templates.strings_count :], ids
+                    )
+                except (TypeError, ValueError):  # a value of another type than promised
+                    entry = with_attribute_dict(entry)
+                    attributes = entry[4]
+                else:
+                    records = scopes.get(logger_name)
+                    if records is None:
+                        scopes[logger_name] = records = []
+                    records.append(record)
+                    continue
             head = heads.get(level)
             if head is None:
                 number, text = severity(level)
@@ -224,13 +262,7 @@ class LogsEncoder:
                             continue
                     fragments.append(attribute(key, value))
                 parts.append(',"attributes":[' + ",".join(fragments) + "]")
-            if trace_id:
-                if trace_id != last_trace_id or span_id != last_span_id or trace_flags != last_flags:
-                    # Consecutive records mostly share their span: format its ids once.
-                    last_trace_id, last_span_id, last_flags = trace_id, span_id, trace_flags
-                    flags = f',"flags":{trace_flags & 0xFF}' if trace_flags & 0xFF else ""
-                    ids = f'{flags},"traceId":"{trace_id:032x}","spanId":"{span_id:016x}"'
-                parts.append(ids)
+            parts.append(ids)
             parts.append("}")
             records = scopes.get(logger_name)
             if records is None:
@@ -272,6 +304,48 @@ class LogsEncoder:
             if len(self._json_keys) < _CACHE_LIMIT:
                 self._json_keys[key] = prefix
         return prefix
+
+
+class _ShapedTemplates:
+    """%-templates of whole records of one registered event shape and level,
+    one per combination of its string values (bounded), taking: time,
+    observed time, the message (JSON-escaped), the float and int values in
+    shape order, the ids fragment."""
+
+    def __init__(self, name: str, level: int) -> None:
+        shape = shape_of(name)
+        number, text = severity(level)
+
+        def key(name: str) -> str:
+            return '{"key":' + _escape_percent(_json_string(name)) + ',"value":{'
+
+        self.strings_count = len(shape.strings)
+        self._string_keys = [key(k) + '"stringValue":' for k in shape.strings]
+        self._head = (
+            '{"timeUnixNano":"%d","observedTimeUnixNano":"%d",'
+            f'"severityNumber":{number},"severityText":"{text}","body":{{"stringValue":%s}},"attributes":['
+        )
+        self._tail = (
+            "".join("," + key(k) + '"doubleValue":%r}}' for k in shape.floats)  # repr: json.dumps's spelling of a finite float
+            + "".join("," + key(k) + '"intValue":"%d"}}' for k in shape.ints)
+            + "]%s}"
+        )
+        self.by_strings: dict[tuple[str, ...], str] = {}
+
+    def with_strings(self, strings: tuple[str, ...]) -> str:
+        if len(strings) != self.strings_count or any(value.__class__ is not str for value in strings):
+            raise TypeError("the string values of an event shape must be str")
+        template = self._head + ",".join(
+            key + _escape_percent(_json_string(value)) + "}}" for key, value in zip(self._string_keys, strings)
+        ) + self._tail
+        if len(self.by_strings) >= _CACHE_LIMIT:
+            self.by_strings.clear()
+        self.by_strings[strings] = template
+        return template
+
+
+def _escape_percent(text: str) -> str:
+    return text.replace("%", "%%")
 
 
 def json_any_value(value: Any) -> dict:

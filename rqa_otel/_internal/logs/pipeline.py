@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from rqa_otel import names
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
-from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.entry import LogEntry, shape_of
 from rqa_otel._internal.logs.sampling import Sampler
 from rqa_otel._internal.logs.sinks import LogSink
 from rqa_otel.scrub import Scrubber
@@ -67,6 +67,7 @@ class LogPipeline:
         self._default_strategy = default_strategy
         self._on_sink_failure = on_sink_failure
         self._stopping = False
+        self._shape_plans: dict[str, tuple] = {}
         self._start_worker()
         # A strategy that forks its workers (multiprocessing's default on
         # Linux) must not lose their logs: threads do not survive fork().
@@ -215,14 +216,33 @@ class LogPipeline:
         self.buffer.mark_progress()
 
     def _scrub(self, batch: list[LogEntry]) -> None:
-        """Scrub in place; both calls return their argument itself when clean."""
+        """Scrub in place; the calls return their argument itself when clean."""
         scrub_text = self._scrubber.scrub_text
         scrub_attributes = self._scrubber.scrub_attributes
         for index, entry in enumerate(batch):
             message = scrub_text(entry[3])
-            attributes = scrub_attributes(entry[4])
+            attributes = entry[4]
+            if attributes.__class__ is tuple:
+                attributes = self._scrub_shaped(entry[2], attributes)
+            else:
+                attributes = scrub_attributes(attributes)
             if message is not entry[3] or attributes is not entry[4]:
                 batch[index] = (*entry[:3], message, attributes, *entry[5:])
+
+    def _scrub_shaped(self, name: str, values: tuple) -> tuple | dict:
+        """The values of a registered event shape: only its strings can hold
+        a secret, unless a key itself is secret (then as a dict, like any)."""
+        plan = self._shape_plans.get(name)
+        if plan is None:
+            shape = shape_of(name)
+            secret_key = any(self._scrubber.is_secret_key(key) for key in shape.keys)
+            plan = self._shape_plans[name] = (shape, len(shape.strings), secret_key)
+        shape, strings, secret_key = plan
+        if secret_key:
+            return self._scrubber.scrub_attributes(dict(zip(shape.keys, values)))
+        texts = values[:strings]
+        scrubbed = self._scrubber.scrub_texts(texts)
+        return values if scrubbed is texts else (*scrubbed, *values[strings:])
 
 
 def _after_fork_in_child(pipeline_ref: "weakref.ref[LogPipeline]") -> Callable[[], None]:
