@@ -199,6 +199,7 @@ class LogsEncoder:
         ids = ""
         observed = f'"observedTimeUnixNano":"{observed_time_ns}",'
         shaped_templates = self._json_shaped
+        shaped_name = shaped_level = None
         for entry in entries:
             time_ns, level, logger_name, message, attributes, trace_id, span_id, trace_flags = entry
             if trace_id != last_trace_id or span_id != last_span_id or trace_flags != last_flags:
@@ -213,26 +214,24 @@ class LogsEncoder:
                 # A registered event shape: the whole record from one
                 # template, with its string values (strategy, symbol ...,
                 # which repeat) already written in.
-                templates = shaped_templates.get((logger_name, level))
-                if templates is None:
-                    templates = shaped_templates[(logger_name, level)] = _ShapedTemplates(logger_name, level)
+                if logger_name != shaped_name or level != shaped_level:
+                    shaped_name, shaped_level = logger_name, level
+                    templates = shaped_templates.get((logger_name, level))
+                    if templates is None:
+                        templates = shaped_templates[(logger_name, level)] = _ShapedTemplates(logger_name, level)
+                    count, template_for = templates.strings_count, templates.by_strings.get
+                    shaped_records = scopes.get(logger_name)
+                    if shaped_records is None:
+                        scopes[logger_name] = shaped_records = []
                 try:
-                    string_values = attributes[: templates.strings_count]
-                    text = templates.by_strings.get(string_values)
-                    if text is None:
-                        text = templates.with_strings(string_values)
-                    record = text % (
-                        time_ns, observed_time_ns, _json_string(message), *attributes[templates.strings_count :], ids
+                    text = template_for(attributes[:count]) or templates.with_strings(attributes[:count])
+                    shaped_records.append(
+                        text % (time_ns, observed_time_ns, _json_string(message), *attributes[count:], ids)
                     )
+                    continue
                 except (TypeError, ValueError):  # a value of another type than promised
                     entry = with_attribute_dict(entry)
                     attributes = entry[4]
-                else:
-                    records = scopes.get(logger_name)
-                    if records is None:
-                        scopes[logger_name] = records = []
-                    records.append(record)
-                    continue
             head = heads.get(level)
             if head is None:
                 number, text = severity(level)
