@@ -85,6 +85,13 @@ def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
         (("", "buy", 1.0, 1, "s"), "symbol ''"),
         (("600519.SH", "buy", 1.0, 1, " "), "strategy ' '"),
         (("600519.SH", "buy", 1.0, 1, "s", "2024-03-01"), "timestamp '2024-03-01'"),
+        # Times the exporters and the journal could not store (int64 nanoseconds).
+        (("600519.SH", "buy", 1.0, 1, "s", -1), "timestamp -1"),
+        (("600519.SH", "buy", 1.0, 1, "s", dt.datetime(1960, 1, 1)), "timestamp datetime"),
+        (("600519.SH", "buy", 1.0, 1, "s", 2**64), "timestamp 18446744073709551616"),
+        (("600519.SH", "buy", 1.0, 10**400, "s"), "quantity 1000"),
+        (("600519.SH", "buy", 1e200, 1e200, "s"), "notional"),
+        ((600519, "buy", 1.0, 1, "s"), "symbol 600519"),
     ]
     for arguments, message in bad:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
