@@ -145,7 +145,7 @@ _DETECT_WORDS = (
 )
 
 
-_State = tuple[Callable[[str], Any], Optional[Callable[..., str]], dict[str, str]]
+_State = tuple[Callable[[str], Any], Optional[Callable[..., str]], dict[str, str], set]
 
 
 def _alternation(patterns: Sequence[str]) -> str:
@@ -228,10 +228,10 @@ class Scrubber:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         # (detect search on casefolded text, exact-value sub or None, cache
-        # of short attribute values -> scrubbed value): one tuple, replaced
-        # whole, so a reader never sees half an update, and a new secret
-        # starts with an empty cache.
-        self._state: _State = (re.compile(self._detect).search, None, {})
+        # of short attribute values -> scrubbed value, set of text tuples
+        # found clean): one tuple, replaced whole, so a reader never sees
+        # half an update, and a new secret starts with empty caches.
+        self._state: _State = (re.compile(self._detect).search, None, {}, set())
 
     # --- registered secrets -------------------------------------------------
 
@@ -253,7 +253,7 @@ class Scrubber:
             # Detection runs on casefolded text, so it looks for casefolded secrets.
             folded = _literal_alternation({secret.casefold() for secret in self._secrets})
             detect = re.compile(f"{folded}|{self._detect}").search
-            self._state = (detect, re.compile(exact).sub, {})
+            self._state = (detect, re.compile(exact).sub, {}, set())
 
     def secrets_registered(self) -> int:
         return len(self._secrets)
@@ -262,7 +262,7 @@ class Scrubber:
 
     def scrub_text(self, text: str) -> str:
         """``text`` with secrets replaced by :data:`MARKER`; the same object when clean."""
-        detect, exact_sub, _ = self._state
+        detect, exact_sub, _, _ = self._state
         folded = text.casefold()
         if detect(folded) is None:
             return text
@@ -379,13 +379,20 @@ class Scrubber:
             return self.scrub_attributes(value)
         return value
 
-    def scrub_texts(self, texts: Sequence[str]) -> Sequence[str]:
+    def scrub_texts(self, texts: tuple[str, ...]) -> Sequence[str]:
         """:meth:`scrub_text` of each (values under non-secret keys); ``texts``
-        itself when nothing changed. Short texts come from the value cache:
-        for the usual repeated values it is one C-level pass."""
-        values = self._state[2]
+        itself when nothing changed. Combinations found clean and short
+        texts are cached (a new registered secret starts both afresh)."""
+        state = self._state
+        clean = state[3]  # tuples of texts found clean: a trade's strategy, symbol, side, run
+        if texts in clean:
+            return texts
+        values = state[2]
         cached = list(map(values.get, texts))
         if all(map(_is, cached, texts)):
+            if len(clean) >= _VALUE_CACHE_SIZE:
+                clean.clear()
+            clean.add(texts)
             return texts
         scrubbed = []
         for text, new in zip(texts, cached):
