@@ -28,7 +28,7 @@ from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
-from rqa_otel._internal.logs.entry import active_span_ids
+from rqa_otel._internal.logs.entry import active_span_ids, shaped_entry
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
@@ -219,12 +219,16 @@ class Telemetry:
         """A log record straight into the logging pipeline, without stdlib
         logging: for events recorded at high rates (trades). ``name`` is its
         logger/scope name; it is correlated with the active span. Attributes
-        should include the quant attributes."""
+        should include the quant attributes; for an event registered as an
+        ``EventShape`` (rqa_otel/_internal/logs/entry.py) they may be the
+        tuple of its values."""
         if self._log_pipeline is None:
             return
-        self._log_pipeline.buffer.put(
-            (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
-        )
+        if attributes.__class__ is tuple:  # the values of a registered EventShape
+            entry = shaped_entry(time.time_ns() if time_ns is None else time_ns, level, name, message, attributes)
+        else:
+            entry = (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
+        self._log_pipeline.buffer.put(entry)
 
     def add_metric_producer(self, producer: MetricProducer) -> None:
         """``producer() -> [Metric]`` runs at each collection; its metrics are

@@ -67,9 +67,9 @@ def test_entries_of_a_registered_shape_encode_like_their_dict_form():
     register_shape(EventShape("test.shaped", strings=("rqa.stock", "note"), floats=("price",), ints=("n",)))
     encoder = LogsEncoder({"service.name": "svc"})
     shaped = [
-        (5, logging.INFO, "test.shaped", 'fill "x" 100%', ("600519.SH", "50% \\ \u8d35\n", 1688.5, 7), 0xABC, 0xDEF, 1),
-        (6, logging.WARNING, "test.shaped", "m", ("000001.SZ", "n", 1e-300, -(2**63)), 0, 0, 0),
-        (7, logging.INFO, "test.shaped", "bad types fall back", (b"raw", "s", 1.0, 2), 0, 0, 0),
+        (5, logging.INFO, "test.shaped", 'fill "x" 100%', None, 0xABC, 0xDEF, 1, "600519.SH", "50% \\ \u8d35\n", 1688.5, 7),
+        (6, logging.WARNING, "test.shaped", "m", None, 0, 0, 0, "000001.SZ", "n", 1e-300, -(2**63)),
+        (7, logging.INFO, "test.shaped", "bad types fall back", None, 0, 0, 0, b"raw", "s", 1.0, 2),
         (8, logging.INFO, "plain", "a dict in between", {"k": "v"}, 0xABC, 0xDEF, 1),
     ]
     as_dicts = [with_attribute_dict(entry) for entry in shaped]

@@ -14,7 +14,7 @@ import json
 import struct
 from typing import Any, Mapping, Sequence
 
-from rqa_otel._internal.logs.entry import LogEntry, shape_of, with_attribute_dict
+from rqa_otel._internal.logs.entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
@@ -110,7 +110,7 @@ class LogsEncoder:
         scopes: dict[str, list[bytes]] = {}
         observed = b"\x59" + _pack_fixed64(observed_time_ns)
         for entry in entries:
-            if entry[4].__class__ is tuple:
+            if entry[4] is None:  # a registered event shape's flat values
                 entry = with_attribute_dict(entry)
             record = self._record(entry, observed)
             records = scopes.get(entry[2])
@@ -201,7 +201,7 @@ class LogsEncoder:
         shaped_templates = self._json_shaped
         shaped_name = shaped_level = None
         for entry in entries:
-            time_ns, level, logger_name, message, attributes, trace_id, span_id, trace_flags = entry
+            time_ns, level, logger_name, message, attributes, trace_id, span_id, trace_flags = entry[:8]
             if trace_id != last_trace_id or span_id != last_span_id or trace_flags != last_flags:
                 # Consecutive records mostly share their span: format its ids once.
                 last_trace_id, last_span_id, last_flags = trace_id, span_id, trace_flags
@@ -210,7 +210,7 @@ class LogsEncoder:
                     ids = f'{flags},"traceId":"{trace_id:032x}","spanId":"{span_id:016x}"'
                 else:
                     ids = ""
-            if attributes.__class__ is tuple:
+            if attributes is None:
                 # A registered event shape: the whole record from one
                 # template, with its string values (strategy, symbol ...,
                 # which repeat) already written in.
@@ -219,14 +219,15 @@ class LogsEncoder:
                     templates = shaped_templates.get((logger_name, level))
                     if templates is None:
                         templates = shaped_templates[(logger_name, level)] = _ShapedTemplates(logger_name, level)
-                    count, template_for = templates.strings_count, templates.by_strings.get
+                    strings_end, template_for = SHAPED_VALUES + templates.strings_count, templates.by_strings.get
                     shaped_records = scopes.get(logger_name)
                     if shaped_records is None:
                         scopes[logger_name] = shaped_records = []
                 try:
-                    text = template_for(attributes[:count]) or templates.with_strings(attributes[:count])
+                    string_values = entry[SHAPED_VALUES:strings_end]
+                    text = template_for(string_values) or templates.with_strings(string_values)
                     shaped_records.append(
-                        text % (time_ns, observed_time_ns, _json_string(message), *attributes[count:], ids)
+                        text % (time_ns, observed_time_ns, _json_string(message), *entry[strings_end:], ids)
                     )
                     continue
                 except (TypeError, ValueError):  # a value of another type than promised

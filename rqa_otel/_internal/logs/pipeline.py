@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from rqa_otel import names
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
-from rqa_otel._internal.logs.entry import LogEntry, shape_of
+from rqa_otel._internal.logs.entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 from rqa_otel._internal.logs.sampling import Sampler
 from rqa_otel._internal.logs.sinks import LogSink
 from rqa_otel.scrub import Scrubber
@@ -221,28 +221,34 @@ class LogPipeline:
         scrub_attributes = self._scrubber.scrub_attributes
         for index, entry in enumerate(batch):
             message = scrub_text(entry[3])
-            attributes = entry[4]
-            if attributes.__class__ is tuple:
-                attributes = self._scrub_shaped(entry[2], attributes)
+            if entry[4] is None:
+                entry = self._scrub_shaped(entry)
             else:
-                attributes = scrub_attributes(attributes)
-            if message is not entry[3] or attributes is not entry[4]:
-                batch[index] = (*entry[:3], message, attributes, *entry[5:])
+                attributes = scrub_attributes(entry[4])
+                if attributes is not entry[4]:
+                    entry = (*entry[:4], attributes, *entry[5:])
+            if message is not entry[3]:
+                entry = (*entry[:3], message, *entry[4:])
+            if entry is not batch[index]:
+                batch[index] = entry
 
-    def _scrub_shaped(self, name: str, values: tuple) -> tuple | dict:
-        """The values of a registered event shape: only its strings can hold
+    def _scrub_shaped(self, entry: tuple) -> tuple:
+        """An entry of a registered event shape: only its strings can hold
         a secret, unless a key itself is secret (then as a dict, like any)."""
+        name = entry[2]
         plan = self._shape_plans.get(name)
         if plan is None:
             shape = shape_of(name)
             secret_key = any(self._scrubber.is_secret_key(key) for key in shape.keys)
-            plan = self._shape_plans[name] = (shape, len(shape.strings), secret_key)
-        shape, strings, secret_key = plan
+            plan = self._shape_plans[name] = (SHAPED_VALUES + len(shape.strings), secret_key)
+        strings_end, secret_key = plan
         if secret_key:
-            return self._scrubber.scrub_attributes(dict(zip(shape.keys, values)))
-        texts = values[:strings]
+            entry = with_attribute_dict(entry)
+            attributes = self._scrubber.scrub_attributes(entry[4])
+            return entry if attributes is entry[4] else (*entry[:4], attributes, *entry[5:])
+        texts = entry[SHAPED_VALUES:strings_end]
         scrubbed = self._scrubber.scrub_texts(texts)
-        return values if scrubbed is texts else (*scrubbed, *values[strings:])
+        return entry if scrubbed is texts else (*entry[:SHAPED_VALUES], *scrubbed, *entry[strings_end:])
 
 
 def _after_fork_in_child(pipeline_ref: "weakref.ref[LogPipeline]") -> Callable[[], None]:
