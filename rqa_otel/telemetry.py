@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
@@ -28,7 +28,7 @@ from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
-from rqa_otel._internal.logs.entry import active_span_ids, shaped_entry
+from rqa_otel._internal.logs.entry import active_span_ids, shaped_emitter, shaped_entry
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
@@ -229,6 +229,14 @@ class Telemetry:
         else:
             entry = (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
         self._log_pipeline.buffer.put(entry)
+
+    def event_emitter(self, name: str, level: int = logging.INFO) -> Callable[[str, tuple, int], None]:
+        """``emit(message, values, time_ns)``: log_event() for an event
+        registered as an ``EventShape``, with every per-call check done once
+        here (a trade costs a few microseconds in all)."""
+        if self._log_pipeline is None:
+            return lambda message, values, time_ns: None
+        return shaped_emitter(self._log_pipeline.buffer.put, name, level)
 
     def add_metric_producer(self, producer: MetricProducer) -> None:
         """``producer() -> [Metric]`` runs at each collection; its metrics are

@@ -88,7 +88,7 @@ class BacktestMonitor:
         self._portfolios: dict[str, dict[str, float]] = {}
         self._run_id = uuid.uuid4().hex
         self._sequence = 0
-        self._log_event = telemetry.log_event
+        self._emit_trade = telemetry.event_emitter(names.TRADE_EVENT)
         self._append_trade = self.journal.append_trade
         meter = telemetry.meter
         # Aggregated here, not by the SDK's Histogram, whose record() costs
@@ -178,7 +178,7 @@ class BacktestMonitor:
         # same bar would overwrite each other, so each gets its own
         # nanosecond. The offset is deterministic, so a replay overwrites
         # the same point instead of adding one.
-        self._log_event(_TRADE_EVENT, f"{side} {quantity:g} {symbol} @ {price:g}", attributes, time_ns + sequence % 1_000_000)
+        self._emit_trade(f"{side} {quantity:g} {symbol} @ {price:g}", attributes, time_ns + sequence % 1_000_000)
         # A flat tuple of atomic values: the garbage collector stops tracking
         # it at its first pass, while a nested tuple survives into the older
         # generations and makes full collections frequent (15 % of the time).
@@ -318,7 +318,6 @@ _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf
 _EXACT_INT = 2**53  # ints up to here convert to float exactly
 _MAX_TIME_NS = 2**63 - 1_000_000  # int64 nanoseconds (year 2262), less the per-trade offset
-_TRADE_EVENT = names.TRADE_EVENT
 
 
 def _side(action: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from opentelemetry import context as _context
 from opentelemetry.trace.propagation import _SPAN_KEY  # what trace.get_current_span() looks up
@@ -56,11 +56,15 @@ _last_span: tuple[object, tuple[int, int, int]] = (None, (0, 0, 0))
 
 def active_span_ids() -> tuple[int, int, int]:
     """(trace_id, span_id, trace_flags) of the active span; zeros outside one."""
-    global _last_span
     span = _current_context().get(_SPAN_KEY)
     last = _last_span
     if span is last[0]:
         return last[1]
+    return _span_ids(span)
+
+
+def _span_ids(span) -> tuple[int, int, int]:
+    global _last_span
     if span is None:
         ids = (0, 0, 0)
     else:
@@ -117,6 +121,21 @@ def shape_of(name: str) -> EventShape:
 def shaped_entry(time_ns: int, level: int, name: str, message: str, values: tuple) -> tuple:
     """An entry of the registered shape ``name``, correlated with the active span."""
     return (time_ns, level, name, message, None, *active_span_ids(), *values)
+
+
+def shaped_emitter(put: Callable[[tuple], None], name: str, level: int) -> Callable[[str, tuple, int], None]:
+    """``emit(message, values, time_ns)``: ``put(shaped_entry(...))`` in one
+    call, for events recorded hundreds of thousands of times a second."""
+    shape_of(name)  # registered, or KeyError now rather than in the export worker
+    get_context = _current_context
+
+    def emit(message: str, values: tuple, time_ns: int) -> None:
+        span = get_context().get(_SPAN_KEY)
+        last = _last_span
+        ids = last[1] if span is last[0] else _span_ids(span)
+        put((time_ns, level, name, message, None, *ids, *values))
+
+    return emit
 
 
 def attributes_of(entry: tuple) -> dict[str, Any]:

@@ -237,7 +237,7 @@ class LogsEncoder:
             if head is None:
                 number, text = severity(level)
                 head = heads[level] = f'"severityNumber":{number},"severityText":"{text}","body":{{"stringValue":'
-            parts = ['{"timeUnixNano":"', str(time_ns), '",', observed, head, _json_string(message), "}"]
+            parts = [',{"timeUnixNano":"', str(time_ns), '",', observed, head, _json_string(message), "}"]
             if attributes:
                 # Inlined fast paths for cached strings and finite floats
                 # (a method call per attribute would cost a third more).
@@ -268,13 +268,18 @@ class LogsEncoder:
             if records is None:
                 scopes[logger_name] = records = []
             records.append("".join(parts))
-        scope_logs = ",".join(
-            f'{{"scope":{{"name":{_json_string(name)}}},"logRecords":[{",".join(records)}]}}'
-            for name, records in scopes.items()
-        )
+        # Every record starts with its separating comma: the whole line is
+        # one join of the records themselves (a megabyte per batch; each
+        # extra copy costs a tenth of the encoding).
+        pieces = ['{"resourceLogs":[{"resource":', self._json_resource, ',"scopeLogs":[']
+        for index, (name, records) in enumerate(scopes.items()):
+            pieces.append(f'{"," if index else ""}{{"scope":{{"name":{_json_string(name)}}},"logRecords":[')
+            records[0] = records[0][1:]
+            pieces += records
+            pieces.append("]}")
         schema = f',"schemaUrl":{_json_string(self._schema_url)}' if self._schema_url else ""
-        line = f'{{"resourceLogs":[{{"resource":{self._json_resource},"scopeLogs":[{scope_logs}]{schema}}}]}}'
-        return line.encode("utf-8", "surrogatepass")
+        pieces.append(f"]{schema}}}]}}")
+        return "".join(pieces).encode("utf-8", "surrogatepass")
 
     def _json_attribute(self, key: str, value: Any) -> str:
         """One KeyValue as JSON text. Strings are cached per key and value,
@@ -322,7 +327,7 @@ class _ShapedTemplates:
         self.strings_count = len(shape.strings)
         self._string_keys = [key(k) + '"stringValue":' for k in shape.strings]
         self._head = (
-            '{"timeUnixNano":"%d","observedTimeUnixNano":"%d",'
+            ',{"timeUnixNano":"%d","observedTimeUnixNano":"%d",'
             f'"severityNumber":{number},"severityText":"{text}","body":{{"stringValue":%s}},"attributes":['
         )
         self._tail = (
