@@ -178,7 +178,7 @@ class BacktestMonitor:
         # same bar would overwrite each other, so each gets its own
         # nanosecond. The offset is deterministic, so a replay overwrites
         # the same point instead of adding one.
-        self._emit_trade(f"{side} {quantity:g} {symbol} @ {price:g}", attributes, time_ns + sequence % 1_000_000)
+        self._emit_trade("%s %g %s @ %g" % (side, quantity, symbol, price), attributes, time_ns + sequence % 1_000_000)
         # A flat tuple of atomic values: the garbage collector stops tracking
         # it at its first pass, while a nested tuple survives into the older
         # generations and makes full collections frequent (15 % of the time).

@@ -67,7 +67,7 @@ class LogPipeline:
         self._default_strategy = default_strategy
         self._on_sink_failure = on_sink_failure
         self._stopping = False
-        self._shape_plans: dict[str, tuple] = {}
+        self._shape_plans: dict[str, int] = {}
         self._start_worker()
         # A strategy that forks its workers (multiprocessing's default on
         # Linux) must not lose their logs: threads do not survive fork().
@@ -219,12 +219,28 @@ class LogPipeline:
         """Scrub in place; the calls return their argument itself when clean."""
         scrub_text = self._scrubber.scrub_text
         scrub_attributes = self._scrubber.scrub_attributes
+        scrub_texts = self._scrubber.scrub_texts
+        plans = self._shape_plans
         for index, entry in enumerate(batch):
             message = scrub_text(entry[3])
-            if entry[4] is None:
-                entry = self._scrub_shaped(entry)
+            attributes = entry[4]
+            if attributes is None:
+                # A registered event shape: only its strings can hold a
+                # secret, unless a key itself is secret (then as a dict).
+                strings_end = plans.get(entry[2])
+                if strings_end is None:
+                    strings_end = plans[entry[2]] = self._shape_plan(entry[2])
+                if strings_end:
+                    texts = entry[SHAPED_VALUES:strings_end]
+                    scrubbed = scrub_texts(texts)
+                    if scrubbed is not texts:
+                        entry = (*entry[:SHAPED_VALUES], *scrubbed, *entry[strings_end:])
+                else:
+                    entry = with_attribute_dict(entry)
+                    attributes = scrub_attributes(entry[4])
+                    entry = (*entry[:4], attributes, *entry[5:])
             else:
-                attributes = scrub_attributes(entry[4])
+                attributes = scrub_attributes(attributes)
                 if attributes is not entry[4]:
                     entry = (*entry[:4], attributes, *entry[5:])
             if message is not entry[3]:
@@ -232,23 +248,13 @@ class LogPipeline:
             if entry is not batch[index]:
                 batch[index] = entry
 
-    def _scrub_shaped(self, entry: tuple) -> tuple:
-        """An entry of a registered event shape: only its strings can hold
-        a secret, unless a key itself is secret (then as a dict, like any)."""
-        name = entry[2]
-        plan = self._shape_plans.get(name)
-        if plan is None:
-            shape = shape_of(name)
-            secret_key = any(self._scrubber.is_secret_key(key) for key in shape.keys)
-            plan = self._shape_plans[name] = (SHAPED_VALUES + len(shape.strings), secret_key)
-        strings_end, secret_key = plan
-        if secret_key:
-            entry = with_attribute_dict(entry)
-            attributes = self._scrubber.scrub_attributes(entry[4])
-            return entry if attributes is entry[4] else (*entry[:4], attributes, *entry[5:])
-        texts = entry[SHAPED_VALUES:strings_end]
-        scrubbed = self._scrubber.scrub_texts(texts)
-        return entry if scrubbed is texts else (*entry[:SHAPED_VALUES], *scrubbed, *entry[strings_end:])
+    def _shape_plan(self, name: str) -> int:
+        """Where a shape's string values end in its entries; 0 when one of
+        its keys is secret (every value then redacted, as in a dict)."""
+        shape = shape_of(name)
+        if any(self._scrubber.is_secret_key(key) for key in shape.keys):
+            return 0
+        return SHAPED_VALUES + len(shape.strings)
 
 
 def _after_fork_in_child(pipeline_ref: "weakref.ref[LogPipeline]") -> Callable[[], None]:
