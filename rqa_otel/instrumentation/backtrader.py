@@ -34,6 +34,7 @@ import importlib.util
 import logging
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, Collection
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
@@ -41,27 +42,35 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from rqa_otel import names
 
 _log = logging.getLogger("rqa_otel.instrumentation.backtrader")
-
 _INSTRUMENTS = ("backtrader >= 1.9",)
-_monitors: dict[int, Any] = {}
-_monitors_lock = threading.Lock()
 
 
-def monitor_for(telemetry) -> Any:
-    """The one BacktestMonitor of a Telemetry handle (its instruments can be
-    registered once), with its orders counter."""
+@dataclass
+class _Reporting:
+    """What one Telemetry handle reports backtrader through: its one
+    BacktestMonitor (instruments can be registered once) and orders counter."""
+
+    telemetry: Any
+    monitor: Any
+    orders: Any
+
+
+_reporting: dict[int, _Reporting] = {}
+_reporting_lock = threading.Lock()
+
+
+def reporting_for(telemetry) -> _Reporting:
     from rqa_otel.trading import BacktestMonitor
 
-    with _monitors_lock:
-        monitor = _monitors.get(id(telemetry))
-        if monitor is None:
-            monitor = BacktestMonitor(telemetry)
-            monitor.orders_counter = telemetry.meter.create_counter(
+    with _reporting_lock:
+        found = _reporting.get(id(telemetry))
+        if found is None or found.telemetry is not telemetry:
+            orders = telemetry.meter.create_counter(
                 names.ORDERS_COUNTER, unit="{order}",
                 description="Order notifications from the broker, by strategy, side and status.",
             )
-            _monitors[id(telemetry)] = monitor
-        return monitor
+            found = _reporting[id(telemetry)] = _Reporting(telemetry, BacktestMonitor(telemetry), orders)
+        return found
 
 
 def _telemetry(telemetry=None):
@@ -104,7 +113,8 @@ def _analyzer_class():
 
         @_guarded
         def start(self):
-            self._monitor = monitor_for(_telemetry(self.p.telemetry))
+            self._reporting = reporting_for(_telemetry(self.p.telemetry))
+            self._monitor = self._reporting.monitor
             self._strategy_name = type(self.strategy).__name__
             self._datas = {data: _data_name(data, index) for index, data in enumerate(self.strategy.datas)}
             self._stack = ExitStack()
@@ -120,10 +130,9 @@ def _analyzer_class():
             status = order.getstatusname()
             side = "buy" if order.isbuy() else "sell"
             symbol = self._datas.get(order.data) or _data_name(order.data, 0)
-            self._monitor.orders_counter.add(
+            self._reporting.orders.add(
                 1, {names.STRATEGY: self._strategy_name, names.TRADE_SIDE: side, names.ORDER_STATUS: status}
             )
-            telemetry = self._monitor._telemetry
             bar_time = _bar_time(self.strategy)
             attributes = {
                 names.STRATEGY: self._strategy_name, names.STOCK: symbol, names.SIGNAL: side.upper(),
@@ -133,7 +142,7 @@ def _analyzer_class():
             if order.created.price:
                 attributes[names.ORDER_PRICE] = float(order.created.price)
             level = logging.WARNING if order.status in (order.Margin, order.Rejected) else logging.INFO
-            telemetry.log_event(
+            self._reporting.telemetry.log_event(
                 names.ORDER_EVENT, f"order {order.ref} {side} {abs(order.created.size):g} {symbol}: {status}",
                 attributes, _time_ns(bar_time) if bar_time else None, level,
             )
@@ -142,7 +151,7 @@ def _analyzer_class():
                     if bit.size:
                         self._monitor.record_trade(
                             symbol, side, float(bit.price), float(abs(bit.size)), self._strategy_name,
-                            timestamp=_as_utc(backtrader_num2date(bit.dt)),
+                            timestamp=_as_utc(_num2date(bit.dt)),
                         )
 
         @_guarded
@@ -159,7 +168,7 @@ def _analyzer_class():
     return TelemetryAnalyzer
 
 
-def backtrader_num2date(number: float) -> dt.datetime:
+def _num2date(number: float) -> dt.datetime:
     import backtrader
 
     return backtrader.num2date(number)
@@ -248,7 +257,7 @@ def _start_run(cerebro, analyzer, telemetry) -> ExitStack:
     # cerebro.strats: one list of (class, args, kwargs) per addstrategy()/optstrategy()
     first_class, _, first_kwargs = cerebro.strats[0][0]
     name = "+".join(dict.fromkeys(entry[0][0].__name__ for entry in cerebro.strats))
-    monitor = monitor_for(_telemetry(telemetry))
+    monitor = reporting_for(_telemetry(telemetry)).monitor
     stack.enter_context(monitor.run(name, _class_parameters(first_class, first_kwargs)))
     cerebro._rqa_run_open = True
     stack.callback(setattr, cerebro, "_rqa_run_open", False)
