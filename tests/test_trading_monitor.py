@@ -207,3 +207,19 @@ def test_every_history_filter_is_served_by_an_index(tmp_path, filters):
     plan = [row[3] for row in journal.execute("EXPLAIN QUERY PLAN " + sql, parameters)]
     assert any(step.startswith("SEARCH trades USING INDEX") for step in plan), plan
     assert not any(step.startswith("SCAN trades") for step in plan), plan
+
+
+def test_the_notional_histogram_has_its_own_series_limit(telemetry, tmp_path):
+    """The histogram is by strategy: past the limit, strategies share the overflow point; one alert in all."""
+    monitor = BacktestMonitor(telemetry, series_limit=3)
+    for number in range(5):
+        monitor.record_trade("600519.SH", "buy", 10.0, 100 * (number + 1), f"strategy_{number}", timestamp=BAR)
+    monitor.close()
+    telemetry.shutdown()
+    points = last_points(tmp_path, names.TRADE_NOTIONAL_HISTOGRAM)
+    assert len(points) == 3 + 1
+    overflow = points[((names.METRIC_OVERFLOW, True),)]
+    assert int(overflow["count"]) == 2 and float(overflow["sum"]) == 4_000.0 + 5_000.0
+    alerts = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+              if s["name"] == names.ALERT_SPAN and attrs(s)[names.ALERT_NAME] == names.CARDINALITY_ALERT]
+    assert len(alerts) == 1
