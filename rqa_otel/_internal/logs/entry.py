@@ -133,7 +133,7 @@ def shaped_emitter(put: Callable[[tuple], None], name: str, level: int) -> Calla
         span = get_context().get(_SPAN_KEY)
         last = _last_span
         ids = last[1] if span is last[0] else _span_ids(span)
-        put((time_ns, level, name, message, None, *ids, *values))
+        put((time_ns, level, name, message, None) + ids + values)  # concatenation: faster than unpacking
 
     return emit
 
