@@ -172,7 +172,7 @@ class TradeJournal:
         try:
             with connection:
                 _insert(connection, "trades", TRADE_COLUMNS, self._keyed(connection, trades))
-                _insert(connection, "portfolio", SNAPSHOT_COLUMNS, snapshots)
+                _insert(connection, "portfolio", SNAPSHOT_COLUMNS, list(chain.from_iterable(snapshots)))
         except sqlite3.Error:
             self._series_ids = self._run_ids = None  # ids of a rolled-back transaction are void
             # Nothing is dropped: the rows go back to the front of the queue
@@ -185,8 +185,8 @@ class TradeJournal:
                 _log.warning("the trade journal %s cannot commit; retrying", self.path, exc_info=True)
 
 
-    def _keyed(self, connection: sqlite3.Connection, trades: list[tuple]) -> list[tuple]:
-        """The rows with their run and series as integer ids;
+    def _keyed(self, connection: sqlite3.Connection, trades: list[tuple]) -> list:
+        """The rows' values, flat (no tuple per row for the garbage collector), with their run and series as integer ids;
         new ones are inserted (in the caller's transaction). C-level maps
         over columns: this runs with the GIL, beside the strategy."""
         if self._series_ids is None:
@@ -202,22 +202,23 @@ class TradeJournal:
                 "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
             ).lastrowid
         prices, quantities, times = (map(itemgetter(index), trades) for index in (4, 5, 6))
-        return list(zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times))
+        rows = zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times)
+        return list(chain.from_iterable(rows))
 
 
 _series_key = itemgetter(1, 2, 3)
 _run_key = itemgetter(0)
 
 
-def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """Many rows per INSERT statement. executemany() steps SQLite once per
-    row and gives up the GIL each time; with the strategy's thread busy,
-    each step then waits out a whole GIL switch interval (5 ms), and the
-    writer falls hopelessly behind. One statement per few thousand rows
-    waits once."""
-    per_statement = _MAX_VARIABLES // len(columns)
+def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], values: list) -> None:
+    """Rows (``values``: theirs, flat, ``len(columns)`` per row), many per
+    INSERT statement. executemany() steps SQLite once per row and gives up
+    the GIL each time; with the strategy's thread busy, each step then
+    waits out a whole GIL switch interval (5 ms), and the writer falls
+    hopelessly behind. One statement per few thousand rows waits once."""
+    per_statement = _MAX_VARIABLES // len(columns) * len(columns)
     row_sql = "(" + ", ".join("?" * len(columns)) + ")"
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * len(chunk))
-        connection.execute(sql, list(chain.from_iterable(chunk)))
+    for start in range(0, len(values), per_statement):
+        chunk = values[start : start + per_statement]
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * (len(chunk) // len(columns)))
+        connection.execute(sql, chunk)
