@@ -379,6 +379,11 @@ class Scrubber:
             return self.scrub_attributes(value)
         return value
 
+    def clean_text_tuples(self) -> set:
+        """Tuples of texts :meth:`scrub_texts` found clean, for a caller to
+        test membership itself (a new registered secret starts a new set)."""
+        return self._state[3]
+
     def scrub_texts(self, texts: tuple[str, ...]) -> Sequence[str]:
         """:meth:`scrub_text` of each (values under non-secret keys); ``texts``
         itself when nothing changed. Combinations found clean and short

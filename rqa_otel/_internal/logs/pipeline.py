@@ -220,6 +220,7 @@ class LogPipeline:
         scrub_text = self._scrubber.scrub_text
         scrub_attributes = self._scrubber.scrub_attributes
         scrub_texts = self._scrubber.scrub_texts
+        clean = self._scrubber.clean_text_tuples()
         plans = self._shape_plans
         for index, entry in enumerate(batch):
             message = scrub_text(entry[3])
@@ -232,9 +233,10 @@ class LogPipeline:
                     strings_end = plans[entry[2]] = self._shape_plan(entry[2])
                 if strings_end:
                     texts = entry[SHAPED_VALUES:strings_end]
-                    scrubbed = scrub_texts(texts)
-                    if scrubbed is not texts:
-                        entry = (*entry[:SHAPED_VALUES], *scrubbed, *entry[strings_end:])
+                    if texts not in clean:
+                        scrubbed = scrub_texts(texts)
+                        if scrubbed is not texts:
+                            entry = (*entry[:SHAPED_VALUES], *scrubbed, *entry[strings_end:])
                 else:
                     entry = with_attribute_dict(entry)
                     attributes = scrub_attributes(entry[4])
