@@ -34,7 +34,9 @@ class LogEntry(NamedTuple):
     ``attributes`` holds the quant attributes (``rqa.strategy``,
     ``rqa.stock``, ``rqa.signal``), the record's ``extra`` fields and, for
     exceptions, ``exception.type``/``exception.message``/``exception.stacktrace``.
-    ``trace_id``/``span_id`` are 0 outside a span.
+    ``trace_id``/``span_id`` are 0 outside a span. (A tuple holding a dict
+    stays tracked; entries of a registered ``EventShape`` carry ``None`` as
+    attributes and their values flat after ``trace_flags``, see there.)
     """
 
     time_ns: int
