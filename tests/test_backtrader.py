@@ -15,6 +15,7 @@ import pytest
 
 from otlp_files import attributes as attrs
 from otlp_files import items
+from otlp_files import last_points as otlp_last_points
 from rqa_otel import names
 
 backtrader = pytest.importorskip("backtrader")
@@ -82,13 +83,9 @@ def read(directory, file_name, *path):
 
 
 def last_points(directory, name):
-    points = {}
-    for metric in read(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics"):
-        if metric["name"] == name:
-            data = metric.get("sum") or metric.get("gauge")
-            for point in data["dataPoints"]:
-                points[tuple(sorted(attrs(point).items()))] = point.get("asDouble", point.get("asInt"))
-    return points
+    """The last value of each series of ``name``."""
+    points = otlp_last_points(Path(directory) / "metrics.jsonl", name)
+    return {key: point.get("asDouble", point.get("asInt")) for key, point in points.items()}
 
 
 def check_telemetry_matches_backtrader(directory, result):

@@ -17,6 +17,7 @@ import pytest
 import rqa_otel
 from otlp_files import attributes as attrs
 from otlp_files import items
+from otlp_files import last_points as otlp_last_points
 from rqa_otel import names
 from rqa_otel.trading import BacktestMonitor
 
@@ -35,13 +36,7 @@ def read(tmp_path, file_name, *path):
 
 
 def last_points(tmp_path, name):
-    points = {}
-    for metric in read(tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics"):
-        if metric["name"] == name:
-            data = metric.get("sum") or metric.get("gauge") or metric.get("histogram")
-            for point in data["dataPoints"]:
-                points[tuple(sorted(attrs(point).items()))] = point
-    return points
+    return otlp_last_points(tmp_path / "metrics.jsonl", name)
 
 
 def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp_path):

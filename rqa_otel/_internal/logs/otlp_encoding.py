@@ -303,7 +303,7 @@ class LogsEncoder:
     def _json_key(self, key: str) -> str:
         prefix = self._json_keys.get(key)
         if prefix is None:
-            prefix = '{"key":' + _json_string(key) + ',"value":'
+            prefix = _key_json(key)
             if len(self._json_keys) < _CACHE_LIMIT:
                 self._json_keys[key] = prefix
         return prefix
@@ -324,7 +324,7 @@ class _ShapedTemplates:
         shape = shape_of(name)
         number, text = severity(level)
         self.strings_count = len(shape.strings)
-        self._string_keys = [_key_json(k) + '"stringValue":' for k in shape.strings]
+        self._string_keys = [_key_json(k) + '{"stringValue":' for k in shape.strings]
         first_number = SHAPED_VALUES + len(shape.strings)
         pieces = [
             _literal(',{"timeUnixNano":"'), "f'{entry[0]:d}'",
@@ -335,9 +335,9 @@ class _ShapedTemplates:
         for index, key in enumerate(shape.floats, first_number):
             # float.__repr__: json.dumps's spelling of a finite float, and a
             # TypeError for anything but a float.
-            pieces += [_literal("," + _key_json(key) + '"doubleValue":'), f"f'{{float_repr(entry[{index}])}}'", _literal("}}")]
+            pieces += [_literal("," + _key_json(key) + '{"doubleValue":'), f"f'{{float_repr(entry[{index}])}}'", _literal("}}")]
         for index, key in enumerate(shape.ints, first_number + len(shape.floats)):
-            pieces += [_literal("," + _key_json(key) + '"intValue":"'), f"f'{{entry[{index}]:d}}'", _literal('"}}')]
+            pieces += [_literal("," + _key_json(key) + '{"intValue":"'), f"f'{{entry[{index}]:d}}'", _literal('"}}')]
         pieces += [_literal("]"), "f'{ids}'", _literal("}")]
         source = "lambda entry, observed, ids, strings_json: " + " ".join(pieces)
         self.render = eval(source, {"escape": _json_string, "float_repr": _float_repr})
@@ -354,7 +354,8 @@ class _ShapedTemplates:
 
 
 def _key_json(key: str) -> str:
-    return '{"key":' + _json_string(key) + ',"value":{'
+    """A KeyValue's JSON up to its value."""
+    return '{"key":' + _json_string(key) + ',"value":'
 
 
 def _literal(text: str) -> str:
