@@ -225,6 +225,7 @@ class Scrubber:
         self._detect = "|".join(branches)
         self._candidates = re.compile(self._detect).search
 
+        self._joinable = not extra_patterns
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         # (detect search on casefolded text, exact-value sub or None, cache
@@ -378,6 +379,15 @@ class Scrubber:
         if isinstance(value, Mapping):
             return self.scrub_attributes(value)
         return value
+
+    def all_clean(self, texts: Sequence[str]) -> bool:
+        """True when :meth:`scrub_text` would return every one of ``texts``
+        unchanged: one detection search over them all, joined by newlines
+        (no detection pattern crosses a newline, so a text that would be
+        flagged alone is flagged joined). False means "scrub them one by
+        one", not that any holds a secret; always so with extra patterns,
+        which may anchor (``^``, ``\\A``) where a joined text has no start."""
+        return self._joinable and self._state[0]("\n".join(texts).casefold()) is None
 
     def clean_text_tuples(self) -> set:
         """Tuples of texts :meth:`scrub_texts` found clean, for a caller to

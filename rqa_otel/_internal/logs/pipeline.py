@@ -222,8 +222,10 @@ class LogPipeline:
         scrub_texts = self._scrubber.scrub_texts
         clean = self._scrubber.clean_text_tuples()
         plans = self._shape_plans
+        # Usually no message of a batch can hold a secret: one search for all.
+        messages_clean = self._scrubber.all_clean([entry[3] for entry in batch])
         for index, entry in enumerate(batch):
-            message = scrub_text(entry[3])
+            message = entry[3] if messages_clean else scrub_text(entry[3])
             attributes = entry[4]
             if attributes is None:
                 # A registered event shape: only its strings can hold a
