@@ -218,3 +218,34 @@ def test_the_notional_histogram_has_its_own_series_limit(telemetry, tmp_path):
     alerts = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
               if s["name"] == names.ALERT_SPAN and attrs(s)[names.ALERT_NAME] == names.CARDINALITY_ALERT]
     assert len(alerts) == 1
+
+
+FIRST_LAYOUT = """
+CREATE TABLE trades (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, strategy TEXT NOT NULL, symbol TEXT NOT NULL,
+    action TEXT NOT NULL, price REAL NOT NULL, quantity REAL NOT NULL, time_ns INTEGER NOT NULL);
+CREATE INDEX trades_by_strategy_symbol ON trades (strategy, symbol, time_ns);
+CREATE INDEX trades_by_symbol ON trades (symbol, time_ns);
+CREATE INDEX trades_by_time ON trades (time_ns);
+CREATE TABLE portfolio (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, strategy TEXT NOT NULL, value REAL NOT NULL,
+    cash REAL NOT NULL, positions TEXT NOT NULL, time_ns INTEGER NOT NULL);
+INSERT INTO trades VALUES (1, 'r1', 'a', '600519.SH', 'buy', 10.5, 100, 1700000000000000000);
+INSERT INTO trades VALUES (2, 'r1', 'a', '600519.SH', 'sell', 11.5, 100, 1700000000000000001);
+INSERT INTO trades VALUES (3, 'r2', 'b', '000001.SZ', 'buy', 9.5, 300, 1700000000000000002);
+INSERT INTO portfolio VALUES (1, 'r1', 'a', 1000.0, 500.0, '{}', 1700000000000000000);
+"""
+
+
+def test_a_journal_of_the_first_layout_is_converted_with_every_row(telemetry, tmp_path):
+    """The first release kept strings in every trade row; opening such a journal converts it, nothing lost."""
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).executescript(FIRST_LAYOUT)
+    monitor = BacktestMonitor(telemetry, journal_path=path)
+    assert [(t.strategy, t.symbol, t.action, t.price, t.run_id) for t in monitor.get_trade_history()] == [
+        ("a", "600519.SH", "buy", 10.5, "r1"), ("a", "600519.SH", "sell", 11.5, "r1"), ("b", "000001.SZ", "buy", 9.5, "r2"),
+    ]
+    monitor.record_trade("600519.SH", "buy", 12.0, 100, "a", timestamp=BAR)
+    assert len(monitor.get_trade_history(strategy="a", symbol="600519.SH")) == 3
+    monitor.close()
+    journal = sqlite3.connect(path)
+    assert journal.execute("SELECT count(*) FROM portfolio").fetchone()[0] == 1
+    assert [row[0] for row in journal.execute("SELECT id FROM trades ORDER BY id")] == [1, 2, 3, 4]

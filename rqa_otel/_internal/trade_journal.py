@@ -93,6 +93,7 @@ class TradeJournal:
         self._series_ids: dict[tuple[str, str, str], int] | None = None  # the writer's, loaded at its first commit
         self._run_ids: dict[str, int] | None = None
         writer = self._connect()
+        _upgrade_first_layout(writer)
         writer.executescript(SCHEMA)
         writer.commit()
         self._thread = threading.Thread(target=self._write, args=(writer,), name="rqa-otel trade journal", daemon=True)
@@ -204,6 +205,31 @@ class TradeJournal:
         prices, quantities, times = (map(itemgetter(index), trades) for index in (4, 5, 6))
         rows = zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times)
         return list(chain.from_iterable(rows))
+
+
+def _upgrade_first_layout(connection: sqlite3.Connection) -> None:
+    """A journal written by the first release (strategy, symbol, action and
+    run id as text in every trade row) is converted in place, in one
+    transaction: every row keeps its id, nothing is lost."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(trades)")}
+    if "strategy" not in columns:
+        return
+    _log.warning("converting the trade journal to integer series and run keys (once)")
+    connection.executescript(
+        "BEGIN;"
+        " ALTER TABLE trades RENAME TO trades_first_layout;"
+        " DROP INDEX IF EXISTS trades_by_strategy_symbol; DROP INDEX IF EXISTS trades_by_symbol;"
+        " DROP INDEX IF EXISTS trades_by_time;"
+        + SCHEMA  # the new trades table and indexes; portfolio stays as it is
+        + " INSERT INTO runs (run_id) SELECT DISTINCT run_id FROM trades_first_layout;"
+        " INSERT INTO series (strategy, symbol, action) SELECT DISTINCT strategy, symbol, action FROM trades_first_layout;"
+        " INSERT INTO trades (id, run, series, price, quantity, time_ns)"
+        "  SELECT old.id, runs.id, series.id, old.price, old.quantity, old.time_ns FROM trades_first_layout AS old"
+        "  JOIN runs ON runs.run_id = old.run_id"
+        "  JOIN series ON (series.strategy, series.symbol, series.action) = (old.strategy, old.symbol, old.action);"
+        " DROP TABLE trades_first_layout;"
+        " COMMIT;"
+    )
 
 
 _series_key = itemgetter(1, 2, 3)
