@@ -166,3 +166,30 @@ def test_uninstrument_restores_cerebro_and_a_broken_telemetry_never_breaks_the_s
         instrumentor.uninstrument()
     assert backtrader.Cerebro.run is original
     instrumentor.uninstrument()  # twice is harmless
+
+
+def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch):
+    """cerebro.addanalyzer(TelemetryAnalyzer, telemetry=...): no instrument() call, Cerebro untouched."""
+    import rqa_otel
+    from rqa_otel.instrumentation.backtrader import TelemetryAnalyzer
+
+    (tmp_path / "analyzer_strategy.py").write_text(SCRIPT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import analyzer_strategy
+
+    original = backtrader.Cerebro.run
+    telemetry = rqa_otel.setup(overrides={"export.directory": str(tmp_path)}, set_global=False)
+    analyzer_strategy.write_bars(tmp_path / "bars.csv")
+    cerebro = backtrader.Cerebro()
+    cerebro.broker.setcash(100_000.0)
+    cerebro.adddata(backtrader.feeds.GenericCSVData(
+        dataname=str(tmp_path / "bars.csv"), dtformat="%Y-%m-%d", openinterest=-1, headers=True), name="600519.SH")
+    cerebro.addstrategy(analyzer_strategy.Crossover)
+    cerebro.addanalyzer(TelemetryAnalyzer, telemetry=telemetry)
+    [strategy] = cerebro.run()
+    telemetry.shutdown()
+    assert backtrader.Cerebro.run is original
+    check_telemetry_matches_backtrader(tmp_path, {
+        "value": cerebro.broker.getvalue(), "cash": cerebro.broker.getcash(), "fills": strategy.fills,
+        "statuses": strategy.statuses, "position": strategy.getposition(strategy.datas[0]).size,
+    })

@@ -123,6 +123,8 @@ def _analyzer_class():
 
         @_guarded
         def stop(self):
+            # When cerebro.run() returns, the run's trades are in the journal.
+            self._monitor.flush()
             self._stack.close()
 
         @_guarded
