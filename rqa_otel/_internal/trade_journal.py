@@ -76,7 +76,7 @@ _MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 class TradeJournal:
-    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05, max_pending: int = 20_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05, max_pending: int = 60_000) -> None:
         self.path = os.fspath(path)
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
