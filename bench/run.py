@@ -237,6 +237,126 @@ def trade_history_query(repeat: int) -> dict:
     )
 
 
+@benchmark
+def config_read(repeat: int) -> dict:
+    """Microseconds per settings read on the hot path: ``live.current.logging.level``
+    (the snapshot LiveSettings swaps on reload) against dynaconf attribute
+    access to the same key, settings loaded from the same file."""
+    import timeit
+
+    from dynaconf import Dynaconf
+
+    from rqa_otel.config import LiveSettings
+    from rqa_otel.settings import DEFAULTS_FILE
+
+    live = LiveSettings.from_layers(environ={})
+    dynaconf = Dynaconf(settings_files=[str(DEFAULTS_FILE)], environments=False, load_dotenv=False, merge_enabled=True)
+    assert live.current.logging.level == dynaconf.logging.level
+    count = 200_000
+    project, anchor = [], []
+    for _ in range(repeat):
+        project.append(timeit.timeit("live.current.logging.level", globals={"live": live}, number=count) / count * 1e6)
+        anchor.append(timeit.timeit("settings.logging.level", globals={"settings": dynaconf}, number=count // 10) / (count // 10) * 1e6)
+    median = statistics.median(project)
+    return _row(
+        "config_read", "us", median, statistics.median(anchor),
+        "dynaconf attribute access (settings.logging.level)", lower_is_better=True,
+        project_ns=round(median * 1000, 1),
+    )
+
+
+def _reload_latencies(style: str, samples: int) -> list[float]:
+    """Milliseconds from the start of a save to the change callback."""
+    import threading
+
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from config_saves import SAVES, write
+
+    from rqa_otel.config import LiveSettings
+
+    import logging
+
+    logging.getLogger("rqa_otel.config").setLevel(logging.ERROR)  # one "restart needed" line per save otherwise
+    latencies: list[float] = []
+    with tempfile.TemporaryDirectory() as name:
+        directory = __import__("pathlib").Path(name)
+        if style == "symlink":
+            SAVES[style](directory, "strategy: s0\n", "g0")
+        else:
+            write(directory / "settings.yaml", "strategy: s0\n")
+        live = LiveSettings.from_layers(directory / "settings.yaml", environ={})
+        changed = threading.Event()
+        live.subscribe(lambda event_type, config: changed.set())
+        live.watch(poll_interval_s=60)  # events only: the poll must not be what is measured
+        try:
+            time.sleep(0.2)
+            for number in range(1, samples + 1):
+                changed.clear()
+                started = time.perf_counter()
+                SAVES[style](directory, f"strategy: s{number}\n", f"g{number}")
+                if not changed.wait(5):
+                    raise RuntimeError(f"{style} save {number} was not reloaded within 5 s")
+                latencies.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.08)  # apart from the next save by more than the debounce
+        finally:
+            live.close()
+    return latencies
+
+
+def _reload_latency_row(style: str, repeat: int) -> dict:
+    latencies = sorted(_reload_latencies(style, max(50, repeat * 10)))
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    return _row(
+        f"config_reload_latency_{style}", "ms", p99, 300.0, "the goal: p99 <= 300 ms (p50 <= 150 ms)",
+        lower_is_better=True, p50=round(statistics.median(latencies), 1), samples=len(latencies),
+        debounce_ms=50,
+    )
+
+
+@benchmark
+def config_reload_latency_rename(repeat: int) -> dict:
+    """p99 ms from a vim-style rename-save to the change callback (p50 as `p50`)."""
+    return _reload_latency_row("rename", repeat)
+
+
+@benchmark
+def config_reload_latency_inplace(repeat: int) -> dict:
+    """p99 ms from an in-place rewrite to the change callback (p50 as `p50`)."""
+    return _reload_latency_row("inplace", repeat)
+
+
+@benchmark
+def config_reload_latency_symlink(repeat: int) -> dict:
+    """p99 ms from a Kubernetes `..data` symlink swap to the change callback (p50 as `p50`)."""
+    return _reload_latency_row("symlink", repeat)
+def resource_collect(repeat: int) -> dict:
+    """Milliseconds per metric collection: rqa-otel's resource gauges over
+    100 real processes (host, per-process and per-strategy instruments)
+    against opentelemetry-instrumentation-system-metrics (default
+    configuration) collecting one process. Both through the SDK's metric
+    reader, each side in fresh processes, interleaved; ratio = anchor x 100
+    / project (goal >= 30). sample_ms is the /proc sampling alone."""
+    cycles = 20
+    project, anchor, sample = [], [], []
+    for _ in range(max(3, repeat // 2)):
+        for mode in ("project", "anchor"):
+            completed = subprocess.run(
+                [sys.executable, os.path.join(HERE, "resource_bench.py"), mode, str(cycles)],
+                check=True, capture_output=True, text=True,
+            )
+            result = json.loads(completed.stdout)
+            (project if mode == "project" else anchor).extend(result["cycle_ms"])
+            sample.extend(result.get("sample_ms", []))
+    project_ms, anchor_ms = statistics.median(project), statistics.median(anchor)
+    row = _row(
+        "resource_collect", "ms", project_ms, anchor_ms,
+        "system-metrics instrumentation, 1 process (ratio: anchor x 100 / project)", lower_is_better=True,
+        processes=100, sample_ms=round(statistics.median(sample), 2), within_50ms=project_ms <= 50,
+    )
+    row["ratio"] = round(anchor_ms * 100 / project_ms, 1)  # the project watches 100 processes, the anchor one
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (all when none): {', '.join(BENCHMARKS)}")

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lp_parser(commands)
 
+    from rqa_otel.config.vault_cli import add_vault_parser
+
+    add_vault_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="run a sample instrumented backtest (no server needed)",
@@ -71,7 +75,49 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(handler=_demo)
+
+    agent = commands.add_parser(
+        "agent",
+        help="watch every strategy process on this host: resources, quotas, health",
+        description=(
+            "The host agent (one per host and run directory). A supervisor keeps a monitoring worker running "
+            "(restarted at once when it dies, with backoff if it keeps dying); the worker samples every process "
+            "that rqa_otel.setup() registered in the run directory, exports per-strategy CPU, memory and GPU "
+            "gauges, and turns quota breaches into alerts. Its state lives in the run directory, so a "
+            "restarted agent carries on where it stopped."
+        ),
+        epilog="example: rqa-otel agent --http-port 9464 --interval 5",
+    )
+    agent.add_argument("--http-port", type=_port_arg, metavar="PORT",
+                       help="serve /health, /ready and /metrics on this port (default agent.http_port; 0: off)")
+    agent.add_argument("--interval", type=_positive_float, metavar="S",
+                       help="seconds between collections (default resources.interval_s)")
+    agent.add_argument("--run-dir", metavar="DIR", help="the run directory (default registry.dir)")
+    agent.add_argument("--settings", metavar="FILE", help="settings file (else RQA_SETTINGS_FILE)")
+    agent.set_defaults(handler=_agent)
     return parser
+
+
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, 0 (off) to 65535, got {text}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from rqa_otel.agent.supervisor import run_agent
+
+    return run_agent(args.settings, args.http_port, args.interval, args.run_dir)
 
 
 def _positive_int(text: str) -> int:
@@ -170,7 +216,13 @@ def _demo(args: argparse.Namespace) -> int:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
-    overrides["logging.sampling.rules"] = demo.SAMPLING_RULES
+    output = args.output or "./rqa-telemetry"
+    settings_file = None
+    if not args.no_telemetry:  # the sampling rule lives in a watched settings file
+        os.makedirs(output, exist_ok=True)
+        settings_file = os.path.join(output, demo.SETTINGS_FILE)
+        demo.write_settings(settings_file, demo.SAMPLING_RULES[0]["rate_per_s"])
+        overrides.update({"config.watch": True, "config.sighup": False})
     text_log = None
     if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
         directory = args.output or "./rqa-telemetry"
@@ -183,7 +235,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.no_telemetry:
         started = time.perf_counter()
         try:
-            telemetry = setup(strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
+            telemetry = setup(settings_file, strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
         except SettingsError as exc:
             return _fail(f"demo: {exc}")
         setup_s = time.perf_counter() - started
@@ -199,11 +251,27 @@ def _demo(args: argparse.Namespace) -> int:
 
         monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
     started = time.perf_counter()
-    result = demo.run_backtest(bars, monitor, progress=demo.Progress(enabled=not (args.quiet or args.json)))
+    progress = demo.Progress(enabled=not (args.quiet or args.json))
+    live_change = demo.LiveChange(telemetry, settings_file) if telemetry else None
+
+    def on_bar(done: int, total: int) -> None:
+        progress(done, total)
+        if live_change:
+            live_change(done, total)
+
+    result = demo.run_backtest(bars, monitor, progress=on_bar)
     if monitor:
         monitor.flush()
+    # The resource gauges' reading at the end of the run: shutdown's final
+    # collection exports this same snapshot.
+    snapshot = telemetry.resources.refresh() if telemetry and telemetry.resources else None
+    resources = demo.resource_summary(snapshot) if snapshot else {}
+    # One quota check as the host agent makes it, against a deliberately tight quota.
+    quota_alert = demo.quota_breach(telemetry, snapshot, os.path.join(args.output or "./rqa-telemetry", "run")) if snapshot else None
     flushed = telemetry.shutdown() if telemetry else True
     wall_s = time.perf_counter() - started  # the backtest plus the final flush
+    if live_change:
+        wall_s -= live_change.waited_s  # the pause for the live change is not the backtest's
     history = []
     if monitor:
         first_symbol = next(iter(bars[0].minutes))
@@ -229,7 +297,14 @@ def _demo(args: argparse.Namespace) -> int:
         "journal": str(monitor.journal.path) if monitor else None,
         "log_drops": {f"{reason}/{level}": n for (reason, level), n in (telemetry.log_drops() if telemetry else {}).items()},
         "text_log": text_log if telemetry else None,
+        "resources": resources,
+        "quota_alert": quota_alert,
         "flushed": flushed,
+        "live_change": {
+            "settings_file": settings_file, "saved_at_bar": live_change.saved_bar,
+            "applied_at_bar": live_change.applied[0] if live_change.applied else None,
+            "applied_after_ms": round(live_change.applied[1], 1) if live_change.applied else None,
+        } if live_change else None,
     }
     if args.json:
         print(json.dumps(summary))
@@ -249,6 +324,10 @@ def _print_summary(summary: dict) -> None:
     if not summary["telemetry"]:
         print("  telemetry: off")
         return
+    for line in demo.resource_lines(summary["resources"]):
+        print(line)
+    if summary["quota_alert"]:
+        print(demo.quota_line(summary["quota_alert"]))
     units = {"traces": "spans", "metrics": "metric data points", "logs": "log records"}
     print("  telemetry:")
     for item in summary["telemetry"]:
@@ -259,6 +338,16 @@ def _print_summary(summary: dict) -> None:
         print(
             f"  sampling: {sampled} signal records suppressed by the demo's rule (at most 20/s on "
             f"{demo.SIGNALS_LOGGER}); a summary record in the logs says so"
+        )
+    change = summary["live_change"]
+    if change and change["saved_at_bar"]:
+        applied = (
+            f"the file watcher applied it {change['applied_after_ms']:.0f} ms later (the backtest waited for it)"
+            if change["applied_at_bar"] else "the backtest ended before it was applied"
+        )
+        print(
+            f"  live settings: at bar {change['saved_at_bar']} the rule was tightened to {demo.LIVE_RATE_PER_S}/s in "
+            f"{change['settings_file']} (a rename-save, as vim does); {applied}, no restart"
         )
     lost = {key: n for key, n in summary["log_drops"].items() if not key.startswith("sampled/")}
     if lost:

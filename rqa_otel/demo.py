@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import sys
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -29,6 +30,10 @@ SIGNALS_LOGGER = f"{LOGGER}.signals"
 # suppressed, and a summary record counts them.
 SAMPLING_RULES = [{"logger": SIGNALS_LOGGER, "level": "INFO", "rate_per_s": 20}]
 TEXT_LOG = "demo.log"
+# Halfway through, the demo tightens that rule in its settings file; the
+# file watcher reloads it while the backtest runs (a live settings change).
+SETTINGS_FILE = "demo-settings.yaml"
+LIVE_RATE_PER_S = 2
 # (symbol, first close, annual drift, annual volatility)
 UNIVERSE: tuple[tuple[str, float, float, float], ...] = (
     ("600519.SH", 1700.0, 0.06, 0.28),
@@ -238,6 +243,53 @@ class _NoMonitor:
         pass
 
 
+def write_settings(path: str, rate_per_s: float) -> None:
+    """The demo's settings file, saved as vim saves: a private temporary file
+    renamed over the target."""
+    import os
+
+    text = (
+        "logging:\n  sampling:\n    rules:\n"
+        f"      - {{logger: {SIGNALS_LOGGER}, level: INFO, rate_per_s: {rate_per_s}}}\n"
+    )
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+class LiveChange:
+    """Saves the tightened sampling rule at the middle bar and notes when
+    the reloaded settings reach the log handler."""
+
+    def __init__(self, telemetry, path: str) -> None:
+        self.path = path
+        self.bar = 0
+        self.saved_bar: int | None = None
+        self._saved_at = 0.0
+        self.applied: tuple[int, float] | None = None
+        """(bar, milliseconds after the save) at which the new rule was applied."""
+        self.waited_s = 0.0
+        self._done = threading.Event()
+        telemetry.config.on_change("logging.sampling.rules", self._applied)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar = done
+        if self.saved_bar is None and done >= total // 2:
+            self.saved_bar, self._saved_at = done, time.perf_counter()
+            write_settings(self.path, LIVE_RATE_PER_S)
+            # The whole backtest takes about as long as a reload: wait for
+            # it here (at most 2 s), so the second half runs under the new
+            # rule. The wait is left out of the reported wall time.
+            self._done.wait(2.0)
+            self.waited_s = time.perf_counter() - self._saved_at
+
+    def _applied(self, key, old, new) -> None:
+        self.applied = (self.bar, (time.perf_counter() - self._saved_at) * 1000)
+        self._done.set()
+
+
 class Progress:
     """Progress on stderr: a live line on a terminal, a line per quarter otherwise."""
 
@@ -260,3 +312,58 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def resource_summary(snapshot) -> dict[str, dict]:
+    """Per-strategy figures of a :class:`~rqa_otel.resources.ResourceSnapshot`,
+    as the ``rqa.strategy.*`` gauges export them."""
+    return {
+        strategy: {
+            "processes": usage.processes,
+            "cpu_percent": round(usage.cpu_percent, 1),
+            "rss_bytes": usage.rss_bytes,
+            "threads": usage.threads,
+            "open_fds": usage.open_fds,
+            "gpu_memory_bytes": usage.gpu_memory_bytes,
+        }
+        for strategy, usage in snapshot.usage.items()
+    }
+
+
+def resource_lines(resources: dict[str, dict]) -> list[str]:
+    lines = []
+    for strategy, usage in sorted(resources.items()):
+        gpu = "" if usage["gpu_memory_bytes"] is None else f", GPU {usage['gpu_memory_bytes'] / 2**20:.1f} MiB"
+        lines.append(
+            f"  resources: {strategy}: {usage['processes']} process(es), CPU {usage['cpu_percent']:.0f}% of a core, "
+            f"RSS {usage['rss_bytes'] / 2**20:.1f} MiB, {usage['threads']} threads, {usage['open_fds']} open fds{gpu} "
+            "(gauges rqa.strategy.*)"
+        )
+    return lines
+
+
+DEMO_MEMORY_QUOTA_MIB = 16  # far below any Python process's RSS: the demo's breach is certain
+
+
+def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
+    """Check the demo strategy's usage against a memory quota it cannot
+    meet, as the host agent does each collection: the breach becomes one
+    ``quota_breach`` alert span. ``run_dir`` keeps this quota out of the
+    host's real run directory."""
+    from rqa_otel.resources.quota import ResourceManager
+    from rqa_otel.resources.registry import Registry
+
+    manager = ResourceManager(telemetry, registry=Registry(run_dir),
+                              quotas={STRATEGY: {"memory_mib": DEMO_MEMORY_QUOTA_MIB}})
+    for change in manager.observe(snapshot.usage):
+        if change.level == "breach":
+            return {"strategy": change.strategy, "resource": change.resource, "smoothed_mib": round(change.value, 1),
+                    "quota_mib": change.limit, "episode_id": change.episode_id}
+    return None
+
+
+def quota_line(alert: dict) -> str:
+    return (
+        f"  quota: {alert['strategy']} memory {alert['smoothed_mib']:.1f} MiB (smoothed) > quota "
+        f"{alert['quota_mib']:g} MiB -> alert quota_breach, episode {alert['episode_id']} (an rqa.alert span)"
+    )

@@ -108,6 +108,52 @@ LOG_RECORDS_SUPPRESSED_COUNTER: Final = "rqa.log.records.suppressed"
 TRADING_ERRORS_COUNTER: Final = "rqa.trading_errors"
 CIRCUIT_BREAKER_STATE_GAUGE: Final = "rqa.circuit_breaker.state"
 
+# --- Resources (semantic conventions where they exist) ------------------------
+SYSTEM_MEMORY_STATE: Final = "system.memory.state"
+HW_ID: Final = "hw.id"
+HW_NAME: Final = "hw.name"
+HW_TYPE: Final = "hw.type"
+SYSTEM_CPU_UTILIZATION: Final = "system.cpu.utilization"
+SYSTEM_MEMORY_USAGE: Final = "system.memory.usage"
+SYSTEM_MEMORY_LIMIT: Final = "system.memory.limit"
+SYSTEM_MEMORY_UTILIZATION: Final = "system.memory.utilization"
+PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"
+PROCESS_MEMORY_USAGE: Final = "process.memory.usage"
+PROCESS_THREAD_COUNT: Final = "process.thread.count"
+PROCESS_FILE_DESCRIPTOR_COUNT: Final = "process.unix.file_descriptor.count"
+HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"
+HW_GPU_MEMORY_USAGE: Final = "hw.gpu.memory.usage"
+HW_GPU_MEMORY_LIMIT: Final = "hw.gpu.memory.limit"
+HW_TEMPERATURE: Final = "hw.temperature"
+HW_POWER: Final = "hw.power"
+# No convention covers these: per-process GPU memory and per-strategy sums.
+PROCESS_GPU_MEMORY_USAGE: Final = "rqa.process.gpu.memory.usage"
+STRATEGY_CPU_PERCENT: Final = "rqa.strategy.cpu.percent"
+STRATEGY_MEMORY_USAGE: Final = "rqa.strategy.memory.usage"
+STRATEGY_THREAD_COUNT: Final = "rqa.strategy.thread.count"
+STRATEGY_FILE_DESCRIPTOR_COUNT: Final = "rqa.strategy.file_descriptor.count"
+STRATEGY_PROCESS_COUNT: Final = "rqa.strategy.process.count"
+STRATEGY_GPU_MEMORY_USAGE: Final = "rqa.strategy.gpu.memory.usage"
+
+# --- Quotas, the run-directory registry and the host agent ----------------------
+EVENT_NAME: Final = "event.name"  # the log record attribute naming an event (semantic conventions)
+QUOTA_RESOURCE: Final = "rqa.quota.resource"  # cpu | memory | gpu_memory | workers
+QUOTA_LIMIT: Final = "rqa.quota.limit"
+QUOTA_VALUE: Final = "rqa.quota.value"
+QUOTA_EPISODE_ID: Final = "rqa.quota.episode_id"
+QUOTA_BREACH_ALERT: Final = "quota_breach"
+QUOTA_RECOVERED_EVENT: Final = "rqa.quota.recovered"
+QUOTA_WARNING_EVENT: Final = "rqa.quota.warning"
+QUOTA_BREACHES_COUNTER: Final = "rqa.quota.breaches"
+QUOTA_RECOVERIES_COUNTER: Final = "rqa.quota.recoveries"
+QUOTA_WORKERS_REFUSED_COUNTER: Final = "rqa.quota.workers_refused"
+QUOTA_LIMIT_GAUGE: Final = "rqa.strategy.quota.limit"
+QUOTA_USAGE_GAUGE: Final = "rqa.strategy.quota.usage"
+QUOTA_UTILIZATION_GAUGE: Final = "rqa.strategy.quota.utilization"
+QUOTA_STATE_GAUGE: Final = "rqa.strategy.quota.state"
+QUOTA_READINESS: Final = "quotas"  # the agent's /ready check
+AGENT_WORKER_RESTARTS_COUNTER: Final = "rqa.agent.worker_restarts"
+
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"
 
@@ -118,3 +164,15 @@ ORDER_STATUS: Final = "rqa.order.status"
 ORDER_TYPE: Final = "rqa.order.type"
 ORDER_SIZE: Final = "rqa.order.size"
 ORDER_PRICE: Final = "rqa.order.price"
+
+# --- Settings hot reload (rqa_otel.config) -----------------------------------
+CONFIG_RELOAD_SPAN: Final = "rqa.config.reload"
+CONFIG_RELOAD_OUTCOME: Final = "rqa.config.reload.outcome"
+CONFIG_RELOAD_OUTCOMES: Final = ("changed", "unchanged", "failed")
+CONFIG_RELOAD_TRIGGER: Final = "rqa.config.reload.trigger"
+CONFIG_RELOAD_TRIGGERS: Final = ("file", "poll", "sighup", "explicit")
+CONFIG_CHANGED_KEYS: Final = "rqa.config.changed_keys"
+CONFIG_RESTART_REQUIRED: Final = "rqa.config.restart_required"
+CONFIG_RELOADS_COUNTER: Final = "rqa.config.reloads"
+CONFIG_LAST_RELOAD_SUCCESSFUL_GAUGE: Final = "rqa.config.last_reload_successful"
+CONFIG_RELOAD_FAILED_ALERT: Final = "config_reload_failed"

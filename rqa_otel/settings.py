@@ -3,12 +3,17 @@
 Layers, lowest first (docs/settings.md):
 
 1. packaged defaults (``rqa_otel/default_settings.yaml``);
-2. the settings file: ``setup(settings_file=…)`` or ``RQA_SETTINGS_FILE``;
+2. the settings file: ``setup(settings_file=…)`` or ``RQA_SETTINGS_FILE``
+   (``settings.yaml``), then its siblings ``settings.{env}.yaml``,
+   ``settings.local.yaml`` and ``.secrets.yaml``;
 3. standard ``OTEL_*`` variables, where one applies (``OTEL_SERVICE_NAME``…);
 4. ``RQA_*`` variables, nested with ``__`` (``RQA_EXPORT__TRACES=otlp``);
 5. arguments to ``setup()``.
 
-dynaconf merges layers 1, 2 and 4. The result is validated against
+Files are read through one descriptor each, permission-checked on that
+descriptor (rqa_otel.config.permissions), parsed (YAML by dynaconf's own
+parser) and merged key by key; dynaconf reads the ``RQA_*`` variables.
+``ENC[...]`` values are decrypted by the ConfigVault. The result is validated against
 ``SCHEMA`` and frozen into dataclasses, so a read on the hot path is a plain
 attribute access and a bad value fails at once, naming the setting, where it
 came from and what is allowed.
@@ -16,7 +21,11 @@ came from and what is allowed.
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +138,50 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class ResourceSettings:
+    enabled: bool
+    """Export this process's resource gauges (CPU, RSS, threads, fds, GPU memory)."""
+    host: bool
+    """Also export host CPU and memory and GPU devices (the host agent always does)."""
+    gpu: bool
+    """Read GPUs through NVML when it is there."""
+    interval_s: float
+    """The host agent's collection interval."""
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    enabled: bool
+    """``setup()`` registers its process in the run directory (for the host agent)."""
+    dir: str
+    """The run directory; empty: ``$XDG_RUNTIME_DIR/rqa-otel``, else ``/tmp/rqa-otel-<uid>``."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    http_port: int
+    """Port of the agent's /health, /ready and /metrics; 0: off (``--http-port`` sets it)."""
+    smoothing: float
+    """EMA factor of quota readings, in (0, 1]: 1 is no smoothing."""
+    warn_ratio: float
+    """Smoothed usage / quota from which a quota warns (a breach is 1.0)."""
+    restart_backoff_max_s: float
+    """Longest wait before restarting a monitoring worker that keeps dying."""
+
+
+@dataclass(frozen=True)
 class ScrubSettings:
     patterns: tuple[str, ...]
     allowlist: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfigSettings:
+    watch: bool
+    """Reload when a settings file changes (and on SIGHUP)."""
+    debounce_s: float
+    poll_interval_s: float
+    sighup: bool
 
 
 @dataclass(frozen=True)
@@ -144,9 +194,29 @@ class Settings:
     scrub: ScrubSettings
     errors: ErrorSettings
     ops: OpsSettings
+    resources: ResourceSettings
+    registry: RegistrySettings
+    agent: AgentSettings
+    quotas: Mapping[str, Any]
+    """Strategy -> ``rqa_otel.resources.quota.Quota``."""
     resource_attributes: Mapping[str, str]
+    config: ConfigSettings
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting's value came from, by dotted key (for messages)."""
+    secret_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """Dotted keys whose value was decrypted: never shown in messages."""
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Every validated value by dotted key (``SCHEMA``'s keys): for diffs."""
+
+    def get(self, key: str) -> Any:
+        """A value by dotted key, or the mapping of those under a section
+        (``get("errors.order_rejected")``); KeyError when none."""
+        if key in self.values:
+            return self.values[key]
+        found = {k: v for k, v in self.values.items() if k.startswith(key + ".")}
+        if not found:
+            raise KeyError(key)
+        return found
 
 
 # --- Schema -------------------------------------------------------------------
@@ -317,6 +387,29 @@ def _endpoint(value: Any) -> str:
     return text
 
 
+def _fraction(inclusive_one: bool) -> Callable[[Any], float]:
+    allowed = "a number in (0, 1]" if inclusive_one else "a number in (0, 1)"
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {allowed}") from None
+        if not (0 < number < 1 or (inclusive_one and number == 1)):
+            raise ValueError(f"expected {allowed}")
+        return number
+
+    return parse
+
+
+def _quotas(value: Any) -> dict[str, Any]:
+    from rqa_otel.resources.quota import Quota
+
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping {strategy: {cpu_percent, memory_mib, gpu_memory_mib, max_workers}}")
+    return {str(strategy): Quota.from_mapping(str(strategy), limits) for strategy, limits in value.items()}
+
+
 SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "strategy": (_string, None),
     "service.name": (_string, "OTEL_SERVICE_NAME"),
@@ -358,8 +451,23 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "ops.http_host": (_string, None),
     "errors.breaker.failure_threshold": (_count(1), None),
     "errors.breaker.open_s": (_positive_seconds, None),
+    "config.watch": (_boolean, None),
+    "config.debounce_s": (_non_negative_seconds, None),
+    "config.poll_interval_s": (_positive_seconds, None),
+    "config.sighup": (_boolean, None),
+    "resources.enabled": (_boolean, None),
+    "resources.host": (_boolean, None),
+    "resources.gpu": (_boolean, None),
+    "resources.interval_s": (_positive_seconds, None),
+    "registry.enabled": (_boolean, None),
+    "registry.dir": (_string, None),
+    "agent.http_port": (_port, None),
+    "agent.smoothing": (_fraction(inclusive_one=True), None),
+    "agent.warn_ratio": (_fraction(inclusive_one=False), None),
+    "agent.restart_backoff_max_s": (_positive_seconds, None),
+    "quotas": (_quotas, None),
 }
-_MAP_KEYS = {"resource_attributes", "export.otlp.headers"}
+_MAP_KEYS = {"resource_attributes", "export.otlp.headers", "quotas"}
 
 
 def parse_key_value_list(text: str) -> dict[str, str]:
@@ -376,48 +484,134 @@ def parse_key_value_list(text: str) -> dict[str, str]:
 # --- Loading ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """One load of every layer: the settings and what the hot reload needs."""
+
+    settings: Settings
+    watched: tuple[Path, ...]
+    """Every file whose content counts, present or not (a settings.local.yaml
+    created later is a change): the watcher watches their directories."""
+    fingerprint: str
+    """SHA-256 over the bytes of those files: equal means nothing changed."""
+    plaintexts: tuple[str, ...]
+    """Every value the vault decrypted (for the log scrubber)."""
+
+
 def load_settings(
     settings_file: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Merge the layers, validate, and return frozen settings.
+    """Merge the layers, validate, decrypt, and return frozen settings.
 
     ``overrides`` may be nested (``{"export": {"traces": "none"}}``) or dotted
     (``{"export.traces": "none"}``). Raises SettingsError listing every bad
     setting.
     """
+    return load_layers(settings_file, overrides, environ).settings
+
+
+def layer_files(settings_file: Path, environment: str) -> list[tuple[Path, bool]]:
+    """The files above the packaged defaults, lowest first, as (path, holds
+    secrets): ``settings.yaml``, ``settings.{env}.yaml``,
+    ``settings.local.yaml``, ``.secrets.yaml`` (the siblings of the settings
+    file, with its name and extension)."""
+    stem, suffix = settings_file.stem, settings_file.suffix
+    directory = settings_file.parent
+    return [
+        (settings_file, False),
+        (directory / f"{stem}.{environment}{suffix}", False),
+        (directory / f"{stem}.local{suffix}", False),
+        (directory / f".secrets{suffix}", True),
+    ]
+
+
+_ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def load_layers(
+    settings_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    vault: Any = None,
+) -> Loaded:
+    """``load_settings`` with what a reload needs; ``vault`` (a ConfigVault)
+    defaults to the one the environment configures, loaded only when a
+    value is encrypted."""
+    from rqa_otel.config.permissions import UnsafePermissions, read_checked
+    from rqa_otel.config.vault import KEY_FILE_VARIABLE, ConfigVault, VaultError, decrypt_values
+
     environ = os.environ if environ is None else environ
+    overrides = _flatten(dict(overrides or {}))
     if settings_file is None:
         settings_file = environ.get(SETTINGS_FILE_VARIABLE) or None
-    files = [DEFAULTS_FILE]
+    digest = hashlib.sha256()
+    layers: list[tuple[str, dict[str, Any]]] = [("packaged defaults", _packaged_defaults())]
+    watched: list[Path] = []
+    secret_sources: set[str] = set()  # values from these are never shown in messages
+
+    def read(path: Path, secret: bool) -> None:
+        try:
+            data = read_checked(path, secret=secret)
+        except FileNotFoundError:
+            _digest(digest, path, None)
+            return
+        except UnsafePermissions as exc:
+            raise SettingsError(str(exc)) from None
+        except OSError as exc:
+            raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
+        _digest(digest, path, data)
+        source = f"settings file {str(path)!r}"
+        if secret:
+            secret_sources.add(source)
+        layers.append((source, parse_file(path, data, secret)))
+
     if settings_file is not None:
         path = Path(settings_file)
         if not path.is_file():
             raise SettingsError(f"settings file {str(path)!r} does not exist or is not a file")
-        files.append(path)
+        read(path, secret=False)
+        environment = _environment(overrides, environ, layers)
+        for candidate, secret in layer_files(path, environment):
+            watched.append(candidate)
+            if candidate != path:
+                read(candidate, secret)
+    key_file = environ.get(KEY_FILE_VARIABLE, "").strip()
+    if key_file:
+        watched.append(Path(key_file))
+        _digest(digest, Path(key_file), _read_or_none(Path(key_file)))
 
-    merged = _load_files_and_rqa_environment(files, environ)
     sources = {key: "packaged defaults" for key in SCHEMA}
-    if settings_file is not None:
-        for key in _flatten(_load_files_and_rqa_environment([Path(settings_file)], {})):
-            sources[key] = f"settings file {str(settings_file)!r}"
-
+    merged: dict[str, Any] = {}
+    for source, tree in layers:
+        _merge(merged, tree, source, sources)
     flat = _flatten(merged)
+    rqa = _flatten(_rqa_environment(environ))
+    flat.update(rqa)
+    for key in rqa:
+        sources[key] = f"environment variable {_rqa_variable(key)}"
     for key, (value, variable) in _otel_environment(environ).items():
-        if not _rqa_variable_set(key, environ):
+        if key not in rqa:
             flat[key] = value
             sources[key] = f"environment variable {variable}"
-    for key in flat:
-        if _rqa_variable_set(key, environ):
-            sources[key] = f"environment variable {_rqa_variable(key)}"
-    for key, value in _flatten(dict(overrides or {})).items():
+    for key, value in overrides.items():
         flat[key] = value
         sources[key] = "setup() argument"
 
-    values, errors = {}, []
+    plaintexts: tuple[str, ...] = ()
+    secret_keys: frozenset[str] = frozenset()
+    errors: list[str] = []
+    if any(_has_envelope(value) for value in flat.values()):
+        try:
+            vault = vault if vault is not None else ConfigVault.from_environment(environ)
+        except VaultError as exc:
+            raise SettingsError(f"invalid rqa-otel settings: encrypted values cannot be read: {exc}") from None
+        flat, secret_keys, plaintexts, errors = decrypt_values(flat, vault, lambda key: sources.get(key, "environment"))
+
+    values = {}
     for key, value in flat.items():
-        if key not in SCHEMA and _foreign_variable(key, sources[key] if key in sources else ""):
+        if key not in SCHEMA and _foreign_variable(key, sources.get(key, "")):
             continue
         if key not in SCHEMA:
             errors.append(f"unknown setting {key!r} (from {sources.get(key, 'environment')}); known settings: {', '.join(SCHEMA)}")
@@ -426,32 +620,181 @@ def load_settings(
         try:
             values[key] = parse(value)
         except ValueError as exc:
-            errors.append(f"setting {key} = {value!r} (from {sources[key]}): {exc}")
+            shown = "[REDACTED]" if key in secret_keys or sources[key] in secret_sources else repr(value)
+            errors.append(f"setting {key} = {shown} (from {sources[key]}): {exc}")
+    for key in SCHEMA:
+        if key not in flat:
+            errors.append(f"required setting {key} is missing (a file above the defaults emptied its section?)")
     if errors:
         raise SettingsError("invalid rqa-otel settings:\n  " + "\n  ".join(errors))
-    return _freeze(values, sources)
+    settings = _freeze(values, sources, secret_keys)
+    return Loaded(settings, tuple(watched), digest.hexdigest(), plaintexts)
 
 
-def _load_files_and_rqa_environment(files: list[Path], environ: Mapping[str, str]) -> dict[str, Any]:
+def content_fingerprint(paths) -> str | None:
+    """SHA-256 over the files' bytes as ``load_layers`` computes it (None
+    when one cannot be read now): the watcher's cheap "did anything change"."""
+    digest = hashlib.sha256()
+    try:
+        for path in paths:
+            _digest(digest, path, _read_or_none(path))
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _digest(digest, path: Path, data: bytes | None) -> None:
+    if data is None:
+        digest.update(f"{path}\0absent\0".encode())
+    else:
+        digest.update(f"{path}\0{len(data)}\0".encode() + data)
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_defaults_cached() -> dict[str, Any]:
+    return parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
+
+
+def _packaged_defaults() -> dict[str, Any]:
+    """Parsed once per process (it is part of the installed package)."""
+    return copy.deepcopy(_packaged_defaults_cached())
+
+
+def _has_envelope(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lstrip().startswith("ENC[")
+    if isinstance(value, Mapping):
+        return any(_has_envelope(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_envelope(v) for v in value)
+    return False
+
+
+def _environment(overrides: Mapping[str, Any], environ: Mapping[str, str], layers) -> str:
+    """The environment that picks ``settings.{env}.yaml``: service.environment
+    from setup(), RQA_SERVICE__ENVIRONMENT, the settings file or the defaults."""
+    value = overrides.get("service.environment")
+    if value is None:
+        value = next((v for k, v in environ.items() if k.upper() == "RQA_SERVICE__ENVIRONMENT"), None)
+    if value is None:
+        for _, tree in reversed(layers):
+            service = tree.get("service")
+            if isinstance(service, Mapping) and service.get("environment") is not None:
+                value = service["environment"]
+                break
+    text = str(value).strip()
+    if not _ENVIRONMENT_NAME.fullmatch(text):
+        raise SettingsError(
+            f"setting service.environment = {value!r} cannot name a settings file; expected letters, digits, _ or -"
+        )
+    return text
+
+
+def parse_file(path: Path, data: bytes, secret: bool = False) -> dict[str, Any]:
+    """One file's tree. YAML through dynaconf's own (vendored) parser.
+    ``secret``: a parse error gives the position only, since parsers quote
+    the offending line and the line may hold a secret."""
+    suffix = path.suffix.lower()
+    try:
+        text = data.decode("utf-8")
+        if suffix in (".yaml", ".yml"):
+            from dynaconf.vendor.ruamel import yaml
+
+            tree = yaml.load(text, Loader=yaml.SafeLoader)
+        elif suffix == ".toml":
+            import tomllib
+
+            tree = tomllib.loads(text)
+        elif suffix == ".json":
+            import json
+
+            tree = json.loads(text) if text.strip() else None
+        else:
+            raise ValueError("unknown format; expected a .yaml, .yml, .toml or .json file")
+    except Exception as exc:  # each parser has its own error types
+        if secret:
+            raise SettingsError(f"cannot read settings file {str(path)!r}: {_position(exc)}") from None
+        raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, Mapping):
+        raise SettingsError(f"settings file {str(path)!r}: expected a mapping of settings at the top, got {type(tree).__name__}")
+    return dict(tree)
+
+
+def _position(error: Exception) -> str:
+    """Where a parser failed, without the text it would quote."""
+    mark = getattr(error, "problem_mark", None)  # YAML
+    if mark is not None:
+        return f"malformed YAML at line {mark.line + 1}, column {mark.column + 1}"
+    line = getattr(error, "lineno", None)  # JSON, TOML (3.14+)
+    if line is not None:
+        return f"malformed at line {line}, column {getattr(error, 'colno', '?')}"
+    return f"malformed ({type(error).__name__}; the message is withheld because this file holds secrets)"
+
+
+def _merge(into: dict[str, Any], tree: Mapping[str, Any], source: str, sources: dict[str, str], prefix: str = "") -> None:
+    """Deep merge, key by key: mappings merge, everything else (lists
+    included) replaces; a section set to null is an error naming the file."""
+    for key, value in tree.items():
+        name = str(key).lower() if prefix not in _MAP_PREFIXES else str(key)
+        dotted = f"{prefix}{name}"
+        current = into.get(name)
+        if isinstance(value, Mapping) and dotted not in _MAP_KEYS:
+            if not isinstance(current, dict):
+                current = into[name] = {}
+            _merge(current, value, source, sources, dotted + ".")
+            continue
+        if value is None and isinstance(current, dict) and dotted not in _MAP_KEYS:
+            raise SettingsError(
+                f"section {dotted!r} in {source} is empty (null); expected a mapping of its settings, or remove the line"
+            )
+        into[name] = dict(value) if isinstance(value, Mapping) else value
+        for flat_key in _flatten({name: value}, prefix) if isinstance(value, Mapping) else [dotted]:
+            sources[flat_key] = source
+
+
+_MAP_PREFIXES = {f"{key}." for key in _MAP_KEYS}  # inside these, keys keep their case
+
+
+def _rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """RQA_* variables as a tree, parsed by dynaconf (TOML-typed values,
+    ``__`` nesting)."""
+    if environ is not os.environ:
+        # dynaconf reads os.environ itself; for any other mapping, only what
+        # that mapping holds counts.
+        return _nest({k: v for k, v in environ.items() if k.upper().startswith(f"{ENV_PREFIX}_")})
     from dynaconf import Dynaconf
 
-    # dynaconf reads RQA_* from os.environ itself; for any other mapping (the
-    # source lookup above passes {}) it must not see the real environment.
-    ignore_env = environ is not os.environ
-    options = dict(
-        settings_files=[str(f) for f in files],
-        envvar_prefix=ENV_PREFIX if not ignore_env else "RQA_IGNORED_PREFIX_",
-        merge_enabled=True,
-        environments=False,
-        load_dotenv=False,
-        core_loaders=["YAML", "TOML", "JSON"],
-    )
+    options = dict(envvar_prefix=ENV_PREFIX, environments=False, load_dotenv=False, settings_files=[])
     try:
         loaded = Dynaconf(**options).as_dict()
     except Exception as exc:  # dynaconf raises parser-specific errors
-        raise SettingsError(f"cannot read settings from {', '.join(map(str, files))}: {exc}") from exc
+        raise SettingsError(f"cannot read the {ENV_PREFIX}_* environment variables: {exc}") from exc
     internal = {name.upper() for name in options} | {"SETTINGS_FILE"}
     return {key.lower(): value for key, value in loaded.items() if key.upper() not in internal}
+
+
+def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
+    from dynaconf.utils.parse_conf import parse_conf_data
+
+    tree: dict[str, Any] = {}
+    for name, text in variables.items():
+        parts = name[len(ENV_PREFIX) + 1 :].lower().split("__")
+        if parts == ["settings_file"]:
+            continue
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parse_conf_data(text, tomlfy=True)
+    return tree
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -477,11 +820,6 @@ def _foreign_variable(key: str, source: str) -> bool:
 
 def _rqa_variable(key: str) -> str:
     return f"{ENV_PREFIX}_" + key.replace(".", "__").upper()
-
-
-def _rqa_variable_set(key: str, environ: Mapping[str, str]) -> bool:
-    wanted = _rqa_variable(key)
-    return any(name.upper() == wanted for name in environ)
 
 
 def _otel_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
@@ -522,7 +860,7 @@ def _boolean_or_false(text: str) -> bool:
     return text.strip().lower() == "true"
 
 
-def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
+def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: frozenset[str] = frozenset()) -> Settings:
     v = values
     return Settings(
         strategy=v["strategy"],
@@ -572,6 +910,21 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
             breaker=BreakerSettings(v["errors.breaker.failure_threshold"], v["errors.breaker.open_s"]),
         ),
         ops=OpsSettings(http_port=v["ops.http_port"], http_host=v["ops.http_host"]),
+        resources=ResourceSettings(
+            enabled=v["resources.enabled"], host=v["resources.host"], gpu=v["resources.gpu"], interval_s=v["resources.interval_s"]
+        ),
+        registry=RegistrySettings(enabled=v["registry.enabled"], dir=v["registry.dir"]),
+        agent=AgentSettings(
+            http_port=v["agent.http_port"], smoothing=v["agent.smoothing"], warn_ratio=v["agent.warn_ratio"],
+            restart_backoff_max_s=v["agent.restart_backoff_max_s"],
+        ),
+        quotas=dict(v["quotas"]),
         resource_attributes=dict(v["resource_attributes"]),
+        config=ConfigSettings(
+            watch=v["config.watch"], debounce_s=v["config.debounce_s"],
+            poll_interval_s=v["config.poll_interval_s"], sighup=v["config.sighup"],
+        ),
         sources=dict(sources),
+        secret_keys=secret_keys,
+        values=dict(values),
     )

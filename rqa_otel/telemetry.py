@@ -25,17 +25,21 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
-from rqa_otel._internal.exporters import build_exporter
+from rqa_otel._internal.exporters import build_exporter, reconnect_otlp
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.assembly import build_log_pipeline
 from rqa_otel._internal.logs.entry import active_span_ids, shaped_emitter, shaped_entry
+from rqa_otel._internal.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
+from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
 from rqa_otel.alerts import Alerts
+from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import Settings, load_settings
+from rqa_otel.config.live import LiveSettings
+from rqa_otel.settings import Settings
 
 _log = logging.getLogger("rqa_otel")
 
@@ -51,8 +55,11 @@ class Telemetry:
     """The handle ``setup()`` returns: providers, a tracer and meter for the
     project's scope, loggers, alerts, ``force_flush()`` and ``shutdown()``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: "Settings | LiveSettings") -> None:
+        self.config = settings if isinstance(settings, LiveSettings) else LiveSettings.fixed(settings)
+        """The live settings: ``config.current``, ``reload()``, ``subscribe()``,
+        ``on_change()`` (rqa_otel.config)."""
+        settings = self.config.current
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
@@ -60,6 +67,7 @@ class Telemetry:
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
+        self._unregister: Callable[[], None] | None = None  # from the run directory (setup())
 
         self._producers = Producers(self.resource, InstrumentationScope(names.SCOPE, VERSION))
         if self._exporters["metrics"] is not None:
@@ -89,9 +97,56 @@ class Telemetry:
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
+        self.resources = self._observe_resources()
+        """This process's :class:`~rqa_otel.resources.ResourceGauges` (None
+        with ``resources.enabled`` off or metrics off)."""
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
+        self.config.attach(self)
+        self._apply_settings_live()
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings snapshot in force (it changes on a reload)."""
+        return self.config.current
+
+    def _apply_settings_live(self) -> None:
+        """The settings this handle applies on a reload; every other changed
+        setting is reported as needing a restart (docs/settings.md)."""
+        built = self.settings.export
+        otlp_signals = [signal for signal in ("traces", "metrics", "logs") if built.exporter(signal) == "otlp"]
+
+        def otlp_changed(key: str, old, new) -> None:
+            # Only signals that were built with an OTLP exporter: changing
+            # the exporter kind itself needs a restart.
+            otlp = self.settings.export.otlp
+            for signal in otlp_signals:
+                if signal == "logs" and self._log_pipeline is not None:
+                    encoder = LogsEncoder(dict(self.resource.attributes))
+                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder))
+                elif self._exporters.get(signal) is not None:
+                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber)
+
+        if otlp_signals:
+            self.config.on_change("export.otlp", otlp_changed)
+
+        handler = self.logging_handler
+        if handler is None:
+            return
+
+        def level_changed(key: str, old: str, new: str) -> None:
+            handler.setLevel(logging.getLevelName(new))
+            if self._is_global and self.settings.logging.capture:
+                root = logging.getLogger()
+                if root.getEffectiveLevel() > logging.getLevelName(new):
+                    root.setLevel(new)
+
+        def sampling_changed(key: str, old, new) -> None:
+            handler.set_sampling_rules(sampling_rules(new))
+
+        self.config.on_change("logging.level", level_changed)
+        self.config.on_change("logging.sampling.rules", sampling_changed)
 
     # --- assembly -----------------------------------------------------------
     # A signal whose exporter is `none` gets the API's no-op provider, so a
@@ -150,6 +205,17 @@ class Telemetry:
         self.meter.create_observable_counter(
             names.LOG_RECORDS_SUPPRESSED_COUNTER, [suppressed], unit="{record}",
             description="Log records suppressed by sampling, by logger and level.",
+        )
+
+    def _observe_resources(self):
+        if not self.settings.resources.enabled or self._exporters["metrics"] is None and self._pull_reader is None:
+            return None
+        from rqa_otel.resources import ResourceGauges, ResourceSampler
+
+        sampler = ResourceSampler(gpu="auto" if self.settings.resources.gpu else None)
+        # os.getpid() at each cycle: a forked worker reports itself.
+        return ResourceGauges(
+            self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
         )
 
     def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:
@@ -297,6 +363,9 @@ class Telemetry:
             atexit.unregister(self.shutdown)
         if self._ops is not None:
             self._ops.shutdown()
+        self.config.close()
+        if self._unregister is not None:
+            self._unregister()
 
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
@@ -304,6 +373,8 @@ class Telemetry:
             logs_done = self._log_pipeline.shutdown(timeout_s) if self._log_pipeline is not None else True
             for provider in self._sdk_providers():
                 provider.shutdown()
+            if self.resources is not None:
+                self.resources.sampler.close()
             return logs_done
 
         return call_with_deadline(stop, timeout_s, "telemetry shutdown")
@@ -332,6 +403,11 @@ def _flush_at_child_exit(handle: Telemetry) -> None:
     runs, only multiprocessing's own finalizers; the flush goes there."""
     if not handle.is_shut_down:
         multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
+
+
+def _register_child(handle: Telemetry) -> None:
+    registration = register_current_process(handle.settings)
+    handle._unregister = registration[0] if registration is not None else None
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -396,10 +472,14 @@ def setup(
     for key, value in (("strategy", strategy), ("service.name", service_name), ("service.environment", environment)):
         if value is not None:
             arguments[key] = value
-    settings = load_settings(settings_file, arguments)
+    live = LiveSettings.from_layers(settings_file, arguments)
+    settings = live.current
     _report_own_problems_on_stderr()
     if not set_global:
-        return Telemetry(settings)
+        handle = Telemetry(live)
+        if settings.config.watch:
+            live.watch()
+        return handle
     with _global_lock:
         if _global is not None:
             if settings != _global.settings:
@@ -408,8 +488,18 @@ def setup(
                     "in effect (OpenTelemetry's global providers can be set only once per process)"
                 )
             return _global
-        handle = Telemetry(settings)
+        handle = Telemetry(live)
         handle._install_globally()
+        if settings.config.watch:
+            live.watch()
+            if settings.config.sighup:
+                live.install_sighup()
+        registration = register_current_process(settings)  # for the host agent
+        if registration is not None:
+            handle._unregister, registry = registration
+            handle.add_readiness_check(names.QUOTA_READINESS, registry.quota_check(handle.strategy))
+            # A multiprocessing worker counts for the strategy too.
+            multiprocessing_util.register_after_fork(handle, _register_child)
         _global = handle
         return handle
 

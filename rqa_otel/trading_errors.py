@@ -192,6 +192,12 @@ class TradingErrorHandler:
     def __init__(self, telemetry, policies: Mapping[type, RetryPolicy] | None = None, sleep=time.sleep) -> None:
         self._telemetry = telemetry
         self._policies = dict(policies) if policies is not None else default_policies(telemetry.settings)
+        config = getattr(telemetry, "config", None)
+        if policies is None and config is not None:
+            # Hot reload: the next call uses the new policies (a call in
+            # progress keeps its own); breakers take the new threshold and
+            # open time at once.
+            config.on_change("errors", self._settings_changed)
         self._sleep = sleep
         self._handlers: dict[type, Callable[[BaseException], Any]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -207,6 +213,12 @@ class TradingErrorHandler:
             unit="1",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
         )
+
+    def _settings_changed(self, key: str, old, new) -> None:
+        self._policies = default_policies(self._telemetry.settings)
+        config = self._telemetry.settings.errors.breaker
+        for breaker in list(self._breakers.values()):
+            breaker.failure_threshold, breaker.open_s = config.failure_threshold, config.open_s
 
     # --- dispatch -----------------------------------------------------------
 

@@ -41,6 +41,7 @@ def test_demo_exits_zero_with_progress_and_summary(demo_run):
     assert "backtest: bar 504/504 (100%)" in result.stderr
     assert "3 stocks, 504 daily bars" in result.stdout
     assert "signal records suppressed" in result.stdout
+    assert "the file watcher applied it" in result.stdout, "the live settings change took effect"
     assert "[strategy=dual_ma_demo stock=6" in result.stdout or "[strategy=dual_ma_demo stock=0" in result.stdout
     for signal, unit in (("traces", "spans"), ("metrics", "metric data points"), ("logs", "log records")):
         assert f"{unit} -> file {demo_run[1] / signal}.jsonl" in result.stdout
@@ -128,4 +129,30 @@ def test_demo_sends_the_same_run_to_a_collector(rotel, tmp_path):
     assert rotel.wait_for_metric(names.TRADES_COUNTER)
     assert f"OTLP grpc {rotel.grpc_endpoint}" in result.stdout
     local = sorted(p.name for p in (tmp_path / "rqa-telemetry").iterdir())
-    assert [name for name in local if not name.startswith("trades.db")] == [], "only the trade journal stays local"
+    kept = ("trades.db", "demo-settings.yaml")  # the journal, and the settings file the demo changes live
+    assert [name for name in local if not name.startswith(kept)] == [], "only the trade journal stays local"
+
+
+def test_demo_prints_the_strategy_resources_it_exported(demo_run):
+    result, directory = demo_run
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  resources: dual_ma_demo: 1 process(es)"))
+    points = [
+        point
+        for metric in _items(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        if metric["name"] == names.STRATEGY_MEMORY_USAGE
+        for point in metric["sum"]["dataPoints"]
+    ]
+    assert points and all(_attributes(p)[names.STRATEGY] == "dual_ma_demo" for p in points)
+    assert f"RSS {int(points[-1]['asInt']) / 2**20:.1f} MiB" in line  # the last export is the printed reading
+
+
+def test_demo_shows_one_quota_breach_alert(demo_run):
+    result, directory = demo_run
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  quota: dual_ma_demo memory"))
+    alerts = [
+        _attributes(span)
+        for span in _items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+        if span["name"] == names.ALERT_SPAN and _attributes(span)[names.ALERT_NAME] == names.QUOTA_BREACH_ALERT
+    ]
+    assert len(alerts) == 1 and alerts[0][names.STRATEGY] == "dual_ma_demo"
+    assert alerts[0][names.QUOTA_RESOURCE] == "memory" and alerts[0][names.QUOTA_EPISODE_ID] in line

@@ -114,7 +114,10 @@ class _OtelCollector:
             for point in points:
                 family.add_metric(labels(point), point.value)
         elif isinstance(data, (Sum, Gauge)):
-            family = GaugeMetricFamily(name, help_text, labels=label_names)
+            # The semantic conventions name up-down counters of things
+            # `*.count` (process.thread.count); Prometheus reserves `_count`
+            # for histograms and summaries, so a gauge goes without it.
+            family = GaugeMetricFamily(name.removesuffix("_count"), help_text, labels=label_names)
             for point in points:
                 family.add_metric(labels(point), point.value)
         elif isinstance(data, Histogram):
@@ -135,8 +138,14 @@ class _OtelCollector:
 
 class OpsServer:
     def __init__(self, host: str, port: int, liveness: Iterable[tuple[str, Check]], readiness: Callable[[], dict[str, Check]],
-                 reader: PullMetricReader | None, redact: Callable[[str], str] = str) -> None:
+                 reader: PullMetricReader | None, redact: Callable[[str], str] = str,
+                 health_details: Callable[[], dict] | None = None, metrics: Callable[[], bytes] | None = None) -> None:
+        """``health_details() -> dict`` adds fields to the /health body (the
+        agent's ``worker_pid``); ``metrics() -> bytes`` serves /metrics from
+        elsewhere (the agent's supervisor relays its worker's)."""
         self._liveness = list(liveness)
+        self._health_details = health_details
+        self._metrics = metrics
         self._redact = redact
         self._readiness = readiness
         self._registry = CollectorRegistry(auto_describe=False)
@@ -149,11 +158,14 @@ class OpsServer:
                 path = self.path.split("?", 1)[0]
                 try:
                     if path == "/health":
-                        server._respond_json(self, server._run(server._liveness))
+                        report = server._run(server._liveness)
+                        if server._health_details is not None:
+                            report = {**server._health_details(), **report}
+                        server._respond_json(self, report)
                     elif path == "/ready":
                         server._respond_json(self, server._run(server._readiness().items()))
                     elif path == "/metrics":
-                        body = generate_latest(server._registry)
+                        body = server._metrics() if server._metrics is not None else generate_latest(server._registry)
                         self._send(200, CONTENT_TYPE_LATEST, body)
                     else:
                         self._send(404, "application/json", b'{"error":"not found; try /health, /ready or /metrics"}')

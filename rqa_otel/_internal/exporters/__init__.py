@@ -38,6 +38,15 @@ def build_exporter(signal: str, settings: Settings, scrubber: Scrubber) -> Accou
     return AccountingMetricExporter(inner, destination)
 
 
+def reconnect_otlp(exporter: AccountingExporter, signal: str, otlp: OtlpSettings, scrubber: Scrubber) -> None:
+    """Point an OTLP exporter at new ``export.otlp`` settings (endpoint,
+    protocol, headers, timeout) from its next export on."""
+    inner, destination = _otlp_exporter(signal, otlp)
+    if signal == "traces":
+        inner = ScrubbingSpanExporter(inner, scrubber)
+    exporter.replace_inner(inner, destination)
+
+
 def rotating_file(path: str | os.PathLike[str], files: FileSettings) -> RotatingFile:
     """Every file rqa-otel writes rotates the same way and survives a full disk."""
     return RotatingFile(path, max_bytes=files.max_bytes, backup_count=files.backup_count, compress=files.compress)

@@ -30,10 +30,44 @@ class ExportCounts:
 
 
 class _Accounting:
+    inner: Any
+
     def __init__(self, signal: str, destination: str) -> None:
         self.counts = ExportCounts(signal, destination)
         self._lock = threading.Lock()
         self._failing = False
+        self._in_use = 0
+        self._retired: list[Any] = []
+
+    def replace_inner(self, inner: Any, destination: str) -> None:
+        """Send to ``inner`` from the next export on (a settings reload
+        changed the endpoint). The old exporter is shut down once no export
+        uses it, so a batch in flight is neither cut off nor sent twice."""
+        with self._lock:
+            old, self.inner = self.inner, inner
+            self.counts.destination = destination
+            self._failing = False
+            if self._in_use:
+                self._retired.append(old)
+                return
+        self._quietly(old.shutdown)
+
+    def _using_inner(self, call: Callable[[Any], bool]) -> Callable[[], bool]:
+        def run() -> bool:
+            with self._lock:
+                inner = self.inner
+                self._in_use += 1
+            try:
+                return call(inner)
+            finally:
+                with self._lock:
+                    self._in_use -= 1
+                    retired = self._retired if not self._in_use else []
+                    self._retired = [] if not self._in_use else self._retired
+                for old in retired:
+                    self._quietly(old.shutdown)
+
+        return run
 
     @property
     def failing(self) -> bool:
@@ -76,7 +110,9 @@ class AccountingSpanExporter(_Accounting, SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        ok = self._account(lambda: self.inner.export(spans) is SpanExportResult.SUCCESS, len(spans))
+        ok = self._account(
+            self._using_inner(lambda inner: inner.export(spans) is SpanExportResult.SUCCESS), len(spans)
+        )
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
@@ -102,7 +138,9 @@ class AccountingMetricExporter(_Accounting, MetricExporter):
         metrics_data = self.augment(metrics_data)
         points = _count_data_points(metrics_data)
         ok = self._account(
-            lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis) is MetricExportResult.SUCCESS,
+            self._using_inner(
+                lambda inner: inner.export(metrics_data, timeout_millis=timeout_millis) is MetricExportResult.SUCCESS
+            ),
             points,
         )
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from rqa_otel._internal.exporters import otlp_endpoint, rotating_file
 from rqa_otel._internal.exporters.otlp_json_file import FILE_NAMES
@@ -22,7 +22,16 @@ from rqa_otel._internal.logs.sinks import (
     TextLogSink,
 )
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import Settings
+from rqa_otel.settings import OtlpSettings, SamplingRuleSettings, Settings
+
+
+def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:
+    return [SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio) for rule in rules]
+
+
+def otlp_log_sink(otlp: OtlpSettings, encoder: LogsEncoder) -> LogSink:
+    sink = OtlpGrpcLogSink if otlp.protocol == "grpc" else OtlpHttpLogSink
+    return sink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
 
 
 def build_log_pipeline(
@@ -34,10 +43,7 @@ def build_log_pipeline(
 ) -> tuple[LogPipeline, QuantLogHandler]:
     log = settings.logging
     drops = Drops()
-    sampler = Sampler(
-        SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio)
-        for rule in log.sampling_rules
-    )
+    sampler = Sampler(sampling_rules(log.sampling_rules))
     buffer = LogBuffer(log.queue_size, drops, max_wait_s=log.max_wait_s)
     encoder = LogsEncoder(resource_attributes)
 
@@ -49,10 +55,8 @@ def build_log_pipeline(
         primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)
-    elif otlp.protocol == "grpc":
-        primary = OtlpGrpcLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
     else:
-        primary = OtlpHttpLogSink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
+        primary = otlp_log_sink(otlp, encoder)
     mirrors: list[LogSink] = []
     if log.console and kind != "console":
         mirrors.append(TextLogSink(sys.stderr))

@@ -45,6 +45,11 @@ class QuantLogHandler(logging.Handler):
         self._default_strategy = default_strategy
         self._sampling = bool(sampler.rules)
 
+    def set_sampling_rules(self, rules) -> None:
+        """Sampling rules from a settings reload."""
+        self._sampler.replace_rules(rules)
+        self._sampling = bool(self._sampler.rules)
+
     def handle(self, record: logging.LogRecord) -> bool:
         # The base class takes a lock around emit(); everything emit() touches
         # is thread-safe on its own, and the lock would serialise all callers.

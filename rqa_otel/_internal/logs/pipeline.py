@@ -68,6 +68,7 @@ class LogPipeline:
         self._on_sink_failure = on_sink_failure
         self._stopping = False
         self._shape_plans: dict[str, int] = {}
+        self._next_primary: LogSink | None = None
         self._start_worker()
         # A strategy that forks its workers (multiprocessing's default on
         # Linux) must not lose their logs: threads do not survive fork().
@@ -122,6 +123,23 @@ class LogPipeline:
                 self.buffer.wake()
         return True
 
+    def replace_primary(self, sink: LogSink) -> None:
+        """Export to ``sink`` instead of the primary destination from the
+        next batch on (a settings reload changed the OTLP endpoint). The
+        worker swaps it between batches and closes the old one."""
+        self._next_primary = sink
+        self.buffer.wake()
+
+    def _swap_primary(self) -> None:
+        sink, self._next_primary = self._next_primary, None
+        state = self._sinks[0]
+        old, state.sink, state.failing = state.sink, sink, False
+        state.counts.destination = sink.description
+        try:
+            old.shutdown()
+        except Exception:
+            _log.debug("closing %s failed", old.description, exc_info=True)
+
     def shutdown(self, timeout_s: float) -> bool:
         flushed = self.flush(timeout_s)
         self._stopping = True
@@ -146,6 +164,8 @@ class LogPipeline:
             # is now in `batch` or still in the buffer.
             with self._flush_cond:
                 ticket = self._flush_requested
+            if self._next_primary is not None:
+                self._swap_primary()
             if batch:
                 self._export(batch)
             now = time.monotonic()

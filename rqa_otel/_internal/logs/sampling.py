@@ -78,6 +78,21 @@ class Sampler:
         self.rules = tuple(rules)
         self._states: dict[tuple[str, int], _KeyState | None] = {}
         self._lock = threading.Lock()
+        # [suppressed, unreported] of the states that rules replaced.
+        self._retired: dict[tuple[str, int], list[int]] = {}
+
+    def replace_rules(self, rules: Iterable[SamplingRule]) -> None:
+        """New rules from a settings reload: each (logger, level) key is
+        matched again; what was suppressed so far stays counted."""
+        with self._lock:
+            for key, state in self._states.items():
+                if state is not _UNSAMPLED:
+                    retired = self._retired.setdefault(key, [0, 0])
+                    with state.lock:
+                        retired[0] += state.suppressed
+                        retired[1] += state.unreported
+            self.rules = tuple(rules)
+            self._states = {}
 
     def admit(self, logger_name: str, levelno: int) -> bool:
         """True to keep the record. Cheap when no rule covers the key."""
@@ -100,6 +115,11 @@ class Sampler:
     def take_unreported(self) -> list[tuple[str, int, int]]:
         """(logger, level, count) suppressed since the last call, for summaries."""
         report = []
+        with self._lock:
+            for (logger_name, levelno), retired in self._retired.items():
+                if retired[1]:
+                    report.append((logger_name, levelno, retired[1]))
+                    retired[1] = 0
         for (logger_name, levelno), state in list(self._states.items()):
             if state is _UNSAMPLED:
                 continue
@@ -110,8 +130,8 @@ class Sampler:
         return report
 
     def suppressed_totals(self) -> dict[tuple[str, int], int]:
-        return {
-            key: state.suppressed
-            for key, state in list(self._states.items())
-            if state is not _UNSAMPLED and state.suppressed
-        }
+        totals = {key: retired[0] for key, retired in list(self._retired.items()) if retired[0]}
+        for key, state in list(self._states.items()):
+            if state is not _UNSAMPLED and state.suppressed:
+                totals[key] = totals.get(key, 0) + state.suppressed
+        return totals

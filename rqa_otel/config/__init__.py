@@ -1,0 +1,23 @@
+"""Live settings: hot reload, change notification, the ConfigVault.
+
+    live = telemetry.config              # or LiveSettings.from_layers(...)
+    live.current.logging.level           # the snapshot in force: a plain read
+    live.on_change("errors.order_rejected", lambda key, old, new: ...)
+    live.subscribe(lambda event_type, config: ...)
+    live.reload()                        # also: config.watch, SIGHUP
+"""
+
+from rqa_otel.config.live import CHANGED, FAILED, UNCHANGED, LiveSettings, ReloadResult
+from rqa_otel.config.permissions import UnsafePermissions
+from rqa_otel.config.vault import ConfigVault, VaultError
+
+__all__ = [
+    "CHANGED",
+    "FAILED",
+    "UNCHANGED",
+    "ConfigVault",
+    "LiveSettings",
+    "ReloadResult",
+    "UnsafePermissions",
+    "VaultError",
+]

@@ -1,0 +1,113 @@
+"""Reload settings when their files change, whatever way they are saved.
+
+Editors and Kubernetes often produce no ``modified`` event for the file
+itself: vim renames a temporary file over it, a ConfigMap volume swaps its
+``..data`` symlink. So the watcher watches the parent directories (watchdog,
+inotify on Linux) and reacts to created, modified, moved, deleted and
+closed-after-write events of the settings files and of ``..*`` entries.
+Events are debounced (``config.debounce_s`` of quiet), and a reload happens
+only when the files' content hash differs from the last load's: one save,
+one reload. A slow poll (``config.poll_interval_s``) compares the hash too,
+for file systems without events (NFS, some container mounts).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+_log = logging.getLogger("rqa_otel.config")
+# Our own reads raise these; reacting to them would make a loop.
+_IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+
+
+class SettingsWatcher(FileSystemEventHandler):
+    def __init__(self, live, debounce_s: float, poll_interval_s: float) -> None:
+        self._live = live
+        self._debounce_s = debounce_s
+        self._poll_interval_s = poll_interval_s
+        self._wake = threading.Condition()
+        self._last_event = 0.0
+        self._pending = False
+        self._forced: str | None = None
+        self._stopped = False
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._directories: set[str] = set()
+        self._names: frozenset[str] = frozenset()
+        self._thread = threading.Thread(target=self._run, name="rqa-config-watch", daemon=True)
+
+    def start(self) -> None:
+        self._follow(self._live.watched_files)
+        self._observer.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
+        self._observer.stop()
+        if self._observer.is_alive():
+            self._observer.join(timeout=2)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+
+    def poke(self, force: str | None = None) -> None:
+        """Note a change; ``force`` (a trigger name) reloads even if the hash
+        is the same (SIGHUP: the environment may have changed)."""
+        with self._wake:
+            self._pending = True
+            self._last_event = time.monotonic()
+            if force:
+                self._forced = force
+            self._wake.notify_all()
+
+    def _follow(self, files) -> None:
+        self._names = frozenset(os.path.basename(os.fspath(path)) for path in files)
+        for path in files:
+            directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+            if directory not in self._directories and os.path.isdir(directory):
+                self._observer.schedule(self, directory, recursive=False)
+                self._directories.add(directory)
+
+    # watchdog's thread
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _IGNORED_EVENTS:
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            name = os.path.basename(os.fsdecode(path)) if path else ""
+            if name in self._names or name.startswith(".."):
+                self.poke()
+                return
+
+    # our thread
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._pending and not self._stopped:
+                    self._wake.wait(self._poll_interval_s)
+                if self._stopped:
+                    return
+                # Debounce: wait until events have been quiet for debounce_s.
+                while self._pending and not self._stopped:
+                    quiet_for = time.monotonic() - self._last_event
+                    if quiet_for >= self._debounce_s:
+                        break
+                    self._wake.wait(self._debounce_s - quiet_for)
+                if self._stopped:
+                    return
+                trigger = "file" if self._pending else "poll"
+                forced, self._forced, self._pending = self._forced, None, False
+            try:
+                if forced:
+                    self._live.reload(forced)
+                else:
+                    self._live.reload_if_changed(trigger)
+                self._follow(self._live.watched_files)
+            except Exception:  # the watcher outlives any one reload
+                _log.warning("settings watcher: reload failed unexpectedly", exc_info=True)
