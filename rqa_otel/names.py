@@ -171,6 +171,14 @@ SPOOL_READINESS: Final = "export_spool"  # the /ready check, one per signal: exp
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"
 
+# --- backtrader instrumentation (rqa_otel/instrumentation/backtrader.py) ------
+ORDER_EVENT: Final = "rqa.order"
+ORDERS_COUNTER: Final = "rqa.orders"
+ORDER_STATUS: Final = "rqa.order.status"
+ORDER_TYPE: Final = "rqa.order.type"
+ORDER_SIZE: Final = "rqa.order.size"
+ORDER_PRICE: Final = "rqa.order.price"
+
 # --- Settings hot reload (rqa_otel.config) -----------------------------------
 CONFIG_RELOAD_SPAN: Final = "rqa.config.reload"
 CONFIG_RELOAD_OUTCOME: Final = "rqa.config.reload.outcome"

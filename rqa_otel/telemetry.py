@@ -27,6 +27,8 @@ from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter, reconnect_otlp
 from rqa_otel._internal.exporters.accounting import ExportCounts
+from rqa_otel._internal.logs.assembly import build_log_pipeline
+from rqa_otel._internal.logs.entry import active_span_ids, shaped_emitter, shaped_entry
 from rqa_otel._internal.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.pipeline import LogPipeline
@@ -330,16 +332,24 @@ class Telemetry:
         """A log record straight into the logging pipeline, without stdlib
         logging: for events recorded at high rates (trades). ``name`` is its
         logger/scope name; it is correlated with the active span. Attributes
-        should include the quant attributes."""
+        should include the quant attributes; for an event registered as an
+        ``EventShape`` (rqa_otel/_internal/logs/entry.py) they may be the
+        tuple of its values."""
         if self._log_pipeline is None:
             return
-        context = trace.get_current_span().get_span_context()
-        self._log_pipeline.buffer.put(
-            (
-                time.time_ns() if time_ns is None else time_ns, level, name, message, attributes,
-                context.trace_id, context.span_id, int(context.trace_flags),
-            )
-        )
+        if attributes.__class__ is tuple:  # the values of a registered EventShape
+            entry = shaped_entry(time.time_ns() if time_ns is None else time_ns, level, name, message, attributes)
+        else:
+            entry = (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
+        self._log_pipeline.buffer.put(entry)
+
+    def event_emitter(self, name: str, level: int = logging.INFO) -> Callable[[str, tuple, int], None]:
+        """``emit(message, values, time_ns)``: log_event() for an event
+        registered as an ``EventShape``, with every per-call check done once
+        here (a trade costs a few microseconds in all)."""
+        if self._log_pipeline is None:
+            return lambda message, values, time_ns: None
+        return shaped_emitter(self._log_pipeline.buffer.put, name, level)
 
     def add_metric_producer(self, producer: MetricProducer) -> None:
         """``producer() -> [Metric]`` runs at each collection; its metrics are

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
-from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.entry import LogEntry, with_attribute_dict
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.text import format_json, format_text
 from rqa_otel._internal.rotating_file import RotatingFile
@@ -122,7 +122,7 @@ class TextLogSink(LogSink):
         self.description = f"file {target.path}" if isinstance(target, RotatingFile) else "console (stderr)"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        text = "\n".join(self._format(LogEntry._make(entry)) for entry in batch) + "\n"
+        text = "\n".join(self._format(LogEntry._make(with_attribute_dict(entry))) for entry in batch) + "\n"
         if isinstance(self._target, RotatingFile):
             return self._target.write_lines(text.encode("utf-8", "surrogatepass"), count=len(batch))
         self._target.write(text)
