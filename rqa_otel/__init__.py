@@ -12,11 +12,23 @@ from rqa_otel.settings import Settings, SettingsError, load_settings
 from rqa_otel.telemetry import VERSION as __version__
 from rqa_otel.telemetry import Telemetry, current, setup
 
+
+
+def instrument_backtrader(telemetry: Telemetry | None = None) -> bool:
+    """Report every backtrader ``Cerebro.run()`` from now on: a run span,
+    orders, fills and broker value (rqa_otel/instrumentation/backtrader.py).
+    False when backtrader is not installed."""
+    from rqa_otel.instrumentation.backtrader import instrument_backtrader as instrument
+
+    return instrument(telemetry)
+
+
 __all__ = [
     "Settings",
     "SettingsError",
     "Telemetry",
     "current",
+    "instrument_backtrader",
     "load_settings",
     "quant_context",
     "setup",

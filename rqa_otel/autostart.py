@@ -17,7 +17,31 @@ from rqa_otel.telemetry import Telemetry, setup
 def start() -> Telemetry:
     telemetry = setup()
     _flush_on_sigterm()
+    _instrument_frameworks_when_imported()
     return telemetry
+
+
+def _instrument_frameworks_when_imported() -> None:
+    """backtrader is instrumented when the strategy imports it, so a program
+    that does not use it pays nothing (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
+    may name it to opt out)."""
+    import os
+
+    from wrapt import register_post_import_hook
+
+    disabled = {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    if "backtrader" in disabled:
+        return
+
+    def instrument(module) -> None:  # noqa: ARG001
+        try:
+            from rqa_otel.instrumentation.backtrader import instrument_backtrader
+
+            instrument_backtrader()
+        except Exception as exc:  # never stops the strategy
+            print(f"rqa-otel: backtrader is not instrumented: {exc}", file=sys.stderr)
+
+    register_post_import_hook(instrument, "backtrader")
 
 
 def _flush_on_sigterm() -> None:

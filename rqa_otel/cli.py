@@ -49,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     from rqa_otel.influx.lp_cli import add_lp_parser
+    from rqa_otel.influx.replay_cli import add_influx_options, add_replay_parser
 
     add_lp_parser(commands)
+    add_replay_parser(commands)
 
     from rqa_otel.config.vault_cli import add_vault_parser
 
@@ -68,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--otlp-protocol", choices=("grpc", "http/protobuf"), default="grpc", help="OTLP protocol (default grpc)"
     )
+    demo.add_argument(
+        "--influxdb", metavar="URL",
+        help="write to InfluxDB instead (with --influxdb-bucket, or --influxdb-db for InfluxDB 1.x); trade "
+        "events are tagged with rqa.strategy and rqa.stock",
+    )
+    add_influx_options(demo, "--influxdb-")
     demo.add_argument("--output", metavar="DIR", help="directory of the telemetry files (default ./rqa-telemetry)")
     demo.add_argument("--years", type=_positive_int, default=2, help="years of daily bars (default 2)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the prices (default 7)")
@@ -244,10 +252,23 @@ def _demo(args: argparse.Namespace) -> int:
     from rqa_otel.telemetry import setup
 
     overrides: dict[str, object] = {}
+    if args.otlp_endpoint and args.influxdb:
+        return _fail("demo: give --otlp-endpoint or --influxdb, not both")
     if args.otlp_endpoint:
         overrides.update({f"export.{signal}": "otlp" for signal in ("traces", "metrics", "logs")})
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
+    elif args.influxdb:
+        from rqa_otel.influx.replay_cli import influx_overrides
+
+        overrides.update({f"export.{signal}": "influxdb" for signal in ("traces", "metrics", "logs")})
+        try:
+            overrides.update(influx_overrides(args.influxdb, args, prefix="influxdb_"))
+        except ValueError as exc:
+            return _fail(f"demo: {exc}")
+        # Trade events selectable by strategy and symbol in InfluxQL (docs/influxdb.md).
+        overrides["export.influxdb.log_record_dimensions"] = demo.INFLUX_LOG_RECORD_DIMENSIONS
+        overrides["export.spool.directory"] = os.path.join(args.output or "./rqa-telemetry", "spool")
     if args.http_port != "off" and not args.no_telemetry:
         overrides["ops.http_port"] = _free_loopback_port() if args.http_port == "auto" else args.http_port
     output = args.output or "./rqa-telemetry"
@@ -258,7 +279,7 @@ def _demo(args: argparse.Namespace) -> int:
         demo.write_settings(settings_file, demo.SAMPLING_RULES[0]["rate_per_s"])
         overrides.update({"config.watch": True, "config.sighup": False})
     text_log = None
-    if not args.otlp_endpoint:  # beside the OTLP files, a text log to read
+    if not args.otlp_endpoint and not args.influxdb:  # beside the OTLP files, a text log to read
         directory = args.output or "./rqa-telemetry"
         overrides["export.directory"] = directory
         text_log = overrides["logging.file"] = os.path.join(directory, demo.TEXT_LOG)

@@ -36,6 +36,9 @@ TEXT_LOG = "demo.log"
 # file watcher reloads it while the backtest runs (a live settings change).
 SETTINGS_FILE = "demo-settings.yaml"
 LIVE_RATE_PER_S = 2
+# With --influxdb: the Collector's default plus the quant attributes, so that
+# trade events can be selected by strategy and symbol with InfluxQL.
+INFLUX_LOG_RECORD_DIMENSIONS = ["service.name", "rqa.strategy", "rqa.stock"]
 # (symbol, first close, annual drift, annual volatility)
 UNIVERSE: tuple[tuple[str, float, float, float], ...] = (
     ("600519.SH", 1700.0, 0.06, 0.28),

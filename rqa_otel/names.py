@@ -153,9 +153,31 @@ QUOTA_UTILIZATION_GAUGE: Final = "rqa.strategy.quota.utilization"
 QUOTA_STATE_GAUGE: Final = "rqa.strategy.quota.state"
 QUOTA_READINESS: Final = "quotas"  # the agent's /ready check
 AGENT_WORKER_RESTARTS_COUNTER: Final = "rqa.agent.worker_restarts"
+# --- Durable export spool ----------------------------------------------------
+EXPORT_SIGNAL: Final = "rqa.export.signal"
+EXPORT_VALUE: Final = "rqa.export.value"
+EXPORT_VALUES: Final = ("low", "normal", "critical")
+SPOOL_DROP_REASON: Final = "rqa.export.spool.drop_reason"
+SPOOL_DROP_REASONS: Final = ("evicted", "spool_full", "write_failed", "rejected", "corrupt")
+SPOOL_SIZE_GAUGE: Final = "rqa.export.spool.size"
+SPOOL_DROPPED_COUNTER: Final = "rqa.export.spool.dropped"
+SPOOL_REPLAYED_COUNTER: Final = "rqa.export.spool.replayed"
+SPOOL_CRITICAL_DATA_LOST_ALERT: Final = "spool_critical_data_lost"
+SPOOL_WRITE_FAILED_ALERT: Final = "spool_write_failed"
+SPOOL_CORRUPT_BATCH_ALERT: Final = "spool_corrupt_batch"
+EXPORT_REJECTED_ALERT: Final = "export_rejected"
+SPOOL_READINESS: Final = "export_spool"  # the /ready check, one per signal: export_spool_<signal>
 
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"
+
+# --- backtrader instrumentation (rqa_otel/instrumentation/backtrader.py) ------
+ORDER_EVENT: Final = "rqa.order"
+ORDERS_COUNTER: Final = "rqa.orders"
+ORDER_STATUS: Final = "rqa.order.status"
+ORDER_TYPE: Final = "rqa.order.type"
+ORDER_SIZE: Final = "rqa.order.size"
+ORDER_PRICE: Final = "rqa.order.price"
 
 # --- Settings hot reload (rqa_otel.config) -----------------------------------
 CONFIG_RELOAD_SPAN: Final = "rqa.config.reload"

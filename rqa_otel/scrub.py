@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from operator import is_ as _is
 from typing import Any, Callable, Final, Mapping, Optional, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
@@ -144,7 +145,7 @@ _DETECT_WORDS = (
 )
 
 
-_State = tuple[Callable[[str], Any], Optional[Callable[..., str]], dict[str, str]]
+_State = tuple[Callable[[str], Any], Optional[Callable[..., str]], dict[str, str], set]
 
 
 def _alternation(patterns: Sequence[str]) -> str:
@@ -224,13 +225,14 @@ class Scrubber:
         self._detect = "|".join(branches)
         self._candidates = re.compile(self._detect).search
 
+        self._joinable = not extra_patterns
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         # (detect search on casefolded text, exact-value sub or None, cache
-        # of short attribute values -> scrubbed value): one tuple, replaced
-        # whole, so a reader never sees half an update, and a new secret
-        # starts with an empty cache.
-        self._state: _State = (re.compile(self._detect).search, None, {})
+        # of short attribute values -> scrubbed value, set of text tuples
+        # found clean): one tuple, replaced whole, so a reader never sees
+        # half an update, and a new secret starts with empty caches.
+        self._state: _State = (re.compile(self._detect).search, None, {}, set())
 
     # --- registered secrets -------------------------------------------------
 
@@ -252,7 +254,7 @@ class Scrubber:
             # Detection runs on casefolded text, so it looks for casefolded secrets.
             folded = _literal_alternation({secret.casefold() for secret in self._secrets})
             detect = re.compile(f"{folded}|{self._detect}").search
-            self._state = (detect, re.compile(exact).sub, {})
+            self._state = (detect, re.compile(exact).sub, {}, set())
 
     def secrets_registered(self) -> int:
         return len(self._secrets)
@@ -261,7 +263,7 @@ class Scrubber:
 
     def scrub_text(self, text: str) -> str:
         """``text`` with secrets replaced by :data:`MARKER`; the same object when clean."""
-        detect, exact_sub, _ = self._state
+        detect, exact_sub, _, _ = self._state
         folded = text.casefold()
         if detect(folded) is None:
             return text
@@ -377,6 +379,46 @@ class Scrubber:
         if isinstance(value, Mapping):
             return self.scrub_attributes(value)
         return value
+
+    def all_clean(self, texts: Sequence[str]) -> bool:
+        """True when :meth:`scrub_text` would return every one of ``texts``
+        unchanged: one detection search over them all, joined by newlines
+        (no detection pattern crosses a newline, so a text that would be
+        flagged alone is flagged joined). False means "scrub them one by
+        one", not that any holds a secret; always so with extra patterns,
+        which may anchor (``^``, ``\\A``) where a joined text has no start."""
+        return self._joinable and self._state[0]("\n".join(texts).casefold()) is None
+
+    def clean_text_tuples(self) -> set:
+        """Tuples of texts :meth:`scrub_texts` found clean, for a caller to
+        test membership itself (a new registered secret starts a new set)."""
+        return self._state[3]
+
+    def scrub_texts(self, texts: tuple[str, ...]) -> Sequence[str]:
+        """:meth:`scrub_text` of each (values under non-secret keys); ``texts``
+        itself when nothing changed. Combinations found clean and short
+        texts are cached (a new registered secret starts both afresh)."""
+        state = self._state
+        clean = state[3]  # tuples of texts found clean: a trade's strategy, symbol, side, run
+        if texts in clean:
+            return texts
+        values = state[2]
+        cached = list(map(values.get, texts))
+        if all(map(_is, cached, texts)):
+            if len(clean) >= _VALUE_CACHE_SIZE:
+                clean.clear()
+            clean.add(texts)
+            return texts
+        scrubbed = []
+        for text, new in zip(texts, cached):
+            if new is None:
+                new = self.scrub_text(text)
+                if len(text) <= _VALUE_CACHE_LENGTH:
+                    if len(values) >= _VALUE_CACHE_SIZE:
+                        values.clear()
+                    values[text] = new
+            scrubbed.append(new)
+        return texts if all(map(_is, scrubbed, texts)) else scrubbed
 
     def scrub_attributes(self, attributes: Mapping[Any, Any]) -> Mapping[Any, Any]:
         """A new dict with :meth:`scrub_key_value` applied to every item, or

@@ -35,7 +35,7 @@ ENV_PREFIX = "RQA"
 SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"
 DEFAULTS_FILE = Path(__file__).with_name("default_settings.yaml")
 
-EXPORTERS = ("otlp", "console", "file", "none")
+EXPORTERS = ("otlp", "console", "file", "none", "influxdb")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -56,6 +56,38 @@ class OtlpSettings:
 
 
 @dataclass(frozen=True)
+class SpoolSettings:
+    enabled: bool
+    """Keep what the otlp/influxdb exporters cannot deliver on disk and replay it."""
+    directory: str
+    """Empty: ``<export.directory>/spool``."""
+    max_bytes: int
+    """Bound of each signal's spool directory."""
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    """The ``influxdb`` exporter: the Collector influxdb exporter's options."""
+
+    url: str
+    org: str
+    bucket: str
+    token: str
+    """Secret: registered with the scrubber."""
+    v1_compatibility: bool
+    """``/write?db=`` with basic auth (InfluxDB 1.x) instead of ``/api/v2/write``."""
+    db: str
+    username: str
+    password: str
+    """Secret: registered with the scrubber."""
+    metrics_schema: str
+    span_dimensions: tuple[str, ...]
+    log_record_dimensions: tuple[str, ...]
+    max_lines: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
 class ExportSettings:
     traces: str
     metrics: str
@@ -66,6 +98,8 @@ class ExportSettings:
     shutdown_timeout_s: float
     """Upper bound of ``shutdown()``, also when the back-end is unreachable."""
     otlp: OtlpSettings
+    spool: "SpoolSettings"
+    influxdb: InfluxSettings
 
     def exporter(self, signal: str) -> str:
         return getattr(self, signal)
@@ -372,6 +406,16 @@ def _string_map(value: Any) -> dict[str, str]:
     return {str(k): _string(v) for k, v in value.items()}
 
 
+def _dimensions(value: Any) -> tuple[str, ...]:
+    keys = _strings(value)
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate dimension(s): {', '.join(duplicates)}")
+    if any(not key.strip() for key in keys):
+        raise ValueError("expected attribute keys, not empty strings")
+    return keys
+
+
 def _endpoint(value: Any) -> str:
     text = _string(value).strip()
     if text == "":
@@ -426,6 +470,22 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.otlp.protocol": (_one_of(*OTLP_PROTOCOLS), "OTEL_EXPORTER_OTLP_PROTOCOL"),
     "export.otlp.headers": (_string_map, "OTEL_EXPORTER_OTLP_HEADERS"),
     "export.otlp.timeout_s": (_positive_seconds, None),
+    "export.spool.enabled": (_boolean, None),
+    "export.spool.directory": (_string, None),
+    "export.spool.max_bytes": (_count(1), None),
+    "export.influxdb.url": (_endpoint, None),
+    "export.influxdb.org": (_string, None),
+    "export.influxdb.bucket": (_string, None),
+    "export.influxdb.token": (_string, None),
+    "export.influxdb.v1_compatibility": (_boolean, None),
+    "export.influxdb.db": (_string, None),
+    "export.influxdb.username": (_string, None),
+    "export.influxdb.password": (_string, None),
+    "export.influxdb.metrics_schema": (_one_of("telegraf-prometheus-v1", "telegraf-prometheus-v2"), None),
+    "export.influxdb.span_dimensions": (_dimensions, None),
+    "export.influxdb.log_record_dimensions": (_dimensions, None),
+    "export.influxdb.max_lines": (_count(1), None),
+    "export.influxdb.max_bytes": (_count(1), None),
     "logging.capture": (_boolean, None),
     "logging.level": (_level, None),
     "logging.queue_size": (_count(1), None),
@@ -625,10 +685,26 @@ def load_layers(
     for key in SCHEMA:
         if key not in flat:
             errors.append(f"required setting {key} is missing (a file above the defaults emptied its section?)")
+    errors += _influxdb_errors(values)
     if errors:
         raise SettingsError("invalid rqa-otel settings:\n  " + "\n  ".join(errors))
     settings = _freeze(values, sources, secret_keys)
     return Loaded(settings, tuple(watched), digest.hexdigest(), plaintexts)
+
+
+def _influxdb_errors(values: Mapping[str, Any]) -> list[str]:
+    """The influxdb exporter needs a URL, and a bucket (v2) or a db (v1)."""
+    users = [f"export.{signal}" for signal in ("traces", "metrics", "logs") if values.get(f"export.{signal}") == "influxdb"]
+    if not users:
+        return []
+    needed = ["export.influxdb.url"]
+    needed.append("export.influxdb.db" if values.get("export.influxdb.v1_compatibility") else "export.influxdb.bucket")
+    return [
+        f"setting {key} is empty, but {', '.join(users)} = influxdb needs it"
+        + (" (or set export.influxdb.v1_compatibility for InfluxDB 1.x)" if key.endswith("bucket") else "")
+        for key in needed
+        if not values.get(key)
+    ]
 
 
 def content_fingerprint(paths) -> str | None:
@@ -881,6 +957,14 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
                 protocol=v["export.otlp.protocol"],
                 headers=dict(v["export.otlp.headers"]),
                 timeout_s=v["export.otlp.timeout_s"],
+            ),
+            spool=SpoolSettings(
+                enabled=v["export.spool.enabled"],
+                directory=v["export.spool.directory"] or os.path.join(v["export.directory"], "spool"),
+                max_bytes=v["export.spool.max_bytes"],
+            ),
+            influxdb=InfluxSettings(
+                **{name: v[f"export.influxdb.{name}"] for name in InfluxSettings.__dataclass_fields__}
             ),
         ),
         logging=LoggingSettings(

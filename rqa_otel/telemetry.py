@@ -27,12 +27,15 @@ from rqa_otel import names
 from rqa_otel._internal.bounded import call_with_deadline
 from rqa_otel._internal.exporters import build_exporter, reconnect_otlp
 from rqa_otel._internal.exporters.accounting import ExportCounts
+from rqa_otel._internal.logs.assembly import build_log_pipeline
+from rqa_otel._internal.logs.entry import active_span_ids, shaped_emitter, shaped_entry
 from rqa_otel._internal.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.pipeline import LogPipeline
 from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel._internal.metric_producers import MetricProducer, Producers
 from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
+from rqa_otel._internal.spool import Senders
 from rqa_otel.alerts import Alerts
 from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber
@@ -61,7 +64,14 @@ class Telemetry:
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
-        self._exporters = {signal: build_exporter(signal, settings, self.scrubber) for signal in ("traces", "metrics")}
+        for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
+            if secret:  # never exported, whatever a log line or span attribute holds
+                self.scrubber.register_secret(secret)
+        spool = settings.export.spool
+        self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
+        self._exporters = {
+            signal: build_exporter(signal, settings, self.scrubber, self.senders) for signal in ("traces", "metrics")
+        }
         self._is_global = False
         self._shut_down = False
         self._lock = threading.Lock()
@@ -92,12 +102,14 @@ class Telemetry:
                 self.strategy,
                 self.scrubber,
                 on_sink_failure=self._log_sink_failed,
+                senders=self.senders,
             )
             self._observe_log_accounting(self._log_pipeline)
         self.logger_provider = self._build_logger_provider()
         self.resources = self._observe_resources()
         """This process's :class:`~rqa_otel.resources.ResourceGauges` (None
         with ``resources.enabled`` off or metrics off)."""
+        self._observe_spools()
         self._add_export_checks()
         self._ops = self._start_ops_server() if settings.ops.http_port else None
         self.config.attach(self)
@@ -122,9 +134,9 @@ class Telemetry:
             for signal in otlp_signals:
                 if signal == "logs" and self._log_pipeline is not None:
                     encoder = LogsEncoder(dict(self.resource.attributes))
-                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder))
+                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder, self.senders))
                 elif self._exporters.get(signal) is not None:
-                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber)
+                    reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber, self.senders)
 
         if otlp_signals:
             self.config.on_change("export.otlp", otlp_changed)
@@ -216,6 +228,43 @@ class Telemetry:
             self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
         )
 
+    def _observe_spools(self) -> None:
+        """The spools' counts as instruments, their alerts as alerts, their
+        state in /ready (docs/spool.md)."""
+        senders = self.senders
+        senders.events.route_alerts(lambda name, severity, message: self.alert(name, severity, message=message))
+        if not senders.spools:
+            return
+        for spool in senders.spools:
+            self.add_readiness_check(f"{names.SPOOL_READINESS}_{spool.signal}", spool.readiness)
+
+        def size(options):
+            return [Observation(s.stats().bytes, {names.EXPORT_SIGNAL: s.signal}) for s in senders.spools]
+
+        def dropped(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal, names.EXPORT_VALUE: value, names.SPOOL_DROP_REASON: reason})
+                for (signal, value, reason), count in senders.events.dropped_totals().items()
+            ]
+
+        def replayed(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal})
+                for signal, count in senders.events.replayed_totals().items()
+            ]
+
+        self.meter.create_observable_gauge(
+            names.SPOOL_SIZE_GAUGE, [size], unit="By", description="Bytes waiting in the durable export spool, by signal."
+        )
+        self.meter.create_observable_counter(
+            names.SPOOL_DROPPED_COUNTER, [dropped], unit="{item}",
+            description="Spans, points or records the spool could not keep or deliver, by signal, value and reason.",
+        )
+        self.meter.create_observable_counter(
+            names.SPOOL_REPLAYED_COUNTER, [replayed], unit="{item}",
+            description="Spans, points or records delivered from the spool after an outage or restart, by signal.",
+        )
+
     def _log_sink_failed(self, destination: str, error: BaseException | None) -> None:
         self.alert(
             names.LOG_EXPORT_FAILED_ALERT,
@@ -283,16 +332,24 @@ class Telemetry:
         """A log record straight into the logging pipeline, without stdlib
         logging: for events recorded at high rates (trades). ``name`` is its
         logger/scope name; it is correlated with the active span. Attributes
-        should include the quant attributes."""
+        should include the quant attributes; for an event registered as an
+        ``EventShape`` (rqa_otel/_internal/logs/entry.py) they may be the
+        tuple of its values."""
         if self._log_pipeline is None:
             return
-        context = trace.get_current_span().get_span_context()
-        self._log_pipeline.buffer.put(
-            (
-                time.time_ns() if time_ns is None else time_ns, level, name, message, attributes,
-                context.trace_id, context.span_id, int(context.trace_flags),
-            )
-        )
+        if attributes.__class__ is tuple:  # the values of a registered EventShape
+            entry = shaped_entry(time.time_ns() if time_ns is None else time_ns, level, name, message, attributes)
+        else:
+            entry = (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
+        self._log_pipeline.buffer.put(entry)
+
+    def event_emitter(self, name: str, level: int = logging.INFO) -> Callable[[str, tuple, int], None]:
+        """``emit(message, values, time_ns)``: log_event() for an event
+        registered as an ``EventShape``, with every per-call check done once
+        here (a trade costs a few microseconds in all)."""
+        if self._log_pipeline is None:
+            return lambda message, values, time_ns: None
+        return shaped_emitter(self._log_pipeline.buffer.put, name, level)
 
     def add_metric_producer(self, producer: MetricProducer) -> None:
         """``producer() -> [Metric]`` runs at each collection; its metrics are

@@ -22,3 +22,15 @@ def items(path: Path, *keys: str, missing_ok: bool = False) -> Iterator[dict]:
 def attributes(item: dict) -> dict[str, Any]:
     """An OTLP-JSON attribute list as a plain dict (values as JSON gives them)."""
     return {a["key"]: next(iter(a["value"].values()), None) for a in item.get("attributes", [])}
+
+
+def last_points(path: Path, name: str) -> dict[tuple, dict]:
+    """The last exported data point of each series of metric ``name`` in an
+    OTLP-JSON metrics file, keyed by its sorted attribute items."""
+    points = {}
+    for metric in items(path, "resourceMetrics", "scopeMetrics", "metrics", missing_ok=True):
+        if metric["name"] == name:
+            data = metric.get("sum") or metric.get("gauge") or metric.get("histogram")
+            for point in data["dataPoints"]:
+                points[tuple(sorted(attributes(point).items()))] = point
+    return points

@@ -1,4 +1,4 @@
-"""Static consistency checks of the deployment configuration.
+"""Static (structural) consistency checks of the deployment configuration.
 
 Covers collector/*.yaml (OpenTelemetry Collector), grafana/provisioning/ and
 docker-compose.yml. The Collector (otelcol-contrib), Grafana, InfluxDB and a
@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from rqa_otel.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR_DIR = ROOT / "collector"
 COLLECTOR_CONFIGS = ["agent.yaml", "gateway.yaml", "standalone.yaml"]
@@ -39,6 +41,7 @@ DASHBOARD_PROVIDER_FILE = ROOT / "grafana" / "provisioning" / "dashboards" / "rq
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
 
 SIGNALS = ("traces", "metrics", "logs")
+IN_PROCESS = load_settings(environ={}).export.influxdb  # the in-process influxdb exporter's defaults
 
 # Exporter types that push to a remote and so must queue on disk. Every
 # exporter used must be in one of the two sets, so that a new exporter type
@@ -246,9 +249,13 @@ def test_influxdb_exporter_schema_and_dimensions(name):
     assert influx, f"{name}: no influxdb exporter"
     for eid in influx:
         conf = exporters[eid] or {}
-        assert conf.get("metrics_schema") == "telegraf-prometheus-v1", f"{name}: {eid} metrics_schema"
-        assert conf.get("span_dimensions") == ["service.name", "span.name"], f"{name}: {eid} span_dimensions"
-        assert conf.get("log_record_dimensions") == ["service.name"], f"{name}: {eid} log_record_dimensions"
+        # One source of truth: the in-process exporter's settings defaults
+        # (rqa_otel/default_settings.yaml), which are the Collector's own.
+        assert conf.get("metrics_schema") == IN_PROCESS.metrics_schema, f"{name}: {eid} metrics_schema"
+        assert conf.get("span_dimensions") == list(IN_PROCESS.span_dimensions), f"{name}: {eid} span_dimensions"
+        assert conf.get("log_record_dimensions") == list(IN_PROCESS.log_record_dimensions), (
+            f"{name}: {eid} log_record_dimensions"
+        )
         assert conf.get("endpoint") == "${env:INFLUXDB_URL}", f"{name}: {eid} endpoint must come from INFLUXDB_URL"
         # No default for the token: a literal (even a dev one) would be a
         # secret in git, and a missing token must fail at start-up.
@@ -265,13 +272,28 @@ def test_influxdb_exporter_schema_and_dimensions(name):
     assert (exporters[prom[0]] or {}).get("endpoint") == "0.0.0.0:8889", f"{name}: prometheus exporter endpoint"
 
 
+def test_in_process_defaults_are_the_collector_exporters():
+    """The settings the Collector configs are compared with are themselves
+    the Collector influxdb exporter's defaults (otel2influx's constants)."""
+    from rqa_otel.influx import otel2influx as o2i
+
+    assert IN_PROCESS.metrics_schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1
+    assert IN_PROCESS.span_dimensions == o2i.DEFAULT_SPAN_DIMENSIONS
+    assert IN_PROCESS.log_record_dimensions == o2i.DEFAULT_LOG_RECORD_DIMENSIONS
+    assert (IN_PROCESS.max_lines, IN_PROCESS.max_bytes) == (10_000, 10_000_000)
+
+
 def test_agent_forwards_everything_to_gateway():
     cfg = _load_yaml(COLLECTOR_DIR / "agent.yaml")
     exporters = _section(cfg, "exporters")
     assert not any(_ctype(e) == "influxdb" for e in exporters), "the agent must not hold InfluxDB credentials"
     for pid, pipeline in _pipelines(cfg).items():
-        outs = pipeline.get("exporters") or []
-        assert [_ctype(e) for e in outs] == ["otlp_grpc"], f"agent pipeline {pid} should export only to the gateway"
+        outs = [_ctype(e) for e in pipeline.get("exporters") or []]
+        # Everything to the gateway; metrics also to a local prometheus exporter for scrapers.
+        assert outs == (["otlp_grpc", "prometheus"] if pid == "metrics" else ["otlp_grpc"]), (
+            f"agent pipeline {pid} should export to the gateway (and metrics to prometheus)"
+        )
+    assert (exporters["prometheus"] or {}).get("endpoint") == "0.0.0.0:8889"
     gateway = [exporters[e] for e in exporters if _ctype(e) == "otlp_grpc"]
     assert gateway and str(gateway[0].get("endpoint", "")).startswith("${env:RQA_GATEWAY_ENDPOINT:-"), (
         "agent gateway endpoint must be ${env:RQA_GATEWAY_ENDPOINT:-default}"

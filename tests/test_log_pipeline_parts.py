@@ -59,6 +59,44 @@ def test_protobuf_bytes_parse_as_the_official_message_and_match_the_json():
     assert hexify(document) == json.loads(encoder.encode_json(entries, observed_time_ns=99))
 
 
+def test_entries_of_a_registered_shape_encode_like_their_dict_form():
+    """A high-rate event may carry its attribute values as a tuple (EventShape);
+    it must leave exactly as the same record with a dict would, in JSON and protobuf."""
+    from rqa_otel._internal.logs.entry import EventShape, register_shape, with_attribute_dict
+
+    register_shape(EventShape("test.shaped", strings=("rqa.stock", "note"), floats=("price",), ints=("n",)))
+    encoder = LogsEncoder({"service.name": "svc"})
+    shaped = [
+        (5, logging.INFO, "test.shaped", 'fill "x" 100%', None, 0xABC, 0xDEF, 1, "600519.SH", "50% \\ \u8d35\n", 1688.5, 7),
+        (6, logging.WARNING, "test.shaped", "m", None, 0, 0, 0, "000001.SZ", "n", 1e-300, -(2**63)),
+        (7, logging.INFO, "test.shaped", "bad types fall back", None, 0, 0, 0, b"raw", "s", 1.0, 2),
+        (8, logging.INFO, "plain", "a dict in between", {"k": "v"}, 0xABC, 0xDEF, 1),
+    ]
+    as_dicts = [with_attribute_dict(entry) for entry in shaped]
+    assert as_dicts[0][4] == {"rqa.stock": "600519.SH", "note": "50% \\ \u8d35\n", "price": 1688.5, "n": 7}
+    assert json.loads(encoder.encode_json(shaped, 99)) == json.loads(encoder.encode_json(as_dicts, 99))
+    assert encoder.encode(shaped, 99) == encoder.encode(as_dicts, 99)
+
+
+def test_secrets_in_shaped_entries_are_scrubbed(tmp_path):
+    """Scrubbing sees a shaped entry's string values and secret keys like a dict's."""
+    import rqa_otel
+    from otlp_files import attributes as attrs
+    from otlp_files import items
+    from rqa_otel._internal.logs.entry import EventShape, register_shape
+
+    register_shape(EventShape("test.secret_value", strings=("note",), floats=(), ints=("n",)))
+    register_shape(EventShape("test.secret_key", strings=("api_key",), floats=(), ints=()))
+    telemetry = rqa_otel.setup(overrides={"export.directory": str(tmp_path)}, set_global=False)
+    telemetry.log_event("test.secret_value", "token=abc123", ("password=hunter22", 1))
+    telemetry.log_event("test.secret_key", "ok", ("AKIA-not-shown",))
+    telemetry.shutdown()
+    records = {r["body"]["stringValue"]: attrs(r) for r in items(tmp_path / "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords")}
+    text = json.dumps(records)
+    assert "hunter22" not in text and "abc123" not in text and "AKIA-not-shown" not in text
+    assert records["ok"]["api_key"] == "[REDACTED]"
+
+
 # --- sampling ---------------------------------------------------------------------
 
 

@@ -295,6 +295,28 @@ def test_fast_detection_never_misses_what_the_full_scan_redacts():
         assert scrubber.scrub_text(text) == full_scan, text
 
 
+def test_one_search_over_many_texts_flags_every_text_that_would_change():
+    """all_clean() (the log worker's per-batch shortcut) is never True when
+    scrub_text() would change one of the texts."""
+    pieces = [
+        "password", "db.pwd", "TOKEN", "X-Api-Key", "=", ":", " = ", '"', "\\", " ", "\t", "\n", ",", "&",
+        "Bearer ", "basic ", "dXNlcjpwYXNz", "Tr4d3r", "-----BEGIN RSA PRIVATE KEY-----", "://", "u", "@", "/",
+        "x", "贵州", "buy 100 600519.SH @ 1688.5",
+    ]
+    scrubber = Scrubber()
+    scrubber.register_secret("Tr4d3r")
+    rng = random.Random(4)
+    changed = 0
+    for _ in range(5_000):
+        texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 5))]
+        if any(scrubber.scrub_text(text) is not text for text in texts):
+            changed += 1
+            assert not scrubber.all_clean(texts), texts
+    assert changed > 500
+    assert scrubber.all_clean(["buy 100 600519.SH @ 1688.5", "sell 200 000001.SZ @ 10.5"])
+    assert not Scrubber(extra_patterns=["^pin"]).all_clean(["clean"]), "anchored extra patterns: no shortcut"
+
+
 @pytest.mark.parametrize("secret", SECRETS)
 @pytest.mark.parametrize(
     "template",

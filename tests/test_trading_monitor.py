@@ -17,6 +17,7 @@ import pytest
 import rqa_otel
 from otlp_files import attributes as attrs
 from otlp_files import items
+from otlp_files import last_points as otlp_last_points
 from rqa_otel import names
 from rqa_otel.trading import BacktestMonitor
 
@@ -35,13 +36,7 @@ def read(tmp_path, file_name, *path):
 
 
 def last_points(tmp_path, name):
-    points = {}
-    for metric in read(tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics"):
-        if metric["name"] == name:
-            data = metric.get("sum") or metric.get("gauge") or metric.get("histogram")
-            for point in data["dataPoints"]:
-                points[tuple(sorted(attrs(point).items()))] = point
-    return points
+    return otlp_last_points(tmp_path / "metrics.jsonl", name)
 
 
 def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp_path):
@@ -85,6 +80,13 @@ def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
         (("", "buy", 1.0, 1, "s"), "symbol ''"),
         (("600519.SH", "buy", 1.0, 1, " "), "strategy ' '"),
         (("600519.SH", "buy", 1.0, 1, "s", "2024-03-01"), "timestamp '2024-03-01'"),
+        # Times the exporters and the journal could not store (int64 nanoseconds).
+        (("600519.SH", "buy", 1.0, 1, "s", -1), "timestamp -1"),
+        (("600519.SH", "buy", 1.0, 1, "s", dt.datetime(1960, 1, 1)), "timestamp datetime"),
+        (("600519.SH", "buy", 1.0, 1, "s", 2**64), "timestamp 18446744073709551616"),
+        (("600519.SH", "buy", 1.0, 10**400, "s"), "quantity 1000"),
+        (("600519.SH", "buy", 1e200, 1e200, "s"), "notional"),
+        ((600519, "buy", 1.0, 1, "s"), "symbol 600519"),
     ]
     for arguments, message in bad:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -176,3 +178,74 @@ def test_trades_older_than_the_commit_interval_survive_kill_9(tmp_path):
     quantities = [int(q) for (q,) in rows]
     assert len(quantities) >= guaranteed
     assert quantities == list(range(1, len(quantities) + 1)), "whole rows, in order, none missing"
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"strategy": "a", "symbol": "600519.SH"},
+        {"strategy": "a"},
+        {"symbol": "600519.SH"},
+        {"action": "buy"},
+        {"start": BAR, "end": BAR + dt.timedelta(days=3)},
+        {"strategy": "a", "symbol": "600519.SH", "action": "sell", "start": BAR, "limit": 3},
+    ],
+)
+def test_every_history_filter_is_served_by_an_index(tmp_path, filters):
+    """SQLite's own plan: the trades table is searched through an index, never scanned."""
+    from rqa_otel._internal.trade_journal import SCHEMA
+    from rqa_otel.trading import history_query
+
+    sql, parameters = history_query(**filters)
+    journal = sqlite3.connect(tmp_path / "plan.db")
+    journal.executescript(SCHEMA)
+    plan = [row[3] for row in journal.execute("EXPLAIN QUERY PLAN " + sql, parameters)]
+    assert any(step.startswith("SEARCH trades USING INDEX") for step in plan), plan
+    assert not any(step.startswith("SCAN trades") for step in plan), plan
+
+
+def test_the_notional_histogram_has_its_own_series_limit(telemetry, tmp_path):
+    """The histogram is by strategy: past the limit, strategies share the overflow point; one alert in all."""
+    monitor = BacktestMonitor(telemetry, series_limit=3)
+    for number in range(5):
+        monitor.record_trade("600519.SH", "buy", 10.0, 100 * (number + 1), f"strategy_{number}", timestamp=BAR)
+    monitor.close()
+    telemetry.shutdown()
+    points = last_points(tmp_path, names.TRADE_NOTIONAL_HISTOGRAM)
+    assert len(points) == 3 + 1
+    overflow = points[((names.METRIC_OVERFLOW, True),)]
+    assert int(overflow["count"]) == 2 and float(overflow["sum"]) == 4_000.0 + 5_000.0
+    alerts = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+              if s["name"] == names.ALERT_SPAN and attrs(s)[names.ALERT_NAME] == names.CARDINALITY_ALERT]
+    assert len(alerts) == 1
+
+
+FIRST_LAYOUT = """
+CREATE TABLE trades (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, strategy TEXT NOT NULL, symbol TEXT NOT NULL,
+    action TEXT NOT NULL, price REAL NOT NULL, quantity REAL NOT NULL, time_ns INTEGER NOT NULL);
+CREATE INDEX trades_by_strategy_symbol ON trades (strategy, symbol, time_ns);
+CREATE INDEX trades_by_symbol ON trades (symbol, time_ns);
+CREATE INDEX trades_by_time ON trades (time_ns);
+CREATE TABLE portfolio (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, strategy TEXT NOT NULL, value REAL NOT NULL,
+    cash REAL NOT NULL, positions TEXT NOT NULL, time_ns INTEGER NOT NULL);
+INSERT INTO trades VALUES (1, 'r1', 'a', '600519.SH', 'buy', 10.5, 100, 1700000000000000000);
+INSERT INTO trades VALUES (2, 'r1', 'a', '600519.SH', 'sell', 11.5, 100, 1700000000000000001);
+INSERT INTO trades VALUES (3, 'r2', 'b', '000001.SZ', 'buy', 9.5, 300, 1700000000000000002);
+INSERT INTO portfolio VALUES (1, 'r1', 'a', 1000.0, 500.0, '{}', 1700000000000000000);
+"""
+
+
+def test_a_journal_of_the_first_layout_is_converted_with_every_row(telemetry, tmp_path):
+    """The first release kept strings in every trade row; opening such a journal converts it, nothing lost."""
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).executescript(FIRST_LAYOUT)
+    monitor = BacktestMonitor(telemetry, journal_path=path)
+    assert [(t.strategy, t.symbol, t.action, t.price, t.run_id) for t in monitor.get_trade_history()] == [
+        ("a", "600519.SH", "buy", 10.5, "r1"), ("a", "600519.SH", "sell", 11.5, "r1"), ("b", "000001.SZ", "buy", 9.5, "r2"),
+    ]
+    monitor.record_trade("600519.SH", "buy", 12.0, 100, "a", timestamp=BAR)
+    assert len(monitor.get_trade_history(strategy="a", symbol="600519.SH")) == 3
+    monitor.close()
+    journal = sqlite3.connect(path)
+    assert journal.execute("SELECT count(*) FROM portfolio").fetchone()[0] == 1
+    assert [row[0] for row in journal.execute("SELECT id FROM trades ORDER BY id")] == [1, 2, 3, 4]

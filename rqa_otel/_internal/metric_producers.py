@@ -12,7 +12,7 @@ import bisect
 import threading
 import time
 from dataclasses import replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -66,33 +66,65 @@ class Producers:
         return joined
 
 
-class ExplicitHistogram:
-    """A cumulative explicit-bucket histogram by attribute set, thread-safe,
-    a bisect and three additions per record."""
+_OVERFLOW = object()
 
-    def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
+
+class ExplicitHistogram:
+    """A cumulative explicit-bucket histogram by key (one key per attribute
+    set): a bisect and three additions per record. At most ``series_limit``
+    keys get a point of their own; values of further keys go to one point
+    with ``overflow_attributes``, and ``on_overflow()`` is called the first
+    time. ``record()`` runs with ``lock`` held, so a caller that updates other
+    aggregates under the same lock takes it once."""
+
+    def __init__(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        bounds: Sequence[float],
+        attributes_of: Callable[[Hashable], Mapping[str, object]],
+        series_limit: int,
+        overflow_attributes: Mapping[str, object],
+        on_overflow: Callable[[], None] = lambda: None,
+        lock: threading.Lock | None = None,
+    ) -> None:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = tuple(bounds)
+        self.lock = lock or threading.Lock()
+        self._attributes_of = attributes_of
+        self._series_limit = series_limit
+        self._overflow_attributes = dict(overflow_attributes)
+        self._on_overflow = on_overflow
         self._start_ns = time.time_ns()
-        self._lock = threading.Lock()
-        self._points: dict[tuple, list] = {}  # key -> [counts, sum, min, max, attributes]
+        self._points: dict[Hashable, list] = {}  # key -> [counts, sum, min, max, attributes]
 
-    def record(self, value: float, key: tuple, attributes: Mapping[str, object]) -> None:
-        index = bisect.bisect_left(self.bounds, value)
-        with self._lock:
-            point = self._points.get(key)
-            if point is None:
-                point = self._points[key] = [[0] * (len(self.bounds) + 1), 0.0, value, value, dict(attributes)]
-            point[0][index] += 1
-            point[1] += value
-            if value < point[2]:
-                point[2] = value
-            if value > point[3]:
-                point[3] = value
+    def record(self, value: float, key: Hashable) -> None:
+        """Add ``value`` to the point of ``key``; the caller holds ``lock``."""
+        point = self._points.get(key)
+        if point is None:
+            point = self._new_point(key, value)
+        point[0][bisect.bisect_left(self.bounds, value)] += 1
+        point[1] += value
+        if value < point[2]:
+            point[2] = value
+        if value > point[3]:
+            point[3] = value
+
+    def _new_point(self, key: Hashable, value: float) -> list:
+        attributes = self._attributes_of(key)
+        if len(self._points) >= self._series_limit + (_OVERFLOW in self._points):
+            key, attributes = _OVERFLOW, self._overflow_attributes
+            if key not in self._points:
+                self._on_overflow()
+        point = self._points.get(key)
+        if point is None:
+            point = self._points[key] = [[0] * (len(self.bounds) + 1), 0.0, value, value, dict(attributes)]
+        return point
 
     def __call__(self) -> list[Metric]:
         now = time.time_ns()
-        with self._lock:
+        with self.lock:
             points = [
                 HistogramDataPoint(attributes, self._start_ns, now, sum(counts), total, list(counts), self.bounds, low, high)
                 for counts, total, low, high, attributes in self._points.values()

@@ -15,29 +15,44 @@ an fsync per commit).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sqlite3
 import threading
 from collections import deque
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Sequence
 
 _log = logging.getLogger("rqa_otel.trading")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS trades (
+CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
+    run_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
     strategy TEXT NOT NULL,
     symbol TEXT NOT NULL,
     action TEXT NOT NULL,
+    UNIQUE (strategy, symbol, action)
+);
+CREATE INDEX IF NOT EXISTS series_by_symbol ON series (symbol);
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL REFERENCES runs (id),
+    series INTEGER NOT NULL REFERENCES series (id),
     price REAL NOT NULL,
     quantity REAL NOT NULL,
     time_ns INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS trades_by_strategy_symbol ON trades (strategy, symbol, time_ns);
-CREATE INDEX IF NOT EXISTS trades_by_symbol ON trades (symbol, time_ns);
+CREATE INDEX IF NOT EXISTS trades_by_series ON trades (series, time_ns);
 CREATE INDEX IF NOT EXISTS trades_by_time ON trades (time_ns);
+CREATE VIEW IF NOT EXISTS trade_rows AS
+    SELECT trades.id, run_id, strategy, symbol, action, price, quantity, time_ns
+    FROM trades JOIN series ON series.id = trades.series JOIN runs ON runs.id = trades.run;
 CREATE TABLE IF NOT EXISTS portfolio (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -48,14 +63,20 @@ CREATE TABLE IF NOT EXISTS portfolio (
     time_ns INTEGER NOT NULL
 );
 """
-TRADE_COLUMNS = ("run_id", "strategy", "symbol", "action", "price", "quantity", "time_ns")
+"""Trades keep small integer keys: (strategy, symbol, action) is a row of
+``series`` and the run id a row of ``runs``. An index of integers costs a
+third of one of strings per insert, and one index, ``(series, time_ns)``,
+serves the strategy, symbol and strategy + symbol queries (through the
+series ids that match); ``time_ns`` serves a time range alone. The view
+``trade_rows`` reads like a flat table (for the sqlite3 shell)."""
+TRADE_COLUMNS = ("run", "series", "price", "quantity", "time_ns")
 SNAPSHOT_COLUMNS = ("run_id", "strategy", "value", "cash", "positions", "time_ns")
 # SQLite's limit on bound variables per statement: 32766 since 3.32, 999 before.
 _MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 class TradeJournal:
-    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05, max_pending: int = 20_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05, max_pending: int = 60_000) -> None:
         self.path = os.fspath(path)
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -69,11 +90,17 @@ class TradeJournal:
         self._requested = self._done = 0
         self._closing = False
         self.failed_commits = 0
+        self._series_ids: dict[tuple[str, str, str], int] | None = None  # the writer's, loaded at its first commit
+        self._run_ids: dict[str, int] | None = None
         writer = self._connect()
+        _upgrade_first_layout(writer)
         writer.executescript(SCHEMA)
         writer.commit()
         self._thread = threading.Thread(target=self._write, args=(writer,), name="rqa-otel trade journal", daemon=True)
         self._thread.start()
+        # The writer is a daemon thread: without this, a program that ends
+        # normally would lose the trades of its last commit interval.
+        atexit.register(self.close)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
@@ -82,6 +109,7 @@ class TradeJournal:
         return connection
 
     def append_trade(self, row: tuple) -> None:
+        """``row``: (run_id, strategy, symbol, action, price, quantity, time_ns)."""
         self._trades.append(row)  # deque.append is atomic; the writer drains it
         if len(self._trades) >= self._max_pending:
             self._wait_for_writer()
@@ -116,6 +144,7 @@ class TradeJournal:
             reader.close()
 
     def close(self, timeout_s: float = 10.0) -> None:
+        atexit.unregister(self.close)
         self.flush(timeout_s)
         with self._lock:
             self._closing = True
@@ -143,9 +172,10 @@ class TradeJournal:
             return
         try:
             with connection:
-                _insert(connection, "trades", TRADE_COLUMNS, trades)
-                _insert(connection, "portfolio", SNAPSHOT_COLUMNS, snapshots)
+                _insert(connection, "trades", TRADE_COLUMNS, self._keyed(connection, trades))
+                _insert(connection, "portfolio", SNAPSHOT_COLUMNS, list(chain.from_iterable(snapshots)))
         except sqlite3.Error:
+            self._series_ids = self._run_ids = None  # ids of a rolled-back transaction are void
             # Nothing is dropped: the rows go back to the front of the queue
             # and the next commit tries again (a full disk frees up, a lock
             # is released).
@@ -156,15 +186,65 @@ class TradeJournal:
                 _log.warning("the trade journal %s cannot commit; retrying", self.path, exc_info=True)
 
 
-def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """Many rows per INSERT statement. executemany() steps SQLite once per
-    row and gives up the GIL each time; with the strategy's thread busy,
-    each step then waits out a whole GIL switch interval (5 ms), and the
-    writer falls hopelessly behind. One statement per few thousand rows
-    waits once."""
-    per_statement = _MAX_VARIABLES // len(columns)
+    def _keyed(self, connection: sqlite3.Connection, trades: list[tuple]) -> list:
+        """The rows' values, flat (no tuple per row for the garbage collector), with their run and series as integer ids;
+        new ones are inserted (in the caller's transaction). C-level maps
+        over columns: this runs with the GIL, beside the strategy."""
+        if self._series_ids is None:
+            self._series_ids = {(s, y, a): i for i, s, y, a in connection.execute("SELECT id, strategy, symbol, action FROM series")}
+            self._run_ids = dict(connection.execute("SELECT run_id, id FROM runs"))
+        series_ids, run_ids = self._series_ids, self._run_ids
+        keys = list(map(_series_key, trades))
+        run_keys = list(map(_run_key, trades))
+        for run_id in set(run_keys).difference(run_ids):
+            run_ids[run_id] = connection.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,)).lastrowid
+        for key in dict.fromkeys(keys).keys() - series_ids.keys():
+            series_ids[key] = connection.execute(
+                "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
+            ).lastrowid
+        prices, quantities, times = (map(itemgetter(index), trades) for index in (4, 5, 6))
+        rows = zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times)
+        return list(chain.from_iterable(rows))
+
+
+def _upgrade_first_layout(connection: sqlite3.Connection) -> None:
+    """A journal written by the first release (strategy, symbol, action and
+    run id as text in every trade row) is converted in place, in one
+    transaction: every row keeps its id, nothing is lost."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(trades)")}
+    if "strategy" not in columns:
+        return
+    _log.warning("converting the trade journal to integer series and run keys (once)")
+    connection.executescript(
+        "BEGIN;"
+        " ALTER TABLE trades RENAME TO trades_first_layout;"
+        " DROP INDEX IF EXISTS trades_by_strategy_symbol; DROP INDEX IF EXISTS trades_by_symbol;"
+        " DROP INDEX IF EXISTS trades_by_time;"
+        + SCHEMA  # the new trades table and indexes; portfolio stays as it is
+        + " INSERT INTO runs (run_id) SELECT DISTINCT run_id FROM trades_first_layout;"
+        " INSERT INTO series (strategy, symbol, action) SELECT DISTINCT strategy, symbol, action FROM trades_first_layout;"
+        " INSERT INTO trades (id, run, series, price, quantity, time_ns)"
+        "  SELECT old.id, runs.id, series.id, old.price, old.quantity, old.time_ns FROM trades_first_layout AS old"
+        "  JOIN runs ON runs.run_id = old.run_id"
+        "  JOIN series ON (series.strategy, series.symbol, series.action) = (old.strategy, old.symbol, old.action);"
+        " DROP TABLE trades_first_layout;"
+        " COMMIT;"
+    )
+
+
+_series_key = itemgetter(1, 2, 3)
+_run_key = itemgetter(0)
+
+
+def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...], values: list) -> None:
+    """Rows (``values``: theirs, flat, ``len(columns)`` per row), many per
+    INSERT statement. executemany() steps SQLite once per row and gives up
+    the GIL each time; with the strategy's thread busy, each step then
+    waits out a whole GIL switch interval (5 ms), and the writer falls
+    hopelessly behind. One statement per few thousand rows waits once."""
+    per_statement = _MAX_VARIABLES // len(columns) * len(columns)
     row_sql = "(" + ", ".join("?" * len(columns)) + ")"
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * len(chunk))
-        connection.execute(sql, [value for row in chunk for value in row])
+    for start in range(0, len(values), per_statement):
+        chunk = values[start : start + per_statement]
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * (len(chunk) // len(columns)))
+        connection.execute(sql, chunk)

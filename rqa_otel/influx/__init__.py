@@ -1,1 +1,3 @@
-"""InfluxDB export: OTLP to line protocol as the Collector's ``influxdb`` exporter writes it."""
+"""InfluxDB export: the Collector influxdb exporter's conversion (``otel2influx``),
+the in-process exporters and transports (``exporter``, ``sdk_points``), and the
+``rqa-otel lp`` and ``rqa-otel replay`` commands."""

@@ -52,6 +52,15 @@ def add_lp_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         ),
         epilog="example: rqa-otel lp rqa-telemetry/*.jsonl | curl --data-binary @- 'http://localhost:8086/write?db=rqa&precision=ns'",
     )
+    add_schema_arguments(parser)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="OTLP JSON lines file ('-' for stdin)")
+    parser.set_defaults(handler=run_lp)
+    return parser
+
+
+def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
+    """--schema, --span-dimensions, --log-record-dimensions: the Collector
+    exporter's options, with its defaults (``lp`` and ``replay``)."""
     parser.add_argument(
         "--schema",
         choices=METRICS_SCHEMAS,
@@ -72,9 +81,15 @@ def add_lp_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         metavar="KEY,KEY",
         help=f"attribute keys written as log record tags (default {','.join(DEFAULT_LOG_RECORD_DIMENSIONS)}; '' for none)",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="OTLP JSON lines file ('-' for stdin)")
-    parser.set_defaults(handler=run_lp)
-    return parser
+
+
+def point_converters(args: argparse.Namespace) -> dict[str, Callable[[Any], list[Point]]]:
+    """Request key (``resourceMetrics``…) -> conversion with the options of :func:`add_schema_arguments`."""
+    return {
+        "resourceMetrics": lambda request: metrics_to_points(request, args.schema),
+        "resourceSpans": lambda request: traces_to_points(request, args.span_dimensions),
+        "resourceLogs": lambda request: logs_to_points(request, args.log_record_dimensions),
+    }
 
 
 def _key_list(text: str) -> list[str]:
@@ -93,11 +108,7 @@ def run_lp(args: argparse.Namespace, *, stdout: BinaryIO | None = None, stderr: 
     ``stderr``. Returns the exit status: 0, or 1 when a file or line failed."""
     out = stdout if stdout is not None else sys.stdout.buffer
     err = stderr if stderr is not None else sys.stderr
-    converters: dict[str, Callable[[Any], list[Point]]] = {
-        "resourceMetrics": lambda request: metrics_to_points(request, args.schema),
-        "resourceSpans": lambda request: traces_to_points(request, args.span_dimensions),
-        "resourceLogs": lambda request: logs_to_points(request, args.log_record_dimensions),
-    }
+    converters = point_converters(args)
     failed = 0
     try:
         for path in args.files:

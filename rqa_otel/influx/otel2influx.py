@@ -26,7 +26,10 @@ them; the Go code at 5301efa could not be read line by line, so these follow
 the nearest stored versions of it):
 
 * telegraf-prometheus-v1 writes exemplars (with a trace and span id) as
-  points ``<metric>_exemplar`` (influxdb-observability PR #275); v2 writes none.
+  points ``<metric>_exemplar`` (influxdb-observability PR #275, merged
+  2023-08; the Collector's exporter builds with otel2influx v0.5.12, see
+  exporter/influxdbexporter/go.mod, whose ``enqueueExemplars`` does this for
+  gauges, sums and histograms); v2 writes none.
 * v2 bucket and quantile points carry only their one field (as the v2
   histogram case shows for buckets; assumed for quantiles).
 * A histogram's ``sum``/``min``/``max`` are written only when present.
@@ -192,6 +195,19 @@ _set_measurement = Point.measurement.__set__  # type: ignore[attr-defined]
 _set_tags = Point.tags.__set__  # type: ignore[attr-defined]
 _set_fields = Point.fields.__set__  # type: ignore[attr-defined]
 _set_time = Point.time_unix_nano.__set__  # type: ignore[attr-defined]
+
+
+class SeriesTags(dict):
+    """The tags of one metric series, built once and shared by its points
+    from one export to the next (``sdk_points.MetricsConverter``). It must
+    not change once built: :func:`to_line_protocol` keeps the escaped line
+    prefix of each measurement on it, which saves most of the cost of a line."""
+
+    __slots__ = ("prefixes",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.prefixes: dict[str, str] = {}
 
 
 def _point(measurement: str, tags: dict, fields: dict, time_unix_nano: int) -> Point:
@@ -375,6 +391,9 @@ def _as_string(raw: Any) -> str:
         return ""
 
 
+as_string = _as_string  # for the SDK encoder (rqa_otel.influx.sdk_points)
+
+
 def _value_as_string(any_value: Any) -> str:
     if any_value.__class__ is dict:
         text = any_value.get("stringValue")
@@ -538,6 +557,11 @@ def _json_object(members: Mapping[str, str | None]) -> str | None:
     return "{" + ",".join([members[key] for key in sorted(members)]) + "}"
 
 
+def dimensions_set(dimensions: Iterable[str], name: str) -> frozenset[str]:
+    """Validated span_dimensions/log_record_dimensions (``name`` names the setting)."""
+    return _dimensions(dimensions, name)
+
+
 def _dimensions(dimensions: Iterable[str], name: str) -> frozenset[str]:
     if isinstance(dimensions, str):
         raise ValueError(f"{name}: expected a list of attribute keys, got the string {dimensions!r}")
@@ -605,8 +629,7 @@ def metrics_to_points(request: Mapping[str, Any], schema: str = SCHEMA_TELEGRAF_
     Collector's exporter rejects them too), a data point without a timestamp,
     bucket counts that do not match the bounds, or malformed JSON values.
     """
-    writer = _METRIC_WRITERS.get(schema)
-    if writer is None:
+    if schema not in METRICS_SCHEMAS:
         raise ValueError(f"schema: unknown metrics schema {schema!r}; accepted: {', '.join(METRICS_SCHEMAS)}")
     points: list[Point] = []
     for r, resource_metrics in enumerate(_items(request, "resourceMetrics")):
@@ -634,7 +657,7 @@ def metrics_to_points(request: Mapping[str, Any], schema: str = SCHEMA_TELEGRAF_
                 raise ValueError(f"{where_scope}: {exc}") from None
             for m, metric in enumerate(metrics):
                 try:
-                    writer(points, tags, metric)
+                    _write_metric(points, tags, metric, schema == SCHEMA_TELEGRAF_PROMETHEUS_V2)
                 except ValueError as exc:
                     name = metric.get("name") if metric.__class__ is dict else None
                     raise ValueError(f"{where_scope}.metrics[{m}] ({name!r}): {exc}") from None
@@ -654,32 +677,31 @@ def _metric_data(metric: Any) -> tuple[str, str, Mapping]:
             if data.__class__ is not dict:
                 raise ValueError(f"{kind}: expected an object, got {data!r}")
             if kind == "exponentialHistogram":
-                raise ValueError(
-                    "exponentialHistogram: exponential histograms are rejected, as the Collector's influxdb "
-                    "exporter rejects them (otel2influx: unknown metric type)"
-                )
+                raise ValueError(EXPONENTIAL_HISTOGRAM_REJECTED)
             return name, kind, data
     return name, "", {}
 
 
-def _data_point(data_point: Any, base_tags: dict[str, str]) -> tuple[dict[str, str], dict[str, Any], int]:
-    """initMetricTagsAndTimestamp: (tags, fields with the start time, timestamp)."""
+EXPONENTIAL_HISTOGRAM_REJECTED: Final = (
+    "exponentialHistogram: exponential histograms are rejected, as the Collector's influxdb "
+    "exporter rejects them (otel2influx: unknown metric type)"
+)
+
+
+def _data_point(data_point: Any, base_tags: dict[str, str]) -> tuple[dict[str, str], int, int]:
+    """initMetricTagsAndTimestamp: (tags, start time or 0, timestamp)."""
     if data_point.__class__ is not dict:
         raise ValueError(f"expected a data point object, got {data_point!r}")
     ts = _int(data_point.get("timeUnixNano"), "timeUnixNano")
     if not ts:
         raise ValueError("timeUnixNano: metric has no timestamp")
-    fields: dict[str, Any] = {}
     start = data_point.get("startTimeUnixNano")
-    if start is not None:
-        start = _int(start, "startTimeUnixNano")
-        if start:
-            fields[ATTRIBUTE_START_TIME_UNIX_NANO] = start
+    start = _int(start, "startTimeUnixNano") if start is not None else 0
     tags = base_tags.copy()
     attributes = data_point.get("attributes")
     if attributes:
         _put_tags(attributes, tags)
-    return tags, fields, ts
+    return tags, start, ts
 
 
 def _number_value(data_point: Mapping) -> float | int | None:
@@ -692,133 +714,45 @@ def _number_value(data_point: Mapping) -> float | int | None:
     return None
 
 
-def _is_counter(kind: str, data: Mapping) -> bool:
-    return (
-        kind == "sum"
-        and data.get("isMonotonic") is True
-        and _enum(data.get("aggregationTemporality"), _TEMPORALITIES, "aggregationTemporality") == _CUMULATIVE
-    )
-
-
-def _write_metric_v1(points: list[Point], base_tags: dict[str, str], metric: Any) -> None:
+def _write_metric(points: list[Point], base_tags: dict[str, str], metric: Any, v2: bool) -> None:
+    """Decode one OTLP-JSON Metric and hand its data points to the schema rules below."""
     name, kind, data = _metric_data(metric)
     if not kind:
         return
-    data_points = _items(data, "dataPoints")
     append = points.append
-    if kind == "gauge" or kind == "sum":
-        field_key = METRIC_COUNTER_FIELD_KEY if _is_counter(kind, data) else METRIC_GAUGE_FIELD_KEY
-        for i, data_point in enumerate(data_points):
-            try:
-                tags, fields, ts = _data_point(data_point, base_tags)
+    for i, data_point in enumerate(_items(data, "dataPoints")):
+        try:
+            tags, start, ts = _data_point(data_point, base_tags)
+            if kind == "gauge" or kind == "sum":
                 value = _number_value(data_point)
                 if value is None:
                     continue
-                fields[field_key] = value
-                append(_point(name, tags, fields, ts))
-                exemplars = data_point.get("exemplars")
-                if exemplars:
-                    _write_exemplars(points, name, exemplars)
-            except ValueError as exc:
-                raise ValueError(f"{kind}.dataPoints[{i}]: {exc}") from None
-    elif kind == "histogram":
-        for i, data_point in enumerate(data_points):
-            try:
-                tags, fields, ts = _data_point(data_point, base_tags)
-                _histogram_summary_fields(data_point, fields, "", True)
+                counter = is_counter(
+                    kind == "sum",
+                    data.get("isMonotonic") is True,
+                    _enum(data.get("aggregationTemporality"), _TEMPORALITIES, "aggregationTemporality"),
+                )
+                number_point(append, v2, name, counter, tags, start, ts, value)
+            elif kind == "histogram":
                 counts, bounds = _buckets(data_point)
-                running = 0
-                for j, count in enumerate(counts):
-                    running += count
-                    fields[_bound_key(bounds[j]) if j < len(bounds) else METRIC_HISTOGRAM_INF_FIELD_KEY] = float(running)
-                append(_point(name, tags, fields, ts))
-                exemplars = data_point.get("exemplars")
-                if exemplars:
-                    _write_exemplars(points, name, exemplars)
-            except ValueError as exc:
-                raise ValueError(f"histogram.dataPoints[{i}]: {exc}") from None
-    else:  # summary
-        for i, data_point in enumerate(data_points):
-            try:
-                tags, fields, ts = _data_point(data_point, base_tags)
-                _histogram_summary_fields(data_point, fields, "", False)
-                for quantile, value in _quantiles(data_point):
-                    fields[_bound_key(quantile)] = value
-                append(_point(name, tags, fields, ts))
-            except ValueError as exc:
-                raise ValueError(f"summary.dataPoints[{i}]: {exc}") from None
-
-
-def _write_metric_v2(points: list[Point], base_tags: dict[str, str], metric: Any) -> None:
-    name, kind, data = _metric_data(metric)
-    if not kind:
-        return
-    data_points = _items(data, "dataPoints")
-    append = points.append
-    if kind == "gauge" or kind == "sum":
-        for i, data_point in enumerate(data_points):
-            try:
-                tags, fields, ts = _data_point(data_point, base_tags)
-                value = _number_value(data_point)
-                if value is None:
-                    continue
-                fields[name] = value
-                append(_point(MEASUREMENT_PROMETHEUS, tags, fields, ts))
-            except ValueError as exc:
-                raise ValueError(f"{kind}.dataPoints[{i}]: {exc}") from None
-    elif kind == "histogram":
-        bucket_key = name + METRIC_HISTOGRAM_BUCKET_SUFFIX
-        for i, data_point in enumerate(data_points):
-            try:
-                tags, fields, ts = _data_point(data_point, base_tags)
-                _histogram_summary_fields(data_point, fields, name, True)
-                append(_point(MEASUREMENT_PROMETHEUS, tags, fields, ts))
-                counts, bounds = _buckets(data_point)
-                running = 0
-                for j, count in enumerate(counts):
-                    running += count
-                    bucket_tags = tags.copy()
-                    bucket_tags[METRIC_HISTOGRAM_BOUND_KEY_V2] = (
-                        _bound_key(bounds[j]) if j < len(bounds) else METRIC_HISTOGRAM_INF_FIELD_KEY
-                    )
-                    append(_point(MEASUREMENT_PROMETHEUS, bucket_tags, {bucket_key: float(running)}, ts))
-            except ValueError as exc:
-                raise ValueError(f"histogram.dataPoints[{i}]: {exc}") from None
-    else:  # summary
-        for i, data_point in enumerate(data_points):
-            try:
-                tags, fields, ts = _data_point(data_point, base_tags)
-                _histogram_summary_fields(data_point, fields, name, False)
-                append(_point(MEASUREMENT_PROMETHEUS, tags, fields, ts))
-                for quantile, value in _quantiles(data_point):
-                    quantile_tags = tags.copy()
-                    quantile_tags[METRIC_SUMMARY_QUANTILE_KEY_V2] = _bound_key(quantile)
-                    append(_point(MEASUREMENT_PROMETHEUS, quantile_tags, {name: value}, ts))
-            except ValueError as exc:
-                raise ValueError(f"summary.dataPoints[{i}]: {exc}") from None
-
-
-def _histogram_summary_fields(data_point: Mapping, fields: dict[str, Any], prefix: str, histogram: bool) -> None:
-    """count and sum (and a histogram's min and max when present): fields
-    ``count``/``sum``/``min``/``max`` (v1, prefix "") or ``<metric>_count``… (v2)."""
-    if prefix:
-        count_key, sum_key = prefix + METRIC_HISTOGRAM_COUNT_SUFFIX, prefix + METRIC_HISTOGRAM_SUM_SUFFIX
-    else:
-        count_key, sum_key = METRIC_HISTOGRAM_COUNT_FIELD_KEY, METRIC_HISTOGRAM_SUM_FIELD_KEY
-    fields[count_key] = float(_int(data_point.get("count"), "count"))
-    total = data_point.get("sum")
-    if histogram:  # optional double sum/min/max: written when present (HasSum/HasMin/HasMax)
-        if total is not None:
-            fields[sum_key] = _float(total, "sum")
-        for key, suffix, field_key in (
-            ("min", METRIC_HISTOGRAM_MIN_SUFFIX, METRIC_HISTOGRAM_MIN_FIELD_KEY),
-            ("max", METRIC_HISTOGRAM_MAX_SUFFIX, METRIC_HISTOGRAM_MAX_FIELD_KEY),
-        ):
-            value = data_point.get(key)
-            if value is not None:
-                fields[prefix + suffix if prefix else field_key] = _float(value, key)
-    else:
-        fields[sum_key] = _float(total, "sum")
+                total, minimum, maximum = (data_point.get(key) for key in ("sum", "min", "max"))
+                histogram_points(
+                    append, v2, name, tags, start, ts, _int(data_point.get("count"), "count"),
+                    None if total is None else _float(total, "sum"),
+                    None if minimum is None else _float(minimum, "min"),
+                    None if maximum is None else _float(maximum, "max"),
+                    counts, bounds,
+                )
+            else:
+                summary_points(
+                    append, v2, name, tags, start, ts, _int(data_point.get("count"), "count"),
+                    _float(data_point.get("sum"), "sum"), _quantiles(data_point),
+                )
+            exemplars = data_point.get("exemplars") if kind != "summary" else None
+            if exemplars and not v2:
+                _write_exemplars(append, name, exemplars)
+        except ValueError as exc:
+            raise ValueError(f"{kind}.dataPoints[{i}]: {exc}") from None
 
 
 def _buckets(data_point: Mapping) -> tuple[list[int], list[float]]:
@@ -841,13 +775,9 @@ def _quantiles(data_point: Mapping) -> list[tuple[float, float]]:
     return result
 
 
-def _write_exemplars(points: list[Point], name: str, exemplars: Any) -> None:
-    """telegraf-prometheus-v1: each exemplar with a value, a trace id and a
-    span id is a point ``<metric>_exemplar``: tags the filtered attributes,
-    trace_id and span_id; field ``gauge``; time the exemplar's."""
+def _write_exemplars(append: Callable[[Point], None], name: str, exemplars: Any) -> None:
     if exemplars.__class__ is not list:
         raise ValueError(f"exemplars: expected a list, got {type(exemplars).__name__}")
-    measurement = name + METRIC_EXEMPLAR_SUFFIX
     for k, exemplar in enumerate(exemplars):
         try:
             if exemplar.__class__ is not dict:
@@ -857,24 +787,155 @@ def _write_exemplars(points: list[Point], name: str, exemplars: Any) -> None:
                 continue
             trace_id = _hex_id(exemplar.get("traceId"), 32, "traceId")
             span_id = _hex_id(exemplar.get("spanId"), 16, "spanId")
-            if not trace_id or not span_id:
-                continue
             tags: dict[str, str] = {}
             attributes = exemplar.get("filteredAttributes")
             if attributes:
                 _put_tags(attributes, tags)
-            tags[ATTRIBUTE_TRACE_ID] = trace_id
-            tags[ATTRIBUTE_SPAN_ID] = span_id
-            ts = _int(exemplar.get("timeUnixNano"), "timeUnixNano")
-            points.append(_point(measurement, tags, {METRIC_GAUGE_FIELD_KEY: value}, ts))
+            exemplar_point(append, name, tags, _int(exemplar.get("timeUnixNano"), "timeUnixNano"), value, trace_id, span_id)
         except ValueError as exc:
             raise ValueError(f"exemplars[{k}]: {exc}") from None
 
 
-_METRIC_WRITERS: Final[dict[str, Callable[[list[Point], dict[str, str], Any], None]]] = {
-    SCHEMA_TELEGRAF_PROMETHEUS_V1: _write_metric_v1,
-    SCHEMA_TELEGRAF_PROMETHEUS_V2: _write_metric_v2,
-}
+# --- The metric schema rules: one implementation for the OTLP-JSON decoder
+# above and the SDK encoder (rqa_otel.influx.sdk_points). ``tags`` are the
+# resource, scope and data-point tags already merged; ``start`` 0 is absent.
+
+
+def is_counter(is_sum: bool, monotonic: bool, temporality: int) -> bool:
+    """telegraf-prometheus-v1: only a monotonic cumulative sum is a ``counter``; every
+    other gauge or sum is a ``gauge``."""
+    return is_sum and monotonic and temporality == _CUMULATIVE
+
+
+def number_layout(v2: bool, name: str, counter: bool) -> tuple[str, str]:
+    """(measurement, value field) of a gauge or sum: v1 measurement
+    ``<name>`` with field ``gauge``/``counter``; v2 measurement
+    ``prometheus`` with field ``<name>``."""
+    if v2:
+        return MEASUREMENT_PROMETHEUS, name
+    return name, METRIC_COUNTER_FIELD_KEY if counter else METRIC_GAUGE_FIELD_KEY
+
+
+def number_point(
+    append: Callable[[Point], None], v2: bool, name: str, counter: bool, tags: dict[str, str], start: int, ts: int,
+    value: float | int,
+) -> None:
+    """A gauge or sum data point (:func:`number_layout`), with its start time when it has one."""
+    measurement, key = number_layout(v2, name, counter)
+    append(_point(measurement, tags, {ATTRIBUTE_START_TIME_UNIX_NANO: start, key: value} if start else {key: value}, ts))
+
+
+def number_lines(
+    lines: list[str], v2: bool, name: str, counter: bool, rows: Iterable[tuple[SeriesTags, int, int, Any]]
+) -> None:
+    """The lines of :func:`number_point` for ``rows`` of (series tags, start,
+    time, value), written without building a Point per data point: the
+    metric exporter's hot path (a test holds it equal to ``number_point`` +
+    :func:`line_strings`). A row this shortcut does not cover (a NaN, a
+    value that is not a plain int or float, an integer out of range) takes
+    the general path."""
+    measurement, key = number_layout(v2, name, counter)
+    field_keys = _field_keys  # escaped and checked by the general path first
+    start_key, value_key = field_keys.get(ATTRIBUTE_START_TIME_UNIX_NANO), field_keys.get(key)
+    append = lines.append
+    for tags, start, ts, value in rows:
+        prefix = tags.prefixes.get(measurement)
+        cls = value.__class__
+        if (
+            prefix is None
+            or value_key is None
+            or (start and start_key is None)
+            or not (cls is float and value - value == 0 or cls is int and _INT64_MIN <= value <= _INT64_MAX)
+            or not (0 <= start <= _INT64_MAX and 0 < ts <= _INT64_MAX)
+        ):
+            points: list[Point] = []
+            number_point(points.append, v2, name, counter, tags, start, ts, value)
+            lines += line_strings(points)  # fills the prefix and key caches
+            start_key, value_key = field_keys.get(ATTRIBUTE_START_TIME_UNIX_NANO), field_keys.get(key)
+            continue
+        text = f"{value!r}" if cls is float else f"{value}i"
+        if start:
+            append(f"{prefix} {start_key}{start}i,{value_key}{text} {ts}\n")
+        else:
+            append(f"{prefix} {value_key}{text} {ts}\n")
+
+
+def histogram_points(
+    append: Callable[[Point], None], v2: bool, name: str, tags: dict[str, str], start: int, ts: int, count: int,
+    total: float | None, minimum: float | None, maximum: float | None, counts: Sequence[int], bounds: Sequence[float],
+) -> None:
+    """A histogram data point: ``count``, ``sum``/``min``/``max`` when present
+    and, per bucket, the cumulative count: v1 one field per bound (``+Inf``
+    last), v2 one point per bound tagged ``le``."""
+    fields: dict[str, Any] = {ATTRIBUTE_START_TIME_UNIX_NANO: start} if start else {}
+    prefix = name if v2 else ""
+    _summary_fields(fields, prefix, count, total)
+    if minimum is not None:
+        fields[prefix + METRIC_HISTOGRAM_MIN_SUFFIX if v2 else METRIC_HISTOGRAM_MIN_FIELD_KEY] = minimum
+    if maximum is not None:
+        fields[prefix + METRIC_HISTOGRAM_MAX_SUFFIX if v2 else METRIC_HISTOGRAM_MAX_FIELD_KEY] = maximum
+    if v2:
+        append(_point(MEASUREMENT_PROMETHEUS, tags, fields, ts))
+        bucket_key = name + METRIC_HISTOGRAM_BUCKET_SUFFIX
+    running = 0
+    for j, bucket_count in enumerate(counts):
+        running += bucket_count
+        bound = _bound_key(bounds[j]) if j < len(bounds) else METRIC_HISTOGRAM_INF_FIELD_KEY
+        if v2:
+            bucket_tags = tags.copy()
+            bucket_tags[METRIC_HISTOGRAM_BOUND_KEY_V2] = bound
+            append(_point(MEASUREMENT_PROMETHEUS, bucket_tags, {bucket_key: float(running)}, ts))
+        else:
+            fields[bound] = float(running)
+    if not v2:
+        append(_point(name, tags, fields, ts))
+
+
+def summary_points(
+    append: Callable[[Point], None], v2: bool, name: str, tags: dict[str, str], start: int, ts: int, count: int,
+    total: float, quantiles: Iterable[tuple[float, float]],
+) -> None:
+    """A summary data point: ``count``, ``sum`` and per quantile its value:
+    v1 one field per quantile, v2 one point per quantile tagged ``quantile``."""
+    fields: dict[str, Any] = {ATTRIBUTE_START_TIME_UNIX_NANO: start} if start else {}
+    _summary_fields(fields, name if v2 else "", count, total)
+    if v2:
+        append(_point(MEASUREMENT_PROMETHEUS, tags, fields, ts))
+        for quantile, value in quantiles:
+            quantile_tags = tags.copy()
+            quantile_tags[METRIC_SUMMARY_QUANTILE_KEY_V2] = _bound_key(quantile)
+            append(_point(MEASUREMENT_PROMETHEUS, quantile_tags, {name: value}, ts))
+    else:
+        for quantile, value in quantiles:
+            fields[_bound_key(quantile)] = value
+        append(_point(name, tags, fields, ts))
+
+
+def _summary_fields(fields: dict[str, Any], prefix: str, count: int, total: float | None) -> None:
+    if prefix:
+        fields[prefix + METRIC_HISTOGRAM_COUNT_SUFFIX] = float(count)
+        if total is not None:
+            fields[prefix + METRIC_HISTOGRAM_SUM_SUFFIX] = total
+    else:
+        fields[METRIC_HISTOGRAM_COUNT_FIELD_KEY] = float(count)
+        if total is not None:
+            fields[METRIC_HISTOGRAM_SUM_FIELD_KEY] = total
+
+
+def exemplar_point(
+    append: Callable[[Point], None], name: str, tags: dict[str, str], ts: int, value: float | int, trace_id: str,
+    span_id: str,
+) -> None:
+    """telegraf-prometheus-v1 only (otel2influx v0.5.12, the version the
+    Collector's exporter builds with; PR #275): an exemplar with a trace and
+    a span id is a point ``<metric>_exemplar``; tags its filtered attributes,
+    trace_id and span_id (no resource tags); field ``gauge``; its own time."""
+    if not trace_id or not span_id:
+        return
+    tags[ATTRIBUTE_TRACE_ID] = trace_id
+    tags[ATTRIBUTE_SPAN_ID] = span_id
+    append(_point(name + METRIC_EXEMPLAR_SUFFIX, tags, {METRIC_GAUGE_FIELD_KEY: value}, ts))
+
 
 # =============================================================================
 # Traces (traces.go)
@@ -909,10 +970,7 @@ def traces_to_points(
     points: list[Point] = []
     for where_scope, resource_attributes, scope_attributes, spans in _scoped(request, "resourceSpans", "scopeSpans", "spans"):
         # The resource and scope part of every span's tags and attributes.
-        base_tags: dict[str, str] = {}
-        base_members: dict[str, str | None] = {}
-        _merge_span_attributes(resource_attributes, dimensions, base_tags, base_members)
-        _merge_span_attributes(scope_attributes, dimensions, base_tags, base_members)
+        base_tags, base_members = span_base(dimensions, resource_attributes, scope_attributes)
         for i, span in enumerate(spans):
             try:
                 _write_span(points, span, dimensions, base_tags, base_members)
@@ -943,6 +1001,18 @@ def _scoped(request: Any, resource_key: str, scope_key: str, items_key: str):
             yield where_scope, resource_attributes, scope_attributes, items
 
 
+def span_base(
+    dimensions: frozenset[str], *attribute_lists: list[tuple[str, Any]]
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(tags, ``attributes`` members) that the resource and scope attributes
+    give every span of a scope."""
+    tags: dict[str, str] = {}
+    members: dict[str, str | None] = {}
+    for attributes in attribute_lists:
+        _merge_span_attributes(attributes, dimensions, tags, members)
+    return tags, members
+
+
 def _merge_span_attributes(
     attributes: list[tuple[str, Any]], dimensions: frozenset[str], tags: dict[str, str], members: dict[str, str | None]
 ) -> None:
@@ -967,6 +1037,7 @@ def _write_span(
     base_tags: dict[str, str],
     base_members: dict[str, str | None],
 ) -> None:
+    """Decode one OTLP-JSON Span and hand it to :func:`span_points`."""
     if span.__class__ is not dict:
         raise ValueError(f"expected a Span object, got {span!r}")
     trace_id = _hex_id(span.get("traceId"), 32, "traceId")
@@ -975,71 +1046,130 @@ def _write_span(
     span_id = _hex_id(span.get("spanId"), 16, "spanId")
     if not span_id:
         raise ValueError("spanId: span has no span ID")
-
-    tags = base_tags.copy()
-    fields: dict[str, Any] = {}
-    dropped_attributes = _count(span, "droppedAttributesCount")
-    span_attributes = _raw_attributes(_items(span, "attributes"))
-    members = base_members.copy()
-    if span_attributes:
-        _merge_span_attributes(span_attributes, dimensions, tags, members)
-    if members:
-        text = _json_object(members)
-        if text is None:  # json.Marshal fails on NaN/Inf: the span's attributes count as dropped
-            dropped_attributes += len(span_attributes)
-        else:
-            fields[ATTRIBUTE_ATTRIBUTES] = text
-
     trace_state = span.get("traceState")
-    if trace_state:
-        fields[ATTRIBUTE_TRACE_STATE] = _string(trace_state, "traceState")
-    parent_span_id = _hex_id(span.get("parentSpanId"), 16, "parentSpanId")
-    if parent_span_id:
-        fields[ATTRIBUTE_PARENT_SPAN_ID] = parent_span_id
     name = span.get("name")
-    if name:
-        fields[ATTRIBUTE_SPAN_NAME] = _string(name, "name")
-    kind = _enum(span.get("kind"), _SPAN_KINDS, "kind")
-    if kind:
-        fields[ATTRIBUTE_SPAN_KIND] = _SPAN_KIND_NAMES.get(kind, "")  # pdata: "" for an unknown kind
-
     start = _int(span.get("startTimeUnixNano"), "startTimeUnixNano")
     if not start:
         raise ValueError("startTimeUnixNano: span has no timestamp")
-    end = _int(span.get("endTimeUnixNano"), "endTimeUnixNano")
+    events = _decoded(span, "events", "an Event", _event_values)
+    links = _decoded(span, "links", "a Link", _link_values)
+    status = _object(span, "status")
+    message = status.get("message")
+    span_points(
+        points, dimensions, base_tags, base_members, trace_id, span_id,
+        _raw_attributes(_items(span, "attributes")), _count(span, "droppedAttributesCount"),
+        _string(trace_state, "traceState") if trace_state else "",
+        _hex_id(span.get("parentSpanId"), 16, "parentSpanId"),
+        _string(name, "name") if name else "",
+        _enum(span.get("kind"), _SPAN_KINDS, "kind"),
+        start, _int(span.get("endTimeUnixNano"), "endTimeUnixNano"),
+        events, _count(span, "droppedEventsCount"), links, _count(span, "droppedLinksCount"),
+        _enum(status.get("code"), _STATUS_CODES, "status.code") if status else 0,
+        _string(message, "status.message") if status and message else "",
+    )
+
+
+def _decoded(span: Mapping, key: str, what: str, decode: Callable[[dict], tuple]) -> list[tuple]:
+    """``decode`` of each object in ``span[key]``; errors name ``key[i]``."""
+    result = []
+    for i, item in enumerate(_items(span, key)):
+        try:
+            if item.__class__ is not dict:
+                raise ValueError(f"expected {what} object, got {item!r}")
+            result.append(decode(item))
+        except ValueError as exc:
+            raise ValueError(f"{key}[{i}]: {exc}") from None
+    return result
+
+
+def _event_values(event: dict) -> tuple:
+    name = event.get("name")
+    return (
+        _string(name, "name") if name else "",
+        _int(event.get("timeUnixNano"), "timeUnixNano"),
+        _raw_attributes(_items(event, "attributes")),
+        _count(event, "droppedAttributesCount"),
+    )
+
+
+def _link_values(link: dict) -> tuple:
+    trace_state = link.get("traceState")
+    return (
+        _hex_id(link.get("traceId"), 32, "traceId"),
+        _hex_id(link.get("spanId"), 16, "spanId"),
+        _string(trace_state, "traceState") if trace_state else "",
+        _raw_attributes(_items(link, "attributes")),
+        _count(link, "droppedAttributesCount"),
+    )
+
+
+def span_points(
+    points: list[Point],
+    dimensions: frozenset[str],
+    base_tags: dict[str, str],
+    base_members: dict[str, str | None],
+    trace_id: str,
+    span_id: str,
+    attributes: list[tuple[str, Any]],
+    dropped_attributes: int,
+    trace_state: str,
+    parent_span_id: str,
+    name: str,
+    kind: int,
+    start: int,
+    end: int,
+    events: Iterable[tuple[str, int, list[tuple[str, Any]], int]],
+    dropped_events: int,
+    links: Iterable[tuple[str, str, str, list[tuple[str, Any]], int]],
+    dropped_links: int,
+    status_code: int,
+    status_message: str,
+) -> None:
+    """The span schema rules, for the OTLP-JSON decoder and the SDK encoder
+    alike: the span's events (``logs``), links (``span-links``), then the
+    ``spans`` point. Ids are lower-case hex ("" when absent), ``kind`` and
+    ``status_code`` OTLP's numbers, attributes ``(key, AsRaw value)`` pairs,
+    ``events`` ``(name, time, attributes, dropped attributes)``, ``links``
+    ``(trace id, span id, trace state, attributes, dropped attributes)``."""
+    tags = base_tags.copy()
+    fields: dict[str, Any] = {}
+    members = base_members.copy()
+    if attributes:
+        _merge_span_attributes(attributes, dimensions, tags, members)
+    if members:
+        text = _json_object(members)
+        if text is None:  # json.Marshal fails on NaN/Inf: the span's attributes count as dropped
+            dropped_attributes += len(attributes)
+        else:
+            fields[ATTRIBUTE_ATTRIBUTES] = text
+    if trace_state:
+        fields[ATTRIBUTE_TRACE_STATE] = trace_state
+    if parent_span_id:
+        fields[ATTRIBUTE_PARENT_SPAN_ID] = parent_span_id
+    if name:
+        fields[ATTRIBUTE_SPAN_NAME] = name
+    if kind:
+        fields[ATTRIBUTE_SPAN_KIND] = _SPAN_KIND_NAMES.get(kind, "")  # pdata: "" for an unknown kind
     if end:
         fields[ATTRIBUTE_END_TIME_UNIX_NANO] = end
         fields[ATTRIBUTE_DURATION_NANO] = end - start
 
-    dropped_events = _count(span, "droppedEventsCount")
-    for e, event in enumerate(_items(span, "events")):
-        try:
-            if not _write_span_event(points, trace_id, span_id, event):
-                dropped_events += 1
-        except ValueError as exc:
-            raise ValueError(f"events[{e}]: {exc}") from None
+    for event in events:
+        if not _write_span_event(points, trace_id, span_id, *event):
+            dropped_events += 1
     if dropped_events:
         fields[ATTRIBUTE_DROPPED_EVENTS_COUNT] = UInt(dropped_events)
-
-    dropped_links = _count(span, "droppedLinksCount")
-    for k, link in enumerate(_items(span, "links")):
-        try:
-            if not _write_span_link(points, trace_id, span_id, start, link):
-                dropped_links += 1
-        except ValueError as exc:
-            raise ValueError(f"links[{k}]: {exc}") from None
+    for link in links:
+        if not _write_span_link(points, trace_id, span_id, start, *link):
+            dropped_links += 1
     if dropped_links:
         fields[ATTRIBUTE_DROPPED_LINKS_COUNT] = UInt(dropped_links)
 
-    status = _object(span, "status")
-    if status:
-        code = _enum(status.get("code"), _STATUS_CODES, "status.code")
-        code_name = _STATUS_CODE_NAMES.get(code)
-        if code_name:
-            fields[OTEL_STATUS_CODE] = code_name
-        message = status.get("message")
-        if message:
-            fields[OTEL_STATUS_DESCRIPTION] = _string(message, "status.message")
+    code_name = _STATUS_CODE_NAMES.get(status_code)
+    if code_name:
+        fields[OTEL_STATUS_CODE] = code_name
+    if status_message:
+        fields[OTEL_STATUS_DESCRIPTION] = status_message
 
     tags[ATTRIBUTE_TRACE_ID] = trace_id
     tags[ATTRIBUTE_SPAN_ID] = span_id
@@ -1052,42 +1182,36 @@ def _write_span(
     points.append(_point(MEASUREMENT_SPANS, tags, fields, start))
 
 
-def _write_span_event(points: list[Point], trace_id: str, span_id: str, event: Any) -> bool:
+def _write_span_event(
+    points: list[Point], trace_id: str, span_id: str, name: str, ts: int, attributes: list, dropped: int
+) -> bool:
     """Queue the event's ``logs`` point; False when it has nothing to write
     (no name, no attributes: a line needs a field), which upstream counts as
     a dropped event."""
-    if event.__class__ is not dict:
-        raise ValueError(f"expected an Event object, got {event!r}")
     fields: dict[str, Any] = {}
-    name = event.get("name")
     if name:
-        fields[ATTRIBUTE_EVENT_NAME] = _string(name, "name")
-    attributes = _raw_attributes(_items(event, "attributes"))
+        fields[ATTRIBUTE_EVENT_NAME] = name
     if attributes:
-        _attributes_fields(attributes, _count(event, "droppedAttributesCount"), fields)
-    ts = _int(event.get("timeUnixNano"), "timeUnixNano")
+        _attributes_fields(attributes, dropped, fields)
     if not fields:
         return False
     points.append(_point(MEASUREMENT_LOGS, {ATTRIBUTE_TRACE_ID: trace_id, ATTRIBUTE_SPAN_ID: span_id}, fields, ts))
     return True
 
 
-def _write_span_link(points: list[Point], trace_id: str, span_id: str, start: int, link: Any) -> bool:
+def _write_span_link(
+    points: list[Point], trace_id: str, span_id: str, start: int,
+    linked_trace_id: str, linked_span_id: str, trace_state: str, attributes: list, dropped: int,
+) -> bool:
     """Queue the link's ``span-links`` point; False when it cannot be
     written (no linked ids, or no field), which upstream counts as dropped."""
-    if link.__class__ is not dict:
-        raise ValueError(f"expected a Link object, got {link!r}")
-    linked_trace_id = _hex_id(link.get("traceId"), 32, "traceId")
-    linked_span_id = _hex_id(link.get("spanId"), 16, "spanId")
     if not linked_trace_id or not linked_span_id:
         return False
     fields: dict[str, Any] = {}
-    trace_state = link.get("traceState")
     if trace_state:
-        fields[ATTRIBUTE_TRACE_STATE] = _string(trace_state, "traceState")
-    attributes = _raw_attributes(_items(link, "attributes"))
+        fields[ATTRIBUTE_TRACE_STATE] = trace_state
     if attributes:
-        _attributes_fields(attributes, _count(link, "droppedAttributesCount"), fields)
+        _attributes_fields(attributes, dropped, fields)
     if not fields:
         return False
     tags = {
@@ -1139,16 +1263,25 @@ def logs_to_points(
     dimensions = _dimensions(log_record_dimensions, "log_record_dimensions")
     points: list[Point] = []
     for where_scope, resource_attributes, scope_attributes, records in _scoped(request, "resourceLogs", "scopeLogs", "logRecords"):
-        base_tags: dict[str, str] = {}
-        base_members: dict[str, str | None] = {}
-        _merge_log_attributes(resource_attributes, dimensions, base_tags, base_members)
-        _merge_log_attributes(scope_attributes, dimensions, base_tags, base_members)
+        base_tags, base_members = log_base(dimensions, resource_attributes, scope_attributes)
         for i, record in enumerate(records):
             try:
                 _write_log_record(points, record, dimensions, base_tags, base_members)
             except ValueError as exc:
                 raise ValueError(f"{where_scope}.logRecords[{i}]: {exc}") from None
     return points
+
+
+def log_base(
+    dimensions: frozenset[str], *attribute_lists: list[tuple[str, Any]]
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(tags, ``attributes`` members) that the resource and scope attributes
+    give every log record of a scope."""
+    tags: dict[str, str] = {}
+    members: dict[str, str | None] = {}
+    for attributes in attribute_lists:
+        _merge_log_attributes(attributes, dimensions, tags, members)
+    return tags, members
 
 
 def _merge_log_attributes(
@@ -1173,38 +1306,62 @@ def _write_log_record(
     base_tags: dict[str, str],
     base_members: dict[str, str | None],
 ) -> None:
+    """Decode one OTLP-JSON LogRecord and hand it to :func:`log_point`."""
     if record.__class__ is not dict:
         raise ValueError(f"expected a LogRecord object, got {record!r}")
-    ts = _int(record.get("timeUnixNano"), "timeUnixNano")
+    severity_text = record.get("severityText")
+    log_point(
+        points, dimensions, base_tags, base_members,
+        _int(record.get("timeUnixNano"), "timeUnixNano"),
+        _int(record.get("observedTimeUnixNano"), "observedTimeUnixNano"),
+        _hex_id(record.get("traceId"), 32, "traceId"),
+        _hex_id(record.get("spanId"), 16, "spanId"),
+        _enum(record.get("severityNumber"), _SEVERITY_NUMBERS, "severityNumber"),
+        _string(severity_text, "severityText") if severity_text else "",
+        _value_as_string(record.get("body")),
+        _raw_attributes(_items(record, "attributes")),
+        _count(record, "droppedAttributesCount"),
+    )
+
+
+def log_point(
+    points: list[Point],
+    dimensions: frozenset[str],
+    base_tags: dict[str, str],
+    base_members: dict[str, str | None],
+    ts: int,
+    observed: int,
+    trace_id: str,
+    span_id: str,
+    severity_number: int,
+    severity_text: str,
+    body: str,
+    attributes: list[tuple[str, Any]],
+    dropped_attributes: int,
+) -> None:
+    """The log record schema rules, for the OTLP-JSON decoder and the SDK
+    encoder alike: one ``logs`` point. ``body`` is already pdata's AsString."""
     if not ts:  # "valid in OpenTelemetry, but not in InfluxDB": now
         ts = time.time_ns()
     tags = base_tags.copy()
     fields: dict[str, Any] = {}
-    observed = _int(record.get("observedTimeUnixNano"), "observedTimeUnixNano")
     if observed:
         fields[ATTRIBUTE_OBSERVED_TIME_UNIX_NANO] = observed
-    trace_id = _hex_id(record.get("traceId"), 32, "traceId")
-    span_id = _hex_id(record.get("spanId"), 16, "spanId")
     if trace_id and span_id:
         tags[ATTRIBUTE_TRACE_ID] = trace_id
         tags[ATTRIBUTE_SPAN_ID] = span_id
-    severity_number = _enum(record.get("severityNumber"), _SEVERITY_NUMBERS, "severityNumber")
     if severity_number:
         fields[ATTRIBUTE_SEVERITY_NUMBER] = severity_number
-    severity_text = record.get("severityText")
     if severity_text:
-        fields[ATTRIBUTE_SEVERITY_TEXT] = _string(severity_text, "severityText")
-    fields[ATTRIBUTE_BODY] = _value_as_string(record.get("body"))
-
-    dropped_attributes = _count(record, "droppedAttributesCount")
-    record_attributes = _raw_attributes(_items(record, "attributes"))
+        fields[ATTRIBUTE_SEVERITY_TEXT] = severity_text
+    fields[ATTRIBUTE_BODY] = body
     members = base_members.copy()
-    if record_attributes:
-        _merge_log_attributes(record_attributes, dimensions, tags, members)
+    if attributes:
+        _merge_log_attributes(attributes, dimensions, tags, members)
     if members:
         text = _json_object(members)
         if text is None:  # json.Marshal fails on NaN/Inf: the record's attributes count as dropped
-            dropped_attributes += len(record_attributes)
+            dropped_attributes += len(attributes)
         else:
             fields[ATTRIBUTE_ATTRIBUTES] = text
     for key in tags:
@@ -1233,7 +1390,24 @@ _prefixes: dict[tuple, str] = {}
 
 
 def to_line_protocol(points: Iterable[Point]) -> bytes:
-    """InfluxDB line protocol (nanosecond timestamps, UTF-8), one line per point.
+    """InfluxDB line protocol (nanosecond timestamps, UTF-8), one line per
+    point: :func:`encode_lines` of :func:`line_strings`."""
+    return encode_lines(line_strings(points))
+
+
+def encode_lines(lines: Iterable[str]) -> bytes:
+    """Lines of :func:`line_strings` or :func:`number_lines` as UTF-8 bytes."""
+    text = "".join(lines)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (json.loads lets "\ud800" through): Go's JSON decoder
+        # turns them into U+FFFD, and so does this.
+        return "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else "\ufffd" for c in text).encode("utf-8")
+
+
+def line_strings(points: Iterable[Point]) -> list[str]:
+    """One line-protocol line per point, each ending in a newline.
 
     As the Collector's writer: tags sorted by key, tags with an empty key or
     value and fields with an empty key left out, NaN and infinite floats left
@@ -1252,7 +1426,12 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
     for index, point in enumerate(points):
         try:
             tags = point.tags
-            if ATTRIBUTE_TRACE_ID in tags:
+            if tags.__class__ is SeriesTags:
+                prefix = tags.prefixes.get(point.measurement)
+                if prefix is None:
+                    prefix = tags.prefixes[point.measurement] = _prefix(index, point)
+                parts = [prefix]
+            elif ATTRIBUTE_TRACE_ID in tags:
                 parts = [_prefix(index, point)]
             else:
                 cache_key = (point.measurement, tuple(tags.items()))
@@ -1271,29 +1450,29 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
                     if not encoded_key:
                         continue
                 cls = value.__class__
-                if cls is float:
+                # One f-string per field: the commonest types first.
+                if cls is int:
+                    if not _INT64_MIN <= value <= _INT64_MAX:
+                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
+                    parts.append(f"{separator}{encoded_key}{value}i")
+                elif cls is float:
                     if value - value != 0:  # NaN, ±Inf: lineprotocol.NewValue refuses them; the field is left out
                         continue
-                    text = repr(value)
+                    parts.append(f"{separator}{encoded_key}{value!r}")
                 elif cls is str:
                     if "\\" in value or '"' in value:
                         value = value.replace("\\", "\\\\").replace('"', '\\"')
-                    text = '"' + value + '"'
-                elif cls is int:
-                    if value < _INT64_MIN or value > _INT64_MAX:
-                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
-                    text = int.__repr__(value) + "i"
+                    parts.append(f'{separator}{encoded_key}"{value}"')
                 elif cls is UInt:
-                    if value < 0 or value > _UINT64_MAX:
+                    if not 0 <= value <= _UINT64_MAX:
                         raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the uint64 range"))
-                    text = int.__repr__(value) + "u"
+                    parts.append(f"{separator}{encoded_key}{int.__repr__(value)}u")
                 elif cls is bool:
-                    text = "true" if value else "false"
+                    parts.append(f"{separator}{encoded_key}{'true' if value else 'false'}")
                 else:
                     raise ValueError(
                         _point_error(index, point, f"field {key!r}: {value!r} is not a float, int, UInt, str or bool")
                     )
-                parts.append(separator + encoded_key + text)
                 separator = ","
             if separator == " ":
                 raise ValueError(_point_error(index, point, "no fields to write (a line needs at least one)"))
@@ -1304,13 +1483,7 @@ def to_line_protocol(points: Iterable[Point]) -> bytes:
             raise ValueError(f"point {index}: cannot be written: {exc}") from None
         parts.append(f" {ts}\n")
         append("".join(parts))
-    text = "".join(lines)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates (json.loads lets "\ud800" through): Go's JSON decoder
-        # turns them into U+FFFD, and so does this.
-        return "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else "\ufffd" for c in text).encode("utf-8")
+    return lines
 
 
 def _prefix(index: int, point: Point) -> str:

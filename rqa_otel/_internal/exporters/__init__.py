@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from rqa_otel._internal.exporters.accounting import AccountingMetricExporter, AccountingSpanExporter
 from rqa_otel._internal.rotating_file import RotatingFile
+from rqa_otel._internal.spool import Senders
 from rqa_otel.scrub import Scrubber, ScrubbingSpanExporter
 from rqa_otel.settings import FileSettings, OtlpSettings, Settings
 
@@ -21,30 +22,46 @@ AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 _DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
 
 
-def build_exporter(signal: str, settings: Settings, scrubber: Scrubber) -> AccountingExporter | None:
-    """The configured exporter for ``signal`` (traces|metrics), or None for ``none``."""
+def build_exporter(
+    signal: str, settings: Settings, scrubber: Scrubber, senders: Senders | None = None
+) -> AccountingExporter | None:
+    """The configured exporter for ``signal`` (traces|metrics), or None for
+    ``none``. With ``senders`` spooling (``export.spool.enabled``), network
+    exporters send through the durable spool."""
     export = settings.export
     kind = export.exporter(signal)
     if kind == "none":
         return None
-    if kind == "file":
+    if kind == "influxdb":
+        from rqa_otel.influx.exporter import influx_exporter
+
+        inner, destination = influx_exporter(signal, export.influxdb, senders or Senders(False, "", 1, export.otlp.timeout_s))
+    elif kind == "file":
         inner, destination = _file_exporter(signal, export.directory, settings.files)
     elif kind == "console":
         inner, destination = _console_exporter(signal), "console (stdout)"
     else:
-        inner, destination = _otlp_exporter(signal, export.otlp)
+        inner, destination = _otlp_or_spooled(signal, export.otlp, senders)
     if signal == "traces":
         return AccountingSpanExporter(ScrubbingSpanExporter(inner, scrubber), destination)
     return AccountingMetricExporter(inner, destination)
 
 
-def reconnect_otlp(exporter: AccountingExporter, signal: str, otlp: OtlpSettings, scrubber: Scrubber) -> None:
+def reconnect_otlp(
+    exporter: AccountingExporter, signal: str, otlp: OtlpSettings, scrubber: Scrubber, senders: Senders | None = None
+) -> None:
     """Point an OTLP exporter at new ``export.otlp`` settings (endpoint,
     protocol, headers, timeout) from its next export on."""
-    inner, destination = _otlp_exporter(signal, otlp)
+    inner, destination = _otlp_or_spooled(signal, otlp, senders)
     if signal == "traces":
         inner = ScrubbingSpanExporter(inner, scrubber)
     exporter.replace_inner(inner, destination)
+
+
+def _otlp_or_spooled(signal: str, otlp: OtlpSettings, senders: Senders | None):
+    if senders is not None and senders.enabled:
+        return _spooled_otlp_exporter(signal, otlp, senders)
+    return _otlp_exporter(signal, otlp)
 
 
 def rotating_file(path: str | os.PathLike[str], files: FileSettings) -> RotatingFile:
@@ -78,6 +95,16 @@ def otlp_endpoint(signal: str, otlp: OtlpSettings) -> str:
     if otlp.protocol == "grpc":
         return base
     return base.rstrip("/") + f"/v1/{signal}"
+
+
+def _spooled_otlp_exporter(signal: str, otlp: OtlpSettings, senders: Senders):
+    from rqa_otel._internal.delivery import PayloadMetricExporter, PayloadSpanExporter
+    from rqa_otel._internal.exporters.otlp_payloads import encode_metrics, encode_spans, otlp_transport
+
+    sender = senders.sender(signal, otlp_transport(signal, otlp_endpoint(signal, otlp), otlp.protocol, otlp.headers))
+    if signal == "traces":
+        return PayloadSpanExporter(encode_spans, sender), sender.transport.destination
+    return PayloadMetricExporter(encode_metrics, sender), sender.transport.destination
 
 
 def _otlp_exporter(signal: str, otlp: OtlpSettings):

@@ -9,6 +9,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from rqa_otel._internal.exporters import otlp_endpoint, rotating_file
 from rqa_otel._internal.exporters.otlp_json_file import FILE_NAMES
+from rqa_otel._internal.exporters.otlp_payloads import LogPayloads, otlp_transport
+from rqa_otel._internal.delivery import PayloadLogSink
+from rqa_otel._internal.spool import Senders
 from rqa_otel._internal.logs.buffer import Drops, LogBuffer
 from rqa_otel._internal.logs.handler import QuantLogHandler
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
@@ -29,7 +32,10 @@ def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:
     return [SamplingRule(rule.logger, logging.getLevelName(rule.level), rule.rate_per_s, rule.ratio) for rule in rules]
 
 
-def otlp_log_sink(otlp: OtlpSettings, encoder: LogsEncoder) -> LogSink:
+def otlp_log_sink(otlp: OtlpSettings, encoder: LogsEncoder, senders: Senders | None = None) -> LogSink:
+    if senders is not None and senders.enabled:  # through the durable spool
+        transport = otlp_transport("logs", otlp_endpoint("logs", otlp), otlp.protocol, otlp.headers)
+        return PayloadLogSink(LogPayloads(encoder), senders.sender("logs", transport))
     sink = OtlpGrpcLogSink if otlp.protocol == "grpc" else OtlpHttpLogSink
     return sink(otlp_endpoint("logs", otlp), otlp.headers, otlp.timeout_s, encoder)
 
@@ -40,6 +46,7 @@ def build_log_pipeline(
     strategy: str,
     scrubber: Scrubber,
     on_sink_failure: Callable[[str, BaseException | None], None],
+    senders: Senders | None = None,
 ) -> tuple[LogPipeline, QuantLogHandler]:
     log = settings.logging
     drops = Drops()
@@ -55,8 +62,14 @@ def build_log_pipeline(
         primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)
+    elif kind == "influxdb":
+        from rqa_otel.influx.exporter import influx_log_sink
+
+        primary = influx_log_sink(
+            settings.export.influxdb, resource_attributes, senders or Senders(False, "", 1, otlp.timeout_s)
+        )
     else:
-        primary = otlp_log_sink(otlp, encoder)
+        primary = otlp_log_sink(otlp, encoder, senders)
     mirrors: list[LogSink] = []
     if log.console and kind != "console":
         mirrors.append(TextLogSink(sys.stderr))

@@ -22,6 +22,7 @@ from operator import itemgetter
 from rqa_otel import names
 
 SAMPLED, QUEUE_FULL, EXPORT_FAILED, WRITE_FAILED, INTERNAL_ERROR = names.LOG_DROP_REASONS
+_WARNING = logging.WARNING
 
 
 class Drops:
@@ -78,12 +79,13 @@ class LogBuffer:
 
     def put(self, entry: tuple) -> None:
         """Queue an entry: a LogEntry, or a plain tuple of its fields."""
-        queue = self._high if entry[1] >= logging.WARNING else self._low
+        low, high = self._low, self._high
+        queue = high if entry[1] >= _WARNING else low
         # Fast path without the lock: deque appends are atomic, and the
         # capacity may be overshot by at most one entry per racing thread.
-        if len(self._low) + len(self._high) < self.capacity:
+        if len(low) + len(high) < self.capacity:
             queue.append(entry)
-            if self._worker_waiting and len(self._low) + len(self._high) >= self._wake_at:
+            if self._worker_waiting and len(low) + len(high) >= self._wake_at:
                 with self._lock:
                     self._not_empty.notify()
             return

@@ -11,10 +11,9 @@ import logging
 import traceback
 from itertools import islice
 
-from opentelemetry import trace
-
 from rqa_otel import names
 from rqa_otel._internal.logs.buffer import INTERNAL_ERROR, SAMPLED, Drops, LogBuffer
+from rqa_otel._internal.logs.entry import active_span_ids
 from rqa_otel._internal.logs.sampling import Sampler
 from rqa_otel.quant import _bound
 
@@ -30,7 +29,6 @@ _QUANT_KEYS = {
     names.STOCK: names.STOCK,
     names.SIGNAL: names.SIGNAL,
 }
-_get_current_span = trace.get_current_span
 _bound_get = _bound.get
 _STRATEGY, _STOCK, _SIGNAL = names.STRATEGY, names.STOCK, names.SIGNAL
 _DEFAULT_STOCK, _DEFAULT_SIGNAL = names.DEFAULT_STOCK, names.DEFAULT_SIGNAL
@@ -96,7 +94,6 @@ class QuantLogHandler(logging.Handler):
             attributes["exception.stacktrace"] = record.exc_text or "".join(
                 traceback.format_exception(*record.exc_info)
             )
-        context = _get_current_span().get_span_context()
         # The fields of a LogEntry as a plain tuple, which the garbage
         # collector stops tracking (see LogBuffer.take).
         return (
@@ -105,7 +102,5 @@ class QuantLogHandler(logging.Handler):
             record.name,
             record.getMessage(),
             attributes,
-            context.trace_id,
-            context.span_id,
-            int(context.trace_flags),
+            *active_span_ids(),
         )

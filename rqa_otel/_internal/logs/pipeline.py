@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from rqa_otel import names
 from rqa_otel._internal.exporters.accounting import ExportCounts
 from rqa_otel._internal.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
-from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 from rqa_otel._internal.logs.sampling import Sampler
 from rqa_otel._internal.logs.sinks import LogSink
 from rqa_otel.scrub import Scrubber
@@ -67,6 +67,7 @@ class LogPipeline:
         self._default_strategy = default_strategy
         self._on_sink_failure = on_sink_failure
         self._stopping = False
+        self._shape_plans: dict[str, int] = {}
         self._next_primary: LogSink | None = None
         self._start_worker()
         # A strategy that forks its workers (multiprocessing's default on
@@ -235,14 +236,49 @@ class LogPipeline:
         self.buffer.mark_progress()
 
     def _scrub(self, batch: list[LogEntry]) -> None:
-        """Scrub in place; both calls return their argument itself when clean."""
+        """Scrub in place; the calls return their argument itself when clean."""
         scrub_text = self._scrubber.scrub_text
         scrub_attributes = self._scrubber.scrub_attributes
+        scrub_texts = self._scrubber.scrub_texts
+        clean = self._scrubber.clean_text_tuples()
+        plans = self._shape_plans
+        # Usually no message of a batch can hold a secret: one search for all.
+        messages_clean = self._scrubber.all_clean([entry[3] for entry in batch])
         for index, entry in enumerate(batch):
-            message = scrub_text(entry[3])
-            attributes = scrub_attributes(entry[4])
-            if message is not entry[3] or attributes is not entry[4]:
-                batch[index] = (*entry[:3], message, attributes, *entry[5:])
+            message = entry[3] if messages_clean else scrub_text(entry[3])
+            attributes = entry[4]
+            if attributes is None:
+                # A registered event shape: only its strings can hold a
+                # secret, unless a key itself is secret (then as a dict).
+                strings_end = plans.get(entry[2])
+                if strings_end is None:
+                    strings_end = plans[entry[2]] = self._shape_plan(entry[2])
+                if strings_end:
+                    texts = entry[SHAPED_VALUES:strings_end]
+                    if texts not in clean:
+                        scrubbed = scrub_texts(texts)
+                        if scrubbed is not texts:
+                            entry = (*entry[:SHAPED_VALUES], *scrubbed, *entry[strings_end:])
+                else:
+                    entry = with_attribute_dict(entry)
+                    attributes = scrub_attributes(entry[4])
+                    entry = (*entry[:4], attributes, *entry[5:])
+            else:
+                attributes = scrub_attributes(attributes)
+                if attributes is not entry[4]:
+                    entry = (*entry[:4], attributes, *entry[5:])
+            if message is not entry[3]:
+                entry = (*entry[:3], message, *entry[4:])
+            if entry is not batch[index]:
+                batch[index] = entry
+
+    def _shape_plan(self, name: str) -> int:
+        """Where a shape's string values end in its entries; 0 when one of
+        its keys is secret (every value then redacted, as in a dict)."""
+        shape = shape_of(name)
+        if any(self._scrubber.is_secret_key(key) for key in shape.keys):
+            return 0
+        return SHAPED_VALUES + len(shape.strings)
 
 
 def _after_fork_in_child(pipeline_ref: "weakref.ref[LogPipeline]") -> Callable[[], None]:

@@ -13,12 +13,23 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
-from rqa_otel._internal.logs.entry import LogEntry
+from rqa_otel._internal.logs.entry import LogEntry, with_attribute_dict
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel._internal.logs.text import format_json, format_text
 from rqa_otel._internal.rotating_file import RotatingFile
 
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+def grpc_channel(endpoint: str):
+    """A grpc channel to ``http(s)://host:port``: plaintext for http, TLS for https."""
+    import grpc
+
+    url = urlsplit(endpoint)
+    target = f"{url.hostname}:{url.port}"
+    if url.scheme == "http":
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials())
 
 
 class LogSink:
@@ -45,15 +56,7 @@ class OtlpGrpcLogSink(LogSink):
         self.description = f"OTLP grpc {endpoint}"
 
     def _connect(self) -> None:
-        import grpc
-
-        url = urlsplit(self._endpoint)
-        target = f"{url.hostname}:{url.port}"
-        self._channel = (
-            grpc.insecure_channel(target)
-            if url.scheme == "http"
-            else grpc.secure_channel(target, grpc.ssl_channel_credentials())
-        )
+        self._channel = grpc_channel(self._endpoint)
         # No serializers: the request is already protobuf bytes.
         self._export = self._channel.unary_unary(LOGS_EXPORT_METHOD)
 
@@ -119,7 +122,7 @@ class TextLogSink(LogSink):
         self.description = f"file {target.path}" if isinstance(target, RotatingFile) else "console (stderr)"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        text = "\n".join(self._format(LogEntry._make(entry)) for entry in batch) + "\n"
+        text = "\n".join(self._format(LogEntry._make(with_attribute_dict(entry))) for entry in batch) + "\n"
         if isinstance(self._target, RotatingFile):
             return self._target.write_lines(text.encode("utf-8", "surrogatepass"), count=len(batch))
         self._target.write(text)

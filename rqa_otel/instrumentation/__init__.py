@@ -1,0 +1,1 @@
+"""Instrumentations of the frameworks quants use (one module per framework)."""
