@@ -17,8 +17,10 @@ Two demo runs feed the data, at the same time:
 - one serving /health /ready /metrics (checked while it runs) and exporting
   metrics every second for about 11 s, so that rates over Grafana's 10 s
   minimum interval have two points;
-- one whose log export fails (OTLP to a closed port), for the pipeline
-  panels and the export-failure alert.
+- one whose log export fails (OTLP to a closed port: its spool fills) and
+  one whose logs the back-end refuses (OTLP to InfluxDB's port: 404), for
+  the pipeline panels and alerts; a fourth run then takes over the failing
+  run's spool with a real OTLP receiver (rotel) up, and replays it.
 
 This machine has no NVIDIA GPU, so for the GPU panels the serving demo
 loads the fake NVML of tests/fake_nvml (a gcc-built libnvidia-ml.so.1 behind
@@ -40,7 +42,7 @@ import pytest
 
 import fake_nvml
 import grafana_queries as gq
-from backends import InfluxDB1, free_port, http_request
+from backends import LOOPBACK, InfluxDB1, Rotel, free_port, http_request
 from conftest import _start
 from test_deploy_configs import _load_yaml
 from rqa_otel import names
@@ -50,6 +52,7 @@ DB = "rqa"  # the DBRP database the data source queries
 SERVE_S = 11.5
 ALERTS_EXPECTED_TO_FIRE = {
     "rqa-insufficient-funds", "rqa-trading-error-rate", "rqa-log-export-failing", "rqa-quota-breach",
+    "rqa-spool-not-draining",
 }
 
 
@@ -63,6 +66,21 @@ def _demo(output: Path, *args: str, env: dict[str, str] | None = None, gpu: bool
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )
+
+
+class _RotelAt(Rotel):
+    """Rotel with its OTLP/HTTP receiver on a given port: the back-end a
+    spool was filled for, back up (a spool replays to its own destination)."""
+
+    def __init__(self, http_port: int) -> None:
+        super().__init__(debug_log=())
+        self._fixed_http_port = http_port
+
+    def _prepare(self, binary: str) -> list[str]:
+        argv = super()._prepare(binary)
+        argv[argv.index(f"{LOOPBACK}:{self.http_port}")] = f"{LOOPBACK}:{self._fixed_http_port}"
+        self.http_port = self._fixed_http_port
+        return argv
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -79,7 +97,7 @@ def influx(request):
 
 
 @pytest.fixture(scope="module")
-def demo_telemetry(tmp_path_factory, influx):
+def demo_telemetry(request, tmp_path_factory, influx):
     """Both demo runs done and loaded into ``influx``; what the serving one
     printed and answered."""
     root = tmp_path_factory.mktemp("grafana-demo")
@@ -87,9 +105,15 @@ def demo_telemetry(tmp_path_factory, influx):
     serving = _demo(root / "serving", "--serve-s", str(SERVE_S), gpu=True, env={
         "RQA_EXPORT__METRIC_INTERVAL_S": "1", "LD_LIBRARY_PATH": str(nvml), "FAKE_NVML_SCENARIO": "normal",
     })
+    down_port = free_port()
     failing = _demo(root / "failing", "--quiet", "--http-port", "off", env={
         "RQA_EXPORT__LOGS": "otlp", "RQA_EXPORT__OTLP__PROTOCOL": "http/protobuf",
-        "RQA_EXPORT__OTLP__ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens
+        "RQA_EXPORT__OTLP__ENDPOINT": f"http://127.0.0.1:{down_port}",  # nothing listens: the spool fills
+        "RQA_EXPORT__OTLP__TIMEOUT_S": "1",
+    })
+    refused = _demo(root / "refused", "--quiet", "--http-port", "off", env={
+        "RQA_EXPORT__LOGS": "otlp", "RQA_EXPORT__OTLP__PROTOCOL": "http/protobuf",
+        "RQA_EXPORT__OTLP__ENDPOINT": influx.url,  # InfluxDB answers /v1/logs with 404: refused for good
         "RQA_EXPORT__OTLP__TIMEOUT_S": "1",
     })
     try:
@@ -107,11 +131,23 @@ def demo_telemetry(tmp_path_factory, influx):
         assert serving.returncode == 0, err
         failing_out, failing_err = failing.communicate(timeout=60)
         assert failing.returncode == 0, failing_err
+        refused_err = refused.communicate(timeout=60)[1]
+        assert refused.returncode in (0, 1), refused_err  # 1: not everything was delivered, as it says
     finally:
-        for process in (serving, failing):
+        for process in (serving, failing, refused):
             if process.poll() is None:
                 process.kill()
-    for run in ("serving", "failing"):
+    # The back-end the failing run could not reach comes up (a real OTLP
+    # receiver on that port), and a run taking over its spool replays it.
+    _start(request, _RotelAt(down_port))
+    replaying = _demo(root / "replaying", "--quiet", "--http-port", "off", env={
+        "RQA_EXPORT__LOGS": "otlp", "RQA_EXPORT__OTLP__PROTOCOL": "http/protobuf",
+        "RQA_EXPORT__OTLP__ENDPOINT": f"http://127.0.0.1:{down_port}",
+        "RQA_EXPORT__SPOOL__DIRECTORY": str(root / "failing" / "spool"),
+    })
+    replaying_err = replaying.communicate(timeout=60)[1]
+    assert replaying.returncode == 0, replaying_err
+    for run in ("serving", "failing", "refused", "replaying"):
         files = sorted(str(path) for path in (root / run).glob("*.jsonl"))
         converted = subprocess.run([RQA_OTEL, "lp", *files], capture_output=True, text=True, timeout=60)
         assert converted.returncode == 0, converted.stderr
