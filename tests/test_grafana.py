@@ -20,7 +20,10 @@ Two demo runs feed the data, at the same time:
 - one whose log export fails (OTLP to a closed port: its spool fills) and
   one whose logs the back-end refuses (OTLP to InfluxDB's port: 404), for
   the pipeline panels and alerts; a fourth run then takes over the failing
-  run's spool with a real OTLP receiver (rotel) up, and replays it.
+  run's spool with a real OTLP receiver (rotel) up, and replays it;
+- one more writes straight into the database with the project's InfluxDB
+  exporter (`rqa-otel demo --influxdb`), its trade events tagged with
+  rqa.strategy and rqa.stock instead of carrying them in `attributes`.
 
 This machine has no NVIDIA GPU, so for the GPU panels the serving demo
 loads the fake NVML of tests/fake_nvml (a gcc-built libnvidia-ml.so.1 behind
@@ -111,6 +114,10 @@ def demo_telemetry(request, tmp_path_factory, influx):
         "RQA_EXPORT__OTLP__ENDPOINT": f"http://127.0.0.1:{down_port}",  # nothing listens: the spool fills
         "RQA_EXPORT__OTLP__TIMEOUT_S": "1",
     })
+    # The project's own InfluxDB exporter straight into the database (v1
+    # /write), trade events tagged with rqa.strategy and rqa.stock.
+    direct = _demo(root / "direct", "--quiet", "--http-port", "off", "--influxdb", influx.url,
+                   "--influxdb-v1-compatibility", "--influxdb-db", DB)
     refused = _demo(root / "refused", "--quiet", "--http-port", "off", env={
         "RQA_EXPORT__LOGS": "otlp", "RQA_EXPORT__OTLP__PROTOCOL": "http/protobuf",
         "RQA_EXPORT__OTLP__ENDPOINT": influx.url,  # InfluxDB answers /v1/logs with 404: refused for good
@@ -133,8 +140,10 @@ def demo_telemetry(request, tmp_path_factory, influx):
         assert failing.returncode == 0, failing_err
         refused_err = refused.communicate(timeout=60)[1]
         assert refused.returncode in (0, 1), refused_err  # 1: not everything was delivered, as it says
+        direct_out, direct_err = direct.communicate(timeout=60)
+        assert direct.returncode == 0 and " failed" not in direct_out, direct_out + direct_err
     finally:
-        for process in (serving, failing, refused):
+        for process in (serving, failing, refused, direct):
             if process.poll() is None:
                 process.kill()
     # The back-end the failing run could not reach comes up (a real OTLP
@@ -185,7 +194,7 @@ def _run(influx, query: gq.Query, spans, min_interval, values=None) -> tuple[lis
     start, end = _range_ms(query, spans)
     interval = gq.interval_ms(end - start, 43_200 if query.kind == "alert" else query.max_data_points, min_interval)
     text = gq.expand(query.text, start, end, interval, values)
-    return influx.points(text, DB), text
+    return influx.points(text, DB, epoch="ns"), text
 
 
 def _selections(board: gq.Dashboard, influx, spans, min_interval) -> dict[str, dict[str, str]]:
@@ -305,21 +314,31 @@ def test_every_dashboard_query_returns_rows(dashboard, influx, spans):
 
 
 def test_trade_blotter_filters_by_strategy_and_symbol(influx, spans):
+    """Trades from both schemas: symbol and strategy inside the attributes
+    JSON (the Collector's defaults) or as tags (the --influxdb run)."""
     min_interval = gq.min_interval_ms(_load_yaml)
     board = next(b for b in gq.load_dashboards() if b.path.name == "strategy-overview.json")
     [blotter] = [q for q in gq.dashboard_queries(board) if "Trade blotter" in q.where]
     variables = {v.name: v for v in board.variables}
-    values = {"strategy": gq.format_value(variables["strategy"], "dual_ma_demo"),
-              "symbol": gq.format_value(variables["symbol"], "600519.SH")}
-    rows, _ = _run(influx, blotter, spans, min_interval, values)
-    trades = [json.loads(row["attributes"]) for row in rows]
-    assert trades and all(t[names.STOCK] == "600519.SH" and t[names.STRATEGY] == "dual_ma_demo" for t in trades)
-    assert {t[names.TRADE_SIDE] for t in trades} == {"buy", "sell"}
-    times = [row["time"] for row in rows]
-    assert times == sorted(times, reverse=True), "newest first"
-    values["symbol"] = gq.format_value(variables["symbol"], ["000001.SZ", "300750.SZ"])
-    rows, _ = _run(influx, blotter, spans, min_interval, values)
-    assert {json.loads(row["attributes"])[names.STOCK] for row in rows} == {"000001.SZ", "300750.SZ"}
+
+    def symbols(chosen) -> list[tuple[str, bool]]:
+        values = {"strategy": gq.format_value(variables["strategy"], "dual_ma_demo"),
+                  "symbol": gq.format_value(variables["symbol"], chosen)}
+        rows, _ = _run(influx, blotter, spans, min_interval, values)
+        times = [row["time"] for row in rows]
+        assert times == sorted(times, reverse=True), "newest first"
+        found = []
+        for row in rows:
+            attributes = json.loads(row["attributes"])
+            assert attributes[names.TRADE_SIDE] in ("buy", "sell")
+            tagged = names.STOCK not in attributes
+            found.append((row["body"].split()[2] if tagged else attributes[names.STOCK], tagged))
+        return found
+
+    found = symbols("600519.SH")
+    assert {symbol for symbol, _ in found} == {"600519.SH"}
+    assert {tagged for _, tagged in found} == {True, False}, "rows of both schemas"
+    assert {symbol for symbol, _ in symbols(["000001.SZ", "300750.SZ"])} == {"000001.SZ", "300750.SZ"}
 
 
 # --- alert rules ------------------------------------------------------------
