@@ -31,7 +31,7 @@ def _cli(*arguments: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 def _journal_counts(directory: Path) -> dict[tuple[str, str], int]:
     with sqlite3.connect(directory / "trades.db") as db:
-        return {(s, y): n for s, y, n in db.execute("SELECT strategy, symbol, count(*) FROM trades GROUP BY 1, 2")}
+        return {(s, y): n for s, y, n in db.execute("SELECT strategy, symbol, count(*) FROM trade_rows GROUP BY 1, 2")}
 
 
 def test_demo_into_influxdb_1x_trades_queryable_by_strategy_and_symbol(influxdb_v1, tmp_path) -> None:

@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
+from rqa_otel._internal.logs.entry import with_attribute_dict
 from rqa_otel._internal.logs.otlp_encoding import severity
 from rqa_otel.influx import otel2influx as o2i
 from rqa_otel.influx.otel2influx import Point
@@ -252,7 +253,10 @@ class LogEntriesConverter:
         base_tags, base_members = self._base
         severities = self._severities
         log_point = o2i.log_point
-        for time_ns, level, _logger, message, attributes, trace_id, span_id, _flags in entries:
+        for entry in entries:
+            if entry[4] is None:  # a registered event shape: values flat after the flags
+                entry = with_attribute_dict(entry)
+            time_ns, level, _logger, message, attributes, trace_id, span_id, _flags = entry
             level_severity = severities.get(level)
             if level_severity is None:
                 level_severity = severities[level] = severity(level)
