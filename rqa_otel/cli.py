@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-telemetry", action="store_true", help="run the same backtest with telemetry off")
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--http-port", type=_port_or_auto, default="auto", metavar="PORT",
+        help="serve /health, /ready and /metrics on 127.0.0.1:PORT while the demo runs "
+        "(default auto: a free port, printed at start; off: none)",
+    )
+    demo.add_argument(
+        "--serve-s", type=float, default=0.0, metavar="SECONDS",
+        help="keep serving the endpoints this long after the backtest, for a look or a scrape "
+        "(Ctrl-C ends the wait early; default 0)",
+    )
     demo.set_defaults(handler=_demo)
 
     agent = commands.add_parser(
@@ -133,6 +143,27 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def _port_or_auto(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, auto or off, got {text}")
+    return port
+
+
+def _free_loopback_port() -> int:
+    """A port free right now (ops.http_port 0 means off, so the demo picks one)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -213,6 +244,7 @@ def _python_script(command: Sequence[str]) -> str | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import tempfile
     import time
 
     from rqa_otel import demo
@@ -237,6 +269,8 @@ def _demo(args: argparse.Namespace) -> int:
         # Trade events selectable by strategy and symbol in InfluxQL (docs/influxdb.md).
         overrides["export.influxdb.log_record_dimensions"] = demo.INFLUX_LOG_RECORD_DIMENSIONS
         overrides["export.spool.directory"] = os.path.join(args.output or "./rqa-telemetry", "spool")
+    if args.http_port != "off" and not args.no_telemetry:
+        overrides["ops.http_port"] = _free_loopback_port() if args.http_port == "auto" else args.http_port
     output = args.output or "./rqa-telemetry"
     settings_file = None
     if not args.no_telemetry:  # the sampling rule lives in a watched settings file
@@ -259,18 +293,31 @@ def _demo(args: argparse.Namespace) -> int:
             telemetry = setup(settings_file, strategy=demo.STRATEGY, service_name="rqa-demo", overrides=overrides)
         except SettingsError as exc:
             return _fail(f"demo: {exc}")
+        except OSError as exc:  # the ops port is taken
+            return _fail(f"demo: cannot serve /health on port {overrides['ops.http_port']}: {exc.strerror}; "
+                         "try --http-port auto or off")
         setup_s = time.perf_counter() - started
     if not args.json:
         print(
             f"rqa-otel demo: {demo.STRATEGY} on {len(bars[0].closes)} stocks, {len(bars)} daily bars "
             f"({bars[0].day} .. {bars[-1].day})"
         )
+    ops_url = None
+    if telemetry and telemetry.ops_address:
+        host, port = telemetry.ops_address[:2]
+        ops_url = f"http://{host}:{port}"
+        # Also with --json (on stderr), so a script can find the endpoints.
+        print(f"rqa-otel demo: serving {ops_url}/health /ready /metrics", file=sys.stderr if args.json else sys.stdout,
+              flush=True)
 
-    monitor = None
+    monitor = errors = None
     if telemetry:
         from rqa_otel.trading import BacktestMonitor
+        from rqa_otel.trading_errors import TradingErrorHandler
 
         monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
+        # Retry delays pass in simulated time: a backtest does not sleep.
+        errors = TradingErrorHandler(telemetry, sleep=lambda seconds: None)
     started = time.perf_counter()
     progress = demo.Progress(enabled=not (args.quiet or args.json))
     live_change = demo.LiveChange(telemetry, settings_file) if telemetry else None
@@ -280,17 +327,31 @@ def _demo(args: argparse.Namespace) -> int:
         if live_change:
             live_change(done, total)
 
-    result = demo.run_backtest(bars, monitor, progress=on_bar)
+    result = demo.run_backtest(bars, monitor, progress=on_bar, errors=errors)
     if monitor:
         monitor.flush()
+    served_s = 0.0
+    if ops_url and args.serve_s > 0:
+        if not args.json:
+            print(f"rqa-otel demo: backtest done; serving {ops_url} for {args.serve_s:g} s (Ctrl-C to stop)", flush=True)
+        serving_since = time.perf_counter()
+        try:
+            time.sleep(args.serve_s)
+        except KeyboardInterrupt:
+            pass
+        served_s = time.perf_counter() - serving_since
     # The resource gauges' reading at the end of the run: shutdown's final
     # collection exports this same snapshot.
     snapshot = telemetry.resources.refresh() if telemetry and telemetry.resources else None
     resources = demo.resource_summary(snapshot) if snapshot else {}
     # One quota check as the host agent makes it, against a deliberately tight quota.
-    quota_alert = demo.quota_breach(telemetry, snapshot, os.path.join(args.output or "./rqa-telemetry", "run")) if snapshot else None
+    # Its registry (the demo is a worker there until it exits) is private and temporary.
+    quota_run_dir = tempfile.mkdtemp(prefix="rqa-demo-quota-") if snapshot else None
+    quota_alert = demo.quota_breach(telemetry, snapshot, quota_run_dir) if snapshot else None
     flushed = telemetry.shutdown() if telemetry else True
-    wall_s = time.perf_counter() - started  # the backtest plus the final flush
+    if quota_run_dir:  # after the final collection, which reports the worker
+        shutil.rmtree(quota_run_dir, ignore_errors=True)
+    wall_s = time.perf_counter() - started - served_s  # the backtest plus the final flush
     if live_change:
         wall_s -= live_change.waited_s  # the pause for the live change is not the backtest's
     history = []
@@ -321,6 +382,7 @@ def _demo(args: argparse.Namespace) -> int:
         "resources": resources,
         "quota_alert": quota_alert,
         "flushed": flushed,
+        "ops_url": ops_url,
         "live_change": {
             "settings_file": settings_file, "saved_at_bar": live_change.saved_bar,
             "applied_at_bar": live_change.applied[0] if live_change.applied else None,

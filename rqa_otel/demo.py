@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from rqa_otel.trading_errors import InsufficientFunds, OrderRejected, ReasonCode, TradingError
+
 
 STRATEGY = "dual_ma_demo"
 LOGGER = f"rqa.{STRATEGY}"
@@ -131,11 +133,47 @@ class DualMovingAverage:
         return "BUY" if above else "SELL"
 
 
+class SimulatedBroker:
+    """Fills orders at the price given, as a broker would, and fails as one does.
+
+    - an order the cash cannot pay for raises ``InsufficientFunds`` (not
+      retried; a critical alert);
+    - every ``reject_every``-th order is rejected once (price out of the
+      daily limit) and goes through on the retry.
+
+    So that the insufficient-funds path shows in the demo's telemetry (the
+    dashboards and alert rules under grafana/ read it), the strategy's first
+    order is a drill: ten times too large (a misplaced zero), refused, then resized.
+    """
+
+    def __init__(self, reject_every: int = 7) -> None:
+        self.reject_every = reject_every
+        self.orders = 0
+        self._rejected: set[int] = set()
+
+    def submit(self, symbol: str, quantity: int, price: float, cash: float) -> None:
+        cost = quantity * price * (1 + COMMISSION)
+        if quantity > 0 and cost > cash:
+            raise InsufficientFunds(
+                f"buy {quantity} {symbol} needs {cost:,.2f} CNY, {cash:,.2f} available",
+                strategy=STRATEGY, symbol=symbol, required=round(cost, 2), available=round(cash, 2),
+            )
+        self.orders += 1
+        if self.orders % self.reject_every == 0 and self.orders not in self._rejected:
+            self._rejected.add(self.orders)
+            self.orders -= 1  # the retry is the same order
+            raise OrderRejected(
+                f"{symbol} @ {price:.2f} outside the daily price limit", strategy=STRATEGY, symbol=symbol,
+                reason=ReasonCode.PRICE_OUT_OF_LIMIT,
+            )
+
+
 def run_backtest(
     bars: Sequence[Bar],
     monitor=None,
     cash: float = 1_000_000.0,
     progress: Callable[[int, int], None] | None = None,
+    errors=None,
 ) -> BacktestResult:
     """Run the strategy over ``bars``, reporting trades and the portfolio to
     ``monitor`` (a BacktestMonitor; None runs the same backtest with
@@ -148,9 +186,15 @@ def run_backtest(
 
     Telemetry follows what a production strategy sends: INFO records for
     signals that act, DEBUG for HOLD, a trade event and counters per fill,
-    and a portfolio snapshot at each month end.
+    and a portfolio snapshot at each month end. Orders go through a
+    ``SimulatedBroker``; ``errors`` (a TradingErrorHandler; None: the same
+    retries, unreported) retries and reports its failures.
     """
     monitor = monitor or _NoMonitor()
+    errors = errors or _NoErrorHandler()
+    broker = SimulatedBroker()
+    submit = errors.with_retry(strategy=STRATEGY)(broker.submit)
+    drill_pending = True
     signals_log = logging.getLogger(SIGNALS_LOGGER)
     strategy = DualMovingAverage()
     symbols = list(bars[0].minutes)
@@ -167,7 +211,14 @@ def run_backtest(
         result.run_id = run_id
 
         def fill(bar: Bar, symbol: str, quantity: int, price: float) -> None:
-            nonlocal cash
+            nonlocal cash, drill_pending
+            if drill_pending and quantity > 0:
+                drill_pending = False
+                try:
+                    broker.submit(symbol, quantity * 10, price, cash)
+                except TradingError as error:  # InsufficientFunds: reported, then resized
+                    errors.handle(error, strategy=STRATEGY)
+            submit(symbol, quantity, price, cash)
             notional = abs(quantity) * price
             cash -= quantity * price + notional * COMMISSION
             positions[symbol] += quantity
@@ -243,6 +294,26 @@ class _NoMonitor:
         pass
 
     def record_portfolio(self, *args, **kwargs) -> None:
+        pass
+
+
+class _NoErrorHandler:
+    """The same retries with telemetry off: the broker rejects an order once."""
+
+    def with_retry(self, strategy=None):
+        def decorate(function):
+            def run(*args, **kwargs):
+                for tries_left in (2, 1, 0):
+                    try:
+                        return function(*args, **kwargs)
+                    except OrderRejected:
+                        if not tries_left:
+                            raise
+            return run
+
+        return decorate
+
+    def handle(self, error, strategy=None) -> None:
         pass
 
 
@@ -346,6 +417,11 @@ def resource_lines(resources: dict[str, dict]) -> list[str]:
 
 
 DEMO_MEMORY_QUOTA_MIB = 16  # far below any Python process's RSS: the demo's breach is certain
+# The other quotas are for the strategy resources dashboard to show: a GPU
+# memory quota (usage only where NVML answers), CPU at the whole machine (never
+# breached) and max_workers, with the demo registered as one worker.
+DEMO_GPU_MEMORY_QUOTA_MIB = 1024
+DEMO_MAX_WORKERS = 2
 
 
 def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
@@ -356,10 +432,15 @@ def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
     from rqa_otel.resources.quota import ResourceManager
     from rqa_otel.resources.registry import Registry
 
-    manager = ResourceManager(telemetry, registry=Registry(run_dir),
-                              quotas={STRATEGY: {"memory_mib": DEMO_MEMORY_QUOTA_MIB}})
+    import os
+
+    quota = {"memory_mib": DEMO_MEMORY_QUOTA_MIB, "gpu_memory_mib": DEMO_GPU_MEMORY_QUOTA_MIB,
+             "cpu_percent": 100 * (os.cpu_count() or 1), "max_workers": DEMO_MAX_WORKERS}
+    manager = ResourceManager(telemetry, registry=Registry(run_dir), quotas={STRATEGY: quota})
+    # This process, until it exits (a dead worker no longer counts).
+    manager.register_strategy_worker(STRATEGY, "backtest")
     for change in manager.observe(snapshot.usage):
-        if change.level == "breach":
+        if change.level == "breach" and change.resource == "memory":
             return {"strategy": change.strategy, "resource": change.resource, "smoothed_mib": round(change.value, 1),
                     "quota_mib": change.limit, "episode_id": change.episode_id}
     return None

@@ -529,3 +529,19 @@ def test_dashboard_provider_loads_repo_dashboards():
     assert DASHBOARDS_DIR.is_dir(), "grafana/dashboards/ is missing"
     for dashboard in DASHBOARDS_DIR.glob("*.json"):
         json.loads(dashboard.read_text(encoding="utf-8"))
+
+
+def test_compose_health_checks():
+    """InfluxDB and Grafana check themselves; the Collector image has no
+    shell, so its health_check extension's port is published for a check
+    from outside, and it is the port the standalone configuration serves."""
+    services = _compose()["services"]
+    for name, url in (("influxdb", "http://localhost:8086/health"), ("grafana", "http://localhost:3000/api/health")):
+        test = services[name].get("healthcheck", {}).get("test") or []
+        assert test[:1] == ["CMD"] and url in test, f"{name}: healthcheck {test}"
+    collector = services["otel-collector"]
+    assert "healthcheck" not in collector, "the Collector image has no shell to run a healthcheck in"
+    health = _load_yaml(COLLECTOR_DIR / "standalone.yaml")["extensions"]["health_check"]["endpoint"]
+    port = health.rsplit(":", 1)[1]
+    published = {str(p).split(":")[-1] for p in collector.get("ports") or []}
+    assert port in published, f"health_check port {port} is not published: {sorted(published)}"

@@ -186,7 +186,11 @@ class OpsServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.address = self._server.server_address
-        self._thread = threading.Thread(target=self._server.serve_forever, name="rqa-otel ops http", daemon=True)
+        # serve_forever notices shutdown() only between polls (0.5 s by
+        # default), which every process exit would wait for.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="rqa-otel ops http", daemon=True
+        )
         self._thread.start()
 
     def _run(self, checks: Iterable[tuple[str, Check]]) -> dict:

@@ -494,22 +494,25 @@ class _Instruments:
     def _attributes(strategy: str, resource: str) -> dict[str, str]:
         return {names.STRATEGY: strategy, names.QUOTA_RESOURCE: resource}
 
+    # Limits and usage are always floats: InfluxDB keeps one type per field
+    # of a measurement and refuses the whole write ("field type conflict")
+    # when an int (workers, a whole-number quota) meets a float.
     def _limits(self, options) -> list[Observation]:
         observations = []
         for strategy, quota in self._manager.quotas().items():
             for resource in (*RESOURCES, "workers"):
                 limit = quota.limit(resource)
                 if limit is not None:
-                    observations.append(Observation(limit, self._attributes(strategy, resource)))
+                    observations.append(Observation(float(limit), self._attributes(strategy, resource)))
         return observations
 
     def _usage(self, options) -> list[Observation]:
         observations = [
-            Observation(ema, self._attributes(strategy, resource))
+            Observation(float(ema), self._attributes(strategy, resource))
             for (strategy, resource), (ema, _) in self._manager.tracks().items()
         ]
         for strategy, workers in self._manager.registry.all_workers().items():
-            observations.append(Observation(len(workers), self._attributes(strategy, "workers")))
+            observations.append(Observation(float(len(workers)), self._attributes(strategy, "workers")))
         return observations
 
     def _utilization(self, options) -> list[Observation]:
