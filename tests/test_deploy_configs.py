@@ -33,8 +33,8 @@ from rqa_otel.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR_DIR = ROOT / "collector"
-COLLECTOR_CONFIGS = ["agent.yaml", "gateway.yaml", "standalone.yaml"]
-INFLUX_CONFIGS = ["gateway.yaml", "standalone.yaml"]
+COLLECTOR_CONFIGS = ["agent.yaml", "agent-to-gateway.yaml", "gateway.yaml"]
+INFLUX_CONFIGS = ["agent.yaml", "gateway.yaml"]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DATASOURCE_FILE = ROOT / "grafana" / "provisioning" / "datasources" / "influxdb.yaml"
 DASHBOARD_PROVIDER_FILE = ROOT / "grafana" / "provisioning" / "dashboards" / "rqa.yaml"
@@ -283,8 +283,8 @@ def test_in_process_defaults_are_the_collector_exporters():
     assert (IN_PROCESS.max_lines, IN_PROCESS.max_bytes) == (10_000, 10_000_000)
 
 
-def test_agent_forwards_everything_to_gateway():
-    cfg = _load_yaml(COLLECTOR_DIR / "agent.yaml")
+def test_agent_to_gateway_forwards_everything_to_gateway():
+    cfg = _load_yaml(COLLECTOR_DIR / "agent-to-gateway.yaml")
     exporters = _section(cfg, "exporters")
     assert not any(_ctype(e) == "influxdb" for e in exporters), "the agent must not hold InfluxDB credentials"
     for pid, pipeline in _pipelines(cfg).items():
@@ -380,13 +380,13 @@ def _mounts(svc: dict) -> dict[str, str]:
     return out
 
 
-def test_compose_collector_runs_standalone_config():
+def test_compose_collector_runs_the_agent_config():
     svc = _compose()["services"]["otel-collector"]
     assert svc["image"].startswith("otel/opentelemetry-collector-contrib:"), "needs the contrib distribution"
     mounts = _mounts(svc)
     configs = [c.split("=", 1)[1] for c in svc.get("command") or [] if c.startswith("--config=")]
     assert configs, "otel-collector: no --config= in command"
-    assert mounts.get(configs[0]) == "./collector/standalone.yaml", "otel-collector must run collector/standalone.yaml"
+    assert mounts.get(configs[0]) == "./collector/agent.yaml", "otel-collector must run collector/agent.yaml"
     ports = {str(p).split(":")[-1] for p in svc.get("ports") or []}
     assert {"4317", "4318", "8889"} <= ports, f"otel-collector ports: {sorted(ports)}"
     env = svc.get("environment") or {}
@@ -407,8 +407,8 @@ def _required_collector_env(name: str) -> set[str]:
 
 def test_compose_provides_collector_env():
     env = _compose()["services"]["otel-collector"].get("environment") or {}
-    missing = _required_collector_env("standalone.yaml") - set(env)
-    assert not missing, f"otel-collector environment lacks {sorted(missing)} (no default in standalone.yaml)"
+    missing = _required_collector_env("agent.yaml") - set(env)
+    assert not missing, f"otel-collector environment lacks {sorted(missing)} (no default in agent.yaml)"
 
 
 def test_compose_influx_settings_agree():
@@ -534,14 +534,14 @@ def test_dashboard_provider_loads_repo_dashboards():
 def test_compose_health_checks():
     """InfluxDB and Grafana check themselves; the Collector image has no
     shell, so its health_check extension's port is published for a check
-    from outside, and it is the port the standalone configuration serves."""
+    from outside, and it is the port the agent configuration serves."""
     services = _compose()["services"]
     for name, url in (("influxdb", "http://localhost:8086/health"), ("grafana", "http://localhost:3000/api/health")):
         test = services[name].get("healthcheck", {}).get("test") or []
         assert test[:1] == ["CMD"] and url in test, f"{name}: healthcheck {test}"
     collector = services["otel-collector"]
     assert "healthcheck" not in collector, "the Collector image has no shell to run a healthcheck in"
-    health = _load_yaml(COLLECTOR_DIR / "standalone.yaml")["extensions"]["health_check"]["endpoint"]
+    health = _load_yaml(COLLECTOR_DIR / "agent.yaml")["extensions"]["health_check"]["endpoint"]
     port = health.rsplit(":", 1)[1]
     published = {str(p).split(":")[-1] for p in collector.get("ports") or []}
     assert port in published, f"health_check port {port} is not published: {sorted(published)}"
