@@ -370,6 +370,8 @@ def _demo(args: argparse.Namespace) -> int:
         "bars": result.bars,
         "trades": result.trades,
         "signals": dict(result.signals),
+        "orders_rejected": result.orders_rejected,
+        "orders_refused": result.orders_refused,
         "start_value": result.start_value,
         "final_value": round(result.final_value, 2),
         "wall_s": wall_s,
@@ -397,7 +399,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    from rqa_otel import demo
+    from rqa_otel import demo, names
 
     change = summary["final_value"] / summary["start_value"] - 1
     signals = ", ".join(f"{name} {count}" for name, count in sorted(summary["signals"].items()))
@@ -407,6 +409,10 @@ def _print_summary(summary: dict) -> None:
     if not summary["telemetry"]:
         print("  telemetry: off")
         return
+    print(
+        f"  broker: {summary['orders_rejected']} orders rejected once and retried (rqa.retry events); "
+        f"{summary['orders_refused']} order beyond the cash -> critical alert {names.ALERT_INSUFFICIENT_FUNDS}"
+    )
     for line in demo.resource_lines(summary["resources"]):
         print(line)
     if summary["quota_alert"]:

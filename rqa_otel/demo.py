@@ -79,6 +79,10 @@ class BacktestResult:
     start_value: float = 0.0
     final_value: float = 0.0
     elapsed_s: float = 0.0
+    orders_rejected: int = 0
+    """Orders the broker rejected once and the retry got through."""
+    orders_refused: int = 0
+    """Orders beyond the cash (InsufficientFunds), not retried."""
 
 
 def trading_days(start: dt.date, count: int) -> Iterator[dt.date]:
@@ -149,11 +153,17 @@ class SimulatedBroker:
     def __init__(self, reject_every: int = 7) -> None:
         self.reject_every = reject_every
         self.orders = 0
+        self.refused = 0
         self._rejected: set[int] = set()
+
+    @property
+    def rejected(self) -> int:
+        return len(self._rejected)
 
     def submit(self, symbol: str, quantity: int, price: float, cash: float) -> None:
         cost = quantity * price * (1 + COMMISSION)
         if quantity > 0 and cost > cash:
+            self.refused += 1
             raise InsufficientFunds(
                 f"buy {quantity} {symbol} needs {cost:,.2f} CNY, {cash:,.2f} available",
                 strategy=STRATEGY, symbol=symbol, required=round(cost, 2), available=round(cash, 2),
@@ -267,6 +277,7 @@ def run_backtest(
             if progress:
                 progress(index + 1, len(bars))
     result.elapsed_s = time.perf_counter() - started
+    result.orders_rejected, result.orders_refused = broker.rejected, broker.refused
     return result
 
 

@@ -9,6 +9,7 @@ it claims to be.
 from __future__ import annotations
 
 import base64
+import re
 import json
 import sqlite3
 import subprocess
@@ -156,3 +157,19 @@ def test_demo_shows_one_quota_breach_alert(demo_run):
     ]
     assert len(alerts) == 1 and alerts[0][names.STRATEGY] == "dual_ma_demo"
     assert alerts[0][names.QUOTA_RESOURCE] == "memory" and alerts[0][names.QUOTA_EPISODE_ID] in line
+
+
+def test_demo_broker_line_matches_the_exported_retries_and_alert(demo_run):
+    result, directory = demo_run
+    match = re.search(r"broker: (\d+) orders rejected once and retried .*; (\d+) order beyond the cash", result.stdout)
+    assert match, result.stdout
+    rejected, refused = int(match[1]), int(match[2])
+    spans = list(_items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans"))
+    retries = [event for span in spans for event in span.get("events", []) if event["name"] == names.RETRY_EVENT]
+    refusals = [
+        span for span in spans
+        if span["name"] == names.ALERT_SPAN and _attributes(span)[names.ALERT_NAME] == names.ALERT_INSUFFICIENT_FUNDS
+    ]
+    assert rejected > 0 and len(retries) == rejected
+    assert refused == 1 and len(refusals) == 1
+    assert _attributes(refusals[0])[names.ALERT_SEVERITY] == "critical"
