@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import backoff
 
 from rqa_otel import names
+from rqa_otel._internal.weak import subscribe_while_alive, weak_callback
 from rqa_otel.circuit_breaker import STATE_VALUES, CircuitBreaker
 
 _log = logging.getLogger("rqa_otel.trading_errors")
@@ -197,7 +198,7 @@ class TradingErrorHandler:
             # Hot reload: the next call uses the new policies (a call in
             # progress keeps its own); breakers take the new threshold and
             # open time at once.
-            config.on_change("errors", self._settings_changed)
+            subscribe_while_alive(self, lambda callback: config.on_change("errors", callback), self._settings_changed)
         self._sleep = sleep
         self._handlers: dict[type, Callable[[BaseException], Any]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -206,10 +207,13 @@ class TradingErrorHandler:
             names.TRADING_ERRORS_COUNTER, unit="{error}",
             description="Handled trading errors, by type, strategy and outcome.",
         )
-        telemetry.add_readiness_check(names.CIRCUIT_BREAKER_READINESS, self._breakers_closed)
+        # Weak, as is the settings subscription: the telemetry handle outlives
+        # handlers, and one dropped must not be kept (and called) forever.
+        telemetry.add_readiness_check(names.CIRCUIT_BREAKER_READINESS,
+                                      weak_callback(self._breakers_closed, (True, "no circuit breaker")))
         telemetry.meter.create_observable_gauge(
             names.CIRCUIT_BREAKER_STATE_GAUGE,
-            callbacks=[self._observe_breakers],
+            callbacks=[weak_callback(self._observe_breakers, [])],
             unit="1",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
         )

@@ -17,6 +17,7 @@ import pytest
 from backends import free_port, http_request
 
 from test_deploy_configs import _load_yaml
+from config_saves import rename_save
 from agent_process import Fleet, alert_spans, log_events, start_agent, status, stop, wait_until
 from rqa_otel.agent.supervisor import restart_delay
 from rqa_otel.resources.registry import process_start
@@ -172,8 +173,8 @@ def test_prometheus_scrapes_the_agents_quota_and_resource_gauges(tmp_path, prome
         stop(agent)
 
 
-def test_the_agent_applies_quotas_from_a_changed_settings_file_and_ignores_an_invalid_one(tmp_path):
-    run_dir, export_dir, settings = tmp_path / "run", tmp_path / "telemetry", tmp_path / "settings.yaml"
+def test_the_agent_applies_quotas_from_a_rename_saved_settings_file_live_and_keeps_them_over_a_broken_one(tmp_path):
+    run_dir, export_dir, settings, port = tmp_path / "run", tmp_path / "telemetry", tmp_path / "settings.yaml", free_port()
     settings.write_text("quotas:\n  reloaded: {memory_mib: 100000}\n")
     strategy = subprocess.Popen(
         [sys.executable, "-c",
@@ -182,23 +183,41 @@ def test_the_agent_applies_quotas_from_a_changed_settings_file_and_ignores_an_in
          "time.sleep(60)" % str(run_dir)],
         stdout=subprocess.PIPE, text=True,
     )
-    agent = start_agent(run_dir, export_dir, INTERVAL_S, settings=settings)
+    agent = start_agent(run_dir, export_dir, INTERVAL_S, http_port=port, settings=settings)
     try:
         assert strategy.stdout.readline().strip() == "up"
-        wait_until(lambda: status(run_dir).get("processes") == 1, 20, "the agent to watch the strategy")
-        settings.write_text("quotas:\n  reloaded: {memory_mib: -1}\n")
-        later = status(run_dir)["cycle"] + 4
-        wait_until(lambda: status(run_dir).get("cycle", 0) >= later, 10, "four collections")
-        assert status(run_dir)["breaches"] == [] and agent.poll() is None
-        settings.write_text("quotas:\n  reloaded: {memory_mib: 1}\n")
+        worker = wait_until(lambda: status(run_dir).get("processes") == 1 and status(run_dir)["pid"], 20,
+                            "the agent to watch the strategy")
+        assert status(run_dir)["breaches"] == []
+
+        rename_save(settings, "quotas:\n  reloaded: {memory_mib: 1}\n")  # vim's save: no event on the file itself
         breaches = wait_until(lambda: status(run_dir).get("breaches"), 10, "the breach under the new quota")
         assert [(b["strategy"], b["resource"]) for b in breaches] == [("reloaded", "memory")]
+
+        rename_save(settings, "quotas:\n  reloaded: {memory_mib: 1\n")  # malformed YAML
+        wait_until(lambda: 'outcome="failed"' in reloads(port), 10, "the failed reload to be counted")
+        later = status(run_dir)["cycle"] + 3
+        wait_until(lambda: status(run_dir).get("cycle", 0) >= later, 10, "three more collections")
+        assert status(run_dir)["breaches"] == breaches  # the 1 MiB quota is still enforced
+
+        rename_save(settings, "quotas:\n  reloaded: {memory_mib: 100000}\n")
+        wait_until(lambda: status(run_dir).get("breaches") == [], 10, "the breach to end under the raised quota")
+        assert status(run_dir)["pid"] == worker and agent.poll() is None  # no restart did it
     finally:
         strategy.kill()
         strategy.wait()
         stop(agent)
-    assert "is invalid; the quotas stay as they were" in agent.stderr.read()
+    assert "quotas applied from the reloaded settings: reloaded" in agent.stderr.read()
+    [alert] = alert_spans(export_dir, "config_reload_failed")
+    assert "previous settings stay in force" in alert["alert.message"]
     assert [a["rqa.strategy"] for a in alert_spans(export_dir, "quota_breach")] == ["reloaded"]
+    assert [e["rqa.strategy"] for e in log_events(export_dir, "rqa.quota.recovered")] == ["reloaded"]
+
+
+def reloads(port: int) -> str:
+    """The agent's settings-reload counter lines on its /metrics."""
+    _, text = http_request("GET", f"http://127.0.0.1:{port}/metrics", timeout=2)
+    return "\n".join(line for line in text.decode().splitlines() if line.startswith("rqa_config_reloads"))
 
 
 def test_a_hung_worker_is_killed_and_replaced(tmp_path):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
 import traceback
+import weakref
 
 import pytest
 
@@ -250,3 +252,29 @@ def test_half_open_breaker_lets_exactly_one_probe_through():
     breaker.record_failure()  # the probe failed: open again
     assert breaker.state == OPEN
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN)]
+
+
+def test_a_dropped_handler_is_freed_and_the_live_one_still_follows_the_settings(tmp_path):
+    """The telemetry handle outlives handlers: its settings subscription, breaker
+    gauge and readiness check must not keep every handler ever made."""
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("errors:\n  order_rejected:\n    max_tries: 3\n")
+    telemetry = rqa_otel.setup(settings_file, set_global=False, overrides={"export.directory": str(tmp_path)})
+    try:
+        kept = TradingErrorHandler(telemetry)
+        kept.breaker("kept")
+        dropped = TradingErrorHandler(telemetry)
+        dropped.breaker("dropped")
+        freed = weakref.ref(dropped)
+        del dropped
+        gc.collect()
+        assert freed() is None
+
+        settings_file.write_text("errors:\n  order_rejected:\n    max_tries: 6\n")
+        assert telemetry.config.reload().outcome == "changed"
+        assert kept.policy_for(OrderRejected()).max_tries == 6
+        metrics = exported(telemetry, tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        [gauge] = [m for m in metrics if m["name"] == names.CIRCUIT_BREAKER_STATE_GAUGE][-1:]
+        assert [attrs(p)[names.BREAKER_NAME] for p in gauge["gauge"]["dataPoints"]] == ["kept"]
+    finally:
+        telemetry.shutdown()

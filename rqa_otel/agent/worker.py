@@ -17,10 +17,8 @@ import time
 
 from rqa_otel import names
 from rqa_otel.resources.registry import Registry
-from rqa_otel.settings import SETTINGS_FILE_VARIABLE
 
 _log = logging.getLogger("rqa_otel.agent")
-
 
 
 class Worker:
@@ -45,7 +43,12 @@ class Worker:
         )
         settings = self.telemetry.settings
         self.registry = Registry(settings.registry.dir or None).ensure()
+        # The manager applies changed quotas through telemetry.config
+        # (on_change("quotas")). The agent watches its settings file whatever
+        # config.watch says: quotas are what it enforces.
         self.manager = ResourceManager(self.telemetry, registry=self.registry)
+        if self.telemetry.config.watched_files:
+            self.telemetry.config.watch()
         recovered = self.registry.read_json(self.registry.agent_state_path, {}) or {}
         self.manager.restore(recovered)
         self.recovered_tracks = len(self.manager.tracks())
@@ -68,8 +71,6 @@ class Worker:
         self.telemetry.add_readiness_check(names.QUOTA_READINESS, self._quota_check)
         self.cycles = 0
         self._stop = threading.Event()
-        self._settings_file = os.environ.get(SETTINGS_FILE_VARIABLE) or None
-        self._settings_mtime = _mtime(self._settings_file)
 
     def _enforce(self, snapshot) -> None:
         if self.manager.observe(snapshot.usage) and not (self._flushing and self._flushing.is_alive()):
@@ -109,26 +110,7 @@ class Worker:
             self._stop.wait(delay)
         self.telemetry.shutdown()
 
-    def reload_quotas(self) -> None:
-        """Apply the settings file's quotas when the file changed: all of
-        them at once, or none (an invalid file is reported and ignored)."""
-        mtime = _mtime(self._settings_file)
-        if mtime == self._settings_mtime:
-            return
-        self._settings_mtime = mtime
-        from rqa_otel.settings import SettingsError, load_settings
-
-        try:
-            quotas = load_settings(self._settings_file).quotas
-        except SettingsError as exc:
-            _log.warning("settings file %s changed but is invalid; the quotas stay as they were: %s",
-                         self._settings_file, exc)
-            return
-        self.manager.apply_quotas(quotas)
-        _log.info("quotas reloaded from %s: %s", self._settings_file, ", ".join(sorted(quotas)) or "none")
-
     def collect(self) -> None:
-        self.reload_quotas()
         snapshot = self.gauges.refresh()
         self.cycles += 1
         self.registry.write_json(self.registry.agent_state_path, self.manager.state())
@@ -150,13 +132,6 @@ class Worker:
                 ],
             },
         )
-
-
-def _mtime(path: str | None) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns if path else None
-    except OSError:
-        return None
 
 
 def _observation(value):

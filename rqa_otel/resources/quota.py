@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from opentelemetry.metrics import Observation
 
 from rqa_otel import names
+from rqa_otel._internal.weak import subscribe_while_alive
 from rqa_otel.resources.registry import Registry
 
 if TYPE_CHECKING:
@@ -182,8 +183,10 @@ class ResourceManager:
     Quotas come from settings (``quotas.<strategy>.*``), overlaid by those set
     at run time with ``set_strategy_quota`` (kept in the run directory's
     quotas.json, so every process and the agent see them). ``apply_quotas``
-    swaps the settings layer at once (hot reload): all validated first,
-    nothing half-applied.
+    swaps the settings layer at once: all validated first, nothing
+    half-applied. A manager built from a telemetry handle (and no explicit
+    ``quotas``) calls it itself whenever ``telemetry.config`` reloads with
+    changed quotas (hot reload).
 
     ``observe(usage)`` is the agent's per-collection step; with a telemetry
     handle, breaches become alert spans, events and counters there.
@@ -215,6 +218,11 @@ class ResourceManager:
         self._runtime_cache: tuple[tuple[int, int, int], dict[str, Quota]] | None = None
         self.apply_quotas(quotas if quotas is not None else (settings.quotas if settings else {}))
         self._instruments = _Instruments(self, telemetry) if telemetry is not None else None
+        config = getattr(telemetry, "config", None)
+        if quotas is None and config is not None:
+            # Hot reload: a reload that changed ``quotas`` applies them here,
+            # all at once; a failed reload changes nothing (and alerts).
+            subscribe_while_alive(self, lambda callback: config.on_change("quotas", callback), self._settings_changed)
 
     # --- quotas --------------------------------------------------------------
 
@@ -229,6 +237,10 @@ class ResourceManager:
         }
         with self._lock:
             self._configured = validated
+
+    def _settings_changed(self, key: str, old: Mapping[str, Quota], new: Mapping[str, Quota]) -> None:
+        self.apply_quotas(new)
+        _log.info("quotas applied from the reloaded settings: %s", ", ".join(sorted(new)) or "none")
 
     def set_strategy_quota(
         self,
