@@ -16,7 +16,7 @@ import rqa_otel
 from rqa_otel import names
 from rqa_otel.config import CHANGED, FAILED, UNCHANGED, ConfigVault, LiveSettings
 from rqa_otel.trading_errors import OrderRejected, TradingErrorHandler
-from config_saves import SAVES, in_place_save, write
+from config_saves import SAVES, in_place_save, rename_save, write
 from otlp_files import attributes, items
 
 GENEROUS_S = 5.0
@@ -232,11 +232,13 @@ def test_a_bad_save_is_reported_once_and_the_fix_is_picked_up(tmp_path):
     live.subscribe(lambda event_type, config: seen.append((event_type, config.strategy)))
     live.watch(poll_interval_s=0.1)  # many polls while the file is bad
     try:
-        in_place_save(path, "strategy: [broken\n")
+        # Rename-saves: an in-place rewrite passes through an empty file, which
+        # a poll on a loaded machine may catch (a valid, different config).
+        rename_save(path, "strategy: [broken\n")
         assert wait_for(lambda: seen)
         time.sleep(0.5)
         assert seen == [(FAILED, "good")]
-        in_place_save(path, "strategy: fixed\n")
+        rename_save(path, "strategy: fixed\n")
         assert wait_for(lambda: len(seen) == 2)
         assert seen[1] == (CHANGED, "fixed") and live.last_reload_successful
     finally:
