@@ -223,6 +223,7 @@ class Telemetry:
         from rqa_otel.resources import ResourceGauges, ResourceSampler
 
         sampler = ResourceSampler(gpu="auto" if self.settings.resources.gpu else None)
+        sampler.open_gpu_in_background()
         # os.getpid() at each cycle: a forked worker reports itself.
         return ResourceGauges(
             self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host

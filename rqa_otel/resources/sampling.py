@@ -169,6 +169,14 @@ class ResourceSampler:
                     self._gpu_pending = False
         return self._gpu
 
+    def open_gpu_in_background(self) -> None:
+        """Open NVML now on a daemon thread (loading the library costs
+        milliseconds, nvmlInit() without the persistence daemon seconds), so
+        that the first collection, which may run in a flush or shutdown()
+        on the strategy's thread, does not pay for it."""
+        if self._gpu_pending:
+            threading.Thread(target=lambda: self.gpu, name="rqa-otel-nvml-open", daemon=True).start()
+
     @property
     def may_read_gpus(self) -> bool:
         """False once it is known that there will be no GPU readings."""

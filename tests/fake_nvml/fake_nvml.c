@@ -9,6 +9,7 @@
  * Read at nvmlInitWithFlags:
  *   FAKE_NVML_SCENARIO   normal | not_supported | gpu_lost | no_gpu | driver_not_loaded
  *   FAKE_NVML_PROCESSES  "gpu:pid:bytes,gpu:pid:bytes" compute processes
+ *   FAKE_NVML_INIT_DELAY_MS  nvmlInit takes this long (as without the persistence daemon)
  * Read at every call:
  *   FAKE_NVML_LOST_FILE  while this file exists GPU 1 answers NVML_ERROR_GPU_IS_LOST
  *                        (every GPU when the file holds "all")
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int nvmlReturn_t;
 enum {
@@ -66,6 +68,8 @@ static void load_processes(void) {
 
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
+    const char *delay = getenv("FAKE_NVML_INIT_DELAY_MS");
+    if (delay && *delay) usleep((useconds_t)atoi(delay) * 1000);
     const char *chosen = getenv("FAKE_NVML_SCENARIO");
     snprintf(scenario, sizeof scenario, "%s", chosen && *chosen ? chosen : "normal");
     if (is("driver_not_loaded")) return NVML_ERROR_DRIVER_NOT_LOADED;
