@@ -851,17 +851,17 @@ def number_lines(
             or ts != last_ts
             or not (cls is float and value - value == 0 or cls is int and _INT64_MIN <= value <= _INT64_MAX)
         ):
+            points: list[Point] = []
+            number_point(points.append, v2, name, counter, tags, start, ts, value)
+            fits = (cls is float and value - value == 0 or cls is int and _INT64_MIN <= value <= _INT64_MAX) and (
+                0 <= start <= _INT64_MAX and 0 < ts <= _INT64_MAX
+            )
             prefix = tags.prefixes.get(measurement)
+            if fits and prefix is None:
+                line_strings(points)  # a series' first line: the general writer checks its tags, caches their prefix
+                prefix = tags.prefixes.get(measurement)
             start_key, value_key = field_keys.get(ATTRIBUTE_START_TIME_UNIX_NANO), field_keys.get(key)
-            if (
-                prefix is None
-                or value_key is None
-                or (start and start_key is None)
-                or not (cls is float and value - value == 0 or cls is int and _INT64_MIN <= value <= _INT64_MAX)
-                or not (0 <= start <= _INT64_MAX and 0 < ts <= _INT64_MAX)
-            ):
-                points: list[Point] = []
-                number_point(points.append, v2, name, counter, tags, start, ts, value)
+            if not fits or prefix is None or value_key is None or (start and start_key is None):
                 lines += line_strings(points)  # fills the prefix and key caches
                 continue
             if head is None or head[0] != start:
