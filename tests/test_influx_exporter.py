@@ -346,6 +346,23 @@ def test_read_ahead_keeps_order_bounds_memory_and_raises_in_place() -> None:
     assert not [t for t in threading.enumerate() if t.name == "rqa-otel-encode-ahead"]
 
 
+def test_bodies_gzipped_ahead_are_bounded_and_belong_to_their_payload() -> None:
+    """A transport's ``prepare`` (read_ahead's helper thread) compresses
+    ahead; only the two latest are kept, and a payload that was not
+    prepared (or no longer is) is compressed at its send."""
+    import gzip
+
+    from rqa_otel.influx.exporter import _Gzipped
+
+    payloads = [Payload("metrics", f"m v={n}i 1\n".encode() * 50, Value.NORMAL, 50) for n in range(4)]
+    gzipped = _Gzipped()
+    for payload in payloads[:3]:
+        gzipped.prepare(payload)
+    assert len(gzipped._ready) == 2  # the first was dropped: the spool may have persisted it instead
+    assert [gzip.decompress(gzipped.body(p)) for p in payloads] == [p.body for p in payloads]
+    assert not gzipped._ready
+
+
 # --- transports against real servers ---------------------------------------------------
 
 

@@ -105,6 +105,9 @@ class Transport(Protocol):
 
     def shutdown(self) -> None: ...
 
+    # Optional: ``prepare(payload)`` does ahead of ``send`` what it can
+    # (compression), on read_ahead's helper thread.
+
 
 def classify_http(status: int, headers: Mapping[str, str] | None, body: bytes | str | None, destination: str) -> SendResult:
     """An HTTP answer as an outcome, for every HTTP transport: 2xx delivered;
@@ -304,7 +307,7 @@ def _quietly(call: Callable[[], Any]) -> None:
 _DONE = object()
 
 
-def read_ahead(payloads: Iterable[Payload]) -> Iterator[Payload]:
+def read_ahead(payloads: Iterable[Payload], prepare: Callable[[Payload], Any] | None = None) -> Iterator[Payload]:
     """``payloads`` (a lazy encoder's), encoded one ahead on a helper thread
     while the caller sends the one before: the server parses request N
     while request N+1 is written, and the socket wait releases the GIL.
@@ -312,7 +315,9 @@ def read_ahead(payloads: Iterable[Payload]) -> Iterator[Payload]:
     retries and the spool's ordering are unchanged; at most three payloads
     live at once (being sent, ready, and one encoded waiting for room). An
     encoder's exception is raised where its payload would have come. A
-    list passes through."""
+    list passes through. ``prepare`` (a transport's, e.g. gzip) runs on
+    the helper thread too, after each payload but the first; a failure
+    there is left for the send to meet."""
     if isinstance(payloads, (list, tuple)):
         yield from payloads
         return
@@ -326,6 +331,11 @@ def read_ahead(payloads: Iterable[Payload]) -> Iterator[Payload]:
     def produce() -> None:
         try:
             for payload in source:
+                if prepare is not None:
+                    try:
+                        prepare(payload)
+                    except Exception:
+                        _log.debug("preparing a payload raised; it is sent unprepared", exc_info=True)
                 while not stop.is_set():
                     try:
                         ready.put(payload, timeout=0.05)
@@ -396,7 +406,8 @@ class PayloadMetricExporter(MetricExporter):
         self.sender = sender
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        ok = self.sender.submit(read_ahead(self.encode(metrics_data)))
+        prepare = getattr(self.sender.transport, "prepare", None)
+        ok = self.sender.submit(read_ahead(self.encode(metrics_data), prepare))
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -23,6 +23,7 @@ any other 4xx rejected, with the server's message in the detail.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -164,6 +165,32 @@ def gzip_body(body: bytes) -> bytes:
     return compressor.compress(body) + compressor.flush()
 
 
+class _Gzipped:
+    """Bodies compressed ahead of their send: ``prepare`` runs on
+    ``read_ahead``'s helper thread (ISA-L and zlib release the GIL), so the
+    sender posts the next request as soon as the last answer comes. Keeps
+    the two latest only: a payload the spool persisted instead of sending
+    is not held."""
+
+    _KEPT = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[int, tuple[Payload, bytes]] = {}
+
+    def prepare(self, payload: Payload) -> None:
+        body = gzip_body(payload.body)
+        with self._lock:
+            self._ready[id(payload)] = (payload, body)  # the payload is held: its id stays its own
+            while len(self._ready) > self._KEPT:
+                del self._ready[next(iter(self._ready))]
+
+    def body(self, payload: Payload) -> bytes:
+        with self._lock:
+            ready = self._ready.pop(id(payload), None)
+        return ready[1] if ready is not None and ready[0] is payload else gzip_body(payload.body)
+
+
 # --- transports ---------------------------------------------------------------------
 
 
@@ -192,6 +219,8 @@ class InfluxV2Transport:
         # retries=False: the delivery layer retries, with the spool behind it.
         self._client = InfluxDBClient(url=self.url, token=self.token or "", org=self.org, retries=False)
         self._service = WriteService(self._client.api_client)
+        self._gzipped = _Gzipped()
+        self.prepare = self._gzipped.prepare
         self.destination = self.destination or f"InfluxDB {self.url.rstrip('/')}/api/v2/write bucket {self.bucket}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
@@ -199,7 +228,7 @@ class InfluxV2Transport:
 
         try:
             self._service.post_write(
-                self.org, self.bucket, gzip_body(payload.body), precision="ns", content_encoding="gzip",
+                self.org, self.bucket, self._gzipped.body(payload), precision="ns", content_encoding="gzip",
                 content_type="text/plain; charset=utf-8",
                 _request_timeout=max(1.0, timeout_s * 1000),  # influxdb-client counts milliseconds
             )
@@ -243,6 +272,8 @@ class InfluxV1Transport:
             credentials = f"{self.username}:{self.password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
         self._pool = urllib3.PoolManager(maxsize=1, headers=headers, retries=False)
+        self._gzipped = _Gzipped()
+        self.prepare = self._gzipped.prepare
         self.destination = self.destination or f"InfluxDB 1.x {self.url.rstrip('/')}/write db {self.db}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
@@ -250,7 +281,7 @@ class InfluxV1Transport:
 
         try:
             response = self._pool.request(
-                "POST", self._write_url, body=gzip_body(payload.body), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
+                "POST", self._write_url, body=self._gzipped.body(payload), timeout=urllib3.Timeout(total=max(0.001, timeout_s))
             )
         except Exception as exc:
             return _network_error(exc, self.destination)
