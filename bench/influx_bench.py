@@ -1,5 +1,5 @@
 """InfluxDB write throughput, one measurement per process:
-`python bench/influx_bench.py MODE URL POINTS`.
+`python bench/influx_bench.py MODE URL POINTS [RUN]`.
 
 Both modes start from the same SDK data: ``MetricsData`` batches of 50,000
 data points (25 instruments x 2,000 series, the SDK's default cardinality
@@ -14,10 +14,13 @@ attribute objects from one collection to the next as the SDK hands them.
 - ceiling: the server alone (payloads encoded and gzipped before the clock
   starts): the most any one-request-at-a-time client could reach
 
-Prints {"points_per_s", "points"}. A first collection is written before the
-clock starts (the project builds its per-series caches there, as a long run
-does once); the clock stops when the last write has been answered (the
-anchor: when ``close()`` has flushed its batches).
+Prints {"points_per_s", "points", "written", "from_ns", "to_ns"}. A first
+collection is written before the clock starts (the project builds its
+per-series caches there, as a long run does once); the clock stops when
+the last write has been answered (the anchor: when ``close()`` has flushed
+its batches). Run number RUN writes its timestamps RUN x 100 s after the
+first run's, so that bench/run.py can count what the server stored of each
+run (``written`` points between ``from_ns`` and ``to_ns``).
 """
 
 from __future__ import annotations
@@ -53,10 +56,10 @@ INSTRUMENTS = tuple((f"bench.counter.{n}", True) for n in range(15)) + tuple((f"
 PER_BATCH = SERIES * len(INSTRUMENTS)
 
 
-def batches(points: int) -> list[MetricsData]:
+def batches(points: int, start_ns: int = START_NS) -> list[MetricsData]:
     result = []
     for collection in range(max(1, points // PER_BATCH)):
-        ts = START_NS + collection * 1_000_000_000
+        ts = start_ns + collection * 1_000_000_000
         metrics = []
         for name, monotonic in INSTRUMENTS:
             data_points = [
@@ -144,11 +147,14 @@ def ceiling(url: str, data: list[MetricsData]) -> float:
 
 if __name__ == "__main__":
     mode, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    data = batches(count + PER_BATCH)  # the first collection is written untimed
+    start_ns = START_NS + (int(sys.argv[4]) if len(sys.argv) > 4 else 0) * 100_000_000_000
+    data = batches(count + PER_BATCH, start_ns)  # the first collection is written untimed
     # A real process holds one collection at a time; these are all built up
     # front, so keep the collector from scanning them again and again.
     gc.collect()
     gc.freeze()
     total = (len(data) - 1) * PER_BATCH
     elapsed = {"project": project, "anchor": anchor, "ceiling": ceiling}[mode](url, data)
-    print(json.dumps({"points_per_s": total / elapsed, "points": total}))
+    written = len(data) * PER_BATCH if mode != "ceiling" else total  # the ceiling posts no warm-up
+    last_ns = data[-1].resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0].time_unix_nano
+    print(json.dumps({"points_per_s": total / elapsed, "points": total, "written": written, "from_ns": start_ns, "to_ns": last_ns}))

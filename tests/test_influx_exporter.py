@@ -46,7 +46,7 @@ from test_otel2influx_conformance import (
 )
 
 from rqa_otel import names
-from rqa_otel._internal.delivery import Delivery, Outcome, Payload, PayloadMetricExporter, Value
+from rqa_otel._internal.delivery import Delivery, Outcome, Payload, PayloadMetricExporter, Value, read_ahead
 from rqa_otel._internal.exporters.otlp_json_file import request_to_json_line, spans_to_json_line
 from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
 from rqa_otel.influx import otel2influx as o2i
@@ -145,6 +145,40 @@ def test_metrics_sdk_path_equals_otlp_json_path(schema) -> None:
     assert converter.lines(data) == lines  # the per-series caches change nothing
     if schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1:
         assert any(line.startswith(names.TRADE_NOTIONAL_HISTOGRAM + "_exemplar,") for line in lines)
+
+
+@pytest.mark.parametrize("schema", o2i.METRICS_SCHEMAS)
+def test_metric_line_caches_follow_start_time_timestamp_and_value(schema) -> None:
+    """The hot path keeps, per series, the line up to the value and the last
+    timestamp's text; a counter reset (new start), a new timestamp, a start
+    of 0, a NaN or a bool must still give the general writer's lines."""
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality, Gauge, Metric, MetricsData, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    )
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    series = [{names.STOCK: f"00000{n}.SZ"} for n in range(3)]  # the same objects at every collection
+    resource, scope = Resource({"service.name": "svc"}), InstrumentationScope("s", "1")
+    converter = MetricsConverter(schema)
+    collections = [(T0, T0 + 1, 1), (T0, T0 + 2, 2.5), (T0 + 5, T0 + 6, float("nan")), (0, T0 + 7, True), (T0 + 5, T0 + 7, 7)]
+    for start, ts, value in collections:
+        def points(offset: int) -> list:
+            return [NumberDataPoint(a, start, ts + n // 2, value if n == 1 else value + offset + n, None) for n, a in enumerate(series)]
+
+        metrics = [
+            Metric("count", "", "", Sum(points(0), AggregationTemporality.CUMULATIVE, True)),
+            Metric("level", "", "", Gauge(points(10))),
+        ]
+        data = MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, metrics, "")], "")])
+        general: list[o2i.Point] = []
+        for metric in metrics:
+            for point in metric.data.data_points:
+                tags = {"service.name": "svc", o2i.OTEL_LIBRARY_NAME: "s", o2i.OTEL_LIBRARY_VERSION: "1", **point.attributes}
+                o2i.number_point(
+                    general.append, schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V2, metric.name, metric.name == "count",
+                    tags, point.start_time_unix_nano, point.time_unix_nano, point.value,
+                )
+        assert converter.lines(data) == o2i.line_strings(general)
 
 
 def _value(any_value: dict) -> Any:
@@ -278,6 +312,57 @@ def test_alert_spans_and_trade_metrics_are_critical() -> None:
     assert {p.value for p in encoder.metrics(_metrics_data())} == {Value.CRITICAL}
 
 
+def test_read_ahead_keeps_order_bounds_memory_and_raises_in_place() -> None:
+    """Payloads encoded on a helper thread while the caller sends: the same
+    payloads in order, the encoder at most two ahead of the sender, an
+    encoding error raised after the payloads before it, no helper left
+    behind when the sender stops early."""
+    payloads = InfluxEncoder(InfluxSchema(max_lines=2)).metrics(_metrics_data(schema_data_points=6))
+    pulled = []
+
+    def encode(fail_after: int | None = None):
+        for n, payload in enumerate(payloads):
+            if n == fail_after:
+                raise ValueError("metric 'x': metric has no timestamp")
+            pulled.append(payload)
+            yield payload
+
+    received = []
+    for payload in read_ahead(encode()):
+        time.sleep(0.01)  # a slow server: the encoder would run ahead if nothing held it
+        assert len(pulled) <= len(received) + 3  # this one, one ready, one waiting: never more
+        received.append(payload)
+    assert received == payloads and len(payloads) > 4
+
+    received.clear()
+    with pytest.raises(ValueError, match="no timestamp"):
+        for payload in read_ahead(encode(fail_after=3)):
+            received.append(payload)
+    assert received == payloads[:3]
+
+    stream = read_ahead(encode())
+    assert next(stream) == payloads[0]
+    stream.close()  # the sender gave up: the helper stops before the next export uses the encoder
+    assert not [t for t in threading.enumerate() if t.name == "rqa-otel-encode-ahead"]
+
+
+def test_bodies_gzipped_ahead_are_bounded_and_belong_to_their_payload() -> None:
+    """A transport's ``prepare`` (read_ahead's helper thread) compresses
+    ahead; only the two latest are kept, and a payload that was not
+    prepared (or no longer is) is compressed at its send."""
+    import gzip
+
+    from rqa_otel.influx.exporter import _Gzipped
+
+    payloads = [Payload("metrics", f"m v={n}i 1\n".encode() * 50, Value.NORMAL, 50) for n in range(4)]
+    gzipped = _Gzipped()
+    for payload in payloads[:3]:
+        gzipped.prepare(payload)
+    assert len(gzipped._ready) == 2  # the first was dropped: the spool may have persisted it instead
+    assert [gzip.decompress(gzipped.body(p)) for p in payloads] == [p.body for p in payloads]
+    assert not gzipped._ready
+
+
 # --- transports against real servers ---------------------------------------------------
 
 
@@ -287,7 +372,9 @@ def test_v2_transport_writes_sdk_metrics_to_victoria_metrics(victoria_metrics) -
     data = _metrics_data(schema_data_points=60)
     transport = InfluxV2Transport(victoria_metrics.url, org="rqa", bucket="telemetry")
     delivery = Delivery("metrics", transport, budget_s=10.0)
-    exporter = PayloadMetricExporter(InfluxEncoder(InfluxSchema(max_lines=25)).metrics, delivery)
+    encoder = InfluxEncoder(InfluxSchema(max_lines=25))
+    assert list(encoder.metric_stream(data)) == encoder.metrics(data)  # streamed: the same payloads
+    exporter = PayloadMetricExporter(encoder.metric_stream, delivery)  # sent while the next is encoded
     assert exporter.export(data).name == "SUCCESS"
     series = victoria_metrics.wait_for_export('{__name__=~"rqa.trades_counter"}', min_series=60)
     labels = {s["metric"][names.STOCK] for s in series}

@@ -28,10 +28,11 @@ from __future__ import annotations
 import email.utils
 import enum
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import backoff
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
@@ -103,6 +104,9 @@ class Transport(Protocol):
     def send(self, payload: Payload, timeout_s: float) -> SendResult: ...
 
     def shutdown(self) -> None: ...
+
+    # Optional: ``prepare(payload)`` does ahead of ``send`` what it can
+    # (compression), on read_ahead's helper thread.
 
 
 def classify_http(status: int, headers: Mapping[str, str] | None, body: bytes | str | None, destination: str) -> SendResult:
@@ -297,6 +301,75 @@ def _quietly(call: Callable[[], Any]) -> None:
         _log.debug("closing a transport raised", exc_info=True)
 
 
+# --- encoding while sending ------------------------------------------------------
+
+
+_DONE = object()
+
+
+def read_ahead(payloads: Iterable[Payload], prepare: Callable[[Payload], Any] | None = None) -> Iterator[Payload]:
+    """``payloads`` (a lazy encoder's), encoded one ahead on a helper thread
+    while the caller sends the one before: the server parses request N
+    while request N+1 is written, and the socket wait releases the GIL.
+    Senders see the same payloads in the same order, one at a time, so
+    retries and the spool's ordering are unchanged; at most three payloads
+    live at once (being sent, ready, and one encoded waiting for room). An
+    encoder's exception is raised where its payload would have come. A
+    list passes through. ``prepare`` (a transport's, e.g. gzip) runs on
+    the helper thread too, after each payload but the first; a failure
+    there is left for the send to meet."""
+    if isinstance(payloads, (list, tuple)):
+        yield from payloads
+        return
+    source = iter(payloads)
+    first = next(source, _DONE)  # the first payload has nothing to overlap with
+    if first is _DONE:
+        return
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for payload in source:
+                if prepare is not None:
+                    try:
+                        prepare(payload)
+                    except Exception:
+                        _log.debug("preparing a payload raised; it is sent unprepared", exc_info=True)
+                while not stop.is_set():
+                    try:
+                        ready.put(payload, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: Any = _DONE
+        except BaseException as exc:  # raised in the caller's thread
+            item = exc
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    helper = threading.Thread(target=produce, name="rqa-otel-encode-ahead", daemon=True)
+    helper.start()
+    try:
+        yield first
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # the caller stopped early or finished: the encoder is idle before the next export uses it
+        stop.set()
+        helper.join()
+
+
 # --- SDK-facing exporters ------------------------------------------------------
 
 
@@ -333,7 +406,8 @@ class PayloadMetricExporter(MetricExporter):
         self.sender = sender
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        ok = self.sender.submit(self.encode(metrics_data))
+        prepare = getattr(self.sender.transport, "prepare", None)
+        ok = self.sender.submit(read_ahead(self.encode(metrics_data), prepare))
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -203,11 +203,14 @@ class SeriesTags(dict):
     not change once built: :func:`to_line_protocol` keeps the escaped line
     prefix of each measurement on it, which saves most of the cost of a line."""
 
-    __slots__ = ("prefixes",)
+    __slots__ = ("prefixes", "heads")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.prefixes: dict[str, str] = {}
+        # number_lines: per measurement and value field, (start time, the
+        # line up to the value): a cumulative series keeps its start time.
+        self.heads: dict[str, tuple[int, str]] = {}
 
 
 def _point(measurement: str, tags: dict, fields: dict, time_unix_nano: int) -> Point:
@@ -835,29 +838,37 @@ def number_lines(
     value that is not a plain int or float, an integer out of range) takes
     the general path."""
     measurement, key = number_layout(v2, name, counter)
+    head_key = f"{measurement} {key}"  # a str: its hash is kept, a tuple's is not
     field_keys = _field_keys  # escaped and checked by the general path first
-    start_key, value_key = field_keys.get(ATTRIBUTE_START_TIME_UNIX_NANO), field_keys.get(key)
     append = lines.append
+    last_ts, ts_text = None, ""
     for tags, start, ts, value in rows:
-        prefix = tags.prefixes.get(measurement)
         cls = value.__class__
+        head = tags.heads.get(head_key)
         if (
-            prefix is None
-            or value_key is None
-            or (start and start_key is None)
+            head is None
+            or head[0] != start
+            or ts != last_ts
             or not (cls is float and value - value == 0 or cls is int and _INT64_MIN <= value <= _INT64_MAX)
-            or not (0 <= start <= _INT64_MAX and 0 < ts <= _INT64_MAX)
         ):
             points: list[Point] = []
             number_point(points.append, v2, name, counter, tags, start, ts, value)
-            lines += line_strings(points)  # fills the prefix and key caches
+            fits = (cls is float and value - value == 0 or cls is int and _INT64_MIN <= value <= _INT64_MAX) and (
+                0 <= start <= _INT64_MAX and 0 < ts <= _INT64_MAX
+            )
+            prefix = tags.prefixes.get(measurement)
+            if fits and prefix is None:
+                line_strings(points)  # a series' first line: the general writer checks its tags, caches their prefix
+                prefix = tags.prefixes.get(measurement)
             start_key, value_key = field_keys.get(ATTRIBUTE_START_TIME_UNIX_NANO), field_keys.get(key)
-            continue
-        text = f"{value!r}" if cls is float else f"{value}i"
-        if start:
-            append(f"{prefix} {start_key}{start}i,{value_key}{text} {ts}\n")
-        else:
-            append(f"{prefix} {value_key}{text} {ts}\n")
+            if not fits or prefix is None or value_key is None or (start and start_key is None):
+                lines += line_strings(points)  # fills the prefix and key caches
+                continue
+            if head is None or head[0] != start:
+                text = f"{prefix} {start_key}{start}i,{value_key}" if start else f"{prefix} {value_key}"
+                head = tags.heads[head_key] = (start, text)
+            last_ts, ts_text = ts, f" {ts}\n"
+        append(f"{head[1]}{value!r}{ts_text}" if cls is float else f"{head[1]}{value}i{ts_text}")
 
 
 def histogram_points(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from opentelemetry.sdk.metrics.export import (
     ExponentialHistogram,
@@ -131,13 +131,21 @@ class MetricsConverter:
     def lines(self, data: MetricsData) -> list[str]:
         """The line-protocol lines of ``data``."""
         lines: list[str] = []
+        for _ in self.fill(lines, data):
+            pass
+        return lines
+
+    def fill(self, lines: list[str], data: MetricsData) -> Iterator[None]:
+        """Appends the lines of ``data`` to ``lines``, pausing after each
+        metric: the exporter sends the lines ready so far while the rest
+        are written."""
         v2 = self.v2
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 base = self._base(resource_metrics.resource, scope_metrics.scope)
                 for metric in scope_metrics.metrics:
                     self._metric(lines, v2, base, metric)
-        return lines
+                    yield
 
     def _base(self, resource: Any, scope: Any) -> dict[str, str]:
         key = (id(resource), id(scope))
@@ -182,15 +190,17 @@ class MetricsConverter:
                 if point.exemplars and not v2:
                     _exemplars(append, name, point.exemplars)
             series, tags_of = self._series, self._tags
-
-            def rows():
-                for point in data_points:
-                    attributes = point.attributes
-                    entry = series.get(id(attributes))  # _tags, inlined: this runs per data point
-                    tags = entry[2] if entry is not None and entry[0] is attributes and entry[1] is base else tags_of(base, attributes)
-                    yield tags, point.start_time_unix_nano or 0, point.time_unix_nano, point.value
-
-            o2i.number_lines(lines, v2, name, counter, rows())
+            rows = [  # _tags, inlined: this runs per data point
+                (
+                    entry[2]
+                    if (entry := series.get(id(attributes := point.attributes))) is not None
+                    and entry[0] is attributes and entry[1] is base
+                    else tags_of(base, attributes),
+                    point.start_time_unix_nano or 0, point.time_unix_nano, point.value,
+                )
+                for point in data_points
+            ]
+            o2i.number_lines(lines, v2, name, counter, rows)
         elif cls is Histogram:
             for point in data.data_points:
                 ts = point.time_unix_nano
