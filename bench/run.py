@@ -331,6 +331,9 @@ def config_reload_latency_inplace(repeat: int) -> dict:
 def config_reload_latency_symlink(repeat: int) -> dict:
     """p99 ms from a Kubernetes `..data` symlink swap to the change callback (p50 as `p50`)."""
     return _reload_latency_row("symlink", repeat)
+
+
+@benchmark
 def resource_collect(repeat: int) -> dict:
     """Milliseconds per metric collection: rqa-otel's resource gauges over
     100 real processes (host, per-process and per-strategy instruments)
