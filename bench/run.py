@@ -359,6 +359,9 @@ def resource_collect(repeat: int) -> dict:
         processes=100, sample_ms=round(statistics.median(sample), 2), within_50ms=project_ms <= 50,
     )
     row["ratio"] = round(anchor_ms * 100 / project_ms, 1)  # the project watches 100 processes, the anchor one
+    return row
+
+
 INFLUX_BENCH = os.path.join(HERE, "influx_bench.py")
 
 
