@@ -76,8 +76,8 @@ def batches(points: int, start_ns: int = START_NS) -> list[MetricsData]:
 
 
 def project(url: str, data: list[MetricsData]) -> float:
-    from rqa_otel._internal.delivery import Delivery
-    from rqa_otel.influx.exporter import InfluxV2Transport, sdk_exporter
+    from rqa_otel.export.delivery import Delivery
+    from rqa_otel.export.influx.exporter import InfluxV2Transport, sdk_exporter
 
     transport = InfluxV2Transport(url, org="bench", bucket="bench")
     exporter = sdk_exporter("metrics", transport, sender=Delivery("metrics", transport, budget_s=30.0))
@@ -134,7 +134,7 @@ def ceiling(url: str, data: list[MetricsData]) -> float:
     client sending one request at a time can beat this."""
     import urllib3
 
-    from rqa_otel.influx.exporter import InfluxEncoder, gzip_body
+    from rqa_otel.export.influx.exporter import InfluxEncoder, gzip_body
 
     encoder = InfluxEncoder()
     bodies = [gzip_body(payload.body) for batch in data[1:] for payload in encoder.metrics(batch)]

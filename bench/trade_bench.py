@@ -22,7 +22,7 @@ SYMBOLS = [f"{n:06d}.SZ" for n in range(50)]
 
 
 def project(directory: str, count: int) -> dict:
-    from rqa_otel.trading import BacktestMonitor
+    from rqa_otel.trading.monitor import BacktestMonitor
 
     telemetry = rqa_otel.setup(strategy="bench", overrides={"export.directory": directory}, set_global=False)
     monitor = BacktestMonitor(telemetry)
@@ -75,7 +75,7 @@ def history(directory: str, count: int) -> dict:
     import random
     import statistics
 
-    from rqa_otel.trading import BacktestMonitor, Trade, history_query
+    from rqa_otel.trading.monitor import BacktestMonitor, Trade, history_query
 
     telemetry = rqa_otel.setup(strategy="bench", overrides={"export.directory": directory}, set_global=False)
     monitor = BacktestMonitor(telemetry)

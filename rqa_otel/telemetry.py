@@ -24,18 +24,17 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
-from rqa_otel._internal.bounded import call_with_deadline
-from rqa_otel._internal.exporters import build_exporter, reconnect_otlp
-from rqa_otel._internal.exporters.accounting import ExportCounts
-from rqa_otel._internal.logs.assembly import build_log_pipeline
-from rqa_otel._internal.logs.entry import active_span_ids, shaped_emitter, shaped_entry
-from rqa_otel._internal.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
-from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
-from rqa_otel._internal.logs.pipeline import LogPipeline
-from rqa_otel._internal.logs.sdk_bridge import BufferingLogRecordProcessor
-from rqa_otel._internal.metric_producers import MetricProducer, Producers
-from rqa_otel._internal.ops_http import Check, OpsServer, PullMetricReader
-from rqa_otel._internal.spool import Senders
+from rqa_otel._util.deadline import call_with_deadline
+from rqa_otel.export.exporters import build_exporter, reconnect_otlp
+from rqa_otel.export.accounting import ExportCounts
+from rqa_otel.export.log_entry import active_span_ids, shaped_emitter, shaped_entry
+from rqa_otel.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
+from rqa_otel.export.otlp.log_encoding import LogsEncoder
+from rqa_otel.logs.worker import LogPipeline
+from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
+from rqa_otel.export.metric_producers import MetricProducer, Producers
+from rqa_otel.ops.server import Check, OpsServer, PullMetricReader
+from rqa_otel.export.spool import Senders
 from rqa_otel.alerts import Alerts
 from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber

@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 import rqa_otel
 from rqa_otel import names
 from rqa_otel.config import CHANGED, FAILED, UNCHANGED, ConfigVault, LiveSettings
-from rqa_otel.trading_errors import OrderRejected, TradingErrorHandler
+from rqa_otel.trading.errors import OrderRejected, TradingErrorHandler
 from config_saves import SAVES, in_place_save, rename_save, write
 from otlp_files import attributes, items
 

@@ -275,7 +275,7 @@ def test_influxdb_exporter_schema_and_dimensions(name):
 def test_in_process_defaults_are_the_collector_exporters():
     """The settings the Collector configs are compared with are themselves
     the Collector influxdb exporter's defaults (otel2influx's constants)."""
-    from rqa_otel.influx import otel2influx as o2i
+    from rqa_otel.export.influx import otel2influx as o2i
 
     assert IN_PROCESS.metrics_schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1
     assert IN_PROCESS.span_dimensions == o2i.DEFAULT_SPAN_DIMENSIONS

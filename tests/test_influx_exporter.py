@@ -46,18 +46,18 @@ from test_otel2influx_conformance import (
 )
 
 from rqa_otel import names
-from rqa_otel._internal.delivery import Delivery, Outcome, Payload, PayloadMetricExporter, Value, read_ahead
-from rqa_otel._internal.exporters.otlp_json_file import request_to_json_line, spans_to_json_line
-from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
-from rqa_otel.influx import otel2influx as o2i
-from rqa_otel.influx.exporter import (
+from rqa_otel.export.delivery import Delivery, Outcome, Payload, PayloadMetricExporter, Value, read_ahead
+from rqa_otel.export.files.otlp_json import request_to_json_line, spans_to_json_line
+from rqa_otel.export.otlp.log_encoding import LogsEncoder
+from rqa_otel.export.influx import otel2influx as o2i
+from rqa_otel.export.influx.exporter import (
     InfluxEncoder,
     InfluxSchema,
     InfluxV1Transport,
     InfluxV2Transport,
     sdk_exporter,
 )
-from rqa_otel.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
+from rqa_otel.export.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
 
 RESOURCE = Resource(
     {"service.name": "strategy-a", names.STRATEGY: "momentum", "host.name": "h1", "process.pid": 4242, "rqa.weights": (0.5, 1.5)}
@@ -352,7 +352,7 @@ def test_bodies_gzipped_ahead_are_bounded_and_belong_to_their_payload() -> None:
     prepared (or no longer is) is compressed at its send."""
     import gzip
 
-    from rqa_otel.influx.exporter import _Gzipped
+    from rqa_otel.export.influx.exporter import _Gzipped
 
     payloads = [Payload("metrics", f"m v={n}i 1\n".encode() * 50, Value.NORMAL, 50) for n in range(4)]
     gzipped = _Gzipped()

@@ -12,10 +12,10 @@ import time
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from rqa_otel._internal.logs.buffer import Drops, LogBuffer
-from rqa_otel._internal.logs.entry import LogEntry
-from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
-from rqa_otel._internal.logs.sampling import Sampler, SamplingRule
+from rqa_otel.logs.buffer import Drops, LogBuffer
+from rqa_otel.export.log_entry import LogEntry
+from rqa_otel.export.otlp.log_encoding import LogsEncoder
+from rqa_otel.logs.sampling import Sampler, SamplingRule
 from rqa_otel.quant import bound_quant_fields, quant_context
 
 
@@ -62,7 +62,7 @@ def test_protobuf_bytes_parse_as_the_official_message_and_match_the_json():
 def test_entries_of_a_registered_shape_encode_like_their_dict_form():
     """A high-rate event may carry its attribute values as a tuple (EventShape);
     it must leave exactly as the same record with a dict would, in JSON and protobuf."""
-    from rqa_otel._internal.logs.entry import EventShape, register_shape, with_attribute_dict
+    from rqa_otel.export.log_entry import EventShape, register_shape, with_attribute_dict
 
     register_shape(EventShape("test.shaped", strings=("rqa.stock", "note"), floats=("price",), ints=("n",)))
     encoder = LogsEncoder({"service.name": "svc"})
@@ -83,7 +83,7 @@ def test_secrets_in_shaped_entries_are_scrubbed(tmp_path):
     import rqa_otel
     from otlp_files import attributes as attrs
     from otlp_files import items
-    from rqa_otel._internal.logs.entry import EventShape, register_shape
+    from rqa_otel.export.log_entry import EventShape, register_shape
 
     register_shape(EventShape("test.secret_value", strings=("note",), floats=(), ints=("n",)))
     register_shape(EventShape("test.secret_key", strings=("api_key",), floats=(), ints=()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import rqa_otel
-from rqa_otel.influx.lp_cli import add_lp_parser, run_lp
+from rqa_otel.cli.lp import add_lp_parser, run_lp
 from test_otel2influx_conformance import parse_line_protocol
 
 

@@ -11,7 +11,7 @@ import pytest
 import rqa_otel
 from backends import free_port
 from rqa_otel import names
-from rqa_otel.trading_errors import BrokerConnection, CircuitOpen, TradingErrorHandler
+from rqa_otel.trading.errors import BrokerConnection, CircuitOpen, TradingErrorHandler
 
 
 def get(address, path):

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from rqa_otel.influx.otel2influx import (
+from rqa_otel.export.influx.otel2influx import (
     DEFAULT_LOG_RECORD_DIMENSIONS,
     DEFAULT_SPAN_DIMENSIONS,
     METRICS_SCHEMAS,
@@ -617,7 +617,7 @@ def test_line_protocol_refuses_what_the_collector_refuses() -> None:
 
 def test_go_number_and_json_formatting() -> None:
     """pdata's AsString / Go's json.Marshal (ES6 floats) and strconv.FormatFloat(f, 'f', -1, 64)."""
-    from rqa_otel.influx import otel2influx as o
+    from rqa_otel.export.influx import otel2influx as o
 
     es6 = {
         1.5: "1.5", 100.0: "100", 1e20: "100000000000000000000", 1e21: "1e+21", 1.5e300: "1.5e+300",

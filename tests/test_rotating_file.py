@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rqa_otel._internal import rotating_file
-from rqa_otel._internal.rotating_file import RotatingFile
+from rqa_otel.export.files import rotating as rotating_file
+from rqa_otel.export.files.rotating import RotatingFile
 
 RETRY_S = 0.05
 
@@ -538,7 +538,7 @@ def test_processes_append_whole_batches_to_one_file(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import json, sys
-        from rqa_otel._internal.rotating_file import RotatingFile
+        from rqa_otel.export.files.rotating import RotatingFile
         who, path = int(sys.argv[1]), sys.argv[2]
         rf = RotatingFile(path, max_bytes=0)
         for b in range(500):

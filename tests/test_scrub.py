@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from rqa_otel import names
-from rqa_otel.scrub import DEFAULT_KEY_PATTERNS, MARKER, MIN_SECRET_LENGTH, Scrubber, ScrubbingSpanExporter
+from rqa_otel.export.scrubbing import ScrubbingSpanExporter
+from rqa_otel.scrub import DEFAULT_KEY_PATTERNS, MARKER, MIN_SECRET_LENGTH, Scrubber
 
 # Secrets with no 4-character run in common with each other, the marker or
 # the surrounding test text, so "no 4+ character part of it is in the

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace import set_span_in_context
 
-from rqa_otel._internal.exporters.otlp_json_file import request_to_json_line, spans_to_json_line
+from rqa_otel.export.files.otlp_json import request_to_json_line, spans_to_json_line
 
 
 def test_direct_span_json_matches_the_protobuf_path():

@@ -22,10 +22,10 @@ import rqa_otel
 from backends import InfluxDB1, Rotel, _poll, free_port
 from conftest import in_ci
 from rqa_otel import names
-from rqa_otel._internal.delivery import Payload, Value
-from rqa_otel._internal.exporters.otlp_payloads import OtlpHttpTransport
-from rqa_otel._internal.spool import QUARANTINE, Spool, SpoolEvents, decode_record, encode_record
-from rqa_otel.trading import BacktestMonitor
+from rqa_otel.export.delivery import Payload, Value
+from rqa_otel.export.otlp.payloads import OtlpHttpTransport
+from rqa_otel.export.spool import QUARANTINE, Spool, SpoolEvents, decode_record, encode_record
+from rqa_otel.trading.monitor import BacktestMonitor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,8 +131,8 @@ def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replay
     kill9(rotel)
     transport = OtlpHttpTransport(f"{rotel.http_endpoint}/v1/logs", {})
     writer = Spool("logs", transport, str(tmp_path), 10**9, SpoolEvents(), send_timeout_s=1)
-    from rqa_otel._internal.exporters.otlp_payloads import LogPayloads
-    from rqa_otel._internal.logs.otlp_encoding import LogsEncoder
+    from rqa_otel.export.otlp.payloads import LogPayloads
+    from rqa_otel.export.otlp.log_encoding import LogsEncoder
 
     encode = LogPayloads(LogsEncoder({"service.name": "spool-test"}))
     for batch in range(5):
@@ -311,7 +311,7 @@ STRATEGY = textwrap.dedent(
     """
     import json, sys, time
     import rqa_otel
-    from rqa_otel.trading import BacktestMonitor
+    from rqa_otel.trading.monitor import BacktestMonitor
 
     overrides, trades, journal = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     FIRST_BAR_NS, BAR_NS = int(sys.argv[4]), int(sys.argv[5])

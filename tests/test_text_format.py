@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from rqa_otel import names
-from rqa_otel._internal.logs.entry import LogEntry
-from rqa_otel._internal.logs.text import escape, format_json, format_text, iso_time, unescape
+from rqa_otel.export.log_entry import LogEntry
+from rqa_otel.export.files.text import escape, format_json, format_text, iso_time, unescape
 
 PAYLOADS = [
     "bob\n2026-01-01 INFO admin ok",
@@ -116,7 +116,7 @@ def test_printable_text_passes_unchanged_as_the_same_object():
 def test_fast_path_assumption_holds():
     # escape() skips the regex for printable text without a backslash: every
     # character it escapes other than the backslash must be non-printable.
-    from rqa_otel._internal.logs import text as module
+    from rqa_otel.export.files import text as module
 
     assert [c for c in module._TABLE if c.isprintable()] == ["\\"]
     for code in range(0x110000):

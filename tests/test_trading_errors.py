@@ -16,8 +16,8 @@ import rqa_otel
 from otlp_files import attributes as attrs
 from otlp_files import items
 from rqa_otel import names
-from rqa_otel.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from rqa_otel.trading_errors import (
+from rqa_otel.trading.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from rqa_otel.trading.errors import (
     BrokerConnection,
     CircuitOpen,
     DataLoadError,

@@ -19,7 +19,7 @@ from otlp_files import attributes as attrs
 from otlp_files import items
 from otlp_files import last_points as otlp_last_points
 from rqa_otel import names
-from rqa_otel.trading import BacktestMonitor
+from rqa_otel.trading.monitor import BacktestMonitor
 
 BAR = dt.datetime(2024, 3, 1, 7, 0, tzinfo=dt.timezone.utc)  # 15:00 in Shanghai
 
@@ -146,7 +146,7 @@ def test_whole_a_share_universe_stays_under_the_series_limit(telemetry, tmp_path
 KILLED_STRATEGY = textwrap.dedent(
     """
     import sys, time, rqa_otel
-    from rqa_otel.trading import BacktestMonitor
+    from rqa_otel.trading.monitor import BacktestMonitor
     telemetry = rqa_otel.setup(set_global=False, overrides={"export.directory": sys.argv[1]})
     monitor = BacktestMonitor(telemetry, commit_interval_s=0.05)
     n = 0
@@ -193,8 +193,8 @@ def test_trades_older_than_the_commit_interval_survive_kill_9(tmp_path):
 )
 def test_every_history_filter_is_served_by_an_index(tmp_path, filters):
     """SQLite's own plan: the trades table is searched through an index, never scanned."""
-    from rqa_otel._internal.trade_journal import SCHEMA
-    from rqa_otel.trading import history_query
+    from rqa_otel.trading.journal import SCHEMA
+    from rqa_otel.trading.monitor import history_query
 
     sql, parameters = history_query(**filters)
     journal = sqlite3.connect(tmp_path / "plan.db")

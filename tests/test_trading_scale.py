@@ -9,7 +9,7 @@ import rqa_otel
 from otlp_files import attributes as attrs
 from otlp_files import items
 from rqa_otel import names
-from rqa_otel.trading import BacktestMonitor
+from rqa_otel.trading.monitor import BacktestMonitor
 
 TRADES = 1_000_000
 STRATEGIES = ("dual_ma", "mean_reversion")

@@ -64,7 +64,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._ops = None
         if http_port:
-            from rqa_otel._internal.ops_http import OpsServer
+            from rqa_otel.ops.server import OpsServer
 
             self._ops = OpsServer(
                 http_host, http_port,

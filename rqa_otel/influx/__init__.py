@@ -1,3 +1,4 @@
-"""InfluxDB export: the Collector influxdb exporter's conversion (``otel2influx``),
-the in-process exporters and transports (``exporter``, ``sdk_points``), and the
-``rqa-otel lp`` and ``rqa-otel replay`` commands."""
+"""Deprecated path, kept for code written against it: InfluxDB export lives
+in ``rqa_otel.export.influx`` (the ``otel2influx`` conversion and the
+in-process exporters); ``rqa_otel.influx.exporter`` still re-exports the
+exporters that docs/influxdb.md shows."""

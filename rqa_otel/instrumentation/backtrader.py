@@ -60,7 +60,7 @@ _reporting_lock = threading.Lock()
 
 
 def reporting_for(telemetry) -> _Reporting:
-    from rqa_otel.trading import BacktestMonitor
+    from rqa_otel.trading.monitor import BacktestMonitor
 
     with _reporting_lock:
         found = _reporting.get(id(telemetry))
@@ -76,9 +76,9 @@ def reporting_for(telemetry) -> _Reporting:
 def _telemetry(telemetry=None):
     if telemetry is not None:
         return telemetry
-    import rqa_otel
+    from rqa_otel.telemetry import current, setup
 
-    return rqa_otel.current() or rqa_otel.setup()
+    return current() or setup()
 
 
 def _guarded(method):
@@ -193,9 +193,9 @@ def _as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def _time_ns(moment: dt.datetime) -> int:
-    from rqa_otel.trading import _timestamp_ns
+    from rqa_otel.trading.monitor import timestamp_ns
 
-    return _timestamp_ns(moment)
+    return timestamp_ns(moment)
 
 
 def _parameters(strategy) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rqa_otel.resources.sampling import renew_lock_after_fork
+from rqa_otel._util.fork import renew_lock_after_fork
 
 _log = logging.getLogger("rqa_otel")
 _announced_absent = False

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from opentelemetry.metrics import Observation
 
 from rqa_otel import names
-from rqa_otel._internal.weak import subscribe_while_alive
+from rqa_otel._util.weak import subscribe_while_alive
 from rqa_otel.resources.registry import Registry
 
 if TYPE_CHECKING:

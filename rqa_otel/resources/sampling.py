@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 import psutil
+
+from rqa_otel._util.fork import renew_lock_after_fork
 
 if TYPE_CHECKING:
     from rqa_otel.resources.gpu import GpuDeviceReading, GpuSampler
@@ -107,20 +108,6 @@ def aggregate_by_strategy(
         if reading.gpu_memory_bytes is not None:
             total.gpu_memory_bytes = (total.gpu_memory_bytes or 0) + reading.gpu_memory_bytes
     return usage
-
-
-def renew_lock_after_fork(owner: object) -> None:
-    """Give ``owner`` a fresh ``_lock`` in a forked child: a lock that the
-    metric export thread held at fork() would stay locked there forever."""
-    if hasattr(os, "register_at_fork"):
-        reference = weakref.ref(owner)
-
-        def renew() -> None:
-            instance = reference()
-            if instance is not None:
-                instance._lock = threading.Lock()  # type: ignore[attr-defined]
-
-        os.register_at_fork(after_in_child=renew)
 
 
 def _read(path: str) -> bytes:

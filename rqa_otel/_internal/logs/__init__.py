@@ -1,1 +1,0 @@
-"""The quant logging pipeline: stdlib logging -> bounded buffer -> worker -> sinks."""

@@ -1,0 +1,187 @@
+"""The embedded default exporter: OTLP JSON lines.
+
+Each export call appends one line holding one Export{Trace,Metrics,Logs}ServiceRequest
+in OTLP's protobuf-JSON mapping, which is what the Collector's ``file``
+exporter writes and its ``otlpjsonfile`` receiver reads: lowerCamelCase
+field names, integer enums, 64-bit integers as decimal strings, and trace and
+span ids as hex (the one place OTLP departs from the proto3 JSON mapping,
+which would write them as base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
+
+from rqa_otel.export.otlp.log_encoding import json_any_value
+from rqa_otel.export.files.rotating import RotatingFile
+
+_ID_FIELDS = frozenset(("traceId", "spanId", "parentSpanId"))
+
+FILE_NAMES = {"traces": "traces.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
+
+
+def request_to_json_line(request: Any) -> bytes:
+    """One OTLP protobuf request as one OTLP-JSON line (ending in a newline)."""
+    document = MessageToDict(request, use_integers_for_enums=True)
+    _ids_to_hex(document)
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _ids_to_hex(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                node[key] = base64.b64decode(value).hex()
+            else:
+                _ids_to_hex(value)
+    elif isinstance(node, list):
+        for item in node:
+            _ids_to_hex(item)
+
+
+_SPAN_KINDS = {kind: kind.value + 1 for kind in SpanKind}  # OTLP counts from SPAN_KIND_UNSPECIFIED = 0
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
+
+
+def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
+    """What ``request_to_json_line(encode_spans(spans))`` writes, built
+    directly: a run span with hundreds of trade events took milliseconds
+    through protobuf objects and MessageToDict. A test holds the two equal."""
+    groups: dict[Any, dict[Any, list[dict]]] = {}
+    for span in spans:
+        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(_span(span))
+    resource_spans = []
+    for resource, scopes in groups.items():
+        scope_spans = []
+        for scope, encoded in scopes.items():
+            entry: dict[str, Any] = {"scope": _scope(scope), "spans": encoded}
+            if scope is not None and scope.schema_url:
+                entry["schemaUrl"] = scope.schema_url
+            scope_spans.append(entry)
+        item: dict[str, Any] = {"resource": _with_attributes({}, resource.attributes), "scopeSpans": scope_spans}
+        if resource.schema_url:
+            item["schemaUrl"] = resource.schema_url
+        resource_spans.append(item)
+    return json.dumps({"resourceSpans": resource_spans}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _scope(scope) -> dict:
+    if scope is None:
+        return {}
+    encoded: dict[str, Any] = {}
+    if scope.name:
+        encoded["name"] = scope.name
+    if scope.version:
+        encoded["version"] = scope.version
+    return _with_attributes(encoded, scope.attributes)
+
+
+def _with_attributes(target: dict, attributes, dropped: int = 0) -> dict:
+    if attributes:
+        target["attributes"] = [{"key": key, "value": json_any_value(value)} for key, value in attributes.items()]
+    if dropped:
+        target["droppedAttributesCount"] = dropped
+    return target
+
+
+def _flags(context) -> int:
+    return _HAS_IS_REMOTE | (_IS_REMOTE if context is not None and context.is_remote else 0)
+
+
+def _span(span: ReadableSpan) -> dict:
+    context = span.get_span_context()
+    encoded: dict[str, Any] = {"traceId": f"{context.trace_id:032x}", "spanId": f"{context.span_id:016x}"}
+    if context.trace_state:
+        encoded["traceState"] = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+    if span.parent is not None:
+        encoded["parentSpanId"] = f"{span.parent.span_id:016x}"
+    encoded["flags"] = _flags(span.parent)
+    if span.name:
+        encoded["name"] = span.name
+    encoded["kind"] = _SPAN_KINDS[span.kind]
+    if span.start_time:
+        encoded["startTimeUnixNano"] = str(span.start_time)
+    if span.end_time:
+        encoded["endTimeUnixNano"] = str(span.end_time)
+    _with_attributes(encoded, span.attributes, span.dropped_attributes)
+    if span.events:
+        encoded["events"] = [
+            _with_attributes(
+                {"timeUnixNano": str(event.timestamp), "name": event.name} if event.name else {"timeUnixNano": str(event.timestamp)},
+                event.attributes,
+                event.dropped_attributes,
+            )
+            for event in span.events
+        ]
+    if span.dropped_events:
+        encoded["droppedEventsCount"] = span.dropped_events
+    if span.links:
+        encoded["links"] = [
+            {
+                **_with_attributes(
+                    {"traceId": f"{link.context.trace_id:032x}", "spanId": f"{link.context.span_id:016x}"},
+                    link.attributes,
+                    link.dropped_attributes,
+                ),
+                "flags": _flags(link.context),
+            }
+            for link in span.links
+        ]
+    if span.dropped_links:
+        encoded["droppedLinksCount"] = span.dropped_links
+    status: dict[str, Any] = {}
+    if span.status.description:
+        status["message"] = span.status.description
+    if span.status.status_code.value:
+        status["code"] = span.status.status_code.value
+    encoded["status"] = status
+    return encoded
+
+
+class OtlpJsonSpanExporter(SpanExporter):
+    def __init__(self, file: RotatingFile) -> None:
+        self._file = file
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        written = self._file.write_lines(spans_to_json_line(spans), count=len(spans))
+        return SpanExportResult.SUCCESS if written else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._file.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class OtlpJsonMetricExporter(MetricExporter):
+    def __init__(self, file: RotatingFile) -> None:
+        super().__init__()
+        self._file = file
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        written = self._file.write_lines(request_to_json_line(encode_metrics(metrics_data)))
+        return MetricExportResult.SUCCESS if written else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._file.close()

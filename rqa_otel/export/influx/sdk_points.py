@@ -1,0 +1,301 @@
+"""OpenTelemetry SDK data to otel2influx points, without going through OTLP.
+
+The in-process InfluxDB exporters start from SDK objects (``ReadableSpan``,
+``MetricsData``, ``ReadableLogRecord``) and from the log pipeline's entry
+tuples. Encoding those as OTLP and decoding them again would cost more than
+the conversion itself, so this module reads the SDK objects directly and
+hands the values to the schema rules of :mod:`rqa_otel.influx.otel2influx`
+(``span_points``, ``log_point``, ``number_point``…): one implementation of
+the schema for both paths. Values are mapped as the SDK's OTLP encoders map
+them (tests check both paths give the same points).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator
+
+from opentelemetry.sdk.metrics.export import (
+    ExponentialHistogram,
+    Gauge,
+    Histogram,
+    MetricsData,
+    Sum,
+)
+
+from rqa_otel.export.log_entry import with_attribute_dict
+from rqa_otel.export.otlp.log_encoding import severity
+from rqa_otel.export.influx import otel2influx as o2i
+from rqa_otel.export.influx.otel2influx import Point
+
+_log = logging.getLogger("rqa_otel.export")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_CACHE_LIMIT = 50_000
+
+
+def raw(value: Any) -> Any:
+    """An attribute or body value as pdata's AsRaw() would give it after the
+    SDK's OTLP encoding: sequences become lists, mappings dicts, an int
+    outside int64 and any other type its ``str`` (as the project's log
+    encoder does)."""
+    cls = value.__class__
+    if cls is str or cls is float or cls is bool or cls is bytes:
+        return value
+    if cls is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): raw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [raw(item) for item in value]
+    for base in (bool, int, float, str):  # subclasses (enums, numpy scalars…) as their base type
+        if isinstance(value, base):
+            return raw(base(value) if base is not str else str.__str__(value))
+    return str(value)
+
+
+def raw_items(attributes: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    if not attributes:
+        return []
+    return [(key, raw(value)) for key, value in attributes.items()]
+
+
+def _hex(number: int | None, width: int) -> str:
+    return format(number, f"0{width}x") if number else ""
+
+
+# --- spans ---------------------------------------------------------------------
+
+
+def spans_to_points(spans: Iterable[Any], dimensions: frozenset[str]) -> list[Point]:
+    """The points of ``ReadableSpan`` objects (``dimensions`` from
+    :func:`otel2influx.dimensions_set`)."""
+    points: list[Point] = []
+    bases: dict[tuple[int, int], tuple[Any, Any, tuple]] = {}
+    for span in spans:
+        resource, scope = span.resource, span.instrumentation_scope
+        key = (id(resource), id(scope))
+        cached = bases.get(key)
+        if cached is None:  # the objects are kept in the entry, so their ids stay theirs
+            scope_attributes = raw_items(getattr(scope, "attributes", None)) if scope is not None else []
+            cached = bases[key] = (resource, scope, o2i.span_base(dimensions, raw_items(resource.attributes), scope_attributes))
+        base_tags, base_members = cached[2]
+        context, parent, status = span.context, span.parent, span.status
+        o2i.span_points(
+            points, dimensions, base_tags, base_members,
+            _hex(context.trace_id, 32), _hex(context.span_id, 16),
+            raw_items(span.attributes), span.dropped_attributes,
+            context.trace_state.to_header() if context.trace_state else "",
+            _hex(parent.span_id, 16) if parent is not None else "",
+            span.name or "",
+            span.kind.value + 1,  # the SDK counts from INTERNAL = 0, OTLP from UNSPECIFIED = 0
+            span.start_time or 0, span.end_time or 0,
+            [(event.name or "", event.timestamp, raw_items(event.attributes), event.dropped_attributes) for event in span.events],
+            span.dropped_events,
+            [
+                (
+                    # No trace state: the SDK's OTLP encoder sends none for links,
+                    # so the Collector path never sees one.
+                    _hex(link.context.trace_id, 32), _hex(link.context.span_id, 16), "",
+                    raw_items(link.attributes), link.dropped_attributes,
+                )
+                for link in span.links
+            ],
+            span.dropped_links,
+            status.status_code.value,
+            status.description or "",
+        )
+    return points
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+class MetricsConverter:
+    """``MetricsData`` to points. Keeps, per series, the merged tag dict
+    between exports: the SDK hands the same attributes object for a series
+    at every collection, and building tags is most of the work per point."""
+
+    def __init__(self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1) -> None:
+        if schema not in o2i.METRICS_SCHEMAS:
+            raise ValueError(f"metrics_schema: unknown metrics schema {schema!r}; accepted: {', '.join(o2i.METRICS_SCHEMAS)}")
+        self.v2 = schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V2
+        # id(attributes) -> (attributes, base tags, tags): the attributes
+        # object is held, so its id cannot be reused while the entry lives.
+        self._series: dict[int, tuple[Any, dict, dict]] = {}
+        self._bases: dict[tuple, tuple[Any, Any, dict]] = {}
+        self._warned: set[str] = set()
+
+    def lines(self, data: MetricsData) -> list[str]:
+        """The line-protocol lines of ``data``."""
+        lines: list[str] = []
+        for _ in self.fill(lines, data):
+            pass
+        return lines
+
+    def fill(self, lines: list[str], data: MetricsData) -> Iterator[None]:
+        """Appends the lines of ``data`` to ``lines``, pausing after each
+        metric: the exporter sends the lines ready so far while the rest
+        are written."""
+        v2 = self.v2
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                base = self._base(resource_metrics.resource, scope_metrics.scope)
+                for metric in scope_metrics.metrics:
+                    self._metric(lines, v2, base, metric)
+                    yield
+
+    def _base(self, resource: Any, scope: Any) -> dict[str, str]:
+        key = (id(resource), id(scope))
+        cached = self._bases.get(key)
+        if cached is None:
+            tags: dict[str, str] = {}
+            _put_tags(resource.attributes, tags)
+            if scope is not None:
+                if scope.name:
+                    tags[o2i.OTEL_LIBRARY_NAME] = scope.name
+                if scope.version:
+                    tags[o2i.OTEL_LIBRARY_VERSION] = scope.version
+                _put_tags(getattr(scope, "attributes", None), tags)
+            if len(self._bases) >= 1000:
+                self._bases.clear()
+            cached = self._bases[key] = (resource, scope, tags)
+        return cached[2]
+
+    def _tags(self, base: dict[str, str], attributes: Any) -> dict[str, str]:
+        entry = self._series.get(id(attributes))
+        if entry is not None and entry[0] is attributes and entry[1] is base:
+            return entry[2]
+        tags = o2i.SeriesTags(base)
+        _put_tags(attributes, tags)
+        if attributes is not None:
+            if len(self._series) >= _CACHE_LIMIT:
+                self._series.clear()
+            self._series[id(attributes)] = (attributes, base, tags)
+        return tags
+
+    def _metric(self, lines: list[str], v2: bool, base: dict[str, str], metric: Any) -> None:
+        name, data = metric.name, metric.data
+        points: list[Point] = []  # what takes the general path: histograms, exemplars
+        append = points.append
+        cls = data.__class__
+        if cls is Sum or cls is Gauge:
+            counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
+            data_points = data.data_points
+            for point in data_points:
+                if not point.time_unix_nano:
+                    raise ValueError(f"metric {name!r}: metric has no timestamp")
+                if point.exemplars and not v2:
+                    _exemplars(append, name, point.exemplars)
+            series, tags_of = self._series, self._tags
+            rows = [  # _tags, inlined: this runs per data point
+                (
+                    entry[2]
+                    if (entry := series.get(id(attributes := point.attributes))) is not None
+                    and entry[0] is attributes and entry[1] is base
+                    else tags_of(base, attributes),
+                    point.start_time_unix_nano or 0, point.time_unix_nano, point.value,
+                )
+                for point in data_points
+            ]
+            o2i.number_lines(lines, v2, name, counter, rows)
+        elif cls is Histogram:
+            for point in data.data_points:
+                ts = point.time_unix_nano
+                if not ts:
+                    raise ValueError(f"metric {name!r}: metric has no timestamp")
+                o2i.histogram_points(
+                    append, v2, name, self._tags(base, point.attributes), point.start_time_unix_nano or 0, ts,
+                    point.count, point.sum, point.min, point.max, point.bucket_counts, point.explicit_bounds,
+                )
+                if point.exemplars and not v2:
+                    _exemplars(append, name, point.exemplars)
+        elif cls is ExponentialHistogram:
+            if name not in self._warned:  # reported once per metric, not per export
+                self._warned.add(name)
+                _log.warning("metric %r is not written to InfluxDB: %s", name, o2i.EXPONENTIAL_HISTOGRAM_REJECTED)
+        else:
+            raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
+        if points:
+            lines += o2i.line_strings(points)
+
+
+def _put_tags(attributes: Mapping[str, Any] | None, tags: dict[str, str]) -> None:
+    if attributes:
+        as_string = o2i.as_string
+        for key, value in attributes.items():
+            if key:
+                cls = value.__class__
+                tags[key] = value if cls is str else as_string(raw(value))
+
+
+def _exemplars(append: Callable[[Point], None], name: str, exemplars: Sequence[Any]) -> None:
+    for exemplar in exemplars:
+        if exemplar.value is None:
+            continue
+        tags: dict[str, str] = {}
+        _put_tags(exemplar.filtered_attributes, tags)
+        o2i.exemplar_point(
+            append, name, tags, exemplar.time_unix_nano, exemplar.value,
+            _hex(exemplar.trace_id, 32), _hex(exemplar.span_id, 16),
+        )
+
+
+# --- logs ---------------------------------------------------------------------------
+
+
+class LogEntriesConverter:
+    """The log pipeline's entries (``LogEntry`` fields by position) to
+    ``logs`` points, as ``LogsEncoder`` would encode them for OTLP: the
+    logger is the scope name (not written by otel2influx), the message the
+    body, the level the severity."""
+
+    def __init__(self, resource_attributes: Mapping[str, Any], dimensions: frozenset[str]) -> None:
+        self._dimensions = dimensions
+        self._base = o2i.log_base(dimensions, raw_items(resource_attributes))
+        self._severities: dict[int, tuple[int, str]] = {}
+
+    def convert(self, entries: Iterable[Sequence[Any]], observed_ns: int) -> list[Point]:
+        points: list[Point] = []
+        dimensions = self._dimensions
+        base_tags, base_members = self._base
+        severities = self._severities
+        log_point = o2i.log_point
+        for entry in entries:
+            if entry[4] is None:  # a registered event shape: values flat after the flags
+                entry = with_attribute_dict(entry)
+            time_ns, level, _logger, message, attributes, trace_id, span_id, _flags = entry
+            level_severity = severities.get(level)
+            if level_severity is None:
+                level_severity = severities[level] = severity(level)
+            log_point(
+                points, dimensions, base_tags, base_members, time_ns, observed_ns,
+                _hex(trace_id, 32) if trace_id else "", _hex(span_id, 16) if trace_id else "",
+                level_severity[0], level_severity[1], message, raw_items(attributes), 0,
+            )
+        return points
+
+
+def log_records_to_points(records: Iterable[Any], dimensions: frozenset[str]) -> list[Point]:
+    """The points of the SDK's ``ReadableLogRecord`` objects."""
+    points: list[Point] = []
+    bases: dict[tuple[int, int], tuple[Any, Any, tuple]] = {}
+    for readable in records:
+        record, resource, scope = readable.log_record, readable.resource, readable.instrumentation_scope
+        key = (id(resource), id(scope))
+        cached = bases.get(key)
+        if cached is None:
+            scope_attributes = raw_items(getattr(scope, "attributes", None)) if scope is not None else []
+            cached = bases[key] = (resource, scope, o2i.log_base(dimensions, raw_items(resource.attributes), scope_attributes))
+        base_tags, base_members = cached[2]
+        number = record.severity_number.value if record.severity_number is not None else 0
+        o2i.log_point(
+            points, dimensions, base_tags, base_members,
+            record.timestamp or 0, record.observed_timestamp or 0,
+            _hex(record.trace_id, 32), _hex(record.span_id, 16),
+            number, record.severity_text or "",
+            o2i.as_string(raw(record.body)), raw_items(record.attributes), readable.dropped_attributes,
+        )
+    return points

@@ -1,0 +1,139 @@
+"""Spans reach the exporter with secrets scrubbed (the ``Scrubber`` of
+``rqa_otel.scrub`` applied to every text a span carries)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
+
+from rqa_otel.scrub import Scrubber
+
+_log = logging.getLogger("rqa_otel")
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps a SpanExporter; spans reach it with secrets scrubbed.
+
+    Scrubbed: span attributes, event names and attributes, link attributes,
+    the span name and the status description (an exception's text). The
+    SDK's spans are immutable, so a span with something to redact is rebuilt
+    as a ``ReadableSpan`` with the same context, parent, resource, kind,
+    status code, start/end time, instrumentation scope and dropped counts;
+    a clean span is passed through as the same object. A span whose
+    scrubbing fails is dropped, never exported unscrubbed.
+    """
+
+    def __init__(self, exporter: SpanExporter, scrubber: Scrubber) -> None:
+        self._exporter = exporter
+        self._scrubber = scrubber
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        scrubbed = []
+        for span in spans:
+            try:
+                scrubbed.append(self.scrub_span(span))
+            except Exception:
+                _log.warning("could not scrub span %r; it was dropped", getattr(span, "name", "?"), exc_info=True)
+        return self._exporter.export(scrubbed)
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+    def scrub_span(self, span: ReadableSpan) -> ReadableSpan:
+        """``span`` itself when clean, else a scrubbed copy."""
+        scrubber = self._scrubber
+        changed = False
+
+        name = scrubber.scrub_text(span.name)
+        changed |= name is not span.name
+
+        original_attributes = span.attributes  # a read-only view, a new one per access
+        attributes: Any = original_attributes
+        scrubbed_attributes = scrubber.scrub_attributes(attributes) if attributes else attributes
+        if scrubbed_attributes is not attributes:
+            changed = True
+            attributes = _bounded(scrubbed_attributes, span.dropped_attributes)
+
+        events: Any = span.events
+        new_events = []
+        events_changed = False
+        for event in events:
+            event_name = scrubber.scrub_text(event.name)
+            event_attributes = event.attributes
+            scrubbed = scrubber.scrub_attributes(event_attributes) if event_attributes else event_attributes
+            if event_name is not event.name or scrubbed is not event_attributes:
+                events_changed = True
+                if scrubbed is not event_attributes:
+                    scrubbed = _bounded(scrubbed, event.dropped_attributes)
+                event = Event(event_name, scrubbed, event.timestamp)
+            new_events.append(event)
+        if events_changed:
+            changed = True
+            events = _bounded_list(new_events, span.dropped_events)
+
+        links: Any = span.links
+        new_links = []
+        links_changed = False
+        for link in links:
+            link_attributes = link.attributes
+            scrubbed = scrubber.scrub_attributes(link_attributes) if link_attributes else link_attributes
+            if scrubbed is not link_attributes:
+                links_changed = True
+                link = Link(link.context, _bounded(scrubbed, link.dropped_attributes))
+            new_links.append(link)
+        if links_changed:
+            changed = True
+            links = _bounded_list(new_links, span.dropped_links)
+
+        status = span.status
+        if status.description:
+            description = scrubber.scrub_text(status.description)
+            if description is not status.description:
+                changed = True
+                status = Status(status.status_code, description)
+
+        if not changed:
+            return span
+        if not events_changed:
+            events = _bounded_list(events, span.dropped_events)
+        if not links_changed:
+            links = _bounded_list(links, span.dropped_links)
+        if attributes is original_attributes:
+            attributes = _bounded(attributes, span.dropped_attributes)
+        return ReadableSpan(
+            name=name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes,
+            events=events,
+            links=links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+
+def _bounded(attributes: Mapping[str, Any], dropped: int) -> BoundedAttributes:
+    """Immutable attributes that report the original span's dropped count."""
+    bounded = BoundedAttributes(maxlen=None, attributes=attributes, immutable=True, max_value_len=None)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _bounded_list(items: Sequence[Any], dropped: int) -> BoundedList:
+    bounded = BoundedList(None)
+    bounded.extend(list(items))
+    bounded.dropped = dropped
+    return bounded

@@ -1,0 +1,106 @@
+"""The stdlib logging handler: the only part of the pipeline in the caller's thread.
+
+It does the least that must happen at call time (sampling, the message text,
+the quant attributes, the active span) and hands a LogEntry to the bounded
+buffer; encoding, scrubbing and sending happen in the export worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from itertools import islice
+
+from rqa_otel import names
+from rqa_otel.logs.buffer import INTERNAL_ERROR, SAMPLED, Drops, LogBuffer
+from rqa_otel.export.log_entry import active_span_ids
+from rqa_otel.logs.sampling import Sampler
+from rqa_otel.quant import bound_quant_fields
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD_COUNT = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+# `extra` keys that carry the quant fields: the design's QuantFilter names and ours.
+_QUANT_KEYS = {
+    "strategy": names.STRATEGY,
+    "stock": names.STOCK,
+    "signal": names.SIGNAL,
+    names.STRATEGY: names.STRATEGY,
+    names.STOCK: names.STOCK,
+    names.SIGNAL: names.SIGNAL,
+}
+_bound_get = bound_quant_fields
+_STRATEGY, _STOCK, _SIGNAL = names.STRATEGY, names.STOCK, names.SIGNAL
+_DEFAULT_STOCK, _DEFAULT_SIGNAL = names.DEFAULT_STOCK, names.DEFAULT_SIGNAL
+
+
+class QuantLogHandler(logging.Handler):
+    def __init__(
+        self, buffer: LogBuffer, sampler: Sampler, drops: Drops, default_strategy: str, level: int = logging.NOTSET
+    ) -> None:
+        super().__init__(level)
+        self._buffer = buffer
+        self._sampler = sampler
+        self._drops = drops
+        self._default_strategy = default_strategy
+        self._sampling = bool(sampler.rules)
+
+    def set_sampling_rules(self, rules) -> None:
+        """Sampling rules from a settings reload."""
+        self._sampler.replace_rules(rules)
+        self._sampling = bool(self._sampler.rules)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # The base class takes a lock around emit(); everything emit() touches
+        # is thread-safe on its own, and the lock would serialise all callers.
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self._sampling and not self._sampler.admit(record.name, record.levelno):
+                self._drops.add(SAMPLED, record.levelno)
+                return
+            self._buffer.put(self.entry(record))
+        except Exception:  # telemetry never raises into the strategy
+            self._drops.add(INTERNAL_ERROR, record.levelno)
+
+    def entry(self, record: logging.LogRecord) -> tuple:
+        # The hot path of every logging call: plain dict and tuple work only.
+        fields = record.__dict__
+        strategy, stock, signal = _bound_get()
+        attributes = {
+            _STRATEGY: strategy or self._default_strategy,
+            _STOCK: stock or _DEFAULT_STOCK,
+            _SIGNAL: signal or _DEFAULT_SIGNAL,
+        }
+        if len(fields) > _STANDARD_COUNT:
+            # `extra` keys are set after the standard ones, so they sit at the
+            # end of the record's __dict__ (with any a formatter added).
+            for key in islice(fields, _STANDARD_COUNT, None):
+                quant = _QUANT_KEYS.get(key)
+                if quant is not None:
+                    value = fields[key]
+                    if value is not None:  # quant fields are text; anything else is coerced
+                        attributes[quant] = value if value.__class__ is str else str(value)
+                elif key not in _STANDARD:
+                    attributes[key] = fields[key]
+        if record.exc_info and record.exc_info[0] is not None:
+            kind, error, _ = record.exc_info
+            attributes["exception.type"] = kind.__name__
+            attributes["exception.message"] = str(error)
+            attributes["exception.stacktrace"] = record.exc_text or "".join(
+                traceback.format_exception(*record.exc_info)
+            )
+        # The fields of a LogEntry as a plain tuple, which the garbage
+        # collector stops tracking (see LogBuffer.take).
+        return (
+            int(record.created * 1e9),
+            record.levelno,
+            record.name,
+            record.getMessage(),
+            attributes,
+            *active_span_ids(),
+        )
