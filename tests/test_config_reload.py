@@ -129,7 +129,7 @@ def test_bad_input_keeps_the_previous_settings_and_raises_an_alert(tmp_path, bad
     try:
         before = telemetry.settings
         write(path, bad)
-        result = telemetry.config.reload()
+        result = telemetry.live_settings.reload()
         assert result.outcome == FAILED and result.error
         assert telemetry.settings is before
         telemetry.force_flush()
@@ -166,7 +166,7 @@ def test_a_reload_span_names_changed_keys_but_never_secret_values(tmp_path, monk
         assert handler.policy_for(OrderRejected()).max_tries == 3
         write(path, f"export:\n  directory: {tmp_path}\n  otlp:\n    headers:\n      api-key: {vault.encrypt('tok-secret-9')}\n"
                     "logging:\n  level: DEBUG\nerrors:\n  order_rejected:\n    max_tries: 6\n")
-        result = telemetry.config.reload()
+        result = telemetry.live_settings.reload()
         assert result.outcome == CHANGED
         # Applied live: the handler's level and the retry policy.
         assert telemetry.logging_handler.level == logging.DEBUG
@@ -267,7 +267,7 @@ def test_a_new_otlp_endpoint_applies_live_to_traces_metrics_and_logs(tmp_path, s
         first.wait_for_log("logged before the reload")
 
         write(path, settings_for(second.grpc_endpoint))
-        result = telemetry.config.reload()
+        result = telemetry.live_settings.reload()
         assert result.changed == ("export.otlp.endpoint",) and result.restart_required == ()
         with telemetry.tracer.start_as_current_span("after-reload"):
             telemetry.get_logger("rqa.test").warning("logged after the reload")

@@ -116,7 +116,7 @@ def test_quotas_from_settings_are_validated_and_a_reload_is_all_or_nothing(tmp_p
 
 
 def test_a_manager_built_from_telemetry_follows_its_settings_reloads_and_run_time_quotas_still_win(tmp_path, registry):
-    """A strategy process's manager: quotas change with telemetry.config, not at a restart."""
+    """A strategy process's manager: quotas change with telemetry.live_settings, not at a restart."""
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text("quotas:\n  s: {memory_mib: 100}\n  t: {memory_mib: 100}\n")
     handle = setup(settings_file, set_global=False, overrides={
@@ -126,14 +126,14 @@ def test_a_manager_built_from_telemetry_follows_its_settings_reloads_and_run_tim
     manager.set_strategy_quota("t", memory=500)  # run time, quotas.json
     try:
         settings_file.write_text("quotas:\n  s: {memory_mib: 50}\n  t: {memory_mib: 50}\n")
-        assert handle.config.reload().outcome == "changed"
+        assert handle.live_settings.reload().outcome == "changed"
         assert manager.quota("s") == Quota(memory_mib=50) and manager.quota("t") == Quota(memory_mib=500)
         assert pinned.quota("s") == Quota(memory_mib=7)
         manager.observe(usage("s", memory_mib=120))  # smoothed 60: over the new 50, under the old 100
         assert manager.check_quota("s").levels == {"memory": "breach"}
 
         settings_file.write_text("quotas:\n  s: {memory_mib: -3}\n")  # invalid: nothing changes
-        result = handle.config.reload()
+        result = handle.live_settings.reload()
         assert result.outcome == "failed" and "quota s.memory_mib = -3" in result.error
         assert manager.quotas() == {"s": Quota(memory_mib=50), "t": Quota(memory_mib=500)}
     finally:

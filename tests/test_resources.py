@@ -262,7 +262,7 @@ def test_resources_can_be_switched_off(tmp_path):
     )
     telemetry.force_flush()
     telemetry.shutdown()
-    assert telemetry.resources is None
+    assert telemetry.resource_gauges is None
     found = {m["name"] for m in items(tmp_path / "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics", missing_ok=True)}
     assert not {n for n in found if n.startswith(("process.", "rqa.strategy."))}
 

@@ -244,7 +244,7 @@ def test_without_nvml_setup_says_so_once_and_exports_no_gpu_gauge(tmp_path):
         "import rqa_otel, sys\n"
         f"t = rqa_otel.setup(strategy='s', set_global=False, overrides={{'export.directory': {str(tmp_path)!r}, "
         "'resources.host': True, 'export.logs': 'none'})\n"
-        "t.force_flush(); t.resources.refresh(); t.force_flush(); t.shutdown()\n"
+        "t.force_flush(); t.resource_gauges.refresh(); t.force_flush(); t.shutdown()\n"
     )
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_NVML", "LD_LIBRARY_PATH"))}
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment)

@@ -271,7 +271,7 @@ def test_a_dropped_handler_is_freed_and_the_live_one_still_follows_the_settings(
         assert freed() is None
 
         settings_file.write_text("errors:\n  order_rejected:\n    max_tries: 6\n")
-        assert telemetry.config.reload().outcome == "changed"
+        assert telemetry.live_settings.reload().outcome == "changed"
         assert kept.policy_for(OrderRejected()).max_tries == 6
         metrics = exported(telemetry, tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
         [gauge] = [m for m in metrics if m["name"] == names.CIRCUIT_BREAKER_STATE_GAUGE][-1:]

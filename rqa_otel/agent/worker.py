@@ -43,12 +43,12 @@ class Worker:
         )
         settings = self.telemetry.settings
         self.registry = Registry(settings.registry.dir or None).ensure()
-        # The manager applies changed quotas through telemetry.config
+        # The manager applies changed quotas through telemetry.live_settings
         # (on_change("quotas")). The agent watches its settings file whatever
         # config.watch says: quotas are what it enforces.
         self.manager = ResourceManager(self.telemetry, registry=self.registry)
-        if self.telemetry.config.watched_files:
-            self.telemetry.config.watch()
+        if self.telemetry.live_settings.watched_files:
+            self.telemetry.live_settings.watch()
         recovered = self.registry.read_json(self.registry.agent_state_path, {}) or {}
         self.manager.restore(recovered)
         self.recovered_tracks = len(self.manager.tracks())

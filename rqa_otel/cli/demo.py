@@ -160,7 +160,7 @@ def demo_command(args: argparse.Namespace) -> int:
         served_s = time.perf_counter() - serving_since
     # The resource gauges' reading at the end of the run: shutdown's final
     # collection exports this same snapshot.
-    snapshot = telemetry.resources.refresh() if telemetry and telemetry.resources else None
+    snapshot = telemetry.resource_gauges.refresh() if telemetry and telemetry.resource_gauges else None
     resources = demo.resource_summary(snapshot) if snapshot else {}
     # One quota check as the host agent makes it, against a deliberately tight quota.
     # Its registry (the demo is a worker there until it exits) is private and temporary.

@@ -357,7 +357,7 @@ class LiveChange:
         """(bar, milliseconds after the save) at which the new rule was applied."""
         self.waited_s = 0.0
         self._done = threading.Event()
-        telemetry.config.on_change("logging.sampling.rules", self._applied)
+        telemetry.live_settings.on_change("logging.sampling.rules", self._applied)
 
     def __call__(self, done: int, total: int) -> None:
         self.bar = done

@@ -1,6 +1,6 @@
 """Live settings: hot reload, change notification, the ConfigVault.
 
-    live = telemetry.config              # or LiveSettings.from_layers(...)
+    live = telemetry.live_settings       # or LiveSettings.from_layers(...)
     live.current.logging.level           # the snapshot in force: a plain read
     live.on_change("errors.order_rejected", lambda key, old, new: ...)
     live.subscribe(lambda event_type, config: ...)

@@ -185,7 +185,7 @@ class ResourceManager:
     quotas.json, so every process and the agent see them). ``apply_quotas``
     swaps the settings layer at once: all validated first, nothing
     half-applied. A manager built from a telemetry handle (and no explicit
-    ``quotas``) calls it itself whenever ``telemetry.config`` reloads with
+    ``quotas``) calls it itself whenever ``telemetry.live_settings`` reloads with
     changed quotas (hot reload).
 
     ``observe(usage)`` is the agent's per-collection step; with a telemetry
@@ -218,7 +218,7 @@ class ResourceManager:
         self._runtime_cache: tuple[tuple[int, int, int], dict[str, Quota]] | None = None
         self.apply_quotas(quotas if quotas is not None else (settings.quotas if settings else {}))
         self._instruments = _Instruments(self, telemetry) if telemetry is not None else None
-        config = getattr(telemetry, "config", None)
+        config = getattr(telemetry, "live_settings", None)
         if quotas is None and config is not None:
             # Hot reload: a reload that changed ``quotas`` applies them here,
             # all at once; a failed reload changes nothing (and alerts).

@@ -193,7 +193,7 @@ class TradingErrorHandler:
     def __init__(self, telemetry, policies: Mapping[type, RetryPolicy] | None = None, sleep=time.sleep) -> None:
         self._telemetry = telemetry
         self._policies = dict(policies) if policies is not None else default_policies(telemetry.settings)
-        config = getattr(telemetry, "config", None)
+        config = getattr(telemetry, "live_settings", None)
         if policies is None and config is not None:
             # Hot reload: the next call uses the new policies (a call in
             # progress keeps its own); breakers take the new threshold and
