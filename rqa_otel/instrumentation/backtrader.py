@@ -40,6 +40,8 @@ from typing import Any, Collection
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from rqa_otel import names
+from rqa_otel.telemetry import current, setup
+from rqa_otel.trading.monitor import BacktestMonitor, timestamp_ns
 
 _log = logging.getLogger("rqa_otel.instrumentation.backtrader")
 _INSTRUMENTS = ("backtrader >= 1.9",)
@@ -60,8 +62,6 @@ _reporting_lock = threading.Lock()
 
 
 def reporting_for(telemetry) -> _Reporting:
-    from rqa_otel.trading.monitor import BacktestMonitor
-
     with _reporting_lock:
         found = _reporting.get(id(telemetry))
         if found is None or found.telemetry is not telemetry:
@@ -76,8 +76,6 @@ def reporting_for(telemetry) -> _Reporting:
 def _telemetry(telemetry=None):
     if telemetry is not None:
         return telemetry
-    from rqa_otel.telemetry import current, setup
-
     return current() or setup()
 
 
@@ -193,8 +191,6 @@ def _as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def _time_ns(moment: dt.datetime) -> int:
-    from rqa_otel.trading.monitor import timestamp_ns
-
     return timestamp_ns(moment)
 
 

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from rqa_otel import names
+
 _log = logging.getLogger("rqa_otel.registry")
 
 
@@ -329,8 +331,6 @@ def register_current_process(settings) -> "tuple[Callable[[], None], Registry] |
     this process."""
     if not settings.registry.enabled:
         return None
-    from rqa_otel import names
-
     registry = Registry(settings.registry.dir or None)
     try:
         entry = registry.register_process(settings.strategy or names.DEFAULT_STRATEGY, settings.service.name)
