@@ -6,7 +6,9 @@ Layout (add new fixtures in their own section below, keep this file small):
    free 127.0.0.1 ports and stopped by finalizers.  A missing binary skips
    the test with a reason naming the binary and its Debian/PyPI package; with
    ``CI=true`` it fails instead (see :func:`missing_backend`).
-2. Project fixtures (to be added).
+2. Project fixtures -- ``file_telemetry``: ``rqa_otel.setup`` handles that
+   export to OTLP-JSON files in a temporary directory (read them back with
+   ``tests/otlp_files.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
 
 import pytest
+
+import rqa_otel
 
 # Make ``import backends`` work for test modules whatever --import-mode is.
 _TESTS_DIR = str(Path(__file__).resolve().parent)
@@ -151,3 +155,34 @@ def promtool() -> Callable[[str], tuple[bool, str]]:
 # ==========================================================================
 # 2. Project fixtures
 # ==========================================================================
+
+
+@pytest.fixture
+def file_telemetry(tmp_path: Path) -> Iterator[Callable[..., rqa_otel.Telemetry]]:
+    """``file_telemetry(settings_file=None, *, directory=tmp_path, strategy=None,
+    overrides=None)`` -> a ``rqa_otel.setup(set_global=False)`` handle whose
+    default (file) exporters write ``traces.jsonl``, ``metrics.jsonl`` and
+    ``logs.jsonl`` to ``directory``; ``overrides`` are added to
+    ``export.directory``.  Every handle is shut down at teardown; shutdown is
+    idempotent, so a test may shut down first to flush and read the files."""
+    handles: list[rqa_otel.Telemetry] = []
+
+    def factory(
+        settings_file: str | os.PathLike[str] | None = None,
+        *,
+        directory: Path | None = None,
+        strategy: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> rqa_otel.Telemetry:
+        handle = rqa_otel.setup(
+            settings_file,
+            strategy=strategy,
+            overrides={"export.directory": str(tmp_path if directory is None else directory), **(overrides or {})},
+            set_global=False,
+        )
+        handles.append(handle)
+        return handle
+
+    yield factory
+    for handle in handles:
+        handle.shutdown()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from otlp_files import attributes as attrs
-from otlp_files import items
+from otlp_files import log_records, spans
 from otlp_files import last_points as otlp_last_points
 from rqa_otel import names
 
@@ -78,10 +78,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def read(directory, file_name, *path):
-    return items(Path(directory) / file_name, *path, missing_ok=True)
-
-
 def last_points(directory, name):
     """The last value of each series of ``name``."""
     points = otlp_last_points(Path(directory) / "metrics.jsonl", name)
@@ -108,10 +104,9 @@ def check_telemetry_matches_backtrader(directory, result):
     assert last_points(directory, names.PORTFOLIO_CASH_GAUGE)[key] == pytest.approx(result["cash"])
     assert int(last_points(directory, names.PORTFOLIO_POSITIONS_GAUGE)[key]) == (1 if result["position"] else 0)
 
-    spans = [s for s in read(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans") if s["name"] == names.BACKTEST_SPAN]
-    [run] = spans
+    [run] = [s for s in spans(Path(directory) / "traces.jsonl", missing_ok=True) if s["name"] == names.BACKTEST_SPAN]
     assert attrs(run)[names.STRATEGY] == "Crossover" and attrs(run)[names.STRATEGY_PARAMETER_PREFIX + "slow"] == "20"
-    records = list(read(directory, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
+    records = list(log_records(Path(directory) / "logs.jsonl", missing_ok=True))
     trades = [r for r in records if attrs(r).get(names.TRADE_SIDE) and names.ORDER_STATUS not in attrs(r)]
     assert len(trades) == len(fills) and {r["traceId"] for r in trades} == {run["traceId"]}
     # Fills carry the bar's simulated time (2024), not the wall clock.

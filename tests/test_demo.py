@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otlp_files import attributes as _attributes
-from otlp_files import items
+from otlp_files import log_records, metrics, spans
 from rqa_otel import names
 
 RQA_OTEL = Path(sys.executable).parent / "rqa-otel"
@@ -77,17 +77,13 @@ def test_every_line_is_one_otlp_json_export_request(demo_run, file_name, message
             assert isinstance(span["startTimeUnixNano"], str), "64-bit integers are decimal strings"
 
 
-def _items(directory, file_name, *path):
-    return items(directory / file_name, *path)
-
-
 def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
     result, directory = demo_run
-    [run_span] = [s for s in _items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans") if s["name"] == names.BACKTEST_SPAN]
+    [run_span] = [s for s in spans(directory / "traces.jsonl") if s["name"] == names.BACKTEST_SPAN]
     run = _attributes(run_span)
     assert run[names.STRATEGY] == "dual_ma_demo" and len(run[names.RUN_ID]) == 32
 
-    records = list(_items(directory, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords"))
+    records = list(log_records(directory / "logs.jsonl"))
     trades = [_attributes(r) for r in records if _attributes(r).get(names.TRADE_SIDE)]
     assert trades and f"{len(trades)} trades" in result.stdout
     trade_times = [int(r["timeUnixNano"]) for r in records if _attributes(r).get(names.TRADE_SIDE)]
@@ -95,7 +91,7 @@ def test_demo_telemetry_tells_the_same_story_as_its_summary(demo_run):
 
     counted = sum(
         int(point["asInt"])
-        for metric in _items(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        for metric in metrics(directory / "metrics.jsonl")
         if metric["name"] == names.TRADES_COUNTER
         for point in metric["sum"]["dataPoints"]
     )
@@ -139,7 +135,7 @@ def test_demo_prints_the_strategy_resources_it_exported(demo_run):
     line = next(line for line in result.stdout.splitlines() if line.startswith("  resources: dual_ma_demo: 1 process(es)"))
     points = [
         point
-        for metric in _items(directory, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
+        for metric in metrics(directory / "metrics.jsonl")
         if metric["name"] == names.STRATEGY_MEMORY_USAGE
         for point in metric["sum"]["dataPoints"]
     ]
@@ -152,7 +148,7 @@ def test_demo_shows_one_quota_breach_alert(demo_run):
     line = next(line for line in result.stdout.splitlines() if line.startswith("  quota: dual_ma_demo memory"))
     alerts = [
         _attributes(span)
-        for span in _items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+        for span in spans(directory / "traces.jsonl")
         if span["name"] == names.ALERT_SPAN and _attributes(span)[names.ALERT_NAME] == names.QUOTA_BREACH_ALERT
     ]
     assert len(alerts) == 1 and alerts[0][names.STRATEGY] == "dual_ma_demo"
@@ -164,10 +160,10 @@ def test_demo_broker_line_matches_the_exported_retries_and_alert(demo_run):
     match = re.search(r"broker: (\d+) orders rejected once and retried .*; (\d+) order beyond the cash", result.stdout)
     assert match, result.stdout
     rejected, refused = int(match[1]), int(match[2])
-    spans = list(_items(directory, "traces.jsonl", "resourceSpans", "scopeSpans", "spans"))
-    retries = [event for span in spans for event in span.get("events", []) if event["name"] == names.RETRY_EVENT]
+    all_spans = list(spans(directory / "traces.jsonl"))
+    retries = [event for span in all_spans for event in span.get("events", []) if event["name"] == names.RETRY_EVENT]
     refusals = [
-        span for span in spans
+        span for span in all_spans
         if span["name"] == names.ALERT_SPAN and _attributes(span)[names.ALERT_NAME] == names.ALERT_INSUFFICIENT_FUNDS
     ]
     assert rejected > 0 and len(retries) == rejected

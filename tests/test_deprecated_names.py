@@ -5,16 +5,10 @@ import warnings
 
 import pytest
 
-import rqa_otel
-
 
 @pytest.fixture
-def handle(tmp_path):
-    telemetry = rqa_otel.setup(
-        strategy="alpha", overrides={"export.directory": str(tmp_path), "export.spool.enabled": False}, set_global=False
-    )
-    yield telemetry
-    telemetry.shutdown()
+def handle(file_telemetry):
+    return file_telemetry(strategy="alpha")
 
 
 def test_telemetry_config_is_the_live_settings_with_a_deprecation_warning(handle):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backends import free_port
-from otlp_files import attributes, items
+from otlp_files import attributes, log_records, metrics, spans
 from rqa_otel import setup
 from rqa_otel.resources.quota import MIB, Quota, QuotaExceeded, ResourceManager
 from rqa_otel.resources.registry import Registry
@@ -37,21 +37,20 @@ def usage(strategy: str, *, cpu: float = 0.0, memory_mib: float = 0.0) -> dict[s
     return {strategy: StrategyUsage(strategy, [os.getpid()], cpu_percent=cpu, rss_bytes=int(memory_mib * MIB))}
 
 
-def telemetry(tmp_path):
-    return setup(set_global=False, overrides={"export.directory": str(tmp_path / "telemetry"), "registry.enabled": False,
-                                              "resources.enabled": False})
+# Telemetry of a test's own ResourceManager only: no registration in a run
+# directory, no resource sampler.
+QUIET = {"registry.enabled": False, "resources.enabled": False}
 
 
 def exported(tmp_path):
-    spans = [attributes(s) for s in items(tmp_path / "telemetry" / "traces.jsonl", "resourceSpans", "scopeSpans", "spans",
-                                          missing_ok=True) if s["name"] == "rqa.alert"]
-    events = [attributes(r) for r in items(tmp_path / "telemetry" / "logs.jsonl", "resourceLogs", "scopeLogs",
-                                           "logRecords", missing_ok=True) if "event.name" in attributes(r)]
+    directory = tmp_path / "telemetry"
+    alerts = [attributes(s) for s in spans(directory / "traces.jsonl", missing_ok=True) if s["name"] == "rqa.alert"]
+    events = [attributes(r) for r in log_records(directory / "logs.jsonl", missing_ok=True) if "event.name" in attributes(r)]
     counters: dict[str, float] = {}
-    for m in items(tmp_path / "telemetry" / "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics", missing_ok=True):
+    for m in metrics(directory / "metrics.jsonl", missing_ok=True):
         if m["name"] in ("rqa.quota.breaches", "rqa.quota.recoveries"):
             counters[m["name"]] = sum(float(p["asInt"]) for p in m["sum"]["dataPoints"])
-    return spans, events, counters
+    return alerts, events, counters
 
 
 # --- bad input ------------------------------------------------------------------
@@ -115,29 +114,25 @@ def test_quotas_from_settings_are_validated_and_a_reload_is_all_or_nothing(tmp_p
 
 
 
-def test_a_manager_built_from_telemetry_follows_its_settings_reloads_and_run_time_quotas_still_win(tmp_path, registry):
+def test_a_manager_built_from_telemetry_follows_its_settings_reloads_and_run_time_quotas_still_win(file_telemetry, tmp_path, registry):
     """A strategy process's manager: quotas change with telemetry.live_settings, not at a restart."""
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text("quotas:\n  s: {memory_mib: 100}\n  t: {memory_mib: 100}\n")
-    handle = setup(settings_file, set_global=False, overrides={
-        "export.directory": str(tmp_path / "telemetry"), "registry.enabled": False, "resources.enabled": False})
+    handle = file_telemetry(settings_file, directory=tmp_path / "telemetry", overrides=QUIET)
     manager = ResourceManager(handle, registry=registry)
     pinned = ResourceManager(handle, registry=registry, quotas={"s": {"memory_mib": 7}})  # explicit: not followed
     manager.set_strategy_quota("t", memory=500)  # run time, quotas.json
-    try:
-        settings_file.write_text("quotas:\n  s: {memory_mib: 50}\n  t: {memory_mib: 50}\n")
-        assert handle.live_settings.reload().outcome == "changed"
-        assert manager.quota("s") == Quota(memory_mib=50) and manager.quota("t") == Quota(memory_mib=500)
-        assert pinned.quota("s") == Quota(memory_mib=7)
-        manager.observe(usage("s", memory_mib=120))  # smoothed 60: over the new 50, under the old 100
-        assert manager.check_quota("s").levels == {"memory": "breach"}
+    settings_file.write_text("quotas:\n  s: {memory_mib: 50}\n  t: {memory_mib: 50}\n")
+    assert handle.live_settings.reload().outcome == "changed"
+    assert manager.quota("s") == Quota(memory_mib=50) and manager.quota("t") == Quota(memory_mib=500)
+    assert pinned.quota("s") == Quota(memory_mib=7)
+    manager.observe(usage("s", memory_mib=120))  # smoothed 60: over the new 50, under the old 100
+    assert manager.check_quota("s").levels == {"memory": "breach"}
 
-        settings_file.write_text("quotas:\n  s: {memory_mib: -3}\n")  # invalid: nothing changes
-        result = handle.live_settings.reload()
-        assert result.outcome == "failed" and "quota s.memory_mib = -3" in result.error
-        assert manager.quotas() == {"s": Quota(memory_mib=50), "t": Quota(memory_mib=500)}
-    finally:
-        handle.shutdown()
+    settings_file.write_text("quotas:\n  s: {memory_mib: -3}\n")  # invalid: nothing changes
+    result = handle.live_settings.reload()
+    assert result.outcome == "failed" and "quota s.memory_mib = -3" in result.error
+    assert manager.quotas() == {"s": Quota(memory_mib=50), "t": Quota(memory_mib=500)}
 
 
 # --- workers --------------------------------------------------------------------
@@ -206,8 +201,8 @@ def test_a_worker_whose_process_was_killed_frees_its_slot(registry):
 # --- episodes -------------------------------------------------------------------
 
 
-def test_one_alert_per_breach_episode_one_recovery_event_and_counters_agree(tmp_path, registry):
-    handle = telemetry(tmp_path)
+def test_one_alert_per_breach_episode_one_recovery_event_and_counters_agree(file_telemetry, tmp_path, registry):
+    handle = file_telemetry(directory=tmp_path / "telemetry", overrides=QUIET)
     manager = ResourceManager(handle, registry=registry, quotas={"s": {"memory_mib": 100}, "calm": {"memory_mib": 100}})
     readings = [50, 250, 250, 95, 250, 0, 0, 0, 0]  # one episode; 95 is smoothed away
     readings += [300, 300, 0, 0, 0, 0]  # a second one
@@ -231,8 +226,8 @@ def test_one_alert_per_breach_episode_one_recovery_event_and_counters_agree(tmp_
     assert "exceeds its quota of 100 MiB" in spans[0]["alert.message"]
 
 
-def test_readings_hovering_at_the_quota_do_not_flap(tmp_path, registry):
-    handle = telemetry(tmp_path)
+def test_readings_hovering_at_the_quota_do_not_flap(file_telemetry, tmp_path, registry):
+    handle = file_telemetry(directory=tmp_path / "telemetry", overrides=QUIET)
     manager = ResourceManager(handle, registry=registry, quotas={"s": {"cpu_percent": 100}})
     for percent in [130, 90] * 20:  # unsmoothed, this would be 20 episodes
         manager.observe(usage("s", cpu=percent))
@@ -241,8 +236,8 @@ def test_readings_hovering_at_the_quota_do_not_flap(tmp_path, registry):
     assert len(spans) == 1 and counters == {"rqa.quota.breaches": 1}
 
 
-def test_warning_at_80_percent_is_an_event_not_an_alert(tmp_path, registry):
-    handle = telemetry(tmp_path)
+def test_warning_at_80_percent_is_an_event_not_an_alert(file_telemetry, tmp_path, registry):
+    handle = file_telemetry(directory=tmp_path / "telemetry", overrides=QUIET)
     manager = ResourceManager(handle, registry=registry, quotas={"s": {"cpu_percent": 50}})
     for _ in range(6):
         manager.observe(usage("s", cpu=45))  # converges to 90 % of the quota
@@ -253,13 +248,13 @@ def test_warning_at_80_percent_is_an_event_not_an_alert(tmp_path, registry):
     assert [e["event.name"] for e in events] == ["rqa.quota.warning"]
 
 
-def test_a_restored_manager_continues_the_episode_without_a_second_alert(tmp_path, registry):
+def test_a_restored_manager_continues_the_episode_without_a_second_alert(file_telemetry, tmp_path, registry):
     first = ResourceManager(registry=registry, quotas={"s": {"memory_mib": 100}})
     first.observe(usage("s", memory_mib=400))
     saved = json.loads(json.dumps(first.state()))  # what the agent writes to disk
     [episode] = first.open_episodes().values()
 
-    handle = telemetry(tmp_path)
+    handle = file_telemetry(directory=tmp_path / "telemetry", overrides=QUIET)
     second = ResourceManager(handle, registry=registry, quotas={"s": {"memory_mib": 100}})
     second.restore(saved)
     assert second.open_episodes()[("s", "memory")]["episode_id"] == episode["episode_id"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from otlp_files import attributes, log_bodies, requests
 from rqa_otel import names
 
 BIN = Path(sys.executable).parent
@@ -40,29 +40,15 @@ def run_env(tmp_path, **extra):
     return env
 
 
-def requests(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def span_names_and_resource(path):
     found = {}
     for request in requests(path):
         for rs in request["resourceSpans"]:
-            resource = {a["key"]: next(iter(a["value"].values())) for a in rs["resource"]["attributes"]}
+            resource = attributes(rs["resource"])
             for ss in rs["scopeSpans"]:
                 for span in ss["spans"]:
                     found[span["name"]] = (span, resource)
     return found
-
-
-def log_bodies(path):
-    return [
-        record["body"]["stringValue"]
-        for request in requests(path)
-        for rl in request["resourceLogs"]
-        for sl in rl["scopeLogs"]
-        for record in sl["logRecords"]
-    ]
 
 
 @pytest.fixture

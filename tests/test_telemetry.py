@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,42 +12,19 @@ import time
 import pytest
 
 import rqa_otel
+from otlp_files import attributes, log_bodies, metrics, spans
 from rqa_otel import names
 
 
-def file_telemetry(directory, **overrides):
-    return rqa_otel.setup(
-        strategy="alpha", overrides={"export.directory": str(directory), **overrides}, set_global=False
-    )
-
-
-def read_lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def spans_in(path):
-    return [
-        span
-        for request in read_lines(path)
-        for resource_spans in request["resourceSpans"]
-        for scope_spans in resource_spans["scopeSpans"]
-        for span in scope_spans["spans"]
-    ]
-
-
-def attributes(item):
-    return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
-
-
-def test_alert_is_a_tagged_child_span_and_is_counted(tmp_path):
-    telemetry = file_telemetry(tmp_path)
+def test_alert_is_a_tagged_child_span_and_is_counted(file_telemetry, tmp_path):
+    telemetry = file_telemetry(strategy="alpha")
     with telemetry.tracer.start_as_current_span("backtest") as parent:
         telemetry.alert("quota_breach", "critical", message="cpu 130% of quota", attributes={"rqa.quota.cpu": 1.3})
         telemetry.alert("quota_breach", "critical", strategy="beta")
         telemetry.alert("slow_feed", "info")
     assert telemetry.shutdown()
 
-    alerts = [span for span in spans_in(tmp_path / "traces.jsonl") if span["name"] == names.ALERT_SPAN]
+    alerts = [span for span in spans(tmp_path / "traces.jsonl") if span["name"] == names.ALERT_SPAN]
     assert len(alerts) == 3
     first = attributes(alerts[0])
     assert first[names.ALERT_NAME] == "quota_breach"
@@ -61,14 +37,11 @@ def test_alert_is_a_tagged_child_span_and_is_counted(tmp_path):
     assert attributes(alerts[1])[names.STRATEGY] == "beta"
 
     counted = {}
-    for request in read_lines(tmp_path / "metrics.jsonl"):
-        for rm in request["resourceMetrics"]:
-            for sm in rm["scopeMetrics"]:
-                for metric in sm["metrics"]:
-                    if metric["name"] == names.ALERTS_COUNTER:
-                        for point in metric["sum"]["dataPoints"]:
-                            key = tuple(sorted(attributes(point).items()))
-                            counted[key] = int(point["asInt"])
+    for metric in metrics(tmp_path / "metrics.jsonl"):
+        if metric["name"] == names.ALERTS_COUNTER:
+            for point in metric["sum"]["dataPoints"]:
+                key = tuple(sorted(attributes(point).items()))
+                counted[key] = int(point["asInt"])
     assert counted == {
         ((names.ALERT_NAME, "quota_breach"), (names.ALERT_SEVERITY, "critical"), (names.STRATEGY, "alpha")): 1,
         ((names.ALERT_NAME, "quota_breach"), (names.ALERT_SEVERITY, "critical"), (names.STRATEGY, "beta")): 1,
@@ -76,8 +49,8 @@ def test_alert_is_a_tagged_child_span_and_is_counted(tmp_path):
     }
 
 
-def test_alert_with_bad_severity_is_refused_and_nothing_is_emitted(tmp_path):
-    telemetry = file_telemetry(tmp_path)
+def test_alert_with_bad_severity_is_refused_and_nothing_is_emitted(file_telemetry, tmp_path):
+    telemetry = file_telemetry(strategy="alpha")
     with pytest.raises(ValueError, match="'urgent' is not one of info, warning, critical"):
         telemetry.alert("x", "urgent")
     telemetry.shutdown()
@@ -109,10 +82,10 @@ def test_shutdown_is_bounded_when_the_collector_does_not_answer(rotel):
     assert flushed is False, "shutdown reports that telemetry was abandoned"
 
 
-def test_export_failure_never_reaches_strategy_code(tmp_path):
+def test_export_failure_never_reaches_strategy_code(file_telemetry, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the telemetry directory should be")
-    telemetry = file_telemetry(blocker)
+    telemetry = file_telemetry(directory=blocker, strategy="alpha")
     logger = telemetry.get_logger("isolation")
     for i in range(50):
         with telemetry.tracer.start_as_current_span("bar"):
@@ -126,8 +99,9 @@ def test_export_failure_never_reaches_strategy_code(tmp_path):
     assert counts["logs"].failed == 50
 
 
-def test_disabled_signals_use_no_op_providers(tmp_path):
-    telemetry = file_telemetry(tmp_path, **{"export.traces": "none", "export.metrics": "none", "export.logs": "none"})
+def test_disabled_signals_use_no_op_providers(file_telemetry, tmp_path):
+    telemetry = file_telemetry(strategy="alpha",
+                               overrides={"export.traces": "none", "export.metrics": "none", "export.logs": "none"})
     with telemetry.tracer.start_as_current_span("x") as span:
         assert not span.is_recording()
     telemetry.get_logger("off").error("goes nowhere")
@@ -158,11 +132,5 @@ def test_setup_twice_returns_the_same_handle_and_logs_once(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "called again with different settings" in result.stderr
-    bodies = [
-        record["body"]["stringValue"]
-        for request in read_lines(tmp_path / "out" / "logs.jsonl")
-        for rl in request["resourceLogs"]
-        for sl in rl["scopeLogs"]
-        for record in sl["logRecords"]
-    ]
+    bodies = log_bodies(tmp_path / "out" / "logs.jsonl")
     assert bodies.count("once") == 1, "one handler on the root logger, flushed once at exit"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import threading
 import time
 import traceback
@@ -12,9 +11,8 @@ import weakref
 
 import pytest
 
-import rqa_otel
 from otlp_files import attributes as attrs
-from otlp_files import items
+from otlp_files import log_records, metrics, spans
 from rqa_otel import names
 from rqa_otel.trading.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from rqa_otel.trading.errors import (
@@ -37,25 +35,19 @@ FAST = {
 
 
 @pytest.fixture
-def telemetry(tmp_path):
-    handle = rqa_otel.setup(strategy="alpha", overrides={"export.directory": str(tmp_path), **FAST}, set_global=False)
-    yield handle
-    handle.shutdown()
-
-
-def exported(telemetry, tmp_path, file_name, *path):
-    telemetry.force_flush()
-    return items(tmp_path / file_name, *path, missing_ok=True)
+def telemetry(file_telemetry):
+    return file_telemetry(strategy="alpha", overrides=FAST)
 
 
 def alerts(telemetry, tmp_path):
-    spans = exported(telemetry, tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
-    return [span for span in spans if span["name"] == names.ALERT_SPAN]
+    telemetry.force_flush()
+    return [span for span in spans(tmp_path / "traces.jsonl", missing_ok=True) if span["name"] == names.ALERT_SPAN]
 
 
 def error_counts(telemetry, tmp_path):
+    telemetry.force_flush()
     counts = {}
-    for metric in exported(telemetry, tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics"):
+    for metric in metrics(tmp_path / "metrics.jsonl", missing_ok=True):
         if metric["name"] == names.TRADING_ERRORS_COUNTER:
             for point in metric["sum"]["dataPoints"]:
                 a = attrs(point)
@@ -180,12 +172,8 @@ def test_errors_that_are_not_trading_errors_pass_through_untouched(telemetry, tm
     assert alerts(telemetry, tmp_path) == []
 
 
-def test_circuit_breaker_stops_calls_then_probes_once(tmp_path):
-    telemetry = rqa_otel.setup(
-        overrides={"export.directory": str(tmp_path), **FAST,
-                   "errors.breaker.failure_threshold": 3, "errors.breaker.open_s": 0.3},
-        set_global=False,
-    )
+def test_circuit_breaker_stops_calls_then_probes_once(file_telemetry, tmp_path):
+    telemetry = file_telemetry(overrides={**FAST, "errors.breaker.failure_threshold": 3, "errors.breaker.open_s": 0.3})
     handler = TradingErrorHandler(telemetry)
     broker_up = False
     calls = []
@@ -212,21 +200,14 @@ def test_circuit_breaker_stops_calls_then_probes_once(tmp_path):
     assert handler.breaker().state == CLOSED
     telemetry.shutdown()
 
-    records = [
-        r for line in (tmp_path / "logs.jsonl").read_text().splitlines()
-        for rl in json.loads(line)["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]
-    ]
-    changes = [(attrs(r)[names.BREAKER_PREVIOUS_STATE], attrs(r)[names.BREAKER_STATE]) for r in records
-               if names.BREAKER_STATE in attrs(r)]
+    changes = [(attrs(r)[names.BREAKER_PREVIOUS_STATE], attrs(r)[names.BREAKER_STATE])
+               for r in log_records(tmp_path / "logs.jsonl") if names.BREAKER_STATE in attrs(r)]
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
-    spans = [s for line in (tmp_path / "traces.jsonl").read_text().splitlines()
-             for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
-    alert_names = [attrs(s)[names.ALERT_NAME] for s in spans if s["name"] == names.ALERT_SPAN]
+    alert_names = [attrs(s)[names.ALERT_NAME] for s in spans(tmp_path / "traces.jsonl") if s["name"] == names.ALERT_SPAN]
     assert alert_names.count("circuit_breaker_open") == 1
     gauge = [
-        (int(p.get("asInt", 0)))
-        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
-        for rm in json.loads(line)["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"]
+        int(p.get("asInt", 0))
+        for m in metrics(tmp_path / "metrics.jsonl")
         if m["name"] == names.CIRCUIT_BREAKER_STATE_GAUGE for p in m["gauge"]["dataPoints"]
     ]
     assert gauge[-1] == 0, "closed again at the last collection"
@@ -254,27 +235,25 @@ def test_half_open_breaker_lets_exactly_one_probe_through():
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN)]
 
 
-def test_a_dropped_handler_is_freed_and_the_live_one_still_follows_the_settings(tmp_path):
+def test_a_dropped_handler_is_freed_and_the_live_one_still_follows_the_settings(file_telemetry, tmp_path):
     """The telemetry handle outlives handlers: its settings subscription, breaker
     gauge and readiness check must not keep every handler ever made."""
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text("errors:\n  order_rejected:\n    max_tries: 3\n")
-    telemetry = rqa_otel.setup(settings_file, set_global=False, overrides={"export.directory": str(tmp_path)})
-    try:
-        kept = TradingErrorHandler(telemetry)
-        kept.breaker("kept")
-        dropped = TradingErrorHandler(telemetry)
-        dropped.breaker("dropped")
-        freed = weakref.ref(dropped)
-        del dropped
-        gc.collect()
-        assert freed() is None
+    telemetry = file_telemetry(settings_file)
+    kept = TradingErrorHandler(telemetry)
+    kept.breaker("kept")
+    dropped = TradingErrorHandler(telemetry)
+    dropped.breaker("dropped")
+    freed = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert freed() is None
 
-        settings_file.write_text("errors:\n  order_rejected:\n    max_tries: 6\n")
-        assert telemetry.live_settings.reload().outcome == "changed"
-        assert kept.policy_for(OrderRejected()).max_tries == 6
-        metrics = exported(telemetry, tmp_path, "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")
-        [gauge] = [m for m in metrics if m["name"] == names.CIRCUIT_BREAKER_STATE_GAUGE][-1:]
-        assert [attrs(p)[names.BREAKER_NAME] for p in gauge["gauge"]["dataPoints"]] == ["kept"]
-    finally:
-        telemetry.shutdown()
+    settings_file.write_text("errors:\n  order_rejected:\n    max_tries: 6\n")
+    assert telemetry.live_settings.reload().outcome == "changed"
+    assert kept.policy_for(OrderRejected()).max_tries == 6
+    telemetry.force_flush()
+    [gauge] = [m for m in metrics(tmp_path / "metrics.jsonl", missing_ok=True)
+               if m["name"] == names.CIRCUIT_BREAKER_STATE_GAUGE][-1:]
+    assert [attrs(p)[names.BREAKER_NAME] for p in gauge["gauge"]["dataPoints"]] == ["kept"]

@@ -14,10 +14,8 @@ import time
 
 import pytest
 
-import rqa_otel
 from otlp_files import attributes as attrs
-from otlp_files import items
-from otlp_files import last_points as otlp_last_points
+from otlp_files import last_points, log_records, spans
 from rqa_otel import names
 from rqa_otel.trading.monitor import BacktestMonitor
 
@@ -25,18 +23,8 @@ BAR = dt.datetime(2024, 3, 1, 7, 0, tzinfo=dt.timezone.utc)  # 15:00 in Shanghai
 
 
 @pytest.fixture
-def telemetry(tmp_path):
-    handle = rqa_otel.setup(strategy="dual_ma", overrides={"export.directory": str(tmp_path)}, set_global=False)
-    yield handle
-    handle.shutdown()
-
-
-def read(tmp_path, file_name, *path):
-    return items(tmp_path / file_name, *path, missing_ok=True)
-
-
-def last_points(tmp_path, name):
-    return otlp_last_points(tmp_path / "metrics.jsonl", name)
+def telemetry(file_telemetry):
+    return file_telemetry(strategy="dual_ma")
 
 
 def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp_path):
@@ -48,18 +36,18 @@ def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp
     monitor.close()
     telemetry.shutdown()
 
-    counts = last_points(tmp_path, names.TRADES_COUNTER)
+    counts = last_points(tmp_path / "metrics.jsonl", names.TRADES_COUNTER)
     key = ((names.STOCK, "600519.SH"), (names.STRATEGY, "dual_ma"), (names.TRADE_SIDE, "buy"))
     assert int(counts[key]["asInt"]) == 1 and len(counts) == 3
-    notional = last_points(tmp_path, names.TRADE_NOTIONAL_COUNTER)
+    notional = last_points(tmp_path / "metrics.jsonl", names.TRADE_NOTIONAL_COUNTER)
     assert notional[key]["asDouble"] == pytest.approx(168_850.0)
-    [histogram] = last_points(tmp_path, names.TRADE_NOTIONAL_HISTOGRAM).values()
+    [histogram] = last_points(tmp_path / "metrics.jsonl", names.TRADE_NOTIONAL_HISTOGRAM).values()
     assert int(histogram["count"]) == 3 and histogram["explicitBounds"][0] == 1e3
 
-    [run_span] = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans") if s["name"] == names.BACKTEST_SPAN]
+    [run_span] = [s for s in spans(tmp_path / "traces.jsonl", missing_ok=True) if s["name"] == names.BACKTEST_SPAN]
     assert "parentSpanId" not in run_span, "a run is the root of its own trace"
     assert attrs(run_span)[names.RUN_ID] == run_id and attrs(run_span)[names.STRATEGY_PARAMETER_PREFIX + "slow"] == "40"
-    events = [r for r in read(tmp_path, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords") if attrs(r).get(names.TRADE_SIDE)]
+    events = [r for r in log_records(tmp_path / "logs.jsonl", missing_ok=True) if attrs(r).get(names.TRADE_SIDE)]
     assert len(events) == 3
     first = attrs(events[0])
     assert (first[names.STOCK], first[names.TRADE_SIDE], first[names.TRADE_PRICE]) == ("600519.SH", "buy", 1688.5)
@@ -94,8 +82,8 @@ def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
     assert monitor.get_trade_history() == []
     monitor.close()
     telemetry.shutdown()
-    assert not last_points(tmp_path, names.TRADES_COUNTER)
-    assert not [r for r in read(tmp_path, "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords") if attrs(r).get(names.TRADE_SIDE)]
+    assert not last_points(tmp_path / "metrics.jsonl", names.TRADES_COUNTER)
+    assert not [r for r in log_records(tmp_path / "logs.jsonl", missing_ok=True) if attrs(r).get(names.TRADE_SIDE)]
 
 
 def test_history_filters_by_strategy_symbol_action_and_time(telemetry):
@@ -119,10 +107,10 @@ def test_portfolio_snapshots_become_gauges_with_drawdown_and_return(telemetry, t
     monitor.close()
     telemetry.shutdown()
     key = ((names.STRATEGY, "dual_ma"),)
-    assert last_points(tmp_path, names.PORTFOLIO_DRAWDOWN_GAUGE)[key]["asDouble"] == pytest.approx(0.25)
-    assert last_points(tmp_path, names.PORTFOLIO_RETURN_GAUGE)[key]["asDouble"] == pytest.approx(-0.1)
-    assert int(last_points(tmp_path, names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asInt", 0)) == 1 or \
-        last_points(tmp_path, names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asDouble") == 1
+    assert last_points(tmp_path / "metrics.jsonl", names.PORTFOLIO_DRAWDOWN_GAUGE)[key]["asDouble"] == pytest.approx(0.25)
+    assert last_points(tmp_path / "metrics.jsonl", names.PORTFOLIO_RETURN_GAUGE)[key]["asDouble"] == pytest.approx(-0.1)
+    assert int(last_points(tmp_path / "metrics.jsonl", names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asInt", 0)) == 1 or \
+        last_points(tmp_path / "metrics.jsonl", names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asDouble") == 1
     with pytest.raises(ValueError, match="positions"):
         monitor.record_portfolio(1.0, 1.0, [("600519.SH", 1)], "dual_ma")
 
@@ -133,12 +121,12 @@ def test_whole_a_share_universe_stays_under_the_series_limit(telemetry, tmp_path
         monitor.record_trade(f"{number:06d}.SZ", "buy", 10.0, 100, "universe", timestamp=BAR)
     monitor.close()
     telemetry.shutdown()
-    counts = last_points(tmp_path, names.TRADES_COUNTER)
+    counts = last_points(tmp_path / "metrics.jsonl", names.TRADES_COUNTER)
     assert len(counts) == 2_000 + 1
     overflow = counts[((names.METRIC_OVERFLOW, True),)]
     assert int(overflow["asInt"]) == 3_000
     assert sum(int(p["asInt"]) for p in counts.values()) == 5_000
-    alerts = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+    alerts = [s for s in spans(tmp_path / "traces.jsonl", missing_ok=True)
               if s["name"] == names.ALERT_SPAN and attrs(s)[names.ALERT_NAME] == names.CARDINALITY_ALERT]
     assert len(alerts) == 1
 
@@ -211,11 +199,11 @@ def test_the_notional_histogram_has_its_own_series_limit(telemetry, tmp_path):
         monitor.record_trade("600519.SH", "buy", 10.0, 100 * (number + 1), f"strategy_{number}", timestamp=BAR)
     monitor.close()
     telemetry.shutdown()
-    points = last_points(tmp_path, names.TRADE_NOTIONAL_HISTOGRAM)
+    points = last_points(tmp_path / "metrics.jsonl", names.TRADE_NOTIONAL_HISTOGRAM)
     assert len(points) == 3 + 1
     overflow = points[((names.METRIC_OVERFLOW, True),)]
     assert int(overflow["count"]) == 2 and float(overflow["sum"]) == 4_000.0 + 5_000.0
-    alerts = [s for s in read(tmp_path, "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+    alerts = [s for s in spans(tmp_path / "traces.jsonl", missing_ok=True)
               if s["name"] == names.ALERT_SPAN and attrs(s)[names.ALERT_NAME] == names.CARDINALITY_ALERT]
     assert len(alerts) == 1
 
