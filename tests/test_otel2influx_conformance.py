@@ -30,6 +30,7 @@ from rqa_otel.export.influx.otel2influx import (
     to_line_protocol,
     traces_to_points,
 )
+from rqa_otel.export.influx.otel2influx import go_format
 
 CASES_DIR = Path(__file__).resolve().parent / "conformance" / "otel2influx"
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))
@@ -617,20 +618,18 @@ def test_line_protocol_refuses_what_the_collector_refuses() -> None:
 
 def test_go_number_and_json_formatting() -> None:
     """pdata's AsString / Go's json.Marshal (ES6 floats) and strconv.FormatFloat(f, 'f', -1, 64)."""
-    from rqa_otel.export.influx import otel2influx as o
-
     es6 = {
         1.5: "1.5", 100.0: "100", 1e20: "100000000000000000000", 1e21: "1e+21", 1.5e300: "1.5e+300",
         1e-6: "0.000001", 1e-7: "1e-7", 1.234e-5: "0.00001234", 5e-324: "5e-324", -0.0: "-0",
         123456789.125: "123456789.125", 1e16: "10000000000000000", -2.5e-8: "-2.5e-8",
     }
-    assert {f: o._es6_float(f) for f in es6} == es6
-    assert o._as_string(float("nan")) == "json: unsupported value: NaN"
-    assert o._as_string(float("-inf")) == "json: unsupported value: -Inf"
-    assert o._as_string([1, "a", None, True]) == '[1,"a",null,true]'
-    assert o._as_string({"k": [float("inf")]}) == ""  # json.Marshal fails: AsString gives ""
-    assert o._as_string(b"\x00\x01\xff") == "AAH/"
+    assert {f: go_format.es6_float(f) for f in es6} == es6
+    assert go_format.as_string(float("nan")) == "json: unsupported value: NaN"
+    assert go_format.as_string(float("-inf")) == "json: unsupported value: -Inf"
+    assert go_format.as_string([1, "a", None, True]) == '[1,"a",null,true]'
+    assert go_format.as_string({"k": [float("inf")]}) == ""  # json.Marshal fails: AsString gives ""
+    assert go_format.as_string(b"\x00\x01\xff") == "AAH/"
     fixed = {0.1: "0.1", 1e-7: "0.0000001", 1e21: "1000000000000000000000", 2.5e-5: "0.000025", 5.0: "5",
              float("inf"): "+Inf"}
-    assert {f: o._format_float_f(f) for f in fixed} == fixed
-    assert o._json({"b": "\u2028", "a": "x\n\"<"}) == '{"a":"x\\n\\"\\u003c","b":"\\u2028"}'
+    assert {f: go_format.format_float_f(f) for f in fixed} == fixed
+    assert go_format.go_json({"b": "\u2028", "a": "x\n\"<"}) == '{"a":"x\\n\\"\\u003c","b":"\\u2028"}'
