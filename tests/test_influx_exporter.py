@@ -1,6 +1,6 @@
 """The in-process InfluxDB exporters: SDK data -> the Collector's line protocol.
 
-The SDK encoder (rqa_otel.influx.sdk_points) reads SDK objects directly; the
+The SDK encoder (rqa_otel.export.influx.sdk_points) reads SDK objects directly; the
 conformance-proven conversion (otel2influx) reads OTLP JSON. Each test here
 sends the same SDK data both ways -- through the SDK path, and through the
 project's OTLP-JSON encoders and otel2influx -- and compares the parsed

@@ -1,4 +1,4 @@
-"""rqa_otel.influx.otel2influx against the otel2influx conformance cases.
+"""rqa_otel.export.influx.otel2influx against the otel2influx conformance cases.
 
 Each case in tests/conformance/otel2influx/ (see its README) is an OTLP JSON
 request and the points the Collector's influxdb exporter writes for it. Every

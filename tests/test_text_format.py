@@ -1,4 +1,4 @@
-"""Injection-safe text and JSON log lines (rqa_otel._internal.logs.text).
+"""Injection-safe text and JSON log lines (rqa_otel.export.files.text).
 
 Every string that comes from a log record (message, logger name, attribute
 keys and values, tracebacks) carries payloads that forge log lines or drive a

@@ -5,7 +5,7 @@ ExportTraceServiceRequest or ExportLogsServiceRequest in OTLP's protobuf-JSON
 mapping (what the embedded file exporter writes to ``metrics.jsonl``,
 ``traces.jsonl`` and ``logs.jsonl``, and the Collector's ``file`` exporter
 too), recognised by its top-level key. It is converted as the Collector's
-``influxdb`` exporter would (:mod:`rqa_otel.influx.otel2influx`).
+``influxdb`` exporter would (:mod:`rqa_otel.export.influx.otel2influx`).
 
 A line that cannot be converted is reported on stderr as ``FILE:LINE: why``
 and skipped; the other lines are still converted, and the exit status is 1.
@@ -183,16 +183,3 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):
         pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rqa_otel.influx.lp_cli FILE…``, until rqa-otel's CLI wires ``lp`` in."""
-    parser = argparse.ArgumentParser(prog="rqa-otel")
-    commands = parser.add_subparsers(metavar="COMMAND")
-    add_lp_parser(commands)
-    args = parser.parse_args(["lp", *(sys.argv[1:] if argv is None else argv)])
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ The in-process InfluxDB exporters start from SDK objects (``ReadableSpan``,
 ``MetricsData``, ``ReadableLogRecord``) and from the log pipeline's entry
 tuples. Encoding those as OTLP and decoding them again would cost more than
 the conversion itself, so this module reads the SDK objects directly and
-hands the values to the schema rules of :mod:`rqa_otel.influx.otel2influx`
+hands the values to the schema rules of :mod:`rqa_otel.export.influx.otel2influx`
 (``span_points``, ``log_point``, ``number_point``…): one implementation of
 the schema for both paths. Values are mapped as the SDK's OTLP encoders map
 them (tests check both paths give the same points).
