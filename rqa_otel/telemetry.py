@@ -39,7 +39,7 @@ from rqa_otel.alerts import Alerts
 from rqa_otel.resources.registry import register_current_process
 from rqa_otel.scrub import Scrubber
 from rqa_otel.config.live import LiveSettings
-from rqa_otel.settings import Settings
+from rqa_otel.config.model import Settings
 
 _log = logging.getLogger("rqa_otel")
 

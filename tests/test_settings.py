@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rqa_otel.settings import SettingsError, load_settings
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import SettingsError
 
 
 def test_packaged_defaults_send_everything_to_local_files():
@@ -137,3 +138,18 @@ def test_sampling_rules_from_a_settings_file(tmp_path):
     )
     [rule] = load_settings(settings_file, environ={}).logging.sampling_rules
     assert (rule.logger, rule.level, rule.rate_per_s, rule.ratio) == ("rqa.feed", "DEBUG", 100.0, 0.1)
+
+
+def test_old_settings_module_still_exports_its_names():
+    import rqa_otel
+    import rqa_otel.config
+    from rqa_otel import settings as old
+    from rqa_otel.config import loader, model, schema
+
+    assert old.Settings is model.Settings is rqa_otel.Settings is rqa_otel.config.Settings
+    assert old.SettingsError is model.SettingsError is rqa_otel.SettingsError
+    assert old.load_settings is loader.load_settings is rqa_otel.load_settings
+    assert old.SCHEMA is schema.SCHEMA and old.parse_key_value_list is schema.parse_key_value_list
+    assert old.DEFAULTS_FILE.is_file() and old.DEFAULTS_FILE == model.DEFAULTS_FILE
+    for name in old.__all__:
+        assert getattr(old, name) is not None, name

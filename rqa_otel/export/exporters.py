@@ -3,7 +3,7 @@ scrubbing (spans) and accounting. Logs have a pipeline of their own
 (``rqa_otel._internal.logs``); the OTLP endpoint and file rules are shared.
 
 The InfluxDB exporter plugs in here as one more name in
-``rqa_otel.settings.EXPORTERS``.
+``rqa_otel.config.model.EXPORTERS``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rqa_otel.export.files.rotating import RotatingFile
 from rqa_otel.export.spool import Senders
 from rqa_otel.export.scrubbing import ScrubbingSpanExporter
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import FileSettings, OtlpSettings, Settings
+from rqa_otel.config.model import FileSettings, OtlpSettings, Settings
 
 AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 _DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}

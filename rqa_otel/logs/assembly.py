@@ -25,7 +25,7 @@ from rqa_otel.export.sinks import (
     TextLogSink,
 )
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import OtlpSettings, SamplingRuleSettings, Settings
+from rqa_otel.config.model import OtlpSettings, SamplingRuleSettings, Settings
 
 
 def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:
