@@ -9,6 +9,8 @@
 - ``rqa_otel.config.quotas``: ``Quota``.
 
 This module re-exports what it used to define, so old imports keep working.
+``FileSettings`` is the old name of ``RotationSettings`` (``files.*`` is now
+``rotation.*``).
 """
 
 from rqa_otel.config.loader import Loaded, content_fingerprint, layer_files, load_layers, load_settings, parse_file
@@ -24,7 +26,6 @@ from rqa_otel.config.model import (
     ConfigSettings,
     ErrorSettings,
     ExportSettings,
-    FileSettings,
     InfluxSettings,
     LoggingSettings,
     OpsSettings,
@@ -32,6 +33,7 @@ from rqa_otel.config.model import (
     RegistrySettings,
     ResourceSettings,
     RetrySettings,
+    RotationSettings,
     SamplingRuleSettings,
     ScrubSettings,
     ServiceSettings,
@@ -40,6 +42,8 @@ from rqa_otel.config.model import (
     SpoolSettings,
 )
 from rqa_otel.config.schema import SCHEMA, parse_key_value_list
+
+FileSettings = RotationSettings
 
 __all__ = [
     "DEFAULTS_FILE",
@@ -63,6 +67,7 @@ __all__ = [
     "RegistrySettings",
     "ResourceSettings",
     "RetrySettings",
+    "RotationSettings",
     "SamplingRuleSettings",
     "ScrubSettings",
     "ServiceSettings",

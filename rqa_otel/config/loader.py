@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from rqa_otel.config.aliases import rename_in_flat, rename_in_tree
 from rqa_otel.config.environment import is_foreign_variable, otel_environment, rqa_environment, rqa_variable
 from rqa_otel.config.model import (
     DEFAULTS_FILE,
@@ -42,7 +43,6 @@ from rqa_otel.config.model import (
     BreakerSettings,
     ConfigSettings,
     ErrorSettings,
-    FileSettings,
     ExportSettings,
     InfluxSettings,
     LoggingSettings,
@@ -51,6 +51,7 @@ from rqa_otel.config.model import (
     RegistrySettings,
     ResourceSettings,
     RetrySettings,
+    RotationSettings,
     ScrubSettings,
     ServiceSettings,
     Settings,
@@ -118,6 +119,7 @@ def load_layers(
     value is encrypted."""
     environ = os.environ if environ is None else environ
     overrides = _flatten(dict(overrides or {}))
+    rename_in_flat(overrides, dict.fromkeys(overrides, "setup() argument"))
     if settings_file is None:
         settings_file = environ.get(SETTINGS_FILE_VARIABLE) or None
     digest = hashlib.sha256()
@@ -139,7 +141,7 @@ def load_layers(
         source = f"settings file {str(path)!r}"
         if secret:
             secret_sources.add(source)
-        layers.append((source, parse_file(path, data, secret)))
+        layers.append((source, rename_in_tree(parse_file(path, data, secret), source)))
 
     if settings_file is not None:
         path = Path(settings_file)
@@ -162,9 +164,10 @@ def load_layers(
         _merge(merged, tree, source, sources)
     flat = _flatten(merged)
     rqa = _flatten(rqa_environment(environ))
+    rqa_sources = {key: f"environment variable {rqa_variable(key)}" for key in rqa}
+    rename_in_flat(rqa, rqa_sources)
     flat.update(rqa)
-    for key in rqa:
-        sources[key] = f"environment variable {rqa_variable(key)}"
+    sources.update(rqa_sources)
     for key, (value, variable) in otel_environment(environ).items():
         if key not in rqa:
             flat[key] = value
@@ -407,8 +410,8 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
             sampling_rules=v["logging.sampling.rules"],
             summary_interval_s=v["logging.sampling.summary_interval_s"],
         ),
-        files=FileSettings(
-            max_bytes=v["files.max_bytes"], backup_count=v["files.backup_count"], compress=v["files.compress"]
+        rotation=RotationSettings(
+            max_bytes=v["rotation.max_bytes"], backup_count=v["rotation.backup_count"], compress=v["rotation.compress"]
         ),
         scrub=ScrubSettings(patterns=v["scrub.patterns"], allowlist=v["scrub.allowlist"]),
         errors=ErrorSettings(

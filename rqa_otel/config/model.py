@@ -8,6 +8,7 @@ path is a plain attribute access.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -122,7 +123,10 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
-class FileSettings:
+class RotationSettings:
+    """Rotation of every file rqa-otel writes (``rotation.*``; ``files.*``
+    is its deprecated name)."""
+
     max_bytes: int
     backup_count: int
     compress: bool
@@ -209,7 +213,7 @@ class Settings:
     service: ServiceSettings
     export: ExportSettings
     logging: LoggingSettings
-    files: FileSettings
+    rotation: RotationSettings
     scrub: ScrubSettings
     errors: ErrorSettings
     ops: OpsSettings
@@ -226,6 +230,12 @@ class Settings:
     """Dotted keys whose value was decrypted: never shown in messages."""
     values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Every validated value by dotted key (``SCHEMA``'s keys): for diffs."""
+
+    @property
+    def files(self) -> RotationSettings:
+        """Deprecated name of ``rotation`` (the section was ``files.*``)."""
+        warnings.warn("Settings.files is deprecated; use Settings.rotation", DeprecationWarning, stacklevel=2)
+        return self.rotation
 
     def get(self, key: str) -> Any:
         """A value by dotted key, or the mapping of those under a section

@@ -252,9 +252,9 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "logging.file_format": (_one_of("text", "json"), None),
     "logging.sampling.rules": (_sampling_rules, None),
     "logging.sampling.summary_interval_s": (_positive_seconds, None),
-    "files.max_bytes": (_count(0), None),
-    "files.backup_count": (_count(0), None),
-    "files.compress": (_boolean, None),
+    "rotation.max_bytes": (_count(0), None),
+    "rotation.backup_count": (_count(0), None),
+    "rotation.compress": (_boolean, None),
     "scrub.patterns": (_regexes, None),
     "scrub.allowlist": (_strings, None),
     **{
