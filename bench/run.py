@@ -249,7 +249,7 @@ def config_read(repeat: int) -> dict:
     from dynaconf import Dynaconf
 
     from rqa_otel.config import LiveSettings
-    from rqa_otel.settings import DEFAULTS_FILE
+    from rqa_otel.config.model import DEFAULTS_FILE
 
     live = LiveSettings.from_layers(environ={})
     dynaconf = Dynaconf(settings_files=[str(DEFAULTS_FILE)], environments=False, load_dotenv=False, merge_enabled=True)

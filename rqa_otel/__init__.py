@@ -8,7 +8,8 @@
 """
 
 from rqa_otel.quant import quant_context
-from rqa_otel.settings import Settings, SettingsError, load_settings
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import Settings, SettingsError
 from rqa_otel.telemetry import VERSION as __version__
 from rqa_otel.telemetry import Telemetry, current, setup
 

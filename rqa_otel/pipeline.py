@@ -51,7 +51,7 @@ from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import Settings
+from rqa_otel.config.model import Settings
 
 try:
     from importlib.metadata import version as _version

@@ -31,7 +31,7 @@ from rqa_otel.ops.readiness import Check
 from rqa_otel.pipeline import VERSION, Pipeline
 from rqa_otel.resources import ResourceGauges
 from rqa_otel.resources.registry import register_current_process
-from rqa_otel.settings import Settings
+from rqa_otel.config.model import Settings
 
 __all__ = ["VERSION", "Telemetry", "current", "setup"]
 

@@ -15,8 +15,9 @@ from cryptography.fernet import Fernet
 
 import rqa_otel
 from rqa_otel.cli import main
+from rqa_otel.config.loader import load_layers, load_settings
+from rqa_otel.config.model import SettingsError
 from rqa_otel.config.vault import ConfigVault, key_id
-from rqa_otel.settings import SettingsError, load_layers, load_settings
 from otlp_files import items
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from rqa_otel.settings import load_settings
+from rqa_otel.config.loader import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR_DIR = ROOT / "collector"

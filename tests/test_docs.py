@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rqa_otel import names
-from rqa_otel.settings import SCHEMA
+from rqa_otel.config.schema import SCHEMA
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

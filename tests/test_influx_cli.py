@@ -17,7 +17,8 @@ from otlp_files import items
 
 import rqa_otel
 from rqa_otel import names
-from rqa_otel.settings import SettingsError, load_settings
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import SettingsError
 
 DEMO_YEARS = "1"
 

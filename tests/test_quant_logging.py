@@ -171,7 +171,7 @@ DISK_FULL_PAYLOAD = "x" * 200
 
 
 def test_full_disk_never_stops_the_strategy_and_raises_one_alert(tmp_path):
-    telemetry = telemetry_for(tmp_path, **{"logging.file": "/dev/full", "files.max_bytes": 0})
+    telemetry = telemetry_for(tmp_path, **{"logging.file": "/dev/full", "rotation.max_bytes": 0})
     log = telemetry.get_logger("quant.diskfull")
     for i in range(3):
         for _ in range(100):
@@ -204,7 +204,7 @@ def tiny_tmpfs(tmp_path):
 def test_text_log_on_a_full_tmpfs_resumes_when_space_returns(tmp_path, tiny_tmpfs):
     filler = tiny_tmpfs / "filler"
     text_log = tiny_tmpfs / "strategy.log"
-    telemetry = telemetry_for(tmp_path, **{"logging.file": str(text_log), "files.max_bytes": 0})
+    telemetry = telemetry_for(tmp_path, **{"logging.file": str(text_log), "rotation.max_bytes": 0})
     log = telemetry.get_logger("quant.tmpfs")
     filler.write_bytes(b"\0" * 60_000)
     for i in range(50):

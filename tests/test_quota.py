@@ -22,10 +22,12 @@ import pytest
 from backends import free_port
 from otlp_files import attributes, log_records, metrics, spans
 from rqa_otel import setup
-from rqa_otel.resources.quota import MIB, Quota, QuotaExceeded, ResourceManager
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import SettingsError
+from rqa_otel.config.quotas import Quota
+from rqa_otel.resources.quota import MIB, QuotaExceeded, ResourceManager
 from rqa_otel.resources.registry import Registry
 from rqa_otel.resources.sampling import StrategyUsage
-from rqa_otel.settings import SettingsError, load_settings
 
 
 @pytest.fixture
@@ -393,3 +395,9 @@ def test_a_strategy_process_is_not_ready_while_the_agent_reports_it_in_breach(tm
         {"strategy": "hungry", "resource": "memory"}, {"strategy": "other", "resource": "cpu"}]})
     out, _ = child.communicate("go\n", timeout=30)
     assert out.strip() == "(503, 'strategy hungry is over its memory quota (host agent)')"
+
+
+def test_quota_keeps_its_old_import_path():
+    from rqa_otel.resources import quota
+
+    assert quota.Quota is Quota

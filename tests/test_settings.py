@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import pytest
 
-from rqa_otel.settings import SettingsError, load_settings
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import SettingsError
 
 
 def test_packaged_defaults_send_everything_to_local_files():
@@ -137,3 +141,92 @@ def test_sampling_rules_from_a_settings_file(tmp_path):
     )
     [rule] = load_settings(settings_file, environ={}).logging.sampling_rules
     assert (rule.logger, rule.level, rule.rate_per_s, rule.ratio) == ("rqa.feed", "DEBUG", 100.0, 0.1)
+
+
+def test_rotation_settings_from_a_file_and_the_environment(tmp_path, monkeypatch):
+    defaults = load_settings(environ={}).rotation
+    assert (defaults.max_bytes, defaults.backup_count, defaults.compress) == (104857600, 5, False)
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("rotation:\n  max_bytes: 1000\n  compress: true\n")
+    monkeypatch.setenv("RQA_ROTATION__BACKUP_COUNT", "2")
+    rotation = load_settings(settings_file).rotation
+    assert (rotation.max_bytes, rotation.backup_count, rotation.compress) == (1000, 2, True)
+
+
+def test_deprecated_files_section_in_a_settings_file_applies_to_rotation(tmp_path, caplog):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("files:\n  max_bytes: 1000\n")
+    with caplog.at_level(logging.WARNING, logger="rqa_otel.config"):
+        settings = load_settings(settings_file, environ={})
+        load_settings(settings_file, environ={})  # warned once, not on every (re)load
+    assert settings.rotation.max_bytes == 1000
+    assert settings.get("rotation.max_bytes") == 1000
+    assert settings.sources["rotation.max_bytes"] == f"settings file {str(settings_file)!r}"
+    warned = [record.getMessage() for record in caplog.records if "is deprecated" in record.getMessage()]
+    assert warned == [f"setting files.max_bytes (from settings file {str(settings_file)!r}) is deprecated: use rotation.max_bytes"]
+
+
+def test_deprecated_files_variable_applies_to_rotation(monkeypatch, caplog):
+    monkeypatch.setenv("RQA_FILES__BACKUP_COUNT", "2")
+    with caplog.at_level(logging.WARNING, logger="rqa_otel.config"):
+        settings = load_settings()
+    assert settings.rotation.backup_count == 2
+    assert "setting files.backup_count (from environment variable RQA_FILES__BACKUP_COUNT) is deprecated: use " \
+        "rotation.backup_count (RQA_ROTATION__BACKUP_COUNT)" in caplog.text
+
+
+def test_deprecated_files_key_as_a_setup_argument_applies_to_rotation():
+    assert load_settings(overrides={"files.compress": True}, environ={}).rotation.compress is True
+
+
+def test_a_bad_value_under_the_deprecated_name_is_reported(tmp_path):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("files:\n  max_bytes: lots\n")
+    with pytest.raises(SettingsError, match="setting rotation.max_bytes = 'lots' .from settings file .*expected an integer >= 0"):
+        load_settings(settings_file, environ={})
+
+
+def test_old_and_new_rotation_key_in_one_layer_is_an_error_naming_both(tmp_path, monkeypatch):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("files:\n  max_bytes: 1000\nrotation:\n  max_bytes: 2000\n")
+    with pytest.raises(SettingsError, match="settings files.max_bytes and rotation.max_bytes are both given"):
+        load_settings(settings_file, environ={})
+    with pytest.raises(SettingsError, match="settings files.compress and rotation.compress are both given"):
+        load_settings(environ={"RQA_FILES__COMPRESS": "true", "RQA_ROTATION__COMPRESS": "false"})
+    monkeypatch.setenv("RQA_FILES__MAX_BYTES", "1")
+    monkeypatch.setenv("RQA_ROTATION__MAX_BYTES", "2")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "RQA_FILES__MAX_BYTES" in str(error.value) and "RQA_ROTATION__MAX_BYTES" in str(error.value)
+
+
+def test_old_and_new_rotation_keys_in_different_layers_follow_the_layer_order(tmp_path):
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("files:\n  max_bytes: 1000\n  backup_count: 3\n")
+    rotation = load_settings(settings_file, environ={"RQA_ROTATION__MAX_BYTES": "2000"}).rotation
+    assert (rotation.max_bytes, rotation.backup_count) == (2000, 3)
+
+
+def test_settings_files_is_a_deprecated_alias_of_rotation():
+    settings = load_settings(environ={})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert settings.files is settings.rotation
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert "Settings.rotation" in str(caught[0].message)
+
+
+def test_old_settings_module_still_exports_its_names():
+    import rqa_otel
+    import rqa_otel.config
+    from rqa_otel import settings as old
+    from rqa_otel.config import loader, model, schema
+
+    assert old.Settings is model.Settings is rqa_otel.Settings is rqa_otel.config.Settings
+    assert old.SettingsError is model.SettingsError is rqa_otel.SettingsError
+    assert old.load_settings is loader.load_settings is rqa_otel.load_settings
+    assert old.SCHEMA is schema.SCHEMA and old.parse_key_value_list is schema.parse_key_value_list
+    assert old.FileSettings is model.RotationSettings
+    assert old.DEFAULTS_FILE.is_file() and old.DEFAULTS_FILE == model.DEFAULTS_FILE
+    for name in old.__all__:
+        assert getattr(old, name) is not None, name

@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 
 from rqa_otel import names
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import SettingsError
 from rqa_otel.resources.registry import Registry
 
 _log = logging.getLogger("rqa_otel.agent")
@@ -245,8 +247,6 @@ def _free_port() -> int:
 def run_agent(settings_file: str | None, http_port: int | None, interval_s: float | None,
               run_dir: str | None) -> int:
     """``rqa-otel agent``: returns the exit status."""
-    from rqa_otel.settings import SettingsError, load_settings
-
     overrides = {"registry.dir": run_dir} if run_dir else {}
     try:
         settings = load_settings(settings_file, overrides)

@@ -11,6 +11,7 @@ import sys
 
 from rqa_otel.cli.arguments import fail, port_or_auto, positive_int
 from rqa_otel.cli.replay import add_influx_options
+from rqa_otel.config.model import SettingsError
 
 
 def add_demo_parser(commands) -> None:
@@ -66,7 +67,6 @@ def demo_command(args: argparse.Namespace) -> int:
     import time
 
     from rqa_otel.cli import demo_backtest as demo
-    from rqa_otel.settings import SettingsError
     from rqa_otel.telemetry import setup
 
     overrides: dict[str, object] = {}

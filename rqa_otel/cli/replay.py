@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from rqa_otel.cli.lp import add_schema_arguments, point_converters
+from rqa_otel.config.loader import load_settings
 
 _SIGNALS = {"resourceSpans": "traces", "resourceMetrics": "metrics", "resourceLogs": "logs"}
 _REQUEST_KEYS = {signal: key for key, signal in _SIGNALS.items()}
@@ -122,7 +123,6 @@ class _Target:
         self._args = args
         if self.kind == "influxdb":
             from rqa_otel.export.influx.exporter import InfluxEncoder, InfluxSchema, influx_transport
-            from rqa_otel.settings import load_settings
 
             settings = load_settings(overrides=influx_overrides(self.destination, args)).export.influxdb
             self._transport = lambda signal: influx_transport(settings)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from rqa_otel.cli.arguments import fail
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import SETTINGS_FILE_VARIABLE, SettingsError
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
 
@@ -34,8 +36,6 @@ def add_run_parser(commands) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from rqa_otel.settings import SETTINGS_FILE_VARIABLE, SettingsError, load_settings
-
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rqa_otel.config.loader import parse_file
+from rqa_otel.config.permissions import read_checked
 from rqa_otel.config.vault import KEY_FILE_VARIABLE, KEYS_VARIABLE, ConfigVault, VaultError, envelopes_in, key_id
 
 _KEYS_HELP = (
@@ -161,9 +163,6 @@ def _encrypt(args) -> int:
 
 def _file_values(path: str) -> dict[str, str]:
     """Every encrypted value of a settings file by dotted key."""
-    from rqa_otel.config.permissions import read_checked
-    from rqa_otel.settings import parse_file
-
     secret = os.path.basename(path).startswith(".secrets")
     tree = parse_file(Path(path), read_checked(path, secret=secret), secret)
     found: dict[str, str] = {}

@@ -1,4 +1,7 @@
-"""Live settings: hot reload, change notification, the ConfigVault.
+"""Settings: their shape (model), schema, loading from every layer, hot
+reload, change notification and the ConfigVault.
+
+    settings = load_settings("settings.yaml")   # frozen Settings, validated
 
     live = telemetry.live_settings       # or LiveSettings.from_layers(...)
     live.current.logging.level           # the snapshot in force: a plain read
@@ -8,6 +11,8 @@
 """
 
 from rqa_otel.config.live import CHANGED, FAILED, UNCHANGED, LiveSettings, ReloadResult
+from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import Settings, SettingsError
 from rqa_otel.config.permissions import UnsafePermissions
 from rqa_otel.config.vault import ConfigVault, VaultError
 
@@ -18,6 +23,9 @@ __all__ = [
     "ConfigVault",
     "LiveSettings",
     "ReloadResult",
+    "Settings",
+    "SettingsError",
     "UnsafePermissions",
     "VaultError",
+    "load_settings",
 ]

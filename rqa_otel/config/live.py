@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from rqa_otel import names
-from rqa_otel.settings import Loaded, Settings, content_fingerprint, load_layers
+from rqa_otel.config.loader import Loaded, content_fingerprint, load_layers
+from rqa_otel.config.model import Settings
 
 _log = logging.getLogger("rqa_otel.config")
 

@@ -3,7 +3,7 @@ scrubbing (spans) and accounting. Logs have a pipeline of their own
 (``rqa_otel._internal.logs``); the OTLP endpoint and file rules are shared.
 
 The InfluxDB exporter plugs in here as one more name in
-``rqa_otel.settings.EXPORTERS``.
+``rqa_otel.config.model.EXPORTERS``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rqa_otel.export.files.rotating import RotatingFile
 from rqa_otel.export.spool import Senders
 from rqa_otel.export.scrubbing import ScrubbingSpanExporter
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import FileSettings, OtlpSettings, Settings
+from rqa_otel.config.model import OtlpSettings, RotationSettings, Settings
 
 AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 _DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
@@ -38,7 +38,7 @@ def build_exporter(
 
         inner, destination = influx_exporter(signal, export.influxdb, senders or Senders(False, "", 1, export.otlp.timeout_s))
     elif kind == "file":
-        inner, destination = _file_exporter(signal, export.directory, settings.files)
+        inner, destination = _file_exporter(signal, export.directory, settings.rotation)
     elif kind == "console":
         inner, destination = _console_exporter(signal), "console (stdout)"
     else:
@@ -65,16 +65,18 @@ def _otlp_or_spooled(signal: str, otlp: OtlpSettings, senders: Senders | None):
     return _otlp_exporter(signal, otlp)
 
 
-def rotating_file(path: str | os.PathLike[str], files: FileSettings) -> RotatingFile:
+def rotating_file(path: str | os.PathLike[str], rotation: RotationSettings) -> RotatingFile:
     """Every file rqa-otel writes rotates the same way and survives a full disk."""
-    return RotatingFile(path, max_bytes=files.max_bytes, backup_count=files.backup_count, compress=files.compress)
+    return RotatingFile(
+        path, max_bytes=rotation.max_bytes, backup_count=rotation.backup_count, compress=rotation.compress
+    )
 
 
-def _file_exporter(signal: str, directory: str, files: FileSettings):
+def _file_exporter(signal: str, directory: str, rotation: RotationSettings):
     from rqa_otel.export.files import otlp_json as f
 
     cls = {"traces": f.OtlpJsonSpanExporter, "metrics": f.OtlpJsonMetricExporter}[signal]
-    file = rotating_file(os.path.join(directory, f.FILE_NAMES[signal]), files)
+    file = rotating_file(os.path.join(directory, f.FILE_NAMES[signal]), rotation)
     return cls(file), f"file {file.path}"
 
 

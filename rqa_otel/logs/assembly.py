@@ -25,7 +25,7 @@ from rqa_otel.export.sinks import (
     TextLogSink,
 )
 from rqa_otel.scrub import Scrubber
-from rqa_otel.settings import OtlpSettings, SamplingRuleSettings, Settings
+from rqa_otel.config.model import OtlpSettings, SamplingRuleSettings, Settings
 
 
 def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:
@@ -59,7 +59,7 @@ def build_log_pipeline(
     primary: LogSink
     if kind == "file":
         path = os.path.join(settings.export.directory, FILE_NAMES["logs"])
-        primary = OtlpJsonFileLogSink(rotating_file(path, settings.files), encoder)
+        primary = OtlpJsonFileLogSink(rotating_file(path, settings.rotation), encoder)
     elif kind == "console":
         primary = TextLogSink(sys.stderr)
     elif kind == "influxdb":
@@ -74,7 +74,7 @@ def build_log_pipeline(
     if log.console and kind != "console":
         mirrors.append(TextLogSink(sys.stderr))
     if log.file:
-        mirrors.append(TextLogSink(rotating_file(log.file, settings.files), json_lines=log.file_format == "json"))
+        mirrors.append(TextLogSink(rotating_file(log.file, settings.rotation), json_lines=log.file_format == "json"))
 
     pipeline = LogPipeline(
         buffer,

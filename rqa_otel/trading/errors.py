@@ -42,6 +42,7 @@ import backoff
 
 from rqa_otel import names
 from rqa_otel._util.weak import subscribe_while_alive, weak_callback
+from rqa_otel.config.loader import load_settings
 from rqa_otel.trading.circuit_breaker import STATE_VALUES, CircuitBreaker
 
 _log = logging.getLogger("rqa_otel.trading_errors")
@@ -170,8 +171,6 @@ def default_policies(settings=None) -> dict[type, RetryPolicy]:
         return RetryPolicy(section.max_tries, section.base_delay_s, section.max_delay_s, severity)
 
     if settings is None:
-        from rqa_otel.settings import load_settings
-
         settings = load_settings(environ={})
     errors = settings.errors
     return {
