@@ -19,6 +19,8 @@ def instrument_backtrader(telemetry: Telemetry | None = None) -> bool:
     """Report every backtrader ``Cerebro.run()`` from now on: a run span,
     orders, fills and broker value (rqa_otel/instrumentation/backtrader.py).
     False when backtrader is not installed."""
+    # Here, not at the top: `import rqa_otel` should not load the
+    # instrumentation framework for programs that never call this.
     from rqa_otel.instrumentation.backtrader import instrument_backtrader as instrument
 
     return instrument(telemetry)

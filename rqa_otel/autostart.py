@@ -35,6 +35,7 @@ def _instrument_frameworks_when_imported() -> None:
 
     def instrument(module) -> None:  # noqa: ARG001
         try:
+            # Loaded when the strategy imports backtrader, never before.
             from rqa_otel.instrumentation.backtrader import instrument_backtrader
 
             instrument_backtrader()

@@ -66,6 +66,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._ops = None
         if http_port:
+            # The supervisor stays small (no OTel SDK) unless it serves /health.
             from rqa_otel.ops.server import OpsServer
 
             self._ops = OpsServer(

@@ -16,17 +16,16 @@ import threading
 import time
 
 from rqa_otel import names
+from rqa_otel.resources import ResourceGauges, ResourceSampler
+from rqa_otel.resources.quota import ResourceManager
 from rqa_otel.resources.registry import Registry
+from rqa_otel.telemetry import setup
 
 _log = logging.getLogger("rqa_otel.agent")
 
 
 class Worker:
     def __init__(self, interval_s: float, ops_port: int, restarts: int, supervisor_pid: int) -> None:
-        from rqa_otel.resources import ResourceGauges, ResourceSampler
-        from rqa_otel.resources.quota import ResourceManager
-        from rqa_otel.telemetry import setup
-
         self.interval_s = interval_s
         self.supervisor_pid = supervisor_pid
         self.telemetry = setup(

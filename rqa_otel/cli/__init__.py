@@ -12,6 +12,7 @@ from rqa_otel.cli.lp import add_lp_parser
 from rqa_otel.cli.replay import add_replay_parser
 from rqa_otel.cli.run import add_run_parser
 from rqa_otel.cli.vault import add_vault_parser
+from rqa_otel.telemetry import VERSION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,8 +25,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from rqa_otel.telemetry import VERSION
-
     parser = argparse.ArgumentParser(
         prog="rqa-otel",
         description="Telemetry for RQA2025 strategy processes: OpenTelemetry traces, metrics and logs.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rqa_otel.agent.supervisor import run_agent
 from rqa_otel.cli.arguments import port_or_off, positive_seconds
 
 
@@ -30,6 +31,4 @@ def add_agent_parser(commands) -> None:
 
 
 def agent_command(args: argparse.Namespace) -> int:
-    from rqa_otel.agent.supervisor import run_agent
-
     return run_agent(args.settings, args.http_port, args.interval, args.run_dir)

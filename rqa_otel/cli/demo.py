@@ -7,11 +7,18 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
+import tempfile
+import time
 
+from rqa_otel import names
+from rqa_otel.cli import demo_backtest as demo
 from rqa_otel.cli.arguments import fail, port_or_auto, positive_int
-from rqa_otel.cli.replay import add_influx_options
+from rqa_otel.cli.replay import add_influx_options, influx_overrides
 from rqa_otel.config.model import SettingsError
+from rqa_otel.telemetry import setup
+from rqa_otel.trading import BacktestMonitor, TradingErrorHandler
 
 
 def add_demo_parser(commands) -> None:
@@ -55,19 +62,12 @@ def add_demo_parser(commands) -> None:
 
 def _free_loopback_port() -> int:
     """A port free right now (ops.http_port 0 means off, so the demo picks one)."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    import tempfile
-    import time
-
-    from rqa_otel.cli import demo_backtest as demo
-    from rqa_otel.telemetry import setup
 
     overrides: dict[str, object] = {}
     if args.otlp_endpoint and args.influxdb:
@@ -77,8 +77,6 @@ def demo_command(args: argparse.Namespace) -> int:
         overrides["export.otlp.endpoint"] = args.otlp_endpoint
         overrides["export.otlp.protocol"] = args.otlp_protocol
     elif args.influxdb:
-        from rqa_otel.cli.replay import influx_overrides
-
         overrides.update({f"export.{signal}": "influxdb" for signal in ("traces", "metrics", "logs")})
         try:
             overrides.update(influx_overrides(args.influxdb, args, prefix="influxdb_"))
@@ -130,8 +128,6 @@ def demo_command(args: argparse.Namespace) -> int:
 
     monitor = errors = None
     if telemetry:
-        from rqa_otel.trading.monitor import BacktestMonitor
-        from rqa_otel.trading.errors import TradingErrorHandler
 
         monitor = BacktestMonitor(telemetry, journal_path=os.path.join(args.output or "./rqa-telemetry", "trades.db"))
         # Retry delays pass in simulated time: a backtest does not sleep.
@@ -217,8 +213,6 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    from rqa_otel import names
-    from rqa_otel.cli import demo_backtest as demo
 
     change = summary["final_value"] / summary["start_value"] - 1
     signals = ", ".join(f"{name} {count}" for name, count in sorted(summary["signals"].items()))

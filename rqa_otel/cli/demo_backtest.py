@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import random
 import sys
 import threading
@@ -22,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from rqa_otel.resources.quota import ResourceManager
+from rqa_otel.resources.registry import Registry
 from rqa_otel.trading.errors import InsufficientFunds, OrderRejected, ReasonCode, TradingError
 
 
@@ -440,11 +443,6 @@ def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
     meet, as the host agent does each collection: the breach becomes one
     ``quota_breach`` alert span. ``run_dir`` keeps this quota out of the
     host's real run directory."""
-    from rqa_otel.resources.quota import ResourceManager
-    from rqa_otel.resources.registry import Registry
-
-    import os
-
     quota = {"memory_mib": DEMO_MEMORY_QUOTA_MIB, "gpu_memory_mib": DEMO_GPU_MEMORY_QUOTA_MIB,
              "cpu_percent": 100 * (os.cpu_count() or 1), "max_workers": DEMO_MAX_WORKERS}
     manager = ResourceManager(telemetry, registry=Registry(run_dir), quotas={STRATEGY: quota})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
 import sys
@@ -10,8 +9,16 @@ import tempfile
 from pathlib import Path
 
 from rqa_otel.config.loader import parse_file
-from rqa_otel.config.permissions import read_checked
-from rqa_otel.config.vault import KEY_FILE_VARIABLE, KEYS_VARIABLE, ConfigVault, VaultError, envelopes_in, key_id
+from rqa_otel.config.permissions import UnsafePermissions, read_checked
+from rqa_otel.config.vault import (
+    KEY_FILE_VARIABLE,
+    KEYS_VARIABLE,
+    ConfigVault,
+    VaultError,
+    envelopes_in,
+    key_id,
+    rotate_text,
+)
 
 _KEYS_HELP = (
     f"Keys come from {KEYS_VARIABLE} (comma-separated Fernet keys, primary first) or from the file named by "
@@ -114,8 +121,6 @@ def _keygen(args) -> int:
     path = Path(args.key_file)
     old = ""
     if path.exists():
-        from rqa_otel.config.permissions import UnsafePermissions, read_checked
-
         try:
             old = read_checked(path, secret=True).decode("ascii")
         except UnsafePermissions as exc:
@@ -200,8 +205,6 @@ def _decrypt(args) -> int:
 
 
 def _rotate(args) -> int:
-    from rqa_otel.config.permissions import read_checked
-    from rqa_otel.config.vault import rotate_text
 
     try:
         vault = _vault()
@@ -220,7 +223,6 @@ def _rotate(args) -> int:
 
 
 def _verify(args) -> int:
-    from rqa_otel.config.permissions import read_checked
 
     try:
         vault = _vault()

@@ -258,6 +258,7 @@ class LiveSettings:
 
     def watch(self, debounce_s: float | None = None, poll_interval_s: float | None = None):
         """Start reloading on file changes (rqa_otel.config.watch); idempotent."""
+        # watchdog and its observer thread load only for a watched process.
         from rqa_otel.config.watch import SettingsWatcher
 
         if self._watcher is None:

@@ -148,6 +148,7 @@ class ResourceSampler:
     def gpu(self) -> "GpuSampler | None":
         """The NVML sampler, None without NVML (opened here on first use)."""
         if self._gpu_pending:
+            # NVML (ctypes, pynvml) loads only where a GPU is asked for.
             from rqa_otel.resources.gpu import GpuSampler
 
             with self._lock:
