@@ -25,11 +25,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel._util.deadline import call_with_deadline
-from rqa_otel.export.exporters import build_exporter, reconnect_otlp
+from rqa_otel.export.exporters import build_exporter, otlp_log_sink, reconnect_otlp
 from rqa_otel.export.accounting import ExportCounts
 from rqa_otel.export.log_entry import active_span_ids, shaped_emitter, shaped_entry
-from rqa_otel.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
-from rqa_otel.export.otlp.log_encoding import LogsEncoder
+from rqa_otel.logs.assembly import build_log_pipeline, sampling_rules
 from rqa_otel.logs.worker import LogPipeline
 from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel.export.metric_producers import MetricProducer, Producers
@@ -132,8 +131,8 @@ class Telemetry:
             otlp = self.settings.export.otlp
             for signal in otlp_signals:
                 if signal == "logs" and self._log_pipeline is not None:
-                    encoder = LogsEncoder(dict(self.resource.attributes))
-                    self._log_pipeline.replace_primary(otlp_log_sink(otlp, encoder, self.senders))
+                    sink = otlp_log_sink(otlp, dict(self.resource.attributes), self.senders)
+                    self._log_pipeline.replace_primary(sink)
                 elif self._exporters.get(signal) is not None:
                     reconnect_otlp(self._exporters[signal], signal, otlp, self.scrubber, self.senders)
 

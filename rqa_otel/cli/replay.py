@@ -131,13 +131,16 @@ class _Target:
                 InfluxSchema(args.schema, tuple(args.span_dimensions), tuple(args.log_record_dimensions))
             )
         else:
-            from rqa_otel.export.otlp.payloads import otlp_transport
+            from rqa_otel.export.otlp.transport import otlp_transport
+            from rqa_otel.settings import OtlpSettings
 
-            protocol = "grpc" if self.kind == "otlp" else "http/protobuf"
-            base = "http://" + self.destination
-            self._transport = lambda signal: otlp_transport(
-                signal, base if protocol == "grpc" else f"{base}/v1/{signal}", protocol, {}
+            otlp = OtlpSettings(
+                endpoint="http://" + self.destination,
+                protocol="grpc" if self.kind == "otlp" else "http/protobuf",
+                headers={},
+                timeout_s=args.timeout,
             )
+            self._transport = lambda signal: otlp_transport(signal, otlp)
 
     def delivery(self, signal: str):
         from rqa_otel.export.delivery import Delivery
