@@ -15,7 +15,7 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as _spans_request
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from rqa_otel.export.delivery import Payload, log_value, metrics_value, span_value, split_by_value
+from rqa_otel.export.delivery import Payload, metrics_value, span_value, split_by_value, split_logs_by_value
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
 
 
@@ -47,5 +47,5 @@ class LogPayloads:
     def __call__(self, batch: Sequence[Any], observed_ns: int) -> list[Payload]:
         return [
             Payload("logs", self._encoder.encode(group, observed_ns), value, len(group))
-            for value, group in split_by_value(batch, log_value)
+            for value, group in split_logs_by_value(batch)
         ]
