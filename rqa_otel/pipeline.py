@@ -39,11 +39,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from rqa_otel import names
 from rqa_otel.alerts import Alerts
 from rqa_otel.config.live import LiveSettings
-from rqa_otel.export.exporters import build_exporter, reconnect_otlp
+from rqa_otel.export.exporters import build_exporter, otlp_log_sink, reconnect_otlp
 from rqa_otel.export.metric_producers import Producers
-from rqa_otel.export.otlp.log_encoding import LogsEncoder
 from rqa_otel.export.spool import Senders
-from rqa_otel.logs.assembly import build_log_pipeline, otlp_log_sink, sampling_rules
+from rqa_otel.logs.assembly import build_log_pipeline, sampling_rules
 from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel.logs.worker import LogPipeline
 from rqa_otel.ops.exposition import PullMetricReader
@@ -273,8 +272,8 @@ class Pipeline:
             otlp = self.settings.export.otlp
             for signal in otlp_signals:
                 if signal == "logs" and self.log_pipeline is not None:
-                    encoder = LogsEncoder(dict(self.resource.attributes))
-                    self.log_pipeline.replace_primary(otlp_log_sink(otlp, encoder, self.senders))
+                    sink = otlp_log_sink(otlp, dict(self.resource.attributes), self.senders)
+                    self.log_pipeline.replace_primary(sink)
                 elif self.exporters.get(signal) is not None:
                     reconnect_otlp(self.exporters[signal], signal, otlp, self.scrubber, self.senders)
 

@@ -204,3 +204,23 @@ def test_bindings_do_not_leak_between_asyncio_tasks():
 def test_non_string_fields_are_coerced():
     with quant_context(stock=600519, signal=1.5):
         assert bound_quant_fields() == (None, "600519", "1.5")
+
+
+def test_log_batches_split_by_value_alike_on_the_fast_path_and_the_general_one():
+    from rqa_otel import names
+    from rqa_otel.export.delivery import Value, log_value, split_by_value, split_logs_by_value
+
+    def entry(level: int, logger: str = "quant") -> LogEntry:
+        return LogEntry(0, level, logger, "m", {})
+
+    batches = {
+        "all info": [entry(logging.INFO) for _ in range(5)],
+        "all warnings and errors": [entry(logging.WARNING), entry(logging.ERROR)],
+        "mixed levels": [entry(logging.INFO), entry(logging.ERROR), entry(logging.DEBUG)],
+        "a trade among info": [entry(logging.INFO), entry(logging.INFO, names.TRADE_EVENT), entry(logging.INFO)],
+        "empty": [],
+    }
+    for what, batch in batches.items():
+        assert split_logs_by_value(batch) == split_by_value(batch, log_value), what
+    assert split_logs_by_value(batches["all info"]) == [(Value.LOW, batches["all info"])]
+    assert [value for value, _ in split_logs_by_value(batches["a trade among info"])] == [Value.CRITICAL, Value.LOW]

@@ -23,7 +23,7 @@ from backends import InfluxDB1, Rotel, _poll, free_port
 from conftest import in_ci
 from rqa_otel import names
 from rqa_otel.export.delivery import Payload, Value
-from rqa_otel.export.otlp.payloads import OtlpHttpTransport
+from rqa_otel.export.otlp.transport import OtlpHttpTransport
 from rqa_otel.export.spool import QUARANTINE, Spool, SpoolEvents, decode_record, encode_record
 from rqa_otel.trading.monitor import BacktestMonitor
 
@@ -131,7 +131,7 @@ def test_torn_corrupt_and_half_written_files_are_quarantined_and_the_rest_replay
     kill9(rotel)
     transport = OtlpHttpTransport(f"{rotel.http_endpoint}/v1/logs", {})
     writer = Spool("logs", transport, str(tmp_path), 10**9, SpoolEvents(), send_timeout_s=1)
-    from rqa_otel.export.otlp.payloads import LogPayloads
+    from rqa_otel.export.otlp.encoding import LogPayloads
     from rqa_otel.export.otlp.log_encoding import LogsEncoder
 
     encode = LogPayloads(LogsEncoder({"service.name": "spool-test"}))

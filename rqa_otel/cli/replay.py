@@ -25,6 +25,10 @@ from urllib.parse import urlsplit
 
 from rqa_otel.cli.lp import add_schema_arguments, point_converters
 from rqa_otel.config.loader import load_settings
+from rqa_otel.config.model import OtlpSettings
+from rqa_otel.export.delivery import Delivery, Outcome, Payload, Value
+from rqa_otel.export.influx.exporter import InfluxEncoder, InfluxSchema, influx_transport
+from rqa_otel.export.otlp.transport import otlp_transport
 
 _SIGNALS = {"resourceSpans": "traces", "resourceMetrics": "metrics", "resourceLogs": "logs"}
 _REQUEST_KEYS = {signal: key for key, signal in _SIGNALS.items()}
@@ -116,14 +120,10 @@ class _Target:
     and a sender per signal."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from rqa_otel.export.delivery import Delivery
-
         self.kind, self.destination = _parse_target(args.to)
         self._deliveries: dict[str, Delivery] = {}
         self._args = args
         if self.kind == "influxdb":
-            from rqa_otel.export.influx.exporter import InfluxEncoder, InfluxSchema, influx_transport
-
             settings = load_settings(overrides=influx_overrides(self.destination, args)).export.influxdb
             self._transport = lambda signal: influx_transport(settings)
             self._converters = point_converters(args)
@@ -131,24 +131,20 @@ class _Target:
                 InfluxSchema(args.schema, tuple(args.span_dimensions), tuple(args.log_record_dimensions))
             )
         else:
-            from rqa_otel.export.otlp.payloads import otlp_transport
-
-            protocol = "grpc" if self.kind == "otlp" else "http/protobuf"
-            base = "http://" + self.destination
-            self._transport = lambda signal: otlp_transport(
-                signal, base if protocol == "grpc" else f"{base}/v1/{signal}", protocol, {}
+            otlp = OtlpSettings(
+                endpoint="http://" + self.destination,
+                protocol="grpc" if self.kind == "otlp" else "http/protobuf",
+                headers={},
+                timeout_s=args.timeout,
             )
+            self._transport = lambda signal: otlp_transport(signal, otlp)
 
     def delivery(self, signal: str):
-        from rqa_otel.export.delivery import Delivery
-
         if signal not in self._deliveries:
             self._deliveries[signal] = Delivery(signal, self._transport(signal), budget_s=self._args.timeout)
         return self._deliveries[signal]
 
     def payloads(self, signal: str, request: dict) -> list:
-        from rqa_otel.export.delivery import Payload, Value
-
         if self.kind == "influxdb":
             points = self._converters[_REQUEST_KEYS[signal]](request)
             return self._encoder.payloads(signal, Value.NORMAL, points)
@@ -175,8 +171,6 @@ def _parse_target(values: Sequence[str]) -> tuple[str, str]:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from rqa_otel.export.delivery import Outcome
-
     try:
         target = _Target(args)
     except ValueError as exc:  # SettingsError is one

@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 

@@ -10,13 +10,17 @@ An exporter is split in three parts that do one thing each:
   or rejected for good (any other 4xx);
 - a :class:`Sender` decides what to do with a batch of payloads:
   :class:`Delivery` sends now, retrying with backoff inside a bounded time
-  budget; ``rqa_otel._internal.spool.Spool`` persists what cannot be sent
-  and replays it later.
+  budget; ``rqa_otel.export.spool.Spool`` persists what cannot be sent
+  and replays it later. ``rqa_otel.export.spool.Senders`` picks one of the
+  two for every exporter, by ``export.spool.enabled``.
 
 The SDK-facing exporters at the bottom (:class:`PayloadSpanExporter`,
 :class:`PayloadMetricExporter`, :class:`PayloadLogRecordExporter` and the log
 pipeline's :class:`PayloadLogSink`) glue an encoder to a sender, so OTLP and
-InfluxDB differ only in their encoders and transports.
+InfluxDB differ only in their encoders and transports, and every signal to
+every network destination takes the same path: encoder -> transport ->
+sender (OTLP's are in ``rqa_otel.export.otlp``, InfluxDB's in
+``rqa_otel.export.influx``).
 
 Exports run on the SDK's and the log pipeline's worker threads, never on
 the strategy's; every call here is bounded in time so that flush and
@@ -28,6 +32,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import logging
+import operator
 import queue
 import threading
 import time
@@ -39,7 +44,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from rqa_otel import names
-from rqa_otel.export.sinks import LogSink
+from rqa_otel.export.log_sink import LogExportFailed, LogSink
 
 _log = logging.getLogger("rqa_otel.export")
 T = TypeVar("T")
@@ -152,6 +157,24 @@ def log_value(entry: Sequence[Any]) -> Value:
     return Value.LOW if entry[1] < _WARNING else Value.NORMAL
 
 
+_logger_of = operator.itemgetter(2)
+_level_of = operator.itemgetter(1)
+
+
+def split_logs_by_value(entries: Sequence[Any]) -> list[tuple[Value, list[Any]]]:
+    """``split_by_value(entries, log_value)``, at a tenth of its cost in the
+    usual case of a batch of one class (no trade or portfolio event, all
+    levels on one side of WARNING): then the batch itself is the one group,
+    found with C-speed passes over it instead of a Python call per entry."""
+    if entries and _CRITICAL_LOGGERS.isdisjoint(map(_logger_of, entries)):
+        levels = list(map(_level_of, entries))
+        if max(levels) < _WARNING:
+            return [(Value.LOW, list(entries))]
+        if min(levels) >= _WARNING:
+            return [(Value.NORMAL, list(entries))]
+    return split_by_value(entries, log_value)
+
+
 def span_value(span: Any) -> Value:
     """Alert spans are critical; other spans normal."""
     return Value.CRITICAL if span.name == names.ALERT_SPAN else Value.NORMAL
@@ -236,13 +259,17 @@ class Delivery:
     """Sends now, retrying RETRY_LATER with backoff until ``budget_s`` is
     spent; no persistence. A REJECTED payload is reported (warning with the
     server's detail) and never retried; ``submit`` returns False for any
-    payload not delivered, so the exporter's accounting counts it."""
+    payload not delivered, so the exporter's accounting counts it, and
+    ``last_failure`` says why."""
 
     def __init__(self, signal: str, transport: Transport, budget_s: float, policy: ExportBackoff = ExportBackoff()) -> None:
         self.transport = transport
         self.budget_s = budget_s
         self.policy = policy
         self.counts = SenderCounts(signal, transport.destination)
+        self.last_failure = ""
+        """The detail of the last payload not delivered (without secrets)."""
+        self._rejecting = False
         self._stopping = threading.Event()
 
     def send_with_retries(self, payload: Payload, budget_s: float) -> SendResult:
@@ -265,10 +292,18 @@ class Delivery:
         for payload in payloads:
             result = self.send_with_retries(payload, max(0.0, deadline - time.monotonic()))
             if result.outcome is Outcome.REJECTED:  # permanent: reported, never dropped silently
-                _log.warning(
-                    "%s rejected %d %s (%s value): %s", self.transport.destination, payload.items,
+                # Once per episode on stderr (logs at full rate would repeat
+                # it a hundred times a second); the counts have every one.
+                (_log.debug if self._rejecting else _log.warning)(
+                    "%s rejected %d %s (%s value): %s%s", self.transport.destination, payload.items,
                     payload.signal, payload.value.name.lower(), result.detail,
+                    "" if self._rejecting else "; further rejections are counted until a delivery succeeds",
                 )
+                self._rejecting = True
+            elif result.delivered:
+                self._rejecting = False
+            if not result.delivered:
+                self.last_failure = result.detail or "not delivered in time"
             self.counts.add(payload.items, result.delivered)
             ok = ok and result.delivered
         return ok
@@ -438,7 +473,16 @@ class PayloadLogSink(LogSink):
         self.description = sender.transport.destination
 
     def export(self, batch: Sequence[Any], observed_ns: int) -> bool:
-        return self.sender.submit(self.encode(batch, observed_ns))
+        """True when delivered (or kept by the spool). When not, the
+        sender's ``last_failure``, if it keeps one (a Delivery), is raised
+        as :class:`LogExportFailed` for the worker's alert; a Spool has
+        already counted and alerted its losses itself."""
+        if self.sender.submit(self.encode(batch, observed_ns)):
+            return True
+        failure = getattr(self.sender, "last_failure", "")
+        if failure:
+            raise LogExportFailed(failure)
+        return False
 
     def after_fork(self) -> None:
         after_fork = getattr(self.sender, "after_fork", None)

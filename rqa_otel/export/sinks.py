@@ -1,103 +1,23 @@
-"""Where the export worker sends batches of log entries.
+"""The log sinks that write locally: each encodes a batch once and writes it at once.
 
-Each sink encodes a batch once and sends it in one request or one write:
-- OTLP over grpc or http/protobuf: the hand-written protobuf of
-  ``otlp_encoding`` sent as raw bytes (grpc's generic unary call, an HTTP
-  POST), so no protobuf object is built per record;
 - the embedded default: one OTLP-JSON line per batch in ``logs.jsonl``;
 - human-readable text (console or a rotating file), escaped line by line.
+
+Network destinations (OTLP, InfluxDB) are a ``PayloadLogSink``
+(``rqa_otel.export.delivery``): an encoder, a transport and a sender, as
+for traces and metrics; ``rqa_otel.export.exporters.build_log_sink`` picks
+the primary sink from settings.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence, TextIO
-from urllib.parse import urlsplit
+from typing import Callable, Sequence, TextIO
 
 from rqa_otel.export.log_entry import LogEntry, with_attribute_dict
+from rqa_otel.export.log_sink import LogSink
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
 from rqa_otel.export.files.text import format_json, format_text
 from rqa_otel.export.files.rotating import RotatingFile
-
-LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-
-
-def grpc_channel(endpoint: str):
-    """A grpc channel to ``http(s)://host:port``: plaintext for http, TLS for https."""
-    import grpc
-
-    url = urlsplit(endpoint)
-    target = f"{url.hostname}:{url.port}"
-    if url.scheme == "http":
-        return grpc.insecure_channel(target)
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials())
-
-
-class LogSink:
-    description = ""
-
-    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        raise NotImplementedError
-
-    def shutdown(self) -> None:
-        pass
-
-    def after_fork(self) -> None:
-        """In a forked child, before the first export: drop what the parent's
-        connections left behind."""
-
-
-class OtlpGrpcLogSink(LogSink):
-    def __init__(self, endpoint: str, headers: Mapping[str, str], timeout_s: float, encoder: LogsEncoder) -> None:
-        self._endpoint = endpoint
-        self._connect()
-        self._metadata = tuple((key.lower(), value) for key, value in headers.items())
-        self._timeout_s = timeout_s
-        self._encoder = encoder
-        self.description = f"OTLP grpc {endpoint}"
-
-    def _connect(self) -> None:
-        self._channel = grpc_channel(self._endpoint)
-        # No serializers: the request is already protobuf bytes.
-        self._export = self._channel.unary_unary(LOGS_EXPORT_METHOD)
-
-    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        self._export(self._encoder.encode(batch, observed_ns), timeout=self._timeout_s, metadata=self._metadata)
-        return True
-
-    def after_fork(self) -> None:
-        self._connect()  # a grpc channel must not be shared across fork()
-
-    def shutdown(self) -> None:
-        self._channel.close()
-
-
-class OtlpHttpLogSink(LogSink):
-    def __init__(self, endpoint: str, headers: Mapping[str, str], timeout_s: float, encoder: LogsEncoder) -> None:
-        import urllib3
-
-        # urllib3 rather than requests: a third of the CPU per request, and
-        # this runs a hundred times a second at full rate.
-        self._url = endpoint
-        self._pool = urllib3.PoolManager(
-            maxsize=1, headers={"Content-Type": "application/x-protobuf", **headers}, retries=False
-        )
-        self._timeout = urllib3.Timeout(total=timeout_s)
-        self._encoder = encoder
-        self.description = f"OTLP http/protobuf {endpoint}"
-
-    def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        response = self._pool.request(
-            "POST", self._url, body=self._encoder.encode(batch, observed_ns), timeout=self._timeout
-        )
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status} from {self._url}: {response.data[:200]!r}")
-        return True
-
-    def after_fork(self) -> None:
-        self._pool.clear()  # the parent's sockets are the parent's
-
-    def shutdown(self) -> None:
-        self._pool.clear()
 
 
 class OtlpJsonFileLogSink(LogSink):

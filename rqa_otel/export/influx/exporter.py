@@ -1,6 +1,6 @@
 """In-process InfluxDB export: encoders and transports for the delivery layer.
 
-``rqa_otel._internal.delivery`` splits every exporter into an encoder (SDK
+``rqa_otel.export.delivery`` splits every exporter into an encoder (SDK
 batch -> payloads), a transport (payload -> delivered / retry later /
 rejected) and a sender (retries, spool). This module is InfluxDB's part:
 
@@ -32,9 +32,13 @@ from urllib.parse import urlencode, urlsplit
 
 from rqa_otel.export.delivery import (
     DELIVERED,
+    Delivery,
     Outcome,
-    PayloadMetricExporter,
     Payload,
+    PayloadLogRecordExporter,
+    PayloadLogSink,
+    PayloadMetricExporter,
+    PayloadSpanExporter,
     SendResult,
     Value,
     classify_http,
@@ -327,8 +331,6 @@ def sdk_exporter(signal: str, transport: Any, schema: InfluxSchema = InfluxSchem
         exporter = sdk_exporter("traces", InfluxV2Transport("http://localhost:8086", "rqa", "telemetry", token))
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     """
-    from rqa_otel.export.delivery import Delivery, PayloadLogRecordExporter, PayloadSpanExporter
-
     sender = sender if sender is not None else Delivery(signal, transport, budget_s=10.0)
     encoder = InfluxEncoder(schema)
     if signal == "traces":
@@ -342,7 +344,7 @@ def sdk_exporter(signal: str, transport: Any, schema: InfluxSchema = InfluxSchem
 
 def influx_exporter(signal: str, settings: Any, senders: Any) -> tuple[Any, str]:
     """(SDK exporter, destination) for ``traces`` or ``metrics`` from
-    ``export.influxdb``; ``senders`` (``rqa_otel._internal.spool.Senders``)
+    ``export.influxdb``; ``senders`` (``rqa_otel.export.spool.Senders``)
     decides spool or direct delivery."""
     sender = senders.sender(signal, influx_transport(settings))
     return sdk_exporter(signal, sender.transport, influx_schema(settings), sender), sender.transport.destination
@@ -350,7 +352,5 @@ def influx_exporter(signal: str, settings: Any, senders: Any) -> tuple[Any, str]
 
 def influx_log_sink(settings: Any, resource_attributes: Mapping[str, Any], senders: Any) -> Any:
     """The log pipeline's sink for ``export.logs = influxdb``."""
-    from rqa_otel.export.delivery import PayloadLogSink
-
     encoder = InfluxEncoder(influx_schema(settings), resource_attributes)
     return PayloadLogSink(encoder.log_entries, senders.sender("logs", influx_transport(settings)))
