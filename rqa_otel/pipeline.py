@@ -44,7 +44,7 @@ from rqa_otel.export.metric_producers import Producers
 from rqa_otel.export.spool import Senders
 from rqa_otel.logs.assembly import build_log_pipeline, sampling_rules
 from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
-from rqa_otel.logs.worker import LogPipeline
+from rqa_otel.logs.worker import LogExportWorker
 from rqa_otel.ops.exposition import PullMetricReader
 from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.ops.server import OpsServer
@@ -92,10 +92,10 @@ class Pipeline:
         self.tracer = self.tracer_provider.get_tracer(names.SCOPE, VERSION)
         self.meter = self.meter_provider.get_meter(names.SCOPE, VERSION)
         self.alerts = Alerts(self.tracer, self.meter, self.strategy)
-        self.log_pipeline: LogPipeline | None = None
+        self.log_worker: LogExportWorker | None = None
         self.logging_handler: logging.Handler | None = None
         if settings.export.logs != "none":
-            self.log_pipeline, self.logging_handler = build_log_pipeline(
+            self.log_worker, self.logging_handler = build_log_pipeline(
                 settings,
                 dict(self.resource.attributes),
                 self.strategy,
@@ -103,7 +103,7 @@ class Pipeline:
                 on_sink_failure=self._log_sink_failed,
                 senders=self.senders,
             )
-            self._observe_log_accounting(self.log_pipeline)
+            self._observe_log_accounting(self.log_worker)
         self.logger_provider = self._build_logger_provider()
         self.resource_gauges = self._observe_resources()
         self._observe_spools()
@@ -143,10 +143,10 @@ class Pipeline:
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
         """For code that uses the OTel Logs API directly: its records join the
         stdlib handler's pipeline."""
-        if self.log_pipeline is None:
+        if self.log_worker is None:
             return otel_logs.NoOpLoggerProvider()
         provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
-        provider.add_log_record_processor(BufferingLogRecordProcessor(self.log_pipeline.buffer, self.strategy))
+        provider.add_log_record_processor(BufferingLogRecordProcessor(self.log_worker.buffer, self.strategy))
         return provider
 
     def _export_timeout_ms(self) -> float:
@@ -159,17 +159,17 @@ class Pipeline:
 
     # --- the project's own metrics ----------------------------------------------
 
-    def _observe_log_accounting(self, pipeline: LogPipeline) -> None:
+    def _observe_log_accounting(self, worker: LogExportWorker) -> None:
         def dropped(options):
             return [
                 Observation(count, {names.LOG_DROP_REASON: reason, names.LOG_LEVEL: level})
-                for (reason, level), count in pipeline.drops.snapshot().items()
+                for (reason, level), count in worker.drops.snapshot().items()
             ]
 
         def suppressed(options):
             return [
                 Observation(count, {names.LOG_LOGGER: logger_name, names.LOG_LEVEL: logging.getLevelName(levelno)})
-                for (logger_name, levelno), count in pipeline.sampler.suppressed_totals().items()
+                for (logger_name, levelno), count in worker.sampler.suppressed_totals().items()
             ]
 
         self.meter.create_observable_counter(
@@ -241,14 +241,14 @@ class Pipeline:
         for signal, exporter in self.exporters.items():
             if exporter is not None:
                 self.readiness_checks[f"{signal}_export"] = exporter_check(exporter.counts.destination, exporter)
-        if self.log_pipeline is not None:
-            self.readiness_checks["logs_export"] = self.log_pipeline.readiness
+        if self.log_worker is not None:
+            self.readiness_checks["logs_export"] = self.log_worker.readiness
 
     def _start_ops_server(self) -> OpsServer:
         liveness = [("process", lambda: (True, "answering"))]
-        if self.log_pipeline is not None:
-            pipeline = self.log_pipeline
-            liveness.append(("log_export_worker", lambda: (pipeline.alive, "running" if pipeline.alive else "stopped")))
+        if self.log_worker is not None:
+            worker = self.log_worker
+            liveness.append(("log_export_worker", lambda: (worker.alive, "running" if worker.alive else "stopped")))
         return OpsServer(
             self.settings.ops.http_host, self.settings.ops.http_port, liveness,
             lambda: dict(self.readiness_checks), self.pull_reader, redact=self.scrubber.scrub_text,
@@ -271,9 +271,9 @@ class Pipeline:
             # the exporter kind itself needs a restart.
             otlp = self.settings.export.otlp
             for signal in otlp_signals:
-                if signal == "logs" and self.log_pipeline is not None:
+                if signal == "logs" and self.log_worker is not None:
                     sink = otlp_log_sink(otlp, dict(self.resource.attributes), self.senders)
-                    self.log_pipeline.replace_primary(sink)
+                    self.log_worker.replace_primary(sink)
                 elif self.exporters.get(signal) is not None:
                     reconnect_otlp(self.exporters[signal], signal, otlp, self.scrubber, self.senders)
 

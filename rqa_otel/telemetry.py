@@ -63,7 +63,7 @@ class Telemetry:
         attributes=None, exception=None)``: emit an alert-tagged span and
         count it (see ``rqa_otel.alerts``)."""
         self.logging_handler: logging.Handler | None = pipeline.logging_handler
-        self._log_pipeline = pipeline.log_pipeline
+        self._log_worker = pipeline.log_worker
         self.resource_gauges: ResourceGauges | None = pipeline.resource_gauges
         """This process's :class:`~rqa_otel.resources.ResourceGauges` (None
         with ``resources.enabled`` off or metrics off)."""
@@ -103,7 +103,7 @@ class Telemetry:
             trace.set_tracer_provider(self.tracer_provider)
         if pipeline.exporters["metrics"] is not None:
             metrics.set_meter_provider(self.meter_provider)
-        if pipeline.log_pipeline is not None:
+        if pipeline.log_worker is not None:
             otel_logs.set_logger_provider(self.logger_provider)
         if self.logging_handler is not None and self.settings.logging.capture:
             root = logging.getLogger()
@@ -140,21 +140,21 @@ class Telemetry:
         should include the quant attributes; for an event registered as an
         ``EventShape`` (rqa_otel/export/log_entry.py) they may be the
         tuple of its values."""
-        if self._log_pipeline is None:
+        if self._log_worker is None:
             return
         if attributes.__class__ is tuple:  # the values of a registered EventShape
             entry = shaped_entry(time.time_ns() if time_ns is None else time_ns, level, name, message, attributes)
         else:
             entry = (time.time_ns() if time_ns is None else time_ns, level, name, message, attributes, *active_span_ids())
-        self._log_pipeline.buffer.put(entry)
+        self._log_worker.buffer.put(entry)
 
     def event_emitter(self, name: str, level: int = logging.INFO) -> Callable[[str, tuple, int], None]:
         """``emit(message, values, time_ns)``: log_event() for an event
         registered as an ``EventShape``, with every per-call check done once
         here (a trade costs a few microseconds in all)."""
-        if self._log_pipeline is None:
+        if self._log_worker is None:
             return lambda message, values, time_ns: None
-        return shaped_emitter(self._log_pipeline.buffer.put, name, level)
+        return shaped_emitter(self._log_worker.buffer.put, name, level)
 
     def add_metric_producer(self, producer: MetricProducer) -> None:
         """``producer() -> [Metric]`` runs at each collection; its metrics are
@@ -175,8 +175,8 @@ class Telemetry:
     def export_counts(self) -> list[ExportCounts]:
         """What each signal's exporter has sent or failed to send so far."""
         counts = [exporter.counts for exporter in self._pipeline.exporters.values() if exporter is not None]
-        if self._log_pipeline is not None:
-            counts.extend(self._log_pipeline.export_counts())
+        if self._log_worker is not None:
+            counts.extend(self._log_worker.export_counts())
         return counts
 
     def register_secret(self, value: str) -> None:
@@ -186,14 +186,14 @@ class Telemetry:
 
     def log_drops(self) -> dict[tuple[str, str], int]:
         """Log records not exported so far, by (reason, level name)."""
-        return self._log_pipeline.drops.snapshot() if self._log_pipeline is not None else {}
+        return self._log_worker.drops.snapshot() if self._log_worker is not None else {}
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Export everything buffered; True if all of it went out in time."""
         timeout_s = self.settings.export.shutdown_timeout_s if timeout_s is None else timeout_s
 
         def flush() -> bool:
-            logs_done = self._log_pipeline.flush(timeout_s) if self._log_pipeline is not None else True
+            logs_done = self._log_worker.flush(timeout_s) if self._log_worker is not None else True
             results = [p.force_flush(int(timeout_s * 1000)) for p in self._pipeline.sdk_providers()]
             return logs_done and all(result is not False for result in results)
 
@@ -223,7 +223,7 @@ class Telemetry:
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
             # what they dropped.
-            logs_done = self._log_pipeline.shutdown(timeout_s) if self._log_pipeline is not None else True
+            logs_done = self._log_worker.shutdown(timeout_s) if self._log_worker is not None else True
             for provider in self._pipeline.sdk_providers():
                 provider.shutdown()
             if self.resource_gauges is not None:

@@ -13,7 +13,7 @@ from rqa_otel.export.exporters import build_log_mirrors, build_log_sink
 from rqa_otel.export.spool import Senders
 from rqa_otel.logs.buffer import Drops, LogBuffer
 from rqa_otel.logs.handler import QuantLogHandler
-from rqa_otel.logs.worker import LogPipeline
+from rqa_otel.logs.worker import LogExportWorker
 from rqa_otel.logs.sampling import Sampler, SamplingRule
 from rqa_otel.scrub import Scrubber
 from rqa_otel.config.model import SamplingRuleSettings, Settings
@@ -30,13 +30,13 @@ def build_log_pipeline(
     scrubber: Scrubber,
     on_sink_failure: Callable[[str, BaseException | None], None],
     senders: Senders | None = None,
-) -> tuple[LogPipeline, QuantLogHandler]:
+) -> tuple[LogExportWorker, QuantLogHandler]:
     log = settings.logging
     drops = Drops()
     sampler = Sampler(sampling_rules(log.sampling_rules))
     buffer = LogBuffer(log.queue_size, drops, max_wait_s=log.max_wait_s)
 
-    pipeline = LogPipeline(
+    pipeline = LogExportWorker(
         buffer,
         sampler,
         drops,

@@ -39,7 +39,10 @@ class _SinkState:
     failing: bool = False
 
 
-class LogPipeline:
+class LogExportWorker:
+    """The log pipeline's worker thread and its sinks (see the module doc):
+    ``flush()``, ``shutdown()``, ``readiness()``, ``replace_primary()``."""
+
     def __init__(
         self,
         buffer: LogBuffer,
@@ -281,7 +284,7 @@ class LogPipeline:
         return SHAPED_VALUES + len(shape.strings)
 
 
-def _after_fork_in_child(pipeline_ref: "weakref.ref[LogPipeline]") -> Callable[[], None]:
+def _after_fork_in_child(pipeline_ref: "weakref.ref[LogExportWorker]") -> Callable[[], None]:
     def restart() -> None:
         pipeline = pipeline_ref()
         if pipeline is not None:

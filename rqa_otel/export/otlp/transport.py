@@ -45,6 +45,7 @@ EXPORT_METHODS = {
 }
 """grpc methods by signal."""
 
+
 def otlp_transport(signal: str, otlp: OtlpSettings) -> "OtlpHttpTransport | OtlpGrpcTransport":
     """The transport for ``signal`` (traces | metrics | logs) that
     ``export.otlp`` describes (see the module docstring)."""
