@@ -25,6 +25,8 @@ class RqaDistro(BaseDistro):
 
 class RqaConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs) -> None:
+        # Here, not at the top: opentelemetry-instrument loads this module to
+        # find the distro too, and only a chosen configurator sets telemetry up.
         from rqa_otel.autostart import start
 
         start()
