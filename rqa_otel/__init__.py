@@ -7,12 +7,11 @@
     telemetry.alert("drawdown_limit", "critical", message="drawdown 12% > 10%")
 """
 
-from rqa_otel.quant import quant_context
 from rqa_otel.config.loader import load_settings
 from rqa_otel.config.model import Settings, SettingsError
+from rqa_otel.quant import quant_context
 from rqa_otel.telemetry import VERSION as __version__
 from rqa_otel.telemetry import Telemetry, current, setup
-
 
 
 def instrument_backtrader(telemetry: Telemetry | None = None) -> bool:

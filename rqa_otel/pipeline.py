@@ -39,6 +39,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from rqa_otel import names
 from rqa_otel.alerts import Alerts
 from rqa_otel.config.live import LiveSettings
+from rqa_otel.config.model import Settings
 from rqa_otel.export.exporters import build_exporter, otlp_log_sink, reconnect_otlp
 from rqa_otel.export.metric_producers import Producers
 from rqa_otel.export.spool import Senders
@@ -50,7 +51,6 @@ from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.scrub import Scrubber
-from rqa_otel.config.model import Settings
 
 try:
     from importlib.metadata import version as _version

@@ -24,6 +24,7 @@ from opentelemetry import metrics, trace
 from rqa_otel import names
 from rqa_otel._util.deadline import call_with_deadline
 from rqa_otel.config.live import LiveSettings
+from rqa_otel.config.model import Settings
 from rqa_otel.export.accounting import ExportCounts
 from rqa_otel.export.log_entry import active_span_ids, shaped_emitter, shaped_entry
 from rqa_otel.export.metric_producers import MetricProducer
@@ -31,7 +32,6 @@ from rqa_otel.ops.readiness import Check
 from rqa_otel.pipeline import VERSION, Pipeline
 from rqa_otel.resources import ResourceGauges
 from rqa_otel.resources.registry import register_current_process
-from rqa_otel.config.model import Settings
 
 __all__ = ["VERSION", "Telemetry", "current", "setup"]
 

@@ -27,7 +27,6 @@ from rqa_otel.resources.quota import ResourceManager
 from rqa_otel.resources.registry import Registry
 from rqa_otel.trading.errors import InsufficientFunds, OrderRejected, ReasonCode, TradingError
 
-
 STRATEGY = "dual_ma_demo"
 LOGGER = f"rqa.{STRATEGY}"
 SIGNALS_LOGGER = f"{LOGGER}.signals"

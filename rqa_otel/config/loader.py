@@ -62,6 +62,7 @@ from rqa_otel.config.permissions import UnsafePermissions, read_checked
 from rqa_otel.config.schema import MAP_KEYS, SCHEMA
 from rqa_otel.config.vault import KEY_FILE_VARIABLE, ConfigVault, VaultError, decrypt_values
 
+
 @dataclass(frozen=True)
 class Loaded:
     """One load of every layer: the settings and what the hot reload needs."""

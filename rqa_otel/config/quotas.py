@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+
 @dataclass(frozen=True)
 class Quota:
     """Limits of one strategy; None means no limit on that resource."""

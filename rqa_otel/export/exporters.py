@@ -20,6 +20,7 @@ from typing import Any, Mapping, Union
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from rqa_otel.config.model import OtlpSettings, RotationSettings, Settings
 from rqa_otel.export.accounting import AccountingMetricExporter, AccountingSpanExporter
 from rqa_otel.export.delivery import PayloadLogSink, PayloadMetricExporter, PayloadSpanExporter
 from rqa_otel.export.files import otlp_json
@@ -33,7 +34,6 @@ from rqa_otel.export.scrubbing import ScrubbingSpanExporter
 from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
 from rqa_otel.export.spool import Senders
 from rqa_otel.scrub import Scrubber
-from rqa_otel.config.model import OtlpSettings, RotationSettings, Settings
 
 AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 

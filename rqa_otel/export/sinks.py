@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence, TextIO
 
+from rqa_otel.export.files.rotating import RotatingFile
+from rqa_otel.export.files.text import format_json, format_text
 from rqa_otel.export.log_entry import LogEntry, with_attribute_dict
 from rqa_otel.export.log_sink import LogSink
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
-from rqa_otel.export.files.text import format_json, format_text
-from rqa_otel.export.files.rotating import RotatingFile
 
 
 class OtlpJsonFileLogSink(LogSink):

@@ -46,11 +46,11 @@ from typing import Callable, Iterator, Sequence
 from rqa_otel import names
 from rqa_otel.export.delivery import (
     Delivery,
+    ExportBackoff,
     Outcome,
     Payload,
-    ExportBackoff,
-    SendResult,
     Sender,
+    SendResult,
     Transport,
     Value,
     send_quietly,

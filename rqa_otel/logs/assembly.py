@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Mapping
 
+from rqa_otel.config.model import SamplingRuleSettings, Settings
 from rqa_otel.export.exporters import build_log_mirrors, build_log_sink
 from rqa_otel.export.spool import Senders
 from rqa_otel.logs.buffer import Drops, LogBuffer
 from rqa_otel.logs.handler import QuantLogHandler
-from rqa_otel.logs.worker import LogExportWorker
 from rqa_otel.logs.sampling import Sampler, SamplingRule
+from rqa_otel.logs.worker import LogExportWorker
 from rqa_otel.scrub import Scrubber
-from rqa_otel.config.model import SamplingRuleSettings, Settings
 
 
 def sampling_rules(rules: Iterable[SamplingRuleSettings]) -> list[SamplingRule]:

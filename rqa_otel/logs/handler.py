@@ -12,8 +12,8 @@ import traceback
 from itertools import islice
 
 from rqa_otel import names
-from rqa_otel.logs.buffer import INTERNAL_ERROR, SAMPLED, Drops, LogBuffer
 from rqa_otel.export.log_entry import active_span_ids
+from rqa_otel.logs.buffer import INTERNAL_ERROR, SAMPLED, Drops, LogBuffer
 from rqa_otel.logs.sampling import Sampler
 from rqa_otel.quant import bound_quant_fields
 

@@ -13,8 +13,8 @@ import time
 from opentelemetry.sdk._logs import LogRecordProcessor
 
 from rqa_otel import names
-from rqa_otel.logs.buffer import LogBuffer
 from rqa_otel.export.log_entry import LogEntry
+from rqa_otel.logs.buffer import LogBuffer
 
 
 class BufferingLogRecordProcessor(LogRecordProcessor):

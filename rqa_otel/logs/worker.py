@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 
 from rqa_otel import names
 from rqa_otel.export.accounting import ExportCounts
-from rqa_otel.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
-from rqa_otel.logs.sampling import Sampler
 from rqa_otel.export.log_sink import LogSink
+from rqa_otel.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
+from rqa_otel.logs.sampling import Sampler
 from rqa_otel.scrub import Scrubber
 
 _log = logging.getLogger("rqa_otel.logs")

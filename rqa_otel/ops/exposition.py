@@ -40,12 +40,9 @@ class PullMetricReader(MetricReader):
 def _INSTRUMENT_KINDS():
     from opentelemetry.sdk.metrics import (
         Counter,
-        Histogram as HistogramInstrument,
-        ObservableCounter,
-        ObservableGauge,
-        ObservableUpDownCounter,
-        UpDownCounter,
     )
+    from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
+    from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge, ObservableUpDownCounter, UpDownCounter
 
     return (Counter, UpDownCounter, HistogramInstrument, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
 

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from rqa_otel.export.otlp.log_encoding import json_any_value
 from rqa_otel.export.files.rotating import RotatingFile
+from rqa_otel.export.otlp.log_encoding import json_any_value
 
 _ID_FIELDS = frozenset(("traceId", "spanId", "parentSpanId"))
 

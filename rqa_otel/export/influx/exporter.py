@@ -49,7 +49,12 @@ from rqa_otel.export.delivery import (
 )
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
-from rqa_otel.export.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
+from rqa_otel.export.influx.sdk_points import (
+    LogEntriesConverter,
+    MetricsConverter,
+    log_records_to_points,
+    spans_to_points,
+)
 
 # The Collector's influxdb exporter defaults (payload_max_lines, payload_max_bytes).
 DEFAULT_MAX_LINES = 10_000

@@ -24,10 +24,10 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from rqa_otel.export.log_entry import with_attribute_dict
-from rqa_otel.export.otlp.log_encoding import severity
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point
+from rqa_otel.export.log_entry import with_attribute_dict
+from rqa_otel.export.otlp.log_encoding import severity
 
 _log = logging.getLogger("rqa_otel.export")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from rqa_otel.export.influx.otel2influx.points import CACHE_LIMIT, CACHEABLE_LENGTH
 
+
 class _Unsupported(Exception):
     """A NaN or infinite float where Go's json.Marshal fails."""
 

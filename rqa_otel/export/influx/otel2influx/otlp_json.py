@@ -9,6 +9,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from rqa_otel.export.influx.otel2influx.go_format import as_string
 
+
 def decode_int(value: Any, name: str) -> int:
     """An int64/uint64/fixed64 field: a decimal string (OTLP JSON) or a JSON integer."""
     cls = value.__class__
