@@ -46,6 +46,7 @@ from rqa_otel.export.delivery import (
     metrics_value,
     span_value,
     split_by_value,
+    split_logs_by_value,
 )
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
@@ -128,7 +129,7 @@ class InfluxEncoder:
         """The log pipeline's entries: trade and portfolio events critical,
         debug and info records low."""
         payloads: list[Payload] = []
-        for value, group in split_by_value(entries, log_value):
+        for value, group in split_logs_by_value(entries):
             payloads += self.payloads("logs", value, self._log_entries.convert(group, observed_ns))
         return payloads
 
