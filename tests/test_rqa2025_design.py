@@ -359,6 +359,30 @@ def test_retry_handler_for_any_exception_types():
     for bad in ("ConnectionError", [ConnectionError, "x"], [], 42):
         with pytest.raises(TypeError, match="retry_exceptions"):
             retry.with_retry(retry_exceptions=bad)
+    with pytest.raises(ValueError, match="max_retries"):
+        retry.with_retry(max_retries=-1)
+
+
+def test_retry_handler_async_and_jitter(monkeypatch):
+    import asyncio
+
+    delays = []
+
+    async def no_wait(seconds):
+        delays.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    calls = []
+
+    @RetryHandler().with_retry(max_retries=4, retry_delay=2.0, retry_exceptions=[ConnectionError], jitter=True)
+    async def fetch():
+        calls.append(1)
+        if len(calls) < 5:
+            raise ConnectionError
+        return "ok"
+
+    assert asyncio.run(fetch()) == "ok" and len(calls) == 5
+    assert len(delays) == 4 and all(0 <= d <= 2.0 for d in delays)
 
 
 # --- 4. the integration table: the four layers ------------------------------------------------------

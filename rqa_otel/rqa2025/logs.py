@@ -36,6 +36,7 @@ class LogManager:
         self.formatter = logging.Formatter(fmt)
         self.quant_filter = QuantFilter()
         self.handlers: list[logging.Handler] = []
+        self._previous_level: int | None = None
 
     def setup_root_logger(self, max_bytes: int = 10 * 1024 * 1024, backup_count: int = 5) -> None:
         """The root logger at ``level`` with a console handler and a file
@@ -46,6 +47,8 @@ class LogManager:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} = {value!r}: expected an integer >= {minimum}")
         root = logging.getLogger()
+        if self._previous_level is None:
+            self._previous_level = root.level
         root.setLevel(self.level)
         for handler in self.handlers:
             root.removeHandler(handler)
@@ -62,8 +65,12 @@ class LogManager:
         self.handlers = [console, file]
 
     def close(self) -> None:
+        """Remove and close the handlers it added; the root level as it was."""
         root = logging.getLogger()
         for handler in self.handlers:
             root.removeHandler(handler)
             handler.close()
         self.handlers = []
+        if self._previous_level is not None:
+            root.setLevel(self._previous_level)
+            self._previous_level = None
