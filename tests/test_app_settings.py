@@ -109,3 +109,12 @@ def test_a_config_dir_takes_every_yaml_file_and_a_new_one_is_a_change(tmp_path):
     assert result is not None and result.outcome == "changed" and live.current.app.features.window == 20
     with pytest.raises(SettingsError, match="config_dir .*missing.* does not exist"):
         LiveSettings.from_layers(environ={}, config_dir=tmp_path / "missing")
+
+
+def test_an_application_key_inside_an_rqa_otel_section_is_refused_naming_both(tmp_path):
+    main = write(tmp_path / "settings.yaml", "logging: {level: INFO, format: '%(stock)s'}\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(main, environ={})
+    message = str(error.value)
+    assert "unknown setting 'logging.format'" in message and "'logging' is rqa-otel's" in message
+    assert "logging.level" in message and "a top-level key of its own" in message

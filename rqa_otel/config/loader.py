@@ -60,7 +60,7 @@ from rqa_otel.config.model import (
     SpoolSettings,
 )
 from rqa_otel.config.permissions import UnsafePermissions, read_checked
-from rqa_otel.config.schema import MAP_KEYS, SCHEMA
+from rqa_otel.config.schema import MAP_KEYS, SCHEMA, SECTIONS
 from rqa_otel.config.vault import KEY_FILE_VARIABLE, ConfigVault, VaultError, decrypt_values
 
 
@@ -228,7 +228,7 @@ def load_layers(
         if key not in SCHEMA and is_foreign_variable(key, sources.get(key, "")):
             continue
         if key not in SCHEMA:
-            errors.append(f"unknown setting {key!r} (from {sources.get(key, 'environment')}); known settings: {', '.join(SCHEMA)}")
+            errors.append(_unknown(key, sources.get(key, "environment")))
             continue
         parse, _ = SCHEMA[key]
         try:
@@ -284,6 +284,19 @@ def _digest_listing(digest, directory: Path) -> None:
     except OSError:
         names = ["\0unreadable"]
     digest.update(f"{directory}\0listing\0{'/'.join(names)}\0".encode())
+
+
+def _unknown(key: str, source: str) -> str:
+    """An unknown key names what is known where it lies: inside one of
+    rqa-otel's sections it may be an application key in the wrong place."""
+    top = key.split(".")[0]
+    own = [k for k in SCHEMA if k == top or k.startswith(top + ".")]
+    if not own:
+        return f"unknown setting {key!r} (from {source}); known settings: {', '.join(SCHEMA)}"
+    return (
+        f"unknown setting {key!r} (from {source}): {top!r} is rqa-otel's, whose settings are {', '.join(own)}; "
+        f"an application setting needs a top-level key of its own (not one of {', '.join(sorted(SECTIONS))})"
+    )
 
 
 def _influxdb_errors(values: Mapping[str, Any]) -> list[str]:
