@@ -439,15 +439,26 @@ def test_the_design_classes_set_up_the_global_telemetry_on_first_use(tmp_path):
         assert monitor.get_trade_history()[0]["tags"]["action"] == "BUY"
         handler = TradingErrorHandler()
         assert handler.handle_position_limit(PositionLimitError("too big", symbol="600519.SH")) is None
+        import os, sys
+        from rqa_otel.rqa2025 import ConfigManager
+        config_dir = sys.argv[1]
+        manager = ConfigManager(config_dir)
+        with open(os.path.join(config_dir, "data.yaml"), "w") as file:
+            file.write("data: [unclosed")
+        assert manager.reload().outcome == "failed" and manager["data"]["source"] == "tushare"
         monitor.close()
         rqa_otel.current().shutdown()
     """)
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    write(config_dir / "data.yaml", "data: {source: tushare}\n")
     environment = {**os.environ, "RQA_EXPORT__DIRECTORY": str(tmp_path), "RQA_REGISTRY__ENABLED": "false",
                    "RQA_CONFIG__WATCH": "false"}
-    completed = subprocess.run([sys.executable, "-c", program], env=environment, capture_output=True, text=True,
-                               timeout=60)
+    completed = subprocess.run([sys.executable, "-c", program, str(config_dir)], env=environment,
+                               capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     alerts = [s for s in spans(tmp_path / "traces.jsonl") if s["name"] == "rqa.alert"]
-    assert [attributes(s)["alert.name"] for s in alerts] == ["position_limit"]
+    assert [attributes(s)["alert.name"] for s in alerts] == ["position_limit", "config_reload_failed"]
+    assert "data.yaml" in attributes(alerts[1])["alert.message"]
     resource = json.loads((tmp_path / "traces.jsonl").read_text().splitlines()[0])["resourceSpans"][0]["resource"]
     assert attributes(resource)["service.name"] == "rqa2025_backtest"

@@ -72,6 +72,8 @@ class LiveSettings:
         self._instruments = None
         self.reloads = {CHANGED: 0, UNCHANGED: 0, FAILED: 0}
         self.last_reload_successful = True
+        self.last_error: str | None = None
+        """Why the latest reload failed (None after one that did not)."""
         self._watcher = None
         self._closed = False
 
@@ -171,6 +173,7 @@ class LiveSettings:
             new = self.current
             self.reloads[result.outcome] += 1
             self.last_reload_successful = result.outcome != FAILED
+            self.last_error = result.error
             # Handed over before the reload lock is released, so that
             # notifications go out in reload order.
             self._notify_lock.acquire()

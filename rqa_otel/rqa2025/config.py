@@ -25,8 +25,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from rqa_otel import names
 from rqa_otel.config import CHANGED, LiveSettings, ReloadResult, Settings, SettingsError
 from rqa_otel.config.application import to_plain
+from rqa_otel.telemetry import current
 
 _log = logging.getLogger("rqa_otel.config")
 
@@ -131,7 +133,17 @@ class ConfigManager:
 
     def _reloaded(self, event_type: str, settings: Settings) -> None:
         if event_type != CHANGED:
-            return  # a failed reload: LiveSettings logged and alerted; the design notifies changes only
+            # The design notifies changes only. LiveSettings logged why; the
+            # process's telemetry, if set up, gets the alert.
+            telemetry = current()
+            if telemetry is not None:
+                try:
+                    telemetry.alert(names.CONFIG_RELOAD_FAILED_ALERT, "critical", message=(
+                        f"config_dir {self.config_dir}: reload failed, the last good configuration stays in force: "
+                        f"{self.live_settings.last_error}"))
+                except Exception:  # telemetry never breaks a reload
+                    _log.warning("could not report a failed config reload", exc_info=True)
+            return
         tree = self._current_tree()
         for callback in list(self.callbacks):
             try:
