@@ -118,3 +118,21 @@ def test_an_application_key_inside_an_rqa_otel_section_is_refused_naming_both(tm
     message = str(error.value)
     assert "unknown setting 'logging.format'" in message and "'logging' is rqa-otel's" in message
     assert "logging.level" in message and "a top-level key of its own" in message
+
+
+def test_setup_validates_the_application_settings_and_exposes_them(tmp_path):
+    import rqa_otel
+
+    main = write(tmp_path / "settings.yaml", f"export: {{directory: {tmp_path}}}\ndata: {{source: yahoo}}\n")
+
+    def check(app):
+        return [] if app.get("data", {}).get("source") in ("tushare", "wind") else ["data.source must be tushare or wind"]
+
+    with pytest.raises(SettingsError, match="data.source must be tushare or wind"):
+        rqa_otel.setup(main, set_global=False, app_validators=check)
+    write(main, f"export: {{directory: {tmp_path}}}\ndata: {{source: wind}}\n")
+    handle = rqa_otel.setup(main, set_global=False, app_validators=check)
+    try:
+        assert handle.settings.app.data.source == "wind"
+    finally:
+        handle.shutdown()
