@@ -203,6 +203,12 @@ def test_check_quota_samples_usage_now(tmp_path):
         assert manager.check_quota("hot") is False      # ~100 % of a core against 5 %, with no agent running
         assert time.perf_counter() - started < 0.5
         assert manager.usage_now("hot").cpu_percent > 5
+        # An observation younger than one interval (the agent's smoothed one) is used as it is.
+        fresh = ResourceManager(registry=Registry(tmp_path / "run"), interval_s=0.3)
+        fresh.observe({})  # "hot" reads 0 in this observation
+        assert fresh.check_quota("hot") is True
+        time.sleep(0.35)
+        assert fresh.check_quota("hot") is False  # stale: sampled on the call
     finally:
         busy.kill()
         busy.wait()
@@ -276,6 +282,13 @@ def test_backtest_monitor_record_and_query(file_telemetry, tmp_path):
     events = [attributes(r) for r in log_records(tmp_path / "logs.jsonl")]
     assert any(e.get("rqa.custom_metric.name") == "gpu_memory_mib" and e.get("rqa.custom_metric.tag.device") == "1"
                for e in events)
+    with pytest.raises(KeyError, match="a trade record has tags, name, value, timestamp"):
+        metrics[0]["price"]
+    with pytest.raises(ValueError, match="run_id"):
+        monitor.get_trade_history(run_id=42)
+    for bad, field in ((("", 1.0), "name"), (("m", float("nan")), "value"), (("m", 1.0, ["x"]), "tags")):
+        with pytest.raises(ValueError, match=field):
+            monitor.record_custom_metric(*bad)
     with pytest.raises(TypeError, match="rqa_otel.rqa2025.BacktestMonitor"):
         from rqa_otel.trading import BacktestMonitor as ProjectMonitor
 
