@@ -220,8 +220,8 @@ def load_layers(
             raise SettingsError(f"invalid rqa-otel settings: encrypted values cannot be read: {exc}") from None
         flat, secret_keys, plaintexts, errors = decrypt_values(flat, vault, lambda key: sources.get(key, "environment"))
 
-    app_tree, app_sources = _application(app_layers, environ, vault, errors, app_validators)
-    plaintexts += tuple(app_sources.pop("\0plaintexts", ()))
+    app_tree, app_sources, app_plaintexts = _application(app_layers, environ, vault, errors, app_validators)
+    plaintexts += app_plaintexts
 
     values = {}
     for key, value in flat.items():
@@ -246,12 +246,16 @@ def load_layers(
     return Loaded(settings, tuple(watched), digest.hexdigest(), plaintexts, tuple(directories))
 
 
-def _application(app_layers, environ, vault, errors: list[str], validators) -> tuple[dict[str, Any], dict[str, Any]]:
+def _application(
+    app_layers, environ, vault, errors: list[str], validators
+) -> tuple[dict[str, Any], dict[str, str], tuple[str, ...]]:
     """The application's settings merged from its layers (files, then
-    ``RQA_APP__*``), decrypted and checked by the user's validators. Their
-    problems join ``errors``; decrypted values come back under a private key."""
+    ``RQA_APP__*``), decrypted and checked by the user's validators, as
+    (tree, {dotted key: source}, decrypted plaintexts). Their problems
+    join ``errors``."""
     tree: dict[str, Any] = {}
-    sources: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    plaintexts: tuple[str, ...] = ()
     for source, layer in app_layers:
         application.merge(tree, layer)
         sources.update(dict.fromkeys(application.flatten(layer), source))
@@ -267,14 +271,13 @@ def _application(app_layers, environ, vault, errors: list[str], validators) -> t
             vault = vault if vault is not None else ConfigVault.from_environment(environ)
         except VaultError as exc:
             errors.append(f"application settings: encrypted values cannot be read: {exc}")
-            return {}, {}
+            return {}, {}, ()
         where = lambda key: next((s for k, s in sources.items() if k == key or k.startswith(key + ".")), "environment")
         tree, _, plaintexts, problems = decrypt_values(tree, vault, where)
         errors += problems
-        sources["\0plaintexts"] = plaintexts
     if not errors:
         errors += application.validate(tree, validators)
-    return tree, sources
+    return tree, sources, plaintexts
 
 
 def _digest_listing(digest, directory: Path) -> None:
