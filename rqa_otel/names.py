@@ -70,6 +70,8 @@ ERROR_ATTEMPTS: Final = "rqa.error.attempts"
 ERROR_OUTCOME: Final = "rqa.error.outcome"
 ERROR_OUTCOMES: Final = ("recovered", "gave_up", "not_retried", "refused")
 RETRY_DELAY_S: Final = "rqa.retry.delay_s"
+RETRY_FUNCTION: Final = "rqa.retry.function"  # the function RetryHandler.with_retry retried
+RETRY_ALERT: Final = "retry"  # RetryHandler.with_retry: a call that needed retries
 BREAKER_NAME: Final = "rqa.circuit_breaker.name"
 BREAKER_STATE: Final = "rqa.circuit_breaker.state"
 BREAKER_PREVIOUS_STATE: Final = "rqa.circuit_breaker.previous_state"
@@ -91,6 +93,11 @@ BACKTEST_SPAN: Final = "rqa.backtest"
 TRADE_EVENT: Final = "rqa.trade"
 PORTFOLIO_EVENT: Final = "rqa.portfolio"
 RETRY_EVENT: Final = "rqa.retry"
+# The design's ApplicationMonitor.record_custom_metric: one event per value.
+CUSTOM_METRIC_EVENT: Final = "rqa.custom_metric"
+CUSTOM_METRIC_NAME: Final = "rqa.custom_metric.name"
+CUSTOM_METRIC_VALUE: Final = "rqa.custom_metric.value"
+CUSTOM_METRIC_TAG_PREFIX: Final = "rqa.custom_metric.tag."
 
 # --- Instruments -----------------------------------------------------------
 ALERTS_COUNTER: Final = "rqa.alerts"

@@ -274,6 +274,7 @@ def setup(
     environment: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     set_global: bool = True,
+    app_validators: Any = None,
 ) -> Telemetry:
     """Configure traces, metrics and logs in one call and return the handle.
 
@@ -288,13 +289,17 @@ def setup(
     would change it are reported in a warning, since OpenTelemetry's global
     providers can be set only once per process. ``set_global=False`` builds
     an independent handle (for tests, or a second pipeline).
+
+    ``app_validators``: the user's check of the application's own settings
+    (``settings.app``; a callable or dynaconf Validators), at start and at
+    every reload (docs/settings.md, "Application settings").
     """
     global _global
     arguments = dict(overrides or {})
     for key, value in (("strategy", strategy), ("service.name", service_name), ("service.environment", environment)):
         if value is not None:
             arguments[key] = value
-    live = LiveSettings.from_layers(settings_file, arguments)
+    live = LiveSettings.from_layers(settings_file, arguments, app_validators=app_validators)
     settings = live.current
     _report_own_problems_on_stderr()
     if not set_global:

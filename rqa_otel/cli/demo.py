@@ -17,6 +17,8 @@ from rqa_otel.cli import demo_backtest as demo
 from rqa_otel.cli.arguments import fail, port_or_auto, positive_int
 from rqa_otel.cli.replay import add_influx_options, influx_overrides
 from rqa_otel.config.model import SettingsError
+from rqa_otel.resources.registry import Registry
+from rqa_otel.rqa2025 import ResourceManager as DesignResourceManager
 from rqa_otel.telemetry import setup
 from rqa_otel.trading import BacktestMonitor, TradingErrorHandler
 
@@ -162,6 +164,10 @@ def demo_command(args: argparse.Namespace) -> int:
     # Its registry (the demo is a worker there until it exits) is private and temporary.
     quota_run_dir = tempfile.mkdtemp(prefix="rqa-demo-quota-") if snapshot else None
     quota_alert = demo.quota_breach(telemetry, snapshot, quota_run_dir) if snapshot else None
+    # The same quota through the design's name: a plain bool, usage sampled now.
+    design_check_quota = DesignResourceManager(
+        telemetry, registry=Registry(quota_run_dir), quotas={demo.STRATEGY: demo.demo_quota()}
+    ).check_quota(demo.STRATEGY) if snapshot else None
     flushed = telemetry.shutdown() if telemetry else True
     if quota_run_dir:  # after the final collection, which reports the worker
         shutil.rmtree(quota_run_dir, ignore_errors=True)
@@ -171,9 +177,10 @@ def demo_command(args: argparse.Namespace) -> int:
     history = []
     if monitor:
         first_symbol = next(iter(bars[0].minutes))
+        # Read as the design reads its records (m['tags'][...]); a Trade also has attributes.
         history = [
-            f"{t.timestamp:%Y-%m-%d} {t.action} {t.quantity:g} {t.symbol} @ {t.price:.2f}"
-            for t in monitor.get_trade_history(strategy=demo.STRATEGY, symbol=first_symbol, limit=3)
+            f"{m['timestamp']:%Y-%m-%d} {m['tags']['action']} {m['tags']['quantity']} {m['tags']['symbol']} @ {m['value']:.2f}"
+            for m in monitor.get_trade_history(strategy=demo.STRATEGY, symbol=first_symbol, limit=3)
         ]
         monitor.close()
 
@@ -197,6 +204,7 @@ def demo_command(args: argparse.Namespace) -> int:
         "text_log": text_log if telemetry else None,
         "resources": resources,
         "quota_alert": quota_alert,
+        "design_check_quota": design_check_quota,
         "flushed": flushed,
         "ops_url": ops_url,
         "live_change": {
@@ -230,6 +238,9 @@ def _print_summary(summary: dict) -> None:
         print(line)
     if summary["quota_alert"]:
         print(demo.quota_line(summary["quota_alert"]))
+    if summary["design_check_quota"] is not None:
+        print(f"  the design's ResourceManager.check_quota({demo.STRATEGY!r}) -> {summary['design_check_quota']} "
+              "(rqa_otel.rqa2025; usage sampled on the call)")
     units = {"traces": "spans", "metrics": "metric data points", "logs": "log records"}
     print("  telemetry:")
     for item in summary["telemetry"]:
@@ -255,7 +266,8 @@ def _print_summary(summary: dict) -> None:
     if lost:
         print(f"  log records lost: {lost}")
     if summary["trade_history_sample"]:
-        print(f"  trade journal {summary['journal']}; get_trade_history(symbol=..., limit=3):")
+        print(f"  trade journal {summary['journal']}; get_trade_history(symbol=..., limit=3), "
+              "read as the design does (m['tags']['action'], m['value']):")
         for line in summary["trade_history_sample"]:
             print(f"    {line}")
     if summary["text_log"] and os.path.exists(summary["text_log"]):
@@ -265,5 +277,8 @@ def _print_summary(summary: dict) -> None:
         print(f"  text log {summary['text_log']} (every record carries strategy, stock and signal):")
         for line in sample:
             print(f"    {line}")
+    print("  the design's names (docs/migration.md): BacktestMonitor(app_name), TradingErrorHandler(), "
+          "ResourceManager.check_quota, ConfigManager, QuantFilter, LogManager, RetryHandler, GPUManager "
+          "are in rqa_otel.rqa2025, over the project's rqa_otel.trading, .resources, .config and .logs")
     if not summary["flushed"]:
         print("  warning: not all telemetry was flushed before the shutdown deadline")

@@ -437,14 +437,18 @@ DEMO_GPU_MEMORY_QUOTA_MIB = 1024
 DEMO_MAX_WORKERS = 2
 
 
+def demo_quota() -> dict:
+    """The demo strategy's quota: a memory limit it cannot meet."""
+    return {"memory_mib": DEMO_MEMORY_QUOTA_MIB, "gpu_memory_mib": DEMO_GPU_MEMORY_QUOTA_MIB,
+            "cpu_percent": 100 * (os.cpu_count() or 1), "max_workers": DEMO_MAX_WORKERS}
+
+
 def quota_breach(telemetry, snapshot, run_dir: str) -> dict | None:
     """Check the demo strategy's usage against a memory quota it cannot
     meet, as the host agent does each collection: the breach becomes one
     ``quota_breach`` alert span. ``run_dir`` keeps this quota out of the
     host's real run directory."""
-    quota = {"memory_mib": DEMO_MEMORY_QUOTA_MIB, "gpu_memory_mib": DEMO_GPU_MEMORY_QUOTA_MIB,
-             "cpu_percent": 100 * (os.cpu_count() or 1), "max_workers": DEMO_MAX_WORKERS}
-    manager = ResourceManager(telemetry, registry=Registry(run_dir), quotas={STRATEGY: quota})
+    manager = ResourceManager(telemetry, registry=Registry(run_dir), quotas={STRATEGY: demo_quota()})
     # This process, until it exits (a dead worker no longer counts).
     manager.register_strategy_worker(STRATEGY, "backtest")
     for change in manager.observe(snapshot.usage):

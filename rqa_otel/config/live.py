@@ -72,6 +72,8 @@ class LiveSettings:
         self._instruments = None
         self.reloads = {CHANGED: 0, UNCHANGED: 0, FAILED: 0}
         self.last_reload_successful = True
+        self.last_error: str | None = None
+        """Why the latest reload failed (None after one that did not)."""
         self._watcher = None
         self._closed = False
 
@@ -82,11 +84,17 @@ class LiveSettings:
         overrides: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
         vault: Any = None,
+        *,
+        config_dir: str | os.PathLike[str] | None = None,
+        app_validators: Any = None,
     ) -> "LiveSettings":
         """Settings from the documented layers, reloadable from the same
-        sources (``environ`` None: the process environment at each reload)."""
+        sources (``environ`` None: the process environment at each reload).
+        ``config_dir``: every .yaml/.yml in that directory instead of one
+        settings file; ``app_validators``: the user's check of the
+        application's settings (rqa_otel.config.application)."""
         overrides = dict(overrides or {})
-        return cls(lambda: load_layers(settings_file, overrides, environ, vault))
+        return cls(lambda: load_layers(settings_file, overrides, environ, vault, config_dir, app_validators))
 
     @classmethod
     def fixed(cls, settings: Settings) -> "LiveSettings":
@@ -102,6 +110,11 @@ class LiveSettings:
     @property
     def watched_files(self) -> tuple:
         return self._loaded.watched
+
+    @property
+    def watched_directories(self) -> tuple:
+        """Directories where any .yaml/.yml file counts (a config_dir)."""
+        return self._loaded.directories
 
     @property
     def fingerprint(self) -> str:
@@ -151,12 +164,16 @@ class LiveSettings:
                     self.current = loaded.settings  # the swap: one reference assignment
                 self._loaded = loaded
                 self._seen = loaded.fingerprint
+                # The application reads its own settings when it needs them:
+                # only rqa-otel's can need a restart.
+                own = [k for k in changed if k in old.values or k in loaded.settings.values]
                 result = ReloadResult(
-                    CHANGED if changed else UNCHANGED, changed, tuple(k for k in changed if not self._applied(k))
+                    CHANGED if changed else UNCHANGED, changed, tuple(k for k in own if not self._applied(k))
                 )
             new = self.current
             self.reloads[result.outcome] += 1
             self.last_reload_successful = result.outcome != FAILED
+            self.last_error = result.error
             # Handed over before the reload lock is released, so that
             # notifications go out in reload order.
             self._notify_lock.acquire()
@@ -173,7 +190,7 @@ class LiveSettings:
     def reload_if_changed(self, trigger: str) -> ReloadResult | None:
         """Reload unless every file has the same content as at the last load
         (None then): editors and Kubernetes raise many events per save."""
-        now = content_fingerprint(self._loaded.watched)
+        now = content_fingerprint(self._loaded.watched, self._loaded.directories)
         if now == self._seen:
             return None
         # A bad file is reported once, not again at every poll until fixed.
@@ -302,4 +319,8 @@ class LiveSettings:
 
 def _diff(old: Settings, new: Settings) -> tuple[str, ...]:
     keys = old.values.keys() | new.values.keys()
-    return tuple(sorted(k for k in keys if old.values.get(k) != new.values.get(k)))
+    changed = {k for k in keys if old.values.get(k) != new.values.get(k)}
+    missing = object()  # an application key may come or go; its value may be None
+    app_keys = old.app_values.keys() | new.app_values.keys()
+    changed.update(k for k in app_keys if old.app_values.get(k, missing) != new.app_values.get(k, missing))
+    return tuple(sorted(changed))

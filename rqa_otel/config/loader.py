@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from rqa_otel.config import application
 from rqa_otel.config.aliases import rename_in_flat, rename_in_tree
 from rqa_otel.config.environment import is_foreign_variable, otel_environment, rqa_environment, rqa_variable
 from rqa_otel.config.model import (
@@ -59,7 +60,7 @@ from rqa_otel.config.model import (
     SpoolSettings,
 )
 from rqa_otel.config.permissions import UnsafePermissions, read_checked
-from rqa_otel.config.schema import MAP_KEYS, SCHEMA
+from rqa_otel.config.schema import MAP_KEYS, SCHEMA, SECTIONS
 from rqa_otel.config.vault import KEY_FILE_VARIABLE, ConfigVault, VaultError, decrypt_values
 
 
@@ -75,6 +76,9 @@ class Loaded:
     """SHA-256 over the bytes of those files: equal means nothing changed."""
     plaintexts: tuple[str, ...]
     """Every value the vault decrypted (for the log scrubber)."""
+    directories: tuple[Path, ...] = ()
+    """Directories whose every .yaml/.yml file counts (``config_dir``): a
+    file added there is a change."""
 
 
 def load_settings(
@@ -114,10 +118,15 @@ def load_layers(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     vault: Any = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    app_validators: Any = None,
 ) -> Loaded:
     """``load_settings`` with what a reload needs; ``vault`` (a ConfigVault)
     defaults to the one the environment configures, loaded only when a
-    value is encrypted."""
+    value is encrypted. ``config_dir``: a directory instead of a settings
+    file (its ``settings.yaml`` if any, then every other .yaml/.yml in it by
+    name, then the usual siblings). ``app_validators``: the user's check of
+    the application's settings (rqa_otel.config.application.validate)."""
     environ = os.environ if environ is None else environ
     overrides = _flatten(dict(overrides or {}))
     rename_in_flat(overrides, dict.fromkeys(overrides, "setup() argument"))
@@ -125,6 +134,7 @@ def load_layers(
         settings_file = environ.get(SETTINGS_FILE_VARIABLE) or None
     digest = hashlib.sha256()
     layers: list[tuple[str, dict[str, Any]]] = [("packaged defaults", _packaged_defaults())]
+    app_layers: list[tuple[str, dict[str, Any]]] = []
     watched: list[Path] = []
     secret_sources: set[str] = set()  # values from these are never shown in messages
 
@@ -142,9 +152,30 @@ def load_layers(
         source = f"settings file {str(path)!r}"
         if secret:
             secret_sources.add(source)
-        layers.append((source, rename_in_tree(parse_file(path, data, secret), source)))
+        own, app = application.split_tree(rename_in_tree(parse_file(path, data, secret), source), source)
+        layers.append((source, own))
+        app_layers.append((source, app))
 
-    if settings_file is not None:
+    directories: list[Path] = []
+    if config_dir is not None:
+        directory = Path(config_dir)
+        if not directory.is_dir():
+            raise SettingsError(f"config_dir {str(directory)!r} does not exist or is not a directory")
+        directories.append(directory)
+        settings_file = next(
+            (directory / name for name in ("settings.yaml", "settings.yml") if (directory / name).is_file()),
+            directory / "settings.yaml",
+        )
+        read(settings_file, secret=False)
+        watched.append(settings_file)
+        for name in application.yaml_files(directory):
+            watched.append(directory / name)
+            read(directory / name, secret=False)
+        environment = _environment(overrides, environ, layers)
+        for candidate, secret in layer_files(settings_file, environment)[1:]:
+            watched.append(candidate)
+            read(candidate, secret)
+    elif settings_file is not None:
         path = Path(settings_file)
         if not path.is_file():
             raise SettingsError(f"settings file {str(path)!r} does not exist or is not a file")
@@ -158,6 +189,8 @@ def load_layers(
     if key_file:
         watched.append(Path(key_file))
         _digest(digest, Path(key_file), _read_or_none(Path(key_file)))
+    for directory in directories:
+        _digest_listing(digest, directory)
 
     sources = {key: "packaged defaults" for key in SCHEMA}
     merged: dict[str, Any] = {}
@@ -187,12 +220,15 @@ def load_layers(
             raise SettingsError(f"invalid rqa-otel settings: encrypted values cannot be read: {exc}") from None
         flat, secret_keys, plaintexts, errors = decrypt_values(flat, vault, lambda key: sources.get(key, "environment"))
 
+    app_tree, app_sources, app_plaintexts = _application(app_layers, environ, vault, errors, app_validators)
+    plaintexts += app_plaintexts
+
     values = {}
     for key, value in flat.items():
         if key not in SCHEMA and is_foreign_variable(key, sources.get(key, "")):
             continue
         if key not in SCHEMA:
-            errors.append(f"unknown setting {key!r} (from {sources.get(key, 'environment')}); known settings: {', '.join(SCHEMA)}")
+            errors.append(_unknown(key, sources.get(key, "environment")))
             continue
         parse, _ = SCHEMA[key]
         try:
@@ -206,8 +242,64 @@ def load_layers(
     errors += _influxdb_errors(values)
     if errors:
         raise SettingsError("invalid rqa-otel settings:\n  " + "\n  ".join(errors))
-    settings = _freeze(values, sources, secret_keys)
-    return Loaded(settings, tuple(watched), digest.hexdigest(), plaintexts)
+    settings = _freeze(values, {**app_sources, **sources}, secret_keys, app_tree)
+    return Loaded(settings, tuple(watched), digest.hexdigest(), plaintexts, tuple(directories))
+
+
+def _application(
+    app_layers, environ, vault, errors: list[str], validators
+) -> tuple[dict[str, Any], dict[str, str], tuple[str, ...]]:
+    """The application's settings merged from its layers (files, then
+    ``RQA_APP__*``), decrypted and checked by the user's validators, as
+    (tree, {dotted key: source}, decrypted plaintexts). Their problems
+    join ``errors``."""
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    plaintexts: tuple[str, ...] = ()
+    for source, layer in app_layers:
+        application.merge(tree, layer)
+        sources.update(dict.fromkeys(application.flatten(layer), source))
+    try:
+        env_tree, env_sources = application.app_environment(environ)
+    except SettingsError as exc:
+        errors.append(str(exc))
+        env_tree, env_sources = {}, {}
+    application.merge(tree, env_tree)
+    sources.update(env_sources)
+    if _has_envelope(tree):
+        try:
+            vault = vault if vault is not None else ConfigVault.from_environment(environ)
+        except VaultError as exc:
+            errors.append(f"application settings: encrypted values cannot be read: {exc}")
+            return {}, {}, ()
+        where = lambda key: next((s for k, s in sources.items() if k == key or k.startswith(key + ".")), "environment")
+        tree, _, plaintexts, problems = decrypt_values(tree, vault, where)
+        errors += problems
+    if not errors:
+        errors += application.validate(tree, validators)
+    return tree, sources, plaintexts
+
+
+def _digest_listing(digest, directory: Path) -> None:
+    """A config_dir's .yaml/.yml names: a file added or removed is a change."""
+    try:
+        names = application.yaml_files(directory)
+    except OSError:
+        names = ["\0unreadable"]
+    digest.update(f"{directory}\0listing\0{'/'.join(names)}\0".encode())
+
+
+def _unknown(key: str, source: str) -> str:
+    """An unknown key names what is known where it lies: inside one of
+    rqa-otel's sections it may be an application key in the wrong place."""
+    top = key.split(".")[0]
+    own = [k for k in SCHEMA if k == top or k.startswith(top + ".")]
+    if not own:
+        return f"unknown setting {key!r} (from {source}); known settings: {', '.join(SCHEMA)}"
+    return (
+        f"unknown setting {key!r} (from {source}): {top!r} is rqa-otel's, whose settings are {', '.join(own)}; "
+        f"an application setting needs a top-level key of its own (not one of {', '.join(sorted(SECTIONS))})"
+    )
 
 
 def _influxdb_errors(values: Mapping[str, Any]) -> list[str]:
@@ -225,13 +317,16 @@ def _influxdb_errors(values: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def content_fingerprint(paths) -> str | None:
+def content_fingerprint(paths, directories=()) -> str | None:
     """SHA-256 over the files' bytes as ``load_layers`` computes it (None
-    when one cannot be read now): the watcher's cheap "did anything change"."""
+    when one cannot be read now): the watcher's cheap "did anything change".
+    ``directories``: a config_dir, whose list of .yaml/.yml files counts too."""
     digest = hashlib.sha256()
     try:
         for path in paths:
             _digest(digest, path, _read_or_none(path))
+        for directory in directories:
+            _digest_listing(digest, Path(directory))
     except OSError:
         return None
     return digest.hexdigest()
@@ -367,7 +462,10 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: frozenset[str] = frozenset()) -> Settings:
+def _freeze(
+    values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: frozenset[str] = frozenset(),
+    app_tree: Mapping[str, Any] | None = None,
+) -> Settings:
     v = values
     return Settings(
         strategy=v["strategy"],
@@ -442,4 +540,6 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
         sources=dict(sources),
         secret_keys=secret_keys,
         values=dict(values),
+        app=application.AppConfig(app_tree) if app_tree else application.EMPTY,
+        app_values=application.flatten(app_tree or {}),
     )

@@ -230,6 +230,11 @@ class Settings:
     """Dotted keys whose value was decrypted: never shown in messages."""
     values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Every validated value by dotted key (``SCHEMA``'s keys): for diffs."""
+    app: Any = field(default=None, repr=False)
+    """The application's own settings (rqa_otel.config.application.AppConfig):
+    every top-level key of the files that rqa-otel does not own, and ``RQA_APP__*``."""
+    app_values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The application's settings by dotted key (leaves only): for diffs."""
 
     @property
     def files(self) -> RotationSettings:
@@ -242,7 +247,11 @@ class Settings:
         (``get("errors.order_rejected")``); KeyError when none."""
         if key in self.values:
             return self.values[key]
+        if key in self.app_values:
+            return self.app_values[key]
         found = {k: v for k, v in self.values.items() if k.startswith(key + ".")}
+        if not found:
+            found = {k: v for k, v in self.app_values.items() if k.startswith(key + ".")}
         if not found:
             raise KeyError(key)
         return found

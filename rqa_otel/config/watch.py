@@ -40,10 +40,11 @@ class SettingsWatcher(FileSystemEventHandler):
         self._observer.daemon = True
         self._directories: set[str] = set()
         self._names: frozenset[str] = frozenset()
+        self._any_yaml_in: frozenset[str] = frozenset()
         self._thread = threading.Thread(target=self._run, name="rqa-config-watch", daemon=True)
 
     def start(self) -> None:
-        self._follow(self._live.watched_files)
+        self._follow(self._live.watched_files, getattr(self._live, "watched_directories", ()))
         self._observer.start()
         self._thread.start()
 
@@ -67,8 +68,10 @@ class SettingsWatcher(FileSystemEventHandler):
                 self._forced = force
             self._wake.notify_all()
 
-    def _follow(self, files) -> None:
+    def _follow(self, files, directories=()) -> None:
         self._names = frozenset(os.path.basename(os.fspath(path)) for path in files)
+        # A config_dir: any .yaml/.yml there counts, including one created later.
+        self._any_yaml_in = frozenset(os.path.abspath(os.fspath(d)) for d in directories)
         for path in files:
             directory = os.path.dirname(os.path.abspath(os.fspath(path)))
             if directory not in self._directories and os.path.isdir(directory):
@@ -82,6 +85,10 @@ class SettingsWatcher(FileSystemEventHandler):
         for path in (event.src_path, getattr(event, "dest_path", "")):
             name = os.path.basename(os.fsdecode(path)) if path else ""
             if name in self._names or name.startswith(".."):
+                self.poke()
+                return
+            if (name.lower().endswith((".yaml", ".yml")) and self._any_yaml_in
+                    and os.path.dirname(os.path.abspath(os.fsdecode(path))) in self._any_yaml_in):
                 self.poke()
                 return
 
@@ -108,6 +115,6 @@ class SettingsWatcher(FileSystemEventHandler):
                     self._live.reload(forced)
                 else:
                     self._live.reload_if_changed(trigger)
-                self._follow(self._live.watched_files)
+                self._follow(self._live.watched_files, getattr(self._live, "watched_directories", ()))
             except Exception:  # the watcher outlives any one reload
                 _log.warning("settings watcher: reload failed unexpectedly", exc_info=True)

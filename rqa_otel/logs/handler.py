@@ -56,6 +56,12 @@ class QuantLogHandler(logging.Handler):
         if self.filters and not self.filter(record):
             return False
         self.emit(record)
+        if "signal" not in record.__dict__:  # sampled out or failed: entry() did not stamp it
+            strategy, stock, signal = _bound_get()
+            fields = record.__dict__
+            fields.setdefault("stock", stock or _DEFAULT_STOCK)
+            fields.setdefault("strategy", strategy or self._default_strategy)
+            fields["signal"] = signal or _DEFAULT_SIGNAL
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -87,6 +93,14 @@ class QuantLogHandler(logging.Handler):
                         attributes[quant] = value if value.__class__ is str else str(value)
                 elif key not in _STANDARD:
                     attributes[key] = fields[key]
+        # The design's QuantFilter attributes, for handlers that format
+        # %(stock)s after this one (set after the extras were read above).
+        if "stock" not in fields:
+            fields["stock"] = attributes[_STOCK]
+        if "strategy" not in fields:
+            fields["strategy"] = attributes[_STRATEGY]
+        if "signal" not in fields:
+            fields["signal"] = attributes[_SIGNAL]
         if record.exc_info and record.exc_info[0] is not None:
             kind, error, _ = record.exc_info
             attributes["exception.type"] = kind.__name__

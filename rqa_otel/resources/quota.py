@@ -205,6 +205,22 @@ class ResourceManager:
             self._runtime_cache = None
         return quota
 
+    def clear_strategy_quota(self, strategy: str) -> bool:
+        """Remove the run-time quota ``set_strategy_quota`` stored (it is kept
+        in the run directory, so it outlives the process that set it): the
+        settings' quota, if any, applies again. True if there was one."""
+        removed = []
+
+        def change(stored: dict) -> dict:
+            if stored.pop(strategy, None) is not None:
+                removed.append(strategy)
+            return stored
+
+        self.registry.update_quotas(change)
+        with self._lock:
+            self._runtime_cache = None
+        return bool(removed)
+
     def quota(self, strategy: str) -> Quota:
         """The quota in effect: run-time (set_strategy_quota) over settings; no limits if neither."""
         runtime = self._runtime_quotas()

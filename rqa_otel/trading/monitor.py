@@ -23,6 +23,7 @@ Bad input raises ValueError naming the field before anything is recorded.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import math
@@ -46,6 +47,8 @@ ACTIONS = ("buy", "sell")
 NOTIONAL_BUCKETS = (1e3, 1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7)
 """CNY. Explicit buckets: the Collector's influxdb exporter rejects exponential histograms."""
 OVERFLOW_ATTRIBUTES = {names.METRIC_OVERFLOW: True}
+CUSTOM_METRICS_KEPT = 10_000
+"""Custom-metric values a monitor keeps for get_custom_metrics (memory stays bounded)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,30 @@ class Trade:
     def notional(self) -> float:
         return self.price * self.quantity
 
+    # The RQA2025 design's get_trade_history returned custom-metric dicts:
+    # {"name": "trade_event", "value": price, "tags": {...}, "timestamp": ...},
+    # with the action in upper case. A Trade answers the same keys.
+    def __getitem__(self, key: str) -> Any:
+        if key == "tags":
+            return {"symbol": self.symbol, "action": self.action.upper(), "quantity": str(self.quantity),
+                    "strategy": self.strategy, "run_id": self.run_id}
+        if key in _DESIGN_KEYS:
+            return _DESIGN_KEYS[key](self)
+        raise KeyError(f"{key!r}: a trade record has {', '.join(['tags', *_DESIGN_KEYS])}")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+_DESIGN_KEYS = {
+    "name": lambda trade: "trade_event",
+    "value": lambda trade: trade.price,
+    "timestamp": lambda trade: trade.timestamp,
+}
+
 
 class BacktestMonitor:
     def __init__(
@@ -76,8 +103,14 @@ class BacktestMonitor:
         ``<export.directory>/trades.db``). ``series_limit``: series per
         instrument before data points go to the overflow series (default 2000,
         as in the OTel specification)."""
+        if isinstance(telemetry, str):
+            raise TypeError(
+                f"BacktestMonitor(telemetry): got the string {telemetry!r}; pass a handle from rqa_otel.setup(), or use "
+                "the design's rqa_otel.rqa2025.BacktestMonitor(app_name=...), which uses the global telemetry"
+            )
         self._telemetry = telemetry
         self._tracer: trace.Tracer = telemetry.tracer
+        self._custom_metrics: collections.deque = collections.deque(maxlen=CUSTOM_METRICS_KEPT)
         if journal_path is None:
             journal_path = os.path.join(telemetry.settings.export.directory, "trades.db")
         self.journal = TradeJournal(journal_path, commit_interval_s)
@@ -196,11 +229,13 @@ class BacktestMonitor:
             totals = self._trade_totals[key] = [0, 0.0, 0.0]
         return totals
 
-    def get_trade_history(self, strategy=None, symbol=None, action=None, start=None, end=None, limit=None) -> list[Trade]:
+    def get_trade_history(
+        self, strategy=None, symbol=None, action=None, start=None, end=None, limit=None, run_id=None
+    ) -> list[Trade]:
         """Trades from the journal, oldest first; ``start`` inclusive, ``end``
-        exclusive; ``limit`` keeps the first N. Includes every trade recorded
-        before the call."""
-        sql, parameters = history_query(strategy, symbol, action, start, end, limit)
+        exclusive; ``limit`` keeps the first N; ``run_id`` (from ``run()``)
+        keeps one run's. Includes every trade recorded before the call."""
+        sql, parameters = history_query(strategy, symbol, action, start, end, limit, run_id)
         self.journal.flush()
         return [
             Trade(s, sym, a, p, q, dt.datetime.fromtimestamp(t / 1e9, dt.timezone.utc), r)
@@ -238,6 +273,34 @@ class BacktestMonitor:
         self._telemetry.log_event(names.PORTFOLIO_EVENT, f"portfolio {value:.2f}", attributes, time_ns)
         self.journal.append_snapshot((self._run_id, strategy, value, cash, json.dumps(holdings, sort_keys=True), time_ns))
 
+    # --- the design's ApplicationMonitor custom metrics ------------------------------
+
+    def record_custom_metric(self, name, value, tags=None, timestamp=None) -> None:
+        """One value of a metric of the caller's own (the design's
+        ApplicationMonitor call): a ``rqa.custom_metric`` log event with the
+        tags as attributes, kept for ``get_custom_metrics`` (the last
+        CUSTOM_METRICS_KEPT values). Raises ValueError naming a bad field."""
+        name = _text("name", name)
+        value = _finite("value", value)
+        if tags is not None and not isinstance(tags, Mapping):
+            raise ValueError(f"tags {type(tags).__name__}: expected a mapping of tag -> value")
+        tags = {str(key): str(tag) for key, tag in (tags or {}).items()}
+        time_ns = timestamp_ns(timestamp)
+        attributes = {names.CUSTOM_METRIC_NAME: name, names.CUSTOM_METRIC_VALUE: value, names.RUN_ID: self._run_id}
+        attributes.update({names.CUSTOM_METRIC_TAG_PREFIX + key: tag for key, tag in tags.items()})
+        if "strategy" in tags:
+            attributes[names.STRATEGY] = tags["strategy"]
+        self._telemetry.log_event(names.CUSTOM_METRIC_EVENT, f"{name}={value:g}", attributes, time_ns)
+        moment = dt.datetime.fromtimestamp(time_ns / 1e9, dt.timezone.utc)
+        self._custom_metrics.append({"name": name, "value": value, "tags": tags, "timestamp": moment})
+
+    def get_custom_metrics(self, name=None) -> list[dict]:
+        """Values recorded with ``record_custom_metric`` in this process,
+        oldest first, as {"name", "value", "tags", "timestamp"}; ``name``
+        keeps one metric's."""
+        kept = list(self._custom_metrics)
+        return [dict(m, tags=dict(m["tags"])) for m in kept if name is None or m["name"] == name]
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Make every trade recorded so far durable in the journal."""
         return self.journal.flush(timeout_s)
@@ -273,9 +336,12 @@ class BacktestMonitor:
         )
 
 
-def history_query(strategy=None, symbol=None, action=None, start=None, end=None, limit=None) -> tuple[str, list]:
+def history_query(strategy=None, symbol=None, action=None, start=None, end=None, limit=None, run_id=None) -> tuple[str, list]:
     """The SQL and parameters of a get_trade_history() call, validated."""
     series, clauses, parameters = [], [], []
+    if run_id is not None:
+        clauses.append("trades.run = (SELECT id FROM runs WHERE run_id = ?)")
+        parameters.append(_text("run_id", run_id))
     for column, value in (("strategy", strategy), ("symbol", symbol)):
         if value is not None:
             series.append(f"{column} = ?")
