@@ -166,7 +166,7 @@ def test_prometheus_scrapes_the_agents_quota_and_resource_gauges(tmp_path, prome
         workers = prometheus.query('rqa_strategy_quota_usage{rqa_strategy="s001",rqa_quota_resource="workers"}')
         limit = prometheus.query('rqa_strategy_quota_limit{rqa_strategy="s001",rqa_quota_resource="workers"}')
         assert float(workers[0]["value"][1]) == float(limit[0]["value"][1]) == 1.0
-        memory = prometheus.query('rqa_strategy_memory_usage{rqa_strategy="s000"}')
+        memory = prometheus.query('rqa_strategy_memory_usage_bytes{rqa_strategy="s000"}')
         assert float(memory[0]["value"][1]) > 10 * 2**20
     finally:
         fleet.stop()

@@ -429,16 +429,21 @@ class _Instruments:
             names.QUOTA_WORKERS_REFUSED_COUNTER, unit="{worker}",
             description="Worker registrations refused because max_workers were registered, by strategy.",
         )
+        # Unit "1" only where the value is a ratio: limits and usage are in
+        # each resource's own unit, and a state is a code, so Prometheus
+        # names (which give unit-1 gauges `_ratio`) say what they hold.
         gauges = (
-            (names.QUOTA_LIMIT_GAUGE, self._limits,
+            (names.QUOTA_LIMIT_GAUGE, self._limits, "",
              "Quota per strategy and resource (cpu: percent of one core; memory, gpu_memory: MiB; workers)."),
-            (names.QUOTA_USAGE_GAUGE, self._usage,
+            (names.QUOTA_USAGE_GAUGE, self._usage, "",
              "Smoothed (EMA) usage compared with the quota, in the quota's unit; workers: registered now."),
-            (names.QUOTA_UTILIZATION_GAUGE, self._utilization, "Smoothed usage / quota: 0.8 warns, 1.0 is a breach."),
-            (names.QUOTA_STATE_GAUGE, self._state, "Quota level per strategy and resource: 0 ok, 1 warning, 2 breach."),
+            (names.QUOTA_UTILIZATION_GAUGE, self._utilization, "1",
+             "Smoothed usage / quota: 0.8 warns, 1.0 is a breach."),
+            (names.QUOTA_STATE_GAUGE, self._state, "{state}",
+             "Quota level per strategy and resource: 0 ok, 1 warning, 2 breach."),
         )
-        for name, callback, description in gauges:
-            meter.create_observable_gauge(name, [callback], unit="1", description=description)
+        for name, callback, unit, description in gauges:
+            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
     @staticmethod
     def _attributes(strategy: str, resource: str) -> dict[str, str]:
