@@ -209,7 +209,7 @@ def test_the_agent_applies_quotas_from_a_rename_saved_settings_file_live_and_kee
         stop(agent)
     assert "quotas applied from the reloaded settings: reloaded" in agent.stderr.read()
     [alert] = alert_spans(export_dir, "config_reload_failed")
-    assert "previous settings stay in force" in alert["alert.message"]
+    assert "previous settings stay in force" in alert["rqa.alert.message"]
     assert [a["rqa.strategy"] for a in alert_spans(export_dir, "quota_breach")] == ["reloaded"]
     assert [e["rqa.strategy"] for e in log_events(export_dir, "rqa.quota.recovered")] == ["reloaded"]
 

@@ -410,6 +410,7 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
             file_format=v["logging.file_format"],
             sampling_rules=v["logging.sampling.rules"],
             summary_interval_s=v["logging.sampling.summary_interval_s"],
+            code_attributes=v["logging.code_attributes"],
         ),
         rotation=RotationSettings(
             max_bytes=v["rotation.max_bytes"], backup_count=v["rotation.backup_count"], compress=v["rotation.compress"]

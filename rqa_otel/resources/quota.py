@@ -509,7 +509,7 @@ class _Instruments:
                 names.QUOTA_RECOVERED_EVENT,
                 f"strategy {change.strategy}: {change.resource} back to {change.value:.1f}{unit}, under its quota "
                 f"of {change.limit:g}{unit}",
-                {**attributes, names.EVENT_NAME: names.QUOTA_RECOVERED_EVENT},
+                attributes,
             )
             self._recoveries.add(1, self._attributes(change.strategy, change.resource))
         elif change.level == "warning" and change.previous == "ok":
@@ -517,6 +517,6 @@ class _Instruments:
                 names.QUOTA_WARNING_EVENT,
                 f"strategy {change.strategy}: {change.resource} at {change.value:.1f}{unit}, "
                 f"{change.value / change.limit:.0%} of its quota of {change.limit:g}{unit}",
-                {**attributes, names.EVENT_NAME: names.QUOTA_WARNING_EVENT},
+                attributes,
                 level=logging.WARNING,
             )
