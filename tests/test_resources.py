@@ -247,9 +247,11 @@ def test_setup_exports_its_own_process_gauges(tmp_path):
     telemetry.shutdown()
     metrics = {m["name"]: m for m in items(tmp_path / "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")}
     for name in (names.PROCESS_CPU_UTILIZATION, names.PROCESS_MEMORY_USAGE, names.PROCESS_THREAD_COUNT,
-                 names.PROCESS_FILE_DESCRIPTOR_COUNT, names.STRATEGY_CPU_PERCENT, names.STRATEGY_MEMORY_USAGE):
-        (point,) = (metrics[name].get("gauge") or metrics[name]["sum"])["dataPoints"]
-        assert attributes(point)[names.STRATEGY] == "momentum"
+                 names.PROCESS_FILE_DESCRIPTOR_COUNT, names.STRATEGY_CPU_USAGE, names.STRATEGY_MEMORY_USAGE):
+        points = (metrics[name].get("gauge") or metrics[name]["sum"])["dataPoints"]
+        # process.cpu.utilization: one point per cpu.mode (user, system).
+        assert len(points) == (2 if name == names.PROCESS_CPU_UTILIZATION else 1), (name, points)
+        assert all(attributes(point)[names.STRATEGY] == "momentum" for point in points)
     rss = metrics[names.PROCESS_MEMORY_USAGE]["sum"]["dataPoints"][0]
     assert int(attributes(rss)[names.PROCESS_PID]) == os.getpid()
     assert int(rss["asInt"]) > 10 * MiB

@@ -7,7 +7,6 @@ and code.* attributes on log records."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import pytest
