@@ -122,7 +122,7 @@ class LoggingSettings:
     summary_interval_s: float
     code_attributes: bool = False
     """Add code.file.path, code.function.name and code.line.number to each
-    stdlib record (off: it costs the logging hot path more than 10 %)."""
+    stdlib record (off by default: it costs log export throughput about a sixth)."""
 
 
 @dataclass(frozen=True)
