@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from otlp_files import metrics as exported_metrics
 from rqa_otel import names
 from rqa_otel.trading import BacktestMonitor
-from rqa_otel.trading.errors import TradingErrorHandler
+from rqa_otel.trading.errors import BrokerConnection, CircuitOpen, TradingErrorHandler
 from test_ops_http import get, ops_telemetry
 
 # --- the specification's rules, written out independently ----------------------
@@ -87,13 +87,20 @@ def scraped(tmp_path_factory):
     """One process with host, process, strategy, trading, alert, breaker and
     log metrics; its exported OTLP-JSON and both /metrics formats."""
     tmp_path = tmp_path_factory.mktemp("names")
-    telemetry = ops_telemetry(tmp_path, **{"resources.host": True})
+    telemetry = ops_telemetry(tmp_path, **{"resources.host": True, "errors.breaker.failure_threshold": 1})
     try:
         monitor = BacktestMonitor(telemetry)
         monitor.record_trade("600519.SH", "BUY", 1688.5, 100, "alpha")
         monitor.record_trade("000001.SZ", "SELL", 12.5, 1000, "alpha")
         monitor.record_portfolio(1_000_000.0, 500_000.0, {"600519.SH": 100}, "alpha")
-        TradingErrorHandler(telemetry)
+        handler = TradingErrorHandler(telemetry)
+
+        @handler.with_retry()
+        def send():
+            raise BrokerConnection("reset")
+
+        with pytest.raises((BrokerConnection, CircuitOpen)):
+            send()
         telemetry.alert("order_rejected", "warning", message="test")
         telemetry.force_flush()
         _, content_type, text = get(telemetry.ops_address, "/metrics")
@@ -137,8 +144,9 @@ def test_every_exported_metric_has_the_name_the_rules_give(scraped):
     # The issue's examples, among many.
     exposed_names = {row[3] for row in table}
     assert {"process_memory_usage_bytes", "process_thread_count", "process_cpu_utilization_ratio",
-            "rqa_trades_total", "system_memory_utilization_ratio"} <= exposed_names, table
-    assert len(table) >= 20, table
+            "rqa_trades_total", "system_memory_utilization_ratio", "rqa_circuit_breaker_state",
+            "rqa_trading_errors_total"} <= exposed_names, table
+    assert len(table) >= 25, table
 
 
 def test_target_info_carries_the_resource_and_points_carry_scope_job_and_instance(scraped):
