@@ -90,10 +90,6 @@ class QuantLogHandler(logging.Handler):
                         attributes[quant] = value if value.__class__ is str else str(value)
                 elif key not in _STANDARD:
                     attributes[key] = fields[key]
-        if self._code_attributes:  # setting logging.code_attributes
-            attributes[_CODE_FILE_PATH] = record.pathname
-            attributes[_CODE_FUNCTION_NAME] = record.funcName
-            attributes[_CODE_LINE_NUMBER] = record.lineno
         if record.exc_info and record.exc_info[0] is not None:
             kind, error, _ = record.exc_info
             attributes["exception.type"] = kind.__name__
@@ -101,6 +97,10 @@ class QuantLogHandler(logging.Handler):
             attributes["exception.stacktrace"] = record.exc_text or "".join(
                 traceback.format_exception(*record.exc_info)
             )
+        if self._code_attributes:  # setting logging.code_attributes
+            attributes[_CODE_FILE_PATH] = record.pathname
+            attributes[_CODE_FUNCTION_NAME] = record.funcName
+            attributes[_CODE_LINE_NUMBER] = record.lineno
         # The fields of a LogEntry as a plain tuple, which the garbage
         # collector stops tracking (see LogBuffer.take).
         return (
