@@ -1,7 +1,7 @@
 """Alert-tagged spans: the one way every capability raises an alert.
 
-An alert is a short span named ``rqa.alert`` carrying ``alert.name``,
-``alert.severity`` and the strategy, started as a child of whatever span is
+An alert is a short span named ``rqa.alert`` carrying ``rqa.alert.name``,
+``rqa.alert.severity`` and the strategy, started as a child of whatever span is
 active (so a quota breach shows inside the backtest that caused it), plus one
 increment of the ``rqa.alerts`` counter by name, severity and strategy.
 Grafana alert rules and dashboards select on these attributes.

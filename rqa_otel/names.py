@@ -3,8 +3,9 @@
 This module is the single source of truth; docs/telemetry.md documents each
 name, and a test checks that the two agree. OpenTelemetry has no trading
 semantic conventions, so the project's own names live in the ``rqa.``
-namespace. Standard names (``service.name``, ``alert.*`` …) are repeated here
-so that no other module spells a name out.
+namespace (alerts included: the conventions have no ``alert.*``). Standard
+names (``service.name``, ``cpu.mode`` …) are repeated here so that no other
+module spells a name out.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Final
 # --- Resource attributes ---------------------------------------------------
 SERVICE_NAME: Final = "service.name"
 SERVICE_INSTANCE_ID: Final = "service.instance.id"
-# The issue and older dashboards use `deployment.environment`; semantic
-# conventions 1.27 renamed it `deployment.environment.name`. Both are set.
-DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"
+# Semantic conventions 1.27 renamed `deployment.environment` to
+# `deployment.environment.name`; only the new name is emitted.
 DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
+DEPLOYMENT_ENVIRONMENT: Final = DEPLOYMENT_ENVIRONMENT_NAME
+"""Deprecated alias (Python API only): the old key is no longer emitted."""
 HOST_NAME: Final = "host.name"
 PROCESS_PID: Final = "process.pid"
 
@@ -45,9 +47,10 @@ METRIC_OVERFLOW: Final = "otel.metric.overflow"  # the OTel specification's over
 CARDINALITY_ALERT: Final = "metric_cardinality_limit"
 
 # --- Alerts ----------------------------------------------------------------
-ALERT_NAME: Final = "alert.name"
-ALERT_SEVERITY: Final = "alert.severity"
-ALERT_MESSAGE: Final = "alert.message"
+# The semantic conventions define no alert.* namespace: the project's own.
+ALERT_NAME: Final = "rqa.alert.name"
+ALERT_SEVERITY: Final = "rqa.alert.severity"
+ALERT_MESSAGE: Final = "rqa.alert.message"
 ALERT_SEVERITIES: Final = ("info", "warning", "critical")
 
 # --- Logging pipeline ------------------------------------------------------
@@ -125,6 +128,7 @@ SYSTEM_MEMORY_USAGE: Final = "system.memory.usage"
 SYSTEM_MEMORY_LIMIT: Final = "system.memory.limit"
 SYSTEM_MEMORY_UTILIZATION: Final = "system.memory.utilization"
 PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"
+CPU_MODE: Final = "cpu.mode"  # on process.cpu.utilization: user | system
 PROCESS_MEMORY_USAGE: Final = "process.memory.usage"
 PROCESS_THREAD_COUNT: Final = "process.thread.count"
 PROCESS_FILE_DESCRIPTOR_COUNT: Final = "process.unix.file_descriptor.count"
@@ -135,7 +139,12 @@ HW_TEMPERATURE: Final = "hw.temperature"
 HW_POWER: Final = "hw.power"
 # No convention covers these: per-process GPU memory and per-strategy sums.
 PROCESS_GPU_MEMORY_USAGE: Final = "rqa.process.gpu.memory.usage"
-STRATEGY_CPU_PERCENT: Final = "rqa.strategy.cpu.percent"
+# CPU in cores busy (2.5 = two and a half cores), unit `{cpu}` as the
+# conventions' container.cpu.usage and k8s.pod.cpu.usage; it was
+# rqa.strategy.cpu.percent with unit `%`, which the conventions never use.
+STRATEGY_CPU_USAGE: Final = "rqa.strategy.cpu.usage"
+STRATEGY_CPU_PERCENT: Final = STRATEGY_CPU_USAGE
+"""Deprecated alias (Python API only) of STRATEGY_CPU_USAGE."""
 STRATEGY_MEMORY_USAGE: Final = "rqa.strategy.memory.usage"
 STRATEGY_THREAD_COUNT: Final = "rqa.strategy.thread.count"
 STRATEGY_FILE_DESCRIPTOR_COUNT: Final = "rqa.strategy.file_descriptor.count"
@@ -143,7 +152,9 @@ STRATEGY_PROCESS_COUNT: Final = "rqa.strategy.process.count"
 STRATEGY_GPU_MEMORY_USAGE: Final = "rqa.strategy.gpu.memory.usage"
 
 # --- Quotas, the run-directory registry and the host agent ----------------------
-EVENT_NAME: Final = "event.name"  # the log record attribute naming an event (semantic conventions)
+EVENT_NAME: Final = "event.name"
+"""Deprecated (Python API only): events carry the log record's EventName
+field now (``EVENT_NAMES``), not this attribute."""
 QUOTA_RESOURCE: Final = "rqa.quota.resource"  # cpu | memory | gpu_memory | workers
 QUOTA_LIMIT: Final = "rqa.quota.limit"
 QUOTA_VALUE: Final = "rqa.quota.value"
@@ -197,3 +208,21 @@ CONFIG_RESTART_REQUIRED: Final = "rqa.config.restart_required"
 CONFIG_RELOADS_COUNTER: Final = "rqa.config.reloads"
 CONFIG_LAST_RELOAD_SUCCESSFUL_GAUGE: Final = "rqa.config.last_reload_successful"
 CONFIG_RELOAD_FAILED_ALERT: Final = "config_reload_failed"
+
+# --- Events ------------------------------------------------------------------
+# Log records that are events, by logger (scope) name: the record's EventName
+# field (OTLP LogRecord.event_name). Every other record has none.
+BREAKER_STATE_EVENT: Final = "rqa.circuit_breaker.state_change"
+EVENT_NAMES: Final = {
+    TRADE_EVENT: TRADE_EVENT,
+    PORTFOLIO_EVENT: PORTFOLIO_EVENT,
+    ORDER_EVENT: ORDER_EVENT,
+    QUOTA_RECOVERED_EVENT: QUOTA_RECOVERED_EVENT,
+    QUOTA_WARNING_EVENT: QUOTA_WARNING_EVENT,
+    BREAKER_LOGGER: BREAKER_STATE_EVENT,
+}
+
+# --- Source code location on log records (setting logging.code_attributes) ---
+CODE_FILE_PATH: Final = "code.file.path"
+CODE_FUNCTION_NAME: Final = "code.function.name"
+CODE_LINE_NUMBER: Final = "code.line.number"

@@ -305,7 +305,6 @@ def build_resource(settings: Settings) -> Resource:
         {
             names.SERVICE_NAME: settings.service.name,
             names.SERVICE_INSTANCE_ID: settings.service.instance_id or str(uuid.uuid4()),
-            names.DEPLOYMENT_ENVIRONMENT: environment,
             names.DEPLOYMENT_ENVIRONMENT_NAME: environment,
             names.HOST_NAME: socket.gethostname(),
             names.PROCESS_PID: os.getpid(),

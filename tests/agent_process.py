@@ -89,12 +89,12 @@ class Fleet:
 def alert_spans(export_dir: Path, name: str) -> list[dict]:
     spans = items(export_dir / "traces.jsonl", "resourceSpans", "scopeSpans", "spans", missing_ok=True)
     return [attributes(s) | {"_start": int(s["startTimeUnixNano"]) / 1e9} for s in spans
-            if s["name"] == "rqa.alert" and attributes(s).get("alert.name") == name]
+            if s["name"] == "rqa.alert" and attributes(s).get("rqa.alert.name") == name]
 
 
 def log_events(export_dir: Path, event: str) -> list[dict]:
     records = items(export_dir / "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords", missing_ok=True)
-    return [attributes(r) for r in records if attributes(r).get("event.name") == event]
+    return [attributes(r) for r in records if r.get("eventName") == event]
 
 
 def last_counter_values(export_dir: Path, metric: str) -> dict[tuple, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,8 @@ def test_kill_9_of_the_worker_it_is_back_within_5_s_with_its_state_and_no_strate
         wait_until(lambda: status(run_dir).get("breaches") == [] and status(run_dir)["pid"] != first_worker, 10,
                    "the breach to recover under the new worker")
         metrics_code, metrics = http_request("GET", f"http://127.0.0.1:{port}/metrics", timeout=5)
-        assert metrics_code == 200 and b'rqa_strategy_memory_usage{rqa_strategy="s000"}' in metrics
+        assert metrics_code == 200
+        assert re.search(rb'^rqa_strategy_memory_usage_bytes{.*rqa_strategy="s000".*} ', metrics, re.M), metrics[:2000]
     finally:
         fleet.stop()
         stop(agent)
@@ -166,7 +168,7 @@ def test_prometheus_scrapes_the_agents_quota_and_resource_gauges(tmp_path, prome
         workers = prometheus.query('rqa_strategy_quota_usage{rqa_strategy="s001",rqa_quota_resource="workers"}')
         limit = prometheus.query('rqa_strategy_quota_limit{rqa_strategy="s001",rqa_quota_resource="workers"}')
         assert float(workers[0]["value"][1]) == float(limit[0]["value"][1]) == 1.0
-        memory = prometheus.query('rqa_strategy_memory_usage{rqa_strategy="s000"}')
+        memory = prometheus.query('rqa_strategy_memory_usage_bytes{rqa_strategy="s000"}')
         assert float(memory[0]["value"][1]) > 10 * 2**20
     finally:
         fleet.stop()
@@ -209,7 +211,7 @@ def test_the_agent_applies_quotas_from_a_rename_saved_settings_file_live_and_kee
         stop(agent)
     assert "quotas applied from the reloaded settings: reloaded" in agent.stderr.read()
     [alert] = alert_spans(export_dir, "config_reload_failed")
-    assert "previous settings stay in force" in alert["alert.message"]
+    assert "previous settings stay in force" in alert["rqa.alert.message"]
     assert [a["rqa.strategy"] for a in alert_spans(export_dir, "quota_breach")] == ["reloaded"]
     assert [e["rqa.strategy"] for e in log_events(export_dir, "rqa.quota.recovered")] == ["reloaded"]
 

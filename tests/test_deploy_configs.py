@@ -270,6 +270,8 @@ def test_influxdb_exporter_schema_and_dimensions(name):
     prom = [e for e in metrics_exporters if _ctype(e) == "prometheus"]
     assert prom, f"{name}: metrics pipeline has no prometheus exporter"
     assert (exporters[prom[0]] or {}).get("endpoint") == "0.0.0.0:8889", f"{name}: prometheus exporter endpoint"
+    # The same negotiation as rqa-otel's own /metrics (ops/exposition.py).
+    assert (exporters[prom[0]] or {}).get("enable_open_metrics") is True, f"{name}: prometheus exporter OpenMetrics"
 
 
 def test_in_process_defaults_are_the_collector_exporters():
@@ -294,6 +296,7 @@ def test_agent_to_gateway_forwards_everything_to_gateway():
             f"agent pipeline {pid} should export to the gateway (and metrics to prometheus)"
         )
     assert (exporters["prometheus"] or {}).get("endpoint") == "0.0.0.0:8889"
+    assert (exporters["prometheus"] or {}).get("enable_open_metrics") is True
     gateway = [exporters[e] for e in exporters if _ctype(e) == "otlp_grpc"]
     assert gateway and str(gateway[0].get("endpoint", "")).startswith("${env:RQA_GATEWAY_ENDPOINT:-"), (
         "agent gateway endpoint must be ${env:RQA_GATEWAY_ENDPOINT:-default}"

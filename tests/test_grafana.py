@@ -228,7 +228,7 @@ def test_demo_serves_health_ready_and_metrics_while_it_runs(demo_telemetry, prom
     status, text = answers["/metrics"]
     assert status == 200
     assert re.search(r'^rqa_trades_total\{.*rqa_stock="600519\.SH".*\} \d', text, re.M), text[:2000]
-    assert re.search(r'^rqa_alerts_total\{.*alert_name="insufficient_funds".*\} 1\.0$', text, re.M)
+    assert re.search(r'^rqa_alerts_total\{.*rqa_alert_name="insufficient_funds".*\} 1\.0$', text, re.M)
     ok, output = promtool(text)
     assert ok, output
     with pytest.raises(OSError):  # the endpoints end with the demo

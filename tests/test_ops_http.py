@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -95,14 +96,14 @@ def test_prometheus_scrapes_metrics_and_promtool_accepts_them(tmp_path, promethe
         assert status == 200 and content_type.startswith("text/plain")
         ok, output = promtool(text)
         assert ok, output
-        assert 'rqa_trades_total{rqa_stock="600519.SH",rqa_trade_side="buy"} 3.0' in text
+        assert re.search(r'^rqa_trades_total{.*rqa_stock="600519.SH",rqa_trade_side="buy"} 3.0$', text, re.M)
 
         host, port = telemetry.ops_address
         prometheus = prometheus_factory([f"{host}:{port}"], scrape_interval="1s")
         prometheus.wait_for_target_up(timeout=30)
         result = prometheus.query('sum(rqa_trades_total{rqa_stock="600519.SH"})')
         assert float(result[0]["value"][1]) == 5.0
-        buckets = prometheus.query('rqa_trade_notional_size_bucket{le="100000.0"}')
+        buckets = prometheus.query('rqa_trade_notional_size_CNY_bucket{le="100000.0"}')
         assert float(buckets[0]["value"][1]) == 1.0
     finally:
         telemetry.shutdown()

@@ -47,7 +47,10 @@ QUIET = {"registry.enabled": False, "resources.enabled": False}
 def exported(tmp_path):
     directory = tmp_path / "telemetry"
     alerts = [attributes(s) for s in spans(directory / "traces.jsonl", missing_ok=True) if s["name"] == "rqa.alert"]
-    events = [attributes(r) for r in log_records(directory / "logs.jsonl", missing_ok=True) if "event.name" in attributes(r)]
+    # Events carry the record's EventName field, never the deprecated event.name attribute.
+    records = list(log_records(directory / "logs.jsonl", missing_ok=True))
+    assert not [r for r in records if "event.name" in attributes(r)]
+    events = [{**attributes(r), "eventName": r["eventName"]} for r in records if "eventName" in r]
     counters: dict[str, float] = {}
     for m in metrics(directory / "metrics.jsonl", missing_ok=True):
         if m["name"] in ("rqa.quota.breaches", "rqa.quota.recoveries"):
@@ -220,12 +223,12 @@ def test_one_alert_per_breach_episode_one_recovery_event_and_counters_agree(file
     handle.shutdown()
 
     spans, events, counters = exported(tmp_path)
-    assert [(s["alert.name"], s["rqa.strategy"], s["rqa.quota.resource"], s["alert.severity"]) for s in spans] == [
+    assert [(s["rqa.alert.name"], s["rqa.strategy"], s["rqa.quota.resource"], s["rqa.alert.severity"]) for s in spans] == [
         ("quota_breach", "s", "memory", "critical")] * 2
-    recoveries = [e for e in events if e["event.name"] == "rqa.quota.recovered"]
+    recoveries = [e for e in events if e["eventName"] == "rqa.quota.recovered"]
     assert [e["rqa.quota.episode_id"] for e in recoveries] == [s["rqa.quota.episode_id"] for s in spans]
     assert counters == {"rqa.quota.breaches": 2, "rqa.quota.recoveries": 2}
-    assert "exceeds its quota of 100 MiB" in spans[0]["alert.message"]
+    assert "exceeds its quota of 100 MiB" in spans[0]["rqa.alert.message"]
 
 
 def test_readings_hovering_at_the_quota_do_not_flap(file_telemetry, tmp_path, registry):
@@ -247,7 +250,7 @@ def test_warning_at_80_percent_is_an_event_not_an_alert(file_telemetry, tmp_path
     handle.shutdown()
     spans, events, _ = exported(tmp_path)
     assert spans == []
-    assert [e["event.name"] for e in events] == ["rqa.quota.warning"]
+    assert [e["eventName"] for e in events] == ["rqa.quota.warning"]
 
 
 def test_a_restored_manager_continues_the_episode_without_a_second_alert(file_telemetry, tmp_path, registry):
@@ -265,7 +268,7 @@ def test_a_restored_manager_continues_the_episode_without_a_second_alert(file_te
     handle.shutdown()
     spans, events, _ = exported(tmp_path)
     assert spans == []
-    assert [(e["event.name"], e["rqa.quota.episode_id"]) for e in events] == [("rqa.quota.recovered", episode["episode_id"])]
+    assert [(e["eventName"], e["rqa.quota.episode_id"]) for e in events] == [("rqa.quota.recovered", episode["episode_id"])]
 
 
 # --- registry ---------------------------------------------------------------------

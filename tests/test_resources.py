@@ -7,6 +7,7 @@ allocates a known amount, spins, opens files or starts threads on command.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -246,9 +247,11 @@ def test_setup_exports_its_own_process_gauges(tmp_path):
     telemetry.shutdown()
     metrics = {m["name"]: m for m in items(tmp_path / "metrics.jsonl", "resourceMetrics", "scopeMetrics", "metrics")}
     for name in (names.PROCESS_CPU_UTILIZATION, names.PROCESS_MEMORY_USAGE, names.PROCESS_THREAD_COUNT,
-                 names.PROCESS_FILE_DESCRIPTOR_COUNT, names.STRATEGY_CPU_PERCENT, names.STRATEGY_MEMORY_USAGE):
-        (point,) = (metrics[name].get("gauge") or metrics[name]["sum"])["dataPoints"]
-        assert attributes(point)[names.STRATEGY] == "momentum"
+                 names.PROCESS_FILE_DESCRIPTOR_COUNT, names.STRATEGY_CPU_USAGE, names.STRATEGY_MEMORY_USAGE):
+        points = (metrics[name].get("gauge") or metrics[name]["sum"])["dataPoints"]
+        # process.cpu.utilization: one point per cpu.mode (user, system).
+        assert len(points) == (2 if name == names.PROCESS_CPU_UTILIZATION else 1), (name, points)
+        assert all(attributes(point)[names.STRATEGY] == "momentum" for point in points)
     rss = metrics[names.PROCESS_MEMORY_USAGE]["sum"]["dataPoints"][0]
     assert int(attributes(rss)[names.PROCESS_PID]) == os.getpid()
     assert int(rss["asInt"]) > 10 * MiB
@@ -313,9 +316,9 @@ def test_a_child_forked_while_a_collection_runs_can_still_sample(children):
 
 
 def test_resource_gauges_on_metrics_pass_promtool(tmp_path, promtool):
-    """/metrics shows the same readings under Prometheus names, lint-clean:
-    semantic-convention `*.count` gauges lose the `_count` Prometheus
-    reserves for histograms."""
+    """/metrics shows the same readings under the names the OTel
+    specification's Prometheus rules give (units as suffixes, `*.count`
+    gauges keep `_count`; tests/test_prometheus_names.py has every name)."""
     from test_ops_http import get, ops_telemetry
 
     telemetry = ops_telemetry(tmp_path, **{"resources.host": True})
@@ -325,8 +328,8 @@ def test_resource_gauges_on_metrics_pass_promtool(tmp_path, promtool):
         ok, output = promtool(text)
         assert ok, output
         pid = os.getpid()
-        assert f'process_thread{{process_pid="{pid}",rqa_strategy="alpha"}}' in text
-        assert 'rqa_strategy_process{rqa_strategy="alpha"} 1.0' in text
-        assert "system_memory_utilization{" in text
+        assert re.search(rf'^process_thread_count{{.*process_pid="{pid}",rqa_strategy="alpha"}} ', text, re.M)
+        assert re.search(r'^rqa_strategy_process_count{.*rqa_strategy="alpha"} 1.0$', text, re.M)
+        assert "system_memory_utilization_ratio{" in text
     finally:
         telemetry.shutdown()

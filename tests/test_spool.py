@@ -187,7 +187,7 @@ def test_critical_data_refused_by_a_full_spool_shows_in_ready_and_as_a_critical_
     check = ready["checks"][f"{names.SPOOL_READINESS}_logs"]
     assert ready["status"] == "failing" and not check["ok"] and "critical items lost" in check["reason"]
     metrics = scrape(ops_port, "/metrics")
-    assert f'alert_name="{names.SPOOL_CRITICAL_DATA_LOST_ALERT}",alert_severity="critical"' in metrics
+    assert f'rqa_alert_name="{names.SPOOL_CRITICAL_DATA_LOST_ALERT}",rqa_alert_severity="critical"' in metrics
     dropped = telemetry.senders.events.dropped_totals()
     assert dropped[("logs", "low", "evicted")] > 0 and dropped[("logs", "critical", "spool_full")] > 0
     assert ("logs", "critical", "evicted") not in dropped
@@ -206,7 +206,7 @@ def test_a_batch_the_back_end_rejects_for_good_is_not_spooled_but_counted_and_al
     assert telemetry.senders.events.dropped_totals() == {("logs", "critical", "rejected"): 10}
     assert not spooled_files(tmp_path / "out"), "a permanent failure is not retried"
     metrics = scrape(ops_port, "/metrics")
-    assert f'alert_name="{names.EXPORT_REJECTED_ALERT}",alert_severity="critical"' in metrics
+    assert f'rqa_alert_name="{names.EXPORT_REJECTED_ALERT}",rqa_alert_severity="critical"' in metrics
     assert telemetry.log_drops() == {("export_failed", "INFO"): 10}, "the exporter's own accounting sees the loss"
     telemetry.shutdown()
 
@@ -253,7 +253,7 @@ def test_a_full_spool_disk_keeps_the_strategy_running_raises_an_alert_and_corrup
     dropped = telemetry.senders.events.dropped_totals()
     assert dropped.get(("logs", "critical", "write_failed"), 0) > 0
     metrics = scrape(ops_port, "/metrics")
-    assert f'alert_name="{names.SPOOL_WRITE_FAILED_ALERT}"' in metrics and 'alert_severity="critical"' in metrics
+    assert f'rqa_alert_name="{names.SPOOL_WRITE_FAILED_ALERT}"' in metrics and 'rqa_alert_severity="critical"' in metrics
     kept = spooled_items(tiny_tmpfs, "logs")  # every spooled file passes its checksum
     assert 0 < kept < trades
     assert kept + dropped[("logs", "critical", "write_failed")] == trades, "each trade either kept or counted"

@@ -26,6 +26,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
 from rqa_otel import names
 from rqa_otel.config.loader import load_settings
 from rqa_otel.config.model import SettingsError
@@ -219,15 +221,16 @@ class Supervisor:
 
         return {"worker": self._worker_alive, "collecting": self._collecting, names.QUOTA_READINESS: quotas}
 
-    def _relay_metrics(self) -> bytes:
+    def _relay_metrics(self, accept: str) -> tuple[bytes, str]:
         port = self._worker_ops_port
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept} if accept else {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                return response.read()
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.read(), response.headers.get("Content-Type", CONTENT_TYPE_LATEST)
         except (OSError, urllib.error.URLError):
             # An empty exposition: the scrape succeeds, its `up` stays 1, and
             # the missing series show the gap (the worker is restarting).
-            return b""
+            return b"", CONTENT_TYPE_LATEST
 
 
 def restart_delay(quick_failures: int, max_s: float) -> float:

@@ -216,7 +216,7 @@ class LiveSettings:
         telemetry.meter.create_observable_gauge(
             names.CONFIG_LAST_RELOAD_SUCCESSFUL_GAUGE,
             callbacks=[lambda options: [Observation(1 if self.last_reload_successful else 0)]],
-            unit="1", description="1 if the latest settings reload succeeded, 0 if it failed.",
+            unit="", description="1 if the latest settings reload succeeded, 0 if it failed.",
         )
         self._instruments = counter
 

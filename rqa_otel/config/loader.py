@@ -508,6 +508,7 @@ def _freeze(
             file_format=v["logging.file_format"],
             sampling_rules=v["logging.sampling.rules"],
             summary_interval_s=v["logging.sampling.summary_interval_s"],
+            code_attributes=v["logging.code_attributes"],
         ),
         rotation=RotationSettings(
             max_bytes=v["rotation.max_bytes"], backup_count=v["rotation.backup_count"], compress=v["rotation.compress"]

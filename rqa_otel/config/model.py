@@ -120,6 +120,9 @@ class LoggingSettings:
     file_format: str
     sampling_rules: tuple[SamplingRuleSettings, ...]
     summary_interval_s: float
+    code_attributes: bool = False
+    """Add code.file.path, code.function.name and code.line.number to each
+    stdlib record (off by default: it costs log export throughput about a sixth)."""
 
 
 @dataclass(frozen=True)

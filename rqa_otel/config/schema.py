@@ -250,6 +250,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "logging.console": (_boolean, None),
     "logging.file": (_string, None),
     "logging.file_format": (_one_of("text", "json"), None),
+    "logging.code_attributes": (_boolean, None),
     "logging.sampling.rules": (_sampling_rules, None),
     "logging.sampling.summary_interval_s": (_positive_seconds, None),
     "rotation.max_bytes": (_count(0), None),

@@ -49,5 +49,7 @@ def build_log_pipeline(
         default_strategy=strategy,
         on_sink_failure=on_sink_failure,
     )
-    handler = QuantLogHandler(buffer, sampler, drops, strategy, level=logging.getLevelName(log.level))
+    handler = QuantLogHandler(
+        buffer, sampler, drops, strategy, level=logging.getLevelName(log.level), code_attributes=log.code_attributes
+    )
     return pipeline, handler

@@ -32,13 +32,16 @@ _QUANT_KEYS = {
 _bound_get = bound_quant_fields
 _STRATEGY, _STOCK, _SIGNAL = names.STRATEGY, names.STOCK, names.SIGNAL
 _DEFAULT_STOCK, _DEFAULT_SIGNAL = names.DEFAULT_STOCK, names.DEFAULT_SIGNAL
+_CODE_FILE_PATH, _CODE_FUNCTION_NAME, _CODE_LINE_NUMBER = names.CODE_FILE_PATH, names.CODE_FUNCTION_NAME, names.CODE_LINE_NUMBER
 
 
 class QuantLogHandler(logging.Handler):
     def __init__(
-        self, buffer: LogBuffer, sampler: Sampler, drops: Drops, default_strategy: str, level: int = logging.NOTSET
+        self, buffer: LogBuffer, sampler: Sampler, drops: Drops, default_strategy: str, level: int = logging.NOTSET,
+        code_attributes: bool = False,
     ) -> None:
         super().__init__(level)
+        self._code_attributes = code_attributes
         self._buffer = buffer
         self._sampler = sampler
         self._drops = drops
@@ -108,6 +111,10 @@ class QuantLogHandler(logging.Handler):
             attributes["exception.stacktrace"] = record.exc_text or "".join(
                 traceback.format_exception(*record.exc_info)
             )
+        if self._code_attributes:  # setting logging.code_attributes
+            attributes[_CODE_FILE_PATH] = record.pathname
+            attributes[_CODE_FUNCTION_NAME] = record.funcName
+            attributes[_CODE_LINE_NUMBER] = record.lineno
         # The fields of a LogEntry as a plain tuple, which the garbage
         # collector stops tracking (see LogBuffer.take).
         return (

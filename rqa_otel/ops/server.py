@@ -19,10 +19,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from rqa_otel.ops.exposition import OtelCollector, PullMetricReader
+from rqa_otel.ops.exposition import OtelCollector, PullMetricReader, render
 from rqa_otel.ops.readiness import Check
 
 _log = logging.getLogger("rqa_otel.ops")
@@ -30,10 +29,12 @@ _log = logging.getLogger("rqa_otel.ops")
 class OpsServer:
     def __init__(self, host: str, port: int, liveness: Iterable[tuple[str, Check]], readiness: Callable[[], dict[str, Check]],
                  reader: PullMetricReader | None, redact: Callable[[str], str] = str,
-                 health_details: Callable[[], dict] | None = None, metrics: Callable[[], bytes] | None = None) -> None:
+                 health_details: Callable[[], dict] | None = None,
+                 metrics: Callable[[str], tuple[bytes, str]] | None = None) -> None:
         """``health_details() -> dict`` adds fields to the /health body (the
-        agent's ``worker_pid``); ``metrics() -> bytes`` serves /metrics from
-        elsewhere (the agent's supervisor relays its worker's)."""
+        agent's ``worker_pid``); ``metrics(accept) -> (body, content_type)``
+        serves /metrics from elsewhere (the agent's supervisor relays its
+        worker's, passing the scraper's Accept header on)."""
         self._liveness = list(liveness)
         self._health_details = health_details
         self._metrics = metrics
@@ -56,8 +57,12 @@ class OpsServer:
                     elif path == "/ready":
                         server._respond_json(self, server._run(server._readiness().items()))
                     elif path == "/metrics":
-                        body = server._metrics() if server._metrics is not None else generate_latest(server._registry)
-                        self._send(200, CONTENT_TYPE_LATEST, body)
+                        accept = self.headers.get("Accept", "")
+                        if server._metrics is not None:
+                            body, content_type = server._metrics(accept)
+                        else:
+                            body, content_type = render(server._registry, accept)
+                        self._send(200, content_type, body)
                     else:
                         self._send(404, "application/json", b'{"error":"not found; try /health, /ready or /metrics"}')
                 except Exception:

@@ -190,16 +190,18 @@ _HOST_INSTRUMENTS = (
 )
 _PROCESS_INSTRUMENTS = (
     (names.PROCESS_CPU_UTILIZATION, False, "1",
-     "CPU time per elapsed time and logical CPU since the previous reading, 0 to 1.",
-     lambda r, cores: r.cpu_percent / 100.0 / cores),
+     "CPU time per elapsed time and logical CPU since the previous reading, 0 to 1, by cpu.mode.",
+     lambda r, cores: [(r.cpu_percent / 100.0 / cores * r.cpu_user_share, {names.CPU_MODE: "user"}),
+                       (r.cpu_percent / 100.0 / cores * (1.0 - r.cpu_user_share), {names.CPU_MODE: "system"})]),
     (names.PROCESS_MEMORY_USAGE, True, "By", "Resident set size of the process.", lambda r, cores: r.rss_bytes),
     (names.PROCESS_THREAD_COUNT, True, "{thread}", "Threads of the process.", lambda r, cores: r.threads),
     (names.PROCESS_FILE_DESCRIPTOR_COUNT, True, "{file_descriptor}", "Open file descriptors of the process.",
      lambda r, cores: r.open_fds),
 )
 _STRATEGY_INSTRUMENTS = (
-    (names.STRATEGY_CPU_PERCENT, False, "%",
-     "CPU used by all processes of the strategy, in percent of one core (250 = 2.5 cores).", lambda u: u.cpu_percent),
+    (names.STRATEGY_CPU_USAGE, False, "{cpu}",
+     "CPU used by all processes of the strategy, in cores busy (2.5 = two and a half cores).",
+     lambda u: u.cpu_percent / 100.0),
     (names.STRATEGY_MEMORY_USAGE, True, "By", "Resident set size summed over the strategy's processes.",
      lambda u: u.rss_bytes),
     (names.STRATEGY_THREAD_COUNT, True, "{thread}", "Threads summed over the strategy's processes.",
@@ -239,8 +241,14 @@ def _per_process(
 ) -> Iterable[Observation]:
     for pid, reading in snapshot.processes.items():
         figure = value(reading, cores)
-        if figure is not None:
-            yield Observation(figure, {names.STRATEGY: snapshot.strategies.get(pid, names.DEFAULT_STRATEGY), names.PROCESS_PID: pid})
+        if figure is None:
+            continue
+        attributes = {names.STRATEGY: snapshot.strategies.get(pid, names.DEFAULT_STRATEGY), names.PROCESS_PID: pid}
+        if isinstance(figure, list):  # one observation per (value, extra attributes): cpu.mode
+            for part, extra in figure:
+                yield Observation(part, {**attributes, **extra})
+        else:
+            yield Observation(figure, attributes)
 
 
 def _per_strategy(snapshot: ResourceSnapshot, value: Callable[[StrategyUsage], float | int | None]) -> Iterable[Observation]:

@@ -445,16 +445,21 @@ class _Instruments:
             names.QUOTA_WORKERS_REFUSED_COUNTER, unit="{worker}",
             description="Worker registrations refused because max_workers were registered, by strategy.",
         )
+        # Unit "1" only where the value is a ratio: limits and usage are in
+        # each resource's own unit, and a state is a code, so Prometheus
+        # names (which give unit-1 gauges `_ratio`) say what they hold.
         gauges = (
-            (names.QUOTA_LIMIT_GAUGE, self._limits,
+            (names.QUOTA_LIMIT_GAUGE, self._limits, "",
              "Quota per strategy and resource (cpu: percent of one core; memory, gpu_memory: MiB; workers)."),
-            (names.QUOTA_USAGE_GAUGE, self._usage,
+            (names.QUOTA_USAGE_GAUGE, self._usage, "",
              "Smoothed (EMA) usage compared with the quota, in the quota's unit; workers: registered now."),
-            (names.QUOTA_UTILIZATION_GAUGE, self._utilization, "Smoothed usage / quota: 0.8 warns, 1.0 is a breach."),
-            (names.QUOTA_STATE_GAUGE, self._state, "Quota level per strategy and resource: 0 ok, 1 warning, 2 breach."),
+            (names.QUOTA_UTILIZATION_GAUGE, self._utilization, "1",
+             "Smoothed usage / quota: 0.8 warns, 1.0 is a breach."),
+            (names.QUOTA_STATE_GAUGE, self._state, "{state}",
+             "Quota level per strategy and resource: 0 ok, 1 warning, 2 breach."),
         )
-        for name, callback, description in gauges:
-            meter.create_observable_gauge(name, [callback], unit="1", description=description)
+        for name, callback, unit, description in gauges:
+            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
     @staticmethod
     def _attributes(strategy: str, resource: str) -> dict[str, str]:
@@ -520,7 +525,7 @@ class _Instruments:
                 names.QUOTA_RECOVERED_EVENT,
                 f"strategy {change.strategy}: {change.resource} back to {change.value:.1f}{unit}, under its quota "
                 f"of {change.limit:g}{unit}",
-                {**attributes, names.EVENT_NAME: names.QUOTA_RECOVERED_EVENT},
+                attributes,
             )
             self._recoveries.add(1, self._attributes(change.strategy, change.resource))
         elif change.level == "warning" and change.previous == "ok":
@@ -528,6 +533,6 @@ class _Instruments:
                 names.QUOTA_WARNING_EVENT,
                 f"strategy {change.strategy}: {change.resource} at {change.value:.1f}{unit}, "
                 f"{change.value / change.limit:.0%} of its quota of {change.limit:g}{unit}",
-                {**attributes, names.EVENT_NAME: names.QUOTA_WARNING_EVENT},
+                attributes,
                 level=logging.WARNING,
             )

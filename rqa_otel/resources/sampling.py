@@ -48,6 +48,10 @@ class ProcessReading:
     gpu_memory_bytes: int | None = None
     """GPU memory used by the process over all devices; None without NVML or
     where the driver does not report it; 0 for a process with no GPU context."""
+    cpu_user_share: float = 1.0
+    """The share of ``cpu_percent`` spent in user mode (the rest in the
+    kernel), over the same window: process.cpu.utilization reports each
+    mode (``cpu.mode``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +208,7 @@ class ResourceSampler:
         fields = raw[raw.rindex(b")") + 2 :].split()
         if fields[0] == b"Z":
             raise ValueError("zombie")
-        cpu_ticks = int(fields[11]) + int(fields[12])  # utime + stime
+        user_ticks, system_ticks = int(fields[11]), int(fields[12])  # utime, stime
         threads = int(fields[17])
         start_ticks = int(fields[19])
         rss_bytes = int(fields[21]) * _PAGE_SIZE
@@ -214,27 +218,33 @@ class ResourceSampler:
             open_fds = None
         age_s = self._uptime_s - start_ticks / _CLOCK_TICKS
         key = (pid, start_ticks)
-        return key, ProcessReading(pid, self._cpu_percent(key, cpu_ticks, age_s, now), rss_bytes, threads, open_fds)
+        percent, user_share = self._cpu_percent(key, user_ticks, system_ticks, age_s, now)
+        return key, ProcessReading(pid, percent, rss_bytes, threads, open_fds, cpu_user_share=user_share)
 
-    def _cpu_percent(self, key: tuple[int, int], cpu_ticks: int, age_s: float, now: float) -> float:
-        """Percent of one core since the previous reading. CPU times count
-        in ticks (10 ms), so over a short window one tick would read as a
-        huge rate: a window shorter than MIN_WINDOW_S keeps the previous
-        figure and its baseline."""
+    def _cpu_percent(
+        self, key: tuple[int, int], user_ticks: int, system_ticks: int, age_s: float, now: float
+    ) -> tuple[float, float]:
+        """Percent of one core since the previous reading, and its user-mode
+        share. CPU times count in ticks (10 ms), so over a short window one
+        tick would read as a huge rate: a window shorter than MIN_WINDOW_S
+        keeps the previous figures and their baseline."""
+        cpu_ticks = user_ticks + system_ticks
         previous = self._previous.get(key)
         if previous is None:  # first sight: the average since the process started
-            previous = (0, now - max(age_s, 1e-3), 0.0)
+            previous = (0, now - max(age_s, 1e-3), 0.0, 0, 1.0)
         elif now - previous[1] < self.MIN_WINDOW_S:
-            return previous[2]
+            return previous[2], previous[4]
         percent = min(_percent(cpu_ticks - previous[0], _CLOCK_TICKS, now - previous[1]), 100.0 * self.cpu_count)
-        self._previous[key] = (cpu_ticks, now, percent)
-        return percent
+        ticks = cpu_ticks - previous[0]
+        user_share = min(max((user_ticks - previous[3]) / ticks, 0.0), 1.0) if ticks > 0 else previous[4]
+        self._previous[key] = (cpu_ticks, now, percent, user_ticks, user_share)
+        return percent, user_share
 
     def _read_psutil(self, pid: int, now: float) -> tuple[tuple[int, int], ProcessReading]:
         process = psutil.Process(pid)
         with process.oneshot():
             times = process.cpu_times()
-            cpu_ticks = int((times.user + times.system) * _CLOCK_TICKS)
+            user_ticks, system_ticks = int(times.user * _CLOCK_TICKS), int(times.system * _CLOCK_TICKS)
             start_ticks = int(process.create_time() * _CLOCK_TICKS)
             rss_bytes = process.memory_info().rss
             threads = process.num_threads()
@@ -244,7 +254,8 @@ class ResourceSampler:
                 open_fds = None
         key = (pid, start_ticks)
         age_s = time.time() - process.create_time()
-        return key, ProcessReading(pid, self._cpu_percent(key, cpu_ticks, age_s, now), rss_bytes, threads, open_fds)
+        percent, user_share = self._cpu_percent(key, user_ticks, system_ticks, age_s, now)
+        return key, ProcessReading(pid, percent, rss_bytes, threads, open_fds, cpu_user_share=user_share)
 
     # --- host ---------------------------------------------------------------
 
@@ -280,7 +291,8 @@ def _percent(ticks: int, ticks_per_s: int, elapsed_s: float) -> float:
 
 def _with_gpu(reading: ProcessReading, gpu_memory_bytes: int) -> ProcessReading:
     return ProcessReading(
-        reading.pid, reading.cpu_percent, reading.rss_bytes, reading.threads, reading.open_fds, gpu_memory_bytes
+        reading.pid, reading.cpu_percent, reading.rss_bytes, reading.threads, reading.open_fds, gpu_memory_bytes,
+        reading.cpu_user_share,
     )
 
 

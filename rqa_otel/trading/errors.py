@@ -213,7 +213,7 @@ class TradingErrorHandler:
         telemetry.meter.create_observable_gauge(
             names.CIRCUIT_BREAKER_STATE_GAUGE,
             callbacks=[weak_callback(self._observe_breakers, [])],
-            unit="1",
+            unit="{state}",
             description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
         )
 

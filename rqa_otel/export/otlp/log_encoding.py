@@ -14,6 +14,7 @@ import json
 import struct
 from typing import Any, Mapping, Sequence
 
+from rqa_otel import names
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -170,6 +171,9 @@ class LogsEncoder:
             parts.append(b"\x4a\x10" + trace_id.to_bytes(16, "big"))
             parts.append(b"\x52\x08" + span_id.to_bytes(8, "big"))
         parts.append(observed)
+        event = _EVENT_FIELDS.get(entry[2])
+        if event is not None:
+            parts.append(event)
         record = b"".join(parts)
         return b"\x12" + _varint(len(record)) + record
 
@@ -261,7 +265,7 @@ class LogsEncoder:
                     fragments.append(attribute(key, value))
                 parts.append(',"attributes":[' + ",".join(fragments) + "]")
             parts.append(ids)
-            parts.append("}")
+            parts.append(_EVENT_JSON.get(logger_name, "}"))
             records = scopes.get(logger_name)
             if records is None:
                 scopes[logger_name] = records = []
@@ -338,7 +342,7 @@ class _ShapedTemplates:
             pieces += [_literal("," + _key_json(key) + '{"doubleValue":'), f"f'{{float_repr(entry[{index}])}}'", _literal("}}")]
         for index, key in enumerate(shape.ints, first_number + len(shape.floats)):
             pieces += [_literal("," + _key_json(key) + '{"intValue":"'), f"f'{{entry[{index}]:d}}'", _literal('"}}')]
-        pieces += [_literal("]"), "f'{ids}'", _literal("}")]
+        pieces += [_literal("]"), "f'{ids}'", _literal(_EVENT_JSON.get(name, "}"))]
         source = "lambda entry, observed, ids, strings_json: " + " ".join(pieces)
         self.render = eval(source, {"escape": _json_string, "float_repr": _float_repr})
         self.by_strings: dict[tuple[str, ...], str] = {}
@@ -389,3 +393,12 @@ _json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # What json.dumps(ensure_ascii=False) makes of a str, without its per-call setup.
 _json_string = json.encoder.encode_basestring
 _float_repr = float.__repr__  # json.dumps spells finite floats this way
+
+
+# The EventName field (LogRecord.event_name, 12) of records whose logger is
+# an event's (names.EVENT_NAMES), written last as protobuf and
+# MessageToDict order fields; in JSON it closes the record.
+_EVENT_FIELDS = {
+    logger: b"\x62" + _varint(len(event.encode())) + event.encode() for logger, event in names.EVENT_NAMES.items()
+}
+_EVENT_JSON = {logger: ',"eventName":' + _json_string(event) + "}" for logger, event in names.EVENT_NAMES.items()}
