@@ -330,11 +330,11 @@ def test_trading_error_handler_with_the_four_errors(file_telemetry, tmp_path):
     assert handler.handle_position_limit(limit) is None
     handle.shutdown()
     alerts = [attributes(s) for s in spans(tmp_path / "traces.jsonl") if s["name"] == "rqa.alert"]
-    by_name = {a["alert.name"]: a for a in alerts}
-    assert by_name["insufficient_funds"]["alert.severity"] == "critical"
+    by_name = {a["rqa.alert.name"]: a for a in alerts}
+    assert by_name["insufficient_funds"]["rqa.alert.severity"] == "critical"
     assert by_name["insufficient_funds"]["rqa.error.required"] == 1e6
-    assert by_name["position_limit"]["alert.severity"] == "warning"
-    retried = [s for s in spans(tmp_path / "traces.jsonl") if attributes(s).get("alert.name") == "retry"]
+    assert by_name["position_limit"]["rqa.alert.severity"] == "warning"
+    retried = [s for s in spans(tmp_path / "traces.jsonl") if attributes(s).get("rqa.alert.name") == "retry"]
     retry_events = sorted(len([e for e in s.get("events", []) if e["name"] == "rqa.retry"]) for s in retried)
     assert retry_events == [2, 5]  # each retry an event on its alert span
 
@@ -471,7 +471,7 @@ def test_the_design_classes_set_up_the_global_telemetry_on_first_use(tmp_path):
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     alerts = [s for s in spans(tmp_path / "traces.jsonl") if s["name"] == "rqa.alert"]
-    assert [attributes(s)["alert.name"] for s in alerts] == ["position_limit", "config_reload_failed"]
-    assert "data.yaml" in attributes(alerts[1])["alert.message"]
+    assert [attributes(s)["rqa.alert.name"] for s in alerts] == ["position_limit", "config_reload_failed"]
+    assert "data.yaml" in attributes(alerts[1])["rqa.alert.message"]
     resource = json.loads((tmp_path / "traces.jsonl").read_text().splitlines()[0])["resourceSpans"][0]["resource"]
     assert attributes(resource)["service.name"] == "rqa2025_backtest"
