@@ -28,7 +28,7 @@ from typing import Any, Callable
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Observation
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -186,7 +186,16 @@ class Pipeline:
         stdlib handler's pipeline."""
         if self.log_worker is None:
             return otel_logs.NoOpLoggerProvider()
-        provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        length, count = self.settings.sdk.limits.log_record()
+        provider = LoggerProvider(
+            resource=self.resource,
+            shutdown_on_exit=False,
+            # Given, so the SDK reads no variable itself (it raises on a bad one).
+            log_record_limits=LogRecordLimits(
+                max_attributes=LogRecordLimits.UNSET if count is None else count,
+                max_attribute_length=LogRecordLimits.UNSET if length is None else length,
+            ),
+        )
         provider.add_log_record_processor(BufferingLogRecordProcessor(self.log_worker.buffer, self.strategy))
         return provider
 
