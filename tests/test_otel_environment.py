@@ -230,7 +230,7 @@ def test_attribute_limits_on_spans_and_log_records(receivers, monkeypatch, tmp_p
         OTEL_METRICS_EXPORTER="none",
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT="10",
-        OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT="3",  # rqa.strategy, rqa.stock, long
+        OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT="4",  # rqa.strategy, rqa.stock, rqa.signal, long
         OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT="5",
         OTEL_ATTRIBUTE_COUNT_LIMIT="3",
         OTEL_SPAN_EVENT_COUNT_LIMIT="1",
@@ -250,7 +250,7 @@ def test_attribute_limits_on_spans_and_log_records(receivers, monkeypatch, tmp_p
     assert len(exported.attributes) == 3 and len(exported.events) == 1
     record = receiver.of("logs")[0].decoded().resource_logs[0].scope_logs[0].log_records[0]
     attributes = {a.key: a.value.string_value for a in record.attributes}
-    assert len(record.attributes) == 3 and "dropped" not in attributes
+    assert len(record.attributes) == 4 and "dropped" not in attributes
     assert all(len(value) <= 10 for value in attributes.values())
     assert attributes["long"] == "y" * 10
 
