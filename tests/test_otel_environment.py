@@ -146,6 +146,22 @@ def test_grpc_per_signal_endpoint_protocol_metadata_and_gzip_on_the_wire(receive
     assert grpc_generic.of("logs") == [] and grpc_generic.of("traces") == []
 
 
+def test_endpoints_without_a_port_or_a_scheme_are_accepted(caplog):
+    from rqa_otel.export.otlp.transport import otlp_url
+
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otlp.example.com",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "collector.internal:4318",
+        "OTEL_EXPORTER_OTLP_LOGS_INSECURE": "true",
+    }
+    with caplog.at_level(logging.WARNING, logger="rqa_otel"):
+        otlp = load_settings(environ=environ).export.otlp
+    assert not caplog.records
+    assert otlp_url("traces", otlp.for_signal("traces")) == "https://otlp.example.com/v1/traces"
+    assert otlp_url("logs", otlp.for_signal("logs")) == "http://collector.internal:4318"
+
+
 def test_the_otlp_timeout_bounds_each_request(receivers, monkeypatch):
     from rqa_otel.export.delivery import Outcome, Payload, Value
     from rqa_otel.export.otlp.transport import otlp_transport

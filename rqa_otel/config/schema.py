@@ -198,19 +198,26 @@ def _endpoint(value: Any) -> str:
 
 
 def _otlp_endpoint(value: Any) -> str:
-    """An OTLP endpoint: a URL as ``_endpoint``, or ``host:port`` without a
-    scheme (TLS unless ``export.otlp.insecure``), as the OTLP exporter
-    specification allows."""
+    """An OTLP endpoint, as the OTLP exporter specification allows: an
+    http(s) URL, its port optional (then 80 or 443), or ``host:port``
+    without a scheme (TLS unless ``export.otlp.insecure``)."""
     text = _string(value).strip()
-    if text and "://" not in text:
-        try:
-            url = urllib.parse.urlsplit("//" + text)
-            if url.hostname and url.port is not None and url.path in ("", "/"):
-                return text
-        except ValueError:
-            pass
-        raise ValueError("expected a URL like http://host:4317 or https://host:4318, or host:port (TLS unless insecure)")
-    return _endpoint(text)
+    if not text:
+        return text
+    allowed = "expected a URL like http://host:4317 or https://host[:port][/path], or host:port (TLS unless insecure)"
+    try:
+        url = urllib.parse.urlsplit(text if "://" in text else "//" + text)
+        port = url.port
+    except ValueError:
+        raise ValueError(allowed) from None
+    if not url.hostname:
+        raise ValueError(allowed)
+    if "://" in text:
+        if url.scheme not in ("http", "https"):
+            raise ValueError(allowed)
+    elif port is None or url.path not in ("", "/"):
+        raise ValueError(allowed)
+    return text
 
 
 def exporter_list(allowed: tuple[str, ...]) -> Callable[[Any], str]:
