@@ -179,7 +179,12 @@ class Pipeline:
             readers.append(self.pull_reader)
         if not readers:
             return metrics.NoOpMeterProvider()
-        return MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
+        return MeterProvider(
+            resource=self.resource,
+            metric_readers=readers,
+            shutdown_on_exit=False,
+            exemplar_filter=build_exemplar_filter(self.settings.sdk.metrics_exemplar_filter),
+        )
 
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
         """For code that uses the OTel Logs API directly: its records join the
@@ -389,6 +394,14 @@ def build_sampler(name: str, ratio: float) -> Any:
         "traceidratio": sampling.TraceIdRatioBased(ratio),
     }[name.removeprefix("parentbased_")]
     return sampling.ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def build_exemplar_filter(name: str) -> Any:
+    """``OTEL_METRICS_EXEMPLAR_FILTER`` (``sdk.metrics_exemplar_filter``),
+    given to the SDK so that it reads no variable itself (it raises on a bad one)."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+
+    return {"always_on": AlwaysOnExemplarFilter, "always_off": AlwaysOffExemplarFilter}.get(name, TraceBasedExemplarFilter)()
 
 
 def build_span_limits(limits: LimitSettings) -> SpanLimits:

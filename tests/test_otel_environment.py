@@ -205,6 +205,30 @@ def test_delta_temporality_preference_reaches_the_receiver(receivers, monkeypatc
     assert metrics["rqa.test.open"].sum.aggregation_temporality == 2  # up-down counters stay CUMULATIVE
 
 
+@pytest.mark.parametrize("exemplar_filter,expected", [("trace_based", 1), ("always_off", 0)])
+def test_the_exemplar_filter(receivers, monkeypatch, tmp_path, exemplar_filter, expected):
+    receiver = receivers()
+    environ = all_otlp(
+        OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_METRICS_EXEMPLAR_FILTER=exemplar_filter,
+    )
+    telemetry = run_setup(monkeypatch, tmp_path, environ)
+    try:
+        counter = telemetry.meter.create_counter("rqa.test.sampled")
+        with telemetry.tracer.start_as_current_span("sampled"):
+            counter.add(1)
+        assert telemetry.force_flush(timeout_s=10)
+    finally:
+        telemetry.shutdown()
+    points = [
+        point
+        for request in receiver.of("metrics")
+        for rm in request.decoded().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "rqa.test.sampled" for point in m.sum.data_points
+    ]
+    assert len(points[0].exemplars) == expected
+
+
 def test_batch_sizes_and_the_metric_interval(receivers, monkeypatch, tmp_path):
     receiver = receivers()
     environ = all_otlp(
@@ -361,6 +385,7 @@ BAD_VALUES = [
     ("OTEL_PROPAGATORS", "tracecontext,carrier-pigeon", "sdk.propagators", ("tracecontext", "baggage"), "b3multi"),
     ("OTEL_ATTRIBUTE_COUNT_LIMIT", "many", "sdk.limits.attribute_count", None, "integer >= 0"),
     ("OTEL_LOG_LEVEL", "verbose", "sdk.log_level", "", "debug"),
+    ("OTEL_METRICS_EXEMPLAR_FILTER", "sometimes", "sdk.metrics_exemplar_filter", "trace_based", "always_off"),
     ("OTEL_RESOURCE_ATTRIBUTES", "no-equals-sign", "resource_attributes", {}, "key=value"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector", "export.otlp.endpoint", "", "http://host:4317"),
 ]

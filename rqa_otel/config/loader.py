@@ -450,6 +450,7 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
             traces_sampler_arg=v["sdk.traces_sampler_arg"],
             propagators=v["sdk.propagators"],
             log_level=v["sdk.log_level"],
+            metrics_exemplar_filter=v["sdk.metrics_exemplar_filter"],
             limits=LimitSettings(**{name: v[f"sdk.limits.{name}"] for name in LimitSettings.__dataclass_fields__}),
         ),
         sources=dict(sources),

@@ -155,6 +155,7 @@ class SdkSettings:
     propagators: tuple[str, ...] = ("tracecontext", "baggage")
     log_level: str = ""
     """Level of the ``opentelemetry`` and ``rqa_otel`` loggers; empty: leave them."""
+    metrics_exemplar_filter: str = "trace_based"
     limits: LimitSettings = field(default_factory=LimitSettings)
 
 

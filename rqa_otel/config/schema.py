@@ -379,6 +379,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "sdk.traces_sampler_arg": (_ratio, "OTEL_TRACES_SAMPLER_ARG"),
     "sdk.propagators": (_propagators, "OTEL_PROPAGATORS"),
     "sdk.log_level": (_one_of(*SDK_LOG_LEVELS), "OTEL_LOG_LEVEL"),
+    "sdk.metrics_exemplar_filter": (_one_of("trace_based", "always_on", "always_off"), "OTEL_METRICS_EXEMPLAR_FILTER"),
     **{f"sdk.limits.{name}": (_optional_count, variable) for name, variable in (
         ("attribute_value_length", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
         ("attribute_count", "OTEL_ATTRIBUTE_COUNT_LIMIT"),
