@@ -81,6 +81,7 @@ def test_http_per_signal_endpoints_headers_and_gzip(receivers, monkeypatch, tmp_
         OTEL_EXPORTER_OTLP_LOGS_HEADERS="tenant=logs",
         OTEL_EXPORTER_OTLP_METRICS_COMPRESSION="none",
         OTEL_SERVICE_NAME="env-service",
+        OTEL_RESOURCE_ATTRIBUTES="team=alpha,service.name=loses-to-OTEL_SERVICE_NAME",
     )
     telemetry = run_setup(monkeypatch, tmp_path, environ, spool)
     try:
@@ -96,7 +97,8 @@ def test_http_per_signal_endpoints_headers_and_gzip(receivers, monkeypatch, tmp_
     assert spans.headers.get("Content-Encoding") == "gzip" and records.headers.get("Content-Encoding") == "gzip"
     assert "Content-Encoding" not in points.headers, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION=none wins"
     resource = records.decoded().resource_logs[0].resource
-    assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "env-service"
+    resource_attributes = {a.key: a.value.string_value for a in resource.attributes}
+    assert resource_attributes["service.name"] == "env-service" and resource_attributes["team"] == "alpha"
     assert records.decoded().resource_logs[0].scope_logs[0].log_records[0].body.string_value == "hello"
 
 
@@ -293,6 +295,19 @@ def test_attribute_limits_on_spans_and_log_records(receivers, monkeypatch, tmp_p
     assert len(record.attributes) == 4 and "dropped" not in attributes
     assert all(len(value) <= 10 for value in attributes.values())
     assert attributes["long"] == "y" * 10
+
+
+def test_sdk_disabled_sends_nothing(receivers, monkeypatch, tmp_path):
+    receiver = receivers()
+    environ = all_otlp(
+        OTEL_SDK_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+    )
+    telemetry = run_setup(monkeypatch, tmp_path, environ)
+    try:
+        emit_all(telemetry)
+    finally:
+        telemetry.shutdown()
+    assert receiver.requests == []
 
 
 def test_the_sampler_variables(receivers, monkeypatch, tmp_path):
