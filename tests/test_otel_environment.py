@@ -420,6 +420,17 @@ def test_a_bad_standard_value_warns_once_and_keeps_the_default(
     assert telemetry.settings.get(key) == default
 
 
+@pytest.mark.parametrize("variable,value,secret", [
+    ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer s3cr3t-token,broken", "s3cr3t-token"),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "ftp://trader:hunter2@collector:4318", "hunter2"),
+])
+def test_the_warning_never_repeats_a_secret(monkeypatch, caplog, variable, value, secret):
+    monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.WARNING, logger="rqa_otel"):
+        load_settings()
+    assert variable in caplog.text and secret not in caplog.text
+
+
 def test_the_known_part_of_an_exporter_list_is_kept(monkeypatch, caplog):
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "console,zipkin")
     with caplog.at_level(logging.WARNING, logger="rqa_otel"):

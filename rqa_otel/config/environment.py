@@ -157,6 +157,17 @@ def _known_exporters(key: str, parse: Callable[[Any], Any], variable: str, text:
 def _warn_invalid(key: str, variable: str, value: str, accepted: str) -> None:
     what = key if key.startswith("the ") else f"setting {key}"
     _log.warning(
-        "ignoring %s=%r: %s; %s keeps its value from the settings files or packaged defaults",
-        variable, value, accepted, what,
+        "ignoring %s=%s: %s; %s keeps its value from the settings files or packaged defaults",
+        variable, _shown(variable, value), accepted, what,
     )
+
+
+def _shown(variable: str, value: str) -> str:
+    """The value as a message may show it: headers carry API keys, and an
+    endpoint may carry ``user:password@``; neither is repeated."""
+    if variable.endswith("_HEADERS"):
+        return "[REDACTED] (headers are not shown)"
+    if variable.endswith("_ENDPOINT") and "@" in value:
+        scheme, sep, rest = value.partition("://")
+        return repr(f"{scheme}{sep}[REDACTED]@{rest.rpartition('@')[2]}" if sep else f"[REDACTED]@{value.rpartition('@')[2]}")
+    return repr(value)
