@@ -75,6 +75,10 @@ class Pipeline:
         for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
             if secret:  # never exported, whatever a log line or span attribute holds
                 self.scrubber.register_secret(secret)
+        for signal in SIGNALS:  # API keys in OTLP headers (generic or per signal), likewise
+            for header, value in settings.export.otlp.for_signal(signal).headers.items():
+                if value and self.scrubber.is_secret_key(header):
+                    self.scrubber.register_secret(value)
         spool = settings.export.spool
         # With the spool off, a batch is retried until the signal's export
         # timeout (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT,

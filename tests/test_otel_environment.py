@@ -431,6 +431,23 @@ def test_the_warning_never_repeats_a_secret(monkeypatch, caplog, variable, value
     assert variable in caplog.text and secret not in caplog.text
 
 
+def test_an_api_key_in_otlp_headers_never_leaves_in_telemetry(receivers, monkeypatch, tmp_path):
+    receiver = receivers()
+    environ = all_otlp(
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_EXPORTER_OTLP_LOGS_HEADERS="api-key=k3y-0f-the-desk",
+    )
+    telemetry = run_setup(monkeypatch, tmp_path, environ)
+    try:
+        emit_all(telemetry, message="connecting with k3y-0f-the-desk")
+    finally:
+        telemetry.shutdown()
+    record = receiver.of("logs")[0]
+    assert record.headers["api-key"] == "k3y-0f-the-desk"  # sent where it belongs
+    body = record.decoded().resource_logs[0].scope_logs[0].log_records[0].body.string_value
+    assert "k3y-0f-the-desk" not in body and "[REDACTED]" in body
+
+
 def test_the_known_part_of_an_exporter_list_is_kept(monkeypatch, caplog):
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "console,zipkin")
     with caplog.at_level(logging.WARNING, logger="rqa_otel"):
