@@ -391,6 +391,7 @@ BAD_VALUES = [
     ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "export.otlp.compression", "none", "none, gzip"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5", "export.otlp.timeout_s", 10.0, "milliseconds"),
     ("OTEL_EXPORTER_OTLP_INSECURE", "maybe", "export.otlp.insecure", False, "true or false"),
+    ("OTEL_EXPORTER_OTLP_INSECURE", "1", "export.otlp.insecure", False, "true or false"),  # only "true" is true
     ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes", "export.otlp.metrics_temporality",
      "cumulative", "cumulative, delta, lowmemory"),
     ("OTEL_BSP_MAX_QUEUE_SIZE", "lots", "export.span_batch.max_queue_size", 2048, "integer >= 1"),

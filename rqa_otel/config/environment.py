@@ -99,6 +99,11 @@ def otel_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             value = _known_exporters(key, parse, variable, text)
             if value is None:
                 continue
+        elif key.endswith(".insecure") and text.lower() not in ("true", "false"):
+            # The specification's booleans: only "true" is true; anything
+            # else but "false" warns and counts as false (not set).
+            _warn_invalid(key, variable, text, "expected true or false (anything else counts as false)")
+            continue
         elif variable in MILLISECOND_VARIABLES:
             try:
                 value = float(text) / 1000.0
