@@ -28,18 +28,18 @@ from typing import Any, Callable
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Observation
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel.alerts import Alerts
 from rqa_otel.config.live import LiveSettings
-from rqa_otel.config.model import Settings
+from rqa_otel.config.model import LimitSettings, Settings
 from rqa_otel.export.exporters import build_exporter, otlp_log_sink, reconnect_otlp
 from rqa_otel.export.metric_producers import Producers
 from rqa_otel.export.spool import Senders
@@ -75,15 +75,45 @@ class Pipeline:
         for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
             if secret:  # never exported, whatever a log line or span attribute holds
                 self.scrubber.register_secret(secret)
+        for signal in SIGNALS:  # API keys in OTLP headers (generic or per signal), likewise
+            for header, value in settings.export.otlp.for_signal(signal).headers.items():
+                if value and self.scrubber.is_secret_key(header):
+                    self.scrubber.register_secret(value)
         spool = settings.export.spool
-        self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
+        # With the spool off, a batch is retried until the signal's export
+        # timeout (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT,
+        # OTEL_BLRP_EXPORT_TIMEOUT) or the OTLP exporter's own timeout
+        # (OTEL_EXPORTER_OTLP_[<SIGNAL>_]TIMEOUT) is spent, whichever is first.
+        export_timeouts = {
+            "traces": settings.export.span_batch.export_timeout_s,
+            "metrics": settings.export.metric_timeout_s,
+            "logs": settings.logging.export_timeout_s,
+        }
+        budgets = {
+            signal: min(timeout_s, settings.export.otlp.for_signal(signal).timeout_s)
+            for signal, timeout_s in export_timeouts.items()
+        }
+        self.senders = Senders(
+            spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s, budgets=budgets
+        )
+        # Every exporter of each signal (OTEL_TRACES_EXPORTER=otlp,console is
+        # two), by kind; ``exporters`` holds the first, the primary.
+        self.exporter_lists: dict[str, list[tuple[str, Any]]] = {
+            signal: [
+                (kind, build_exporter(signal, settings, self.scrubber, self.senders, kind=kind))
+                for kind in settings.export.exporters(signal)
+                if kind not in ("none", "prometheus")
+            ]
+            for signal in ("traces", "metrics")
+        }
         self.exporters = {
-            signal: build_exporter(signal, settings, self.scrubber, self.senders) for signal in ("traces", "metrics")
+            signal: (built[0][1] if built else None) for signal, built in self.exporter_lists.items()
         }
         self.producers = Producers(self.resource, InstrumentationScope(names.SCOPE, VERSION))
-        if self.exporters["metrics"] is not None:
-            self.exporters["metrics"].augment = self.producers.augment
-        self.pull_reader = PullMetricReader() if settings.ops.http_port else None
+        for _, exporter in self.exporter_lists["metrics"]:
+            exporter.augment = self.producers.augment
+        self.ops_endpoint = ops_endpoint(settings)
+        self.pull_reader = PullMetricReader() if self.ops_endpoint is not None else None
         if self.pull_reader is not None:
             self.pull_reader.augment = self.producers.augment
         self.readiness_checks: dict[str, Check] = {}
@@ -108,7 +138,7 @@ class Pipeline:
         self.resource_gauges = self._observe_resources()
         self._observe_spools()
         self._add_export_checks()
-        self.ops = self._start_ops_server() if settings.ops.http_port else None
+        self.ops = self._start_ops_server() if self.ops_endpoint is not None else None
 
     @property
     def settings(self) -> Settings:
@@ -117,40 +147,66 @@ class Pipeline:
     # --- providers ------------------------------------------------------------
 
     def _build_tracer_provider(self) -> trace.TracerProvider:
-        exporter = self.exporters["traces"]
-        if exporter is None:
+        if not self.exporter_lists["traces"]:
             return trace.NoOpTracerProvider()
-        provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
-        provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=self._export_timeout_ms()))
+        sdk = self.settings.sdk
+        provider = TracerProvider(
+            resource=self.resource,
+            shutdown_on_exit=False,
+            sampler=build_sampler(sdk.traces_sampler, sdk.traces_sampler_arg),
+            span_limits=build_span_limits(sdk.limits),
+        )
+        batch = self.settings.export.span_batch
+        for _, exporter in self.exporter_lists["traces"]:
+            provider.add_span_processor(
+                BatchSpanProcessor(
+                    exporter,
+                    max_queue_size=batch.max_queue_size,
+                    schedule_delay_millis=batch.schedule_delay_s * 1000,
+                    max_export_batch_size=min(batch.max_export_batch_size, batch.max_queue_size),
+                    export_timeout_millis=batch.export_timeout_s * 1000,
+                )
+            )
         return provider
 
     def _build_meter_provider(self) -> metrics.MeterProvider:
         readers: list = []
-        if self.exporters["metrics"] is not None:
+        for _, exporter in self.exporter_lists["metrics"]:
             readers.append(
                 PeriodicExportingMetricReader(
-                    self.exporters["metrics"],
+                    exporter,
                     export_interval_millis=self.settings.export.metric_interval_s * 1000,
-                    export_timeout_millis=self._export_timeout_ms(),
+                    export_timeout_millis=self.settings.export.metric_timeout_s * 1000,
                 )
             )
         if self.pull_reader is not None:
             readers.append(self.pull_reader)
         if not readers:
             return metrics.NoOpMeterProvider()
-        return MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
+        return MeterProvider(
+            resource=self.resource,
+            metric_readers=readers,
+            shutdown_on_exit=False,
+            exemplar_filter=build_exemplar_filter(self.settings.sdk.metrics_exemplar_filter),
+        )
 
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
         """For code that uses the OTel Logs API directly: its records join the
         stdlib handler's pipeline."""
         if self.log_worker is None:
             return otel_logs.NoOpLoggerProvider()
-        provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        length, count = self.settings.sdk.limits.log_record()
+        provider = LoggerProvider(
+            resource=self.resource,
+            shutdown_on_exit=False,
+            # Given, so the SDK reads no variable itself (it raises on a bad one).
+            log_record_limits=LogRecordLimits(
+                max_attributes=LogRecordLimits.UNSET if count is None else count,
+                max_attribute_length=LogRecordLimits.UNSET if length is None else length,
+            ),
+        )
         provider.add_log_record_processor(BufferingLogRecordProcessor(self.log_worker.buffer, self.strategy))
         return provider
-
-    def _export_timeout_ms(self) -> float:
-        return self.settings.export.otlp.timeout_s * 1000
 
     def sdk_providers(self) -> list[Any]:
         """The providers that flush and shut down (the no-op ones do not)."""
@@ -238,9 +294,10 @@ class Pipeline:
     # --- readiness and the ops endpoints ----------------------------------------
 
     def _add_export_checks(self) -> None:
-        for signal, exporter in self.exporters.items():
-            if exporter is not None:
-                self.readiness_checks[f"{signal}_export"] = exporter_check(exporter.counts.destination, exporter)
+        for signal, built in self.exporter_lists.items():
+            for index, (kind, exporter) in enumerate(built):
+                name = f"{signal}_export" if index == 0 else f"{signal}_export_{kind}"
+                self.readiness_checks[name] = exporter_check(exporter.counts.destination, exporter)
         if self.log_worker is not None:
             self.readiness_checks["logs_export"] = self.log_worker.readiness
 
@@ -249,8 +306,9 @@ class Pipeline:
         if self.log_worker is not None:
             worker = self.log_worker
             liveness.append(("log_export_worker", lambda: (worker.alive, "running" if worker.alive else "stopped")))
+        host, port = self.ops_endpoint
         return OpsServer(
-            self.settings.ops.http_host, self.settings.ops.http_port, liveness,
+            host, port, liveness,
             lambda: dict(self.readiness_checks), self.pull_reader, redact=self.scrubber.scrub_text,
         )
 
@@ -264,18 +322,21 @@ class Pipeline:
         follows ``logging.level`` too."""
         live = self.live_settings
         built = self.settings.export
-        otlp_signals = [signal for signal in SIGNALS if built.exporter(signal) == "otlp"]
+        otlp_signals = [signal for signal in SIGNALS if "otlp" in built.exporters(signal)]
 
         def otlp_changed(key: str, old, new) -> None:
             # Only signals that were built with an OTLP exporter: changing
             # the exporter kind itself needs a restart.
             otlp = self.settings.export.otlp
             for signal in otlp_signals:
-                if signal == "logs" and self.log_worker is not None:
-                    sink = otlp_log_sink(otlp, dict(self.resource.attributes), self.senders)
-                    self.log_worker.replace_primary(sink)
-                elif self.exporters.get(signal) is not None:
-                    reconnect_otlp(self.exporters[signal], signal, otlp, self.scrubber, self.senders)
+                if signal == "logs":
+                    if self.log_worker is not None and built.exporter("logs") == "otlp":
+                        sink = otlp_log_sink(otlp, dict(self.resource.attributes), self.senders)
+                        self.log_worker.replace_primary(sink)
+                    continue
+                for kind, exporter in self.exporter_lists.get(signal, []):
+                    if kind == "otlp":
+                        reconnect_otlp(exporter, signal, otlp, self.scrubber, self.senders)
 
         if otlp_signals:
             live.on_change("export.otlp", otlp_changed)
@@ -312,3 +373,90 @@ def build_resource(settings: Settings) -> Resource:
         }
     )
     return Resource.create(attributes)
+
+
+def ops_endpoint(settings: Settings) -> tuple[str, int] | None:
+    """(host, port) of /health, /ready and /metrics: ``ops.http_port``, or,
+    for ``export.metrics`` with ``prometheus`` and no ops port, the
+    Prometheus exporter's (``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT``,
+    localhost:9464); None when neither asks for it."""
+    if settings.ops.http_port:
+        return settings.ops.http_host, settings.ops.http_port
+    if "prometheus" in settings.export.exporters("metrics"):
+        return settings.export.prometheus_host, settings.export.prometheus_port
+    return None
+
+
+def build_sampler(name: str, ratio: float) -> Any:
+    """``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``sdk.traces_sampler``) as an SDK sampler."""
+    from opentelemetry.sdk.trace import sampling
+
+    root = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": sampling.TraceIdRatioBased(ratio),
+    }[name.removeprefix("parentbased_")]
+    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def build_exemplar_filter(name: str) -> Any:
+    """``OTEL_METRICS_EXEMPLAR_FILTER`` (``sdk.metrics_exemplar_filter``),
+    given to the SDK so that it reads no variable itself (it raises on a bad one)."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+
+    return {"always_on": AlwaysOnExemplarFilter, "always_off": AlwaysOffExemplarFilter}.get(name, TraceBasedExemplarFilter)()
+
+
+def build_span_limits(limits: LimitSettings) -> SpanLimits:
+    """Span limits from ``sdk.limits``: the span-specific limit, else the
+    general one, else the specification's default (128 for counts, none for
+    lengths). Every value is given, so the SDK reads no variable itself."""
+
+    def count(*candidates: int | None) -> int:
+        return next((value for value in candidates if value is not None), 128)
+
+    def length(*candidates: int | None) -> int:
+        return next((value for value in candidates if value is not None), SpanLimits.UNSET)
+
+    return SpanLimits(
+        max_attributes=count(limits.attribute_count),
+        max_span_attributes=count(limits.span_attribute_count, limits.attribute_count),
+        max_events=count(limits.span_event_count),
+        max_links=count(limits.span_link_count),
+        max_event_attributes=count(limits.event_attribute_count, limits.attribute_count),
+        max_link_attributes=count(limits.link_attribute_count, limits.attribute_count),
+        max_attribute_length=length(limits.attribute_value_length),
+        max_span_attribute_length=length(limits.span_attribute_value_length, limits.attribute_value_length),
+    )
+
+
+def install_sdk_globals(settings: Settings) -> None:
+    """The process-wide parts of ``sdk``: the propagators
+    (``OTEL_PROPAGATORS``) and the SDK's log level (``OTEL_LOG_LEVEL``)."""
+    sdk = settings.sdk
+    if sdk.log_level:
+        level = {"warn": "WARNING"}.get(sdk.log_level, sdk.log_level.upper())
+        for name in ("opentelemetry", "rqa_otel"):
+            logging.getLogger(name).setLevel(level)
+    wanted = ",".join(sdk.propagators) or "none"
+    if os.environ.get("OTEL_PROPAGATORS", "").strip() and os.environ["OTEL_PROPAGATORS"] != wanted:
+        # opentelemetry.propagate reads the variable when first imported and
+        # raises on a name it does not know; the settings already warned
+        # about it, so the module (and every instrumentation) sees the
+        # validated list.
+        os.environ["OTEL_PROPAGATORS"] = wanted
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for name in sdk.propagators:
+        found = list(entry_points(group="opentelemetry_propagator", name=name))
+        if not found:
+            logging.getLogger("rqa_otel.config").warning(
+                "propagator %r (OTEL_PROPAGATORS, sdk.propagators) is not installed "
+                "(no opentelemetry_propagator entry point of that name); it is skipped", name,
+            )
+            continue
+        loaded.append(found[0].load()())
+    propagate.set_global_textmap(CompositePropagator(loaded))

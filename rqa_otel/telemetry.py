@@ -29,7 +29,7 @@ from rqa_otel.export.accounting import ExportCounts
 from rqa_otel.export.log_entry import active_span_ids, shaped_emitter, shaped_entry
 from rqa_otel.export.metric_producers import MetricProducer
 from rqa_otel.ops.readiness import Check
-from rqa_otel.pipeline import VERSION, Pipeline
+from rqa_otel.pipeline import VERSION, Pipeline, install_sdk_globals
 from rqa_otel.resources import ResourceGauges
 from rqa_otel.resources.registry import register_current_process
 
@@ -101,8 +101,9 @@ class Telemetry:
         pipeline = self._pipeline
         if pipeline.exporters["traces"] is not None:
             trace.set_tracer_provider(self.tracer_provider)
-        if pipeline.exporters["metrics"] is not None:
+        if pipeline.exporters["metrics"] is not None or pipeline.pull_reader is not None:
             metrics.set_meter_provider(self.meter_provider)
+        install_sdk_globals(self.settings)
         if pipeline.log_worker is not None:
             otel_logs.set_logger_provider(self.logger_provider)
         if self.logging_handler is not None and self.settings.logging.capture:
@@ -174,7 +175,7 @@ class Telemetry:
 
     def export_counts(self) -> list[ExportCounts]:
         """What each signal's exporter has sent or failed to send so far."""
-        counts = [exporter.counts for exporter in self._pipeline.exporters.values() if exporter is not None]
+        counts = [exporter.counts for built in self._pipeline.exporter_lists.values() for _, exporter in built]
         if self._log_worker is not None:
             counts.extend(self._log_worker.export_counts())
         return counts

@@ -4,11 +4,14 @@ applies to a setting, and ``RQA_*`` variables (the dotted key in upper case,
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from rqa_otel.config.model import ENV_PREFIX, SettingsError
-from rqa_otel.config.schema import SCHEMA, SECTIONS, parse_key_value_list
+from rqa_otel.config.schema import SCHEMA, SECTIONS, SECURITY_KEYS, parse_key_value_list
+
+_log = logging.getLogger("rqa_otel.config")
 
 
 def rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -59,25 +62,66 @@ def rqa_variable(key: str) -> str:
     return f"{ENV_PREFIX}_" + key.replace(".", "__").upper()
 
 
+MILLISECOND_VARIABLES = frozenset(
+    {
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        *(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT" for signal in ("TRACES", "METRICS", "LOGS")),
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        "OTEL_BSP_SCHEDULE_DELAY",
+        "OTEL_BSP_EXPORT_TIMEOUT",
+        "OTEL_BLRP_SCHEDULE_DELAY",
+        "OTEL_BLRP_EXPORT_TIMEOUT",
+    }
+)
+"""Standard variables in milliseconds; their settings are in seconds."""
+
+_EXPORTER_KEYS = ("export.traces", "export.metrics", "export.logs")
+
+
 def otel_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
-    """The standard OTEL_* variables that apply, as {setting: (value, variable)}."""
+    """The standard OTEL_* variables that apply, as {setting: (value, variable)}.
+
+    As the specification asks, an invalid or unknown value of a standard
+    variable is not fatal: one WARNING names the variable, the value and
+    what is accepted, and the setting keeps its value from the layers below
+    (settings files, packaged defaults). Certificate and key paths are the
+    exception (``SECURITY_KEYS``): a bad one fails setup(), since a TLS
+    setting must never quietly fall back to something weaker.
+    """
     found: dict[str, tuple[Any, str]] = {}
-    for key, (_, variable) in SCHEMA.items():
-        if variable and environ.get(variable, "").strip():
-            found[key] = (environ[variable].strip(), variable)
-    if "export.metric_interval_s" in found:  # the variable is in milliseconds
-        text, variable = found["export.metric_interval_s"]
-        try:
-            found["export.metric_interval_s"] = (float(text) / 1000.0, variable)
-        except ValueError:
-            pass  # left as text: the parser reports it with the variable's name
+    for key, (parse, variable) in SCHEMA.items():
+        if not variable or not environ.get(variable, "").strip():
+            continue
+        text = environ[variable].strip()
+        value: Any = text
+        if key in _EXPORTER_KEYS:
+            value = _known_exporters(key, parse, variable, text)
+            if value is None:
+                continue
+        elif key.endswith(".insecure") and text.lower() not in ("true", "false"):
+            # The specification's booleans: only "true" is true; anything
+            # else but "false" warns and counts as false (not set).
+            _warn_invalid(key, variable, text, "expected true or false (anything else counts as false)")
+            continue
+        elif variable in MILLISECOND_VARIABLES:
+            try:
+                value = float(text) / 1000.0
+            except ValueError:
+                _warn_invalid(key, variable, text, "expected a positive number of milliseconds")
+                continue
+        if key not in SECURITY_KEYS:
+            try:
+                parse(value)
+            except ValueError as exc:
+                accepted = str(exc).replace("seconds", "milliseconds") if variable in MILLISECOND_VARIABLES else str(exc)
+                _warn_invalid(key, variable, text, accepted)
+                continue
+        found[key] = (value, variable)
     # The specification gives OTEL_SERVICE_NAME precedence over a service.name
     # inside OTEL_RESOURCE_ATTRIBUTES; the latter still counts when alone.
     if "resource_attributes" in found:
-        try:
-            attributes = parse_key_value_list(found["resource_attributes"][0])
-        except ValueError:
-            return found
+        attributes = parse_key_value_list(found["resource_attributes"][0])  # valid: checked above
         promoted = {
             "service.name": "service.name",
             "service.instance.id": "service.instance_id",
@@ -87,11 +131,48 @@ def otel_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         for attribute, key in promoted.items():
             if attribute in attributes and key not in found:
                 found[key] = (attributes[attribute], "OTEL_RESOURCE_ATTRIBUTES")
-    if _boolean_or_false(environ.get("OTEL_SDK_DISABLED", "")):
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower()
+    if disabled == "true":
         for signal in ("traces", "metrics", "logs"):
             found[f"export.{signal}"] = ("none", "OTEL_SDK_DISABLED")
+    elif disabled not in ("", "false"):
+        _warn_invalid("the SDK", "OTEL_SDK_DISABLED", environ["OTEL_SDK_DISABLED"], "expected true or false")
     return found
 
 
-def _boolean_or_false(text: str) -> bool:
-    return text.strip().lower() == "true"
+def _known_exporters(key: str, parse: Callable[[Any], Any], variable: str, text: str) -> str | None:
+    """The exporters of a comma-separated OTEL_*_EXPORTER list that this SDK
+    has; a warning names the others (None when none is left)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = []
+    for name in names:
+        try:
+            parse(name)
+            known.append(name)
+        except ValueError as exc:
+            unknown_reason = str(exc)
+    if len(known) < len(names):
+        _warn_invalid(
+            key, variable, text,
+            unknown_reason + ("; the known ones are used" if known else ""),
+        )
+    return ",".join(known) or None
+
+
+def _warn_invalid(key: str, variable: str, value: str, accepted: str) -> None:
+    what = key if key.startswith("the ") else f"setting {key}"
+    _log.warning(
+        "ignoring %s=%s: %s; %s keeps its value from the settings files or packaged defaults",
+        variable, _shown(variable, value), accepted, what,
+    )
+
+
+def _shown(variable: str, value: str) -> str:
+    """The value as a message may show it: headers carry API keys, and an
+    endpoint may carry ``user:password@``; neither is repeated."""
+    if variable.endswith("_HEADERS"):
+        return "[REDACTED] (headers are not shown)"
+    if variable.endswith("_ENDPOINT") and "@" in value:
+        scheme, sep, rest = value.partition("://")
+        return repr(f"{scheme}{sep}[REDACTED]@{rest.rpartition('@')[2]}" if sep else f"[REDACTED]@{value.rpartition('@')[2]}")
+    return repr(value)

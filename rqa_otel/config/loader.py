@@ -39,6 +39,7 @@ from rqa_otel.config.aliases import rename_in_flat, rename_in_tree
 from rqa_otel.config.environment import is_foreign_variable, otel_environment, rqa_environment, rqa_variable
 from rqa_otel.config.model import (
     DEFAULTS_FILE,
+    OTLP_SIGNAL_FIELDS,
     SETTINGS_FILE_VARIABLE,
     AgentSettings,
     BreakerSettings,
@@ -46,6 +47,7 @@ from rqa_otel.config.model import (
     ErrorSettings,
     ExportSettings,
     InfluxSettings,
+    LimitSettings,
     LoggingSettings,
     OpsSettings,
     OtlpSettings,
@@ -54,9 +56,11 @@ from rqa_otel.config.model import (
     RetrySettings,
     RotationSettings,
     ScrubSettings,
+    SdkSettings,
     ServiceSettings,
     Settings,
     SettingsError,
+    SpanBatchSettings,
     SpoolSettings,
 )
 from rqa_otel.config.permissions import UnsafePermissions, read_checked
@@ -481,12 +485,13 @@ def _freeze(
             directory=v["export.directory"],
             metric_interval_s=v["export.metric_interval_s"],
             shutdown_timeout_s=v["export.shutdown_timeout_s"],
-            otlp=OtlpSettings(
-                endpoint=v["export.otlp.endpoint"],
-                protocol=v["export.otlp.protocol"],
-                headers=dict(v["export.otlp.headers"]),
-                timeout_s=v["export.otlp.timeout_s"],
+            otlp=_otlp(v),
+            metric_timeout_s=v["export.metric_timeout_s"],
+            span_batch=SpanBatchSettings(
+                **{name: v[f"export.span_batch.{name}"] for name in SpanBatchSettings.__dataclass_fields__}
             ),
+            prometheus_host=v["export.prometheus.host"],
+            prometheus_port=v["export.prometheus.port"],
             spool=SpoolSettings(
                 enabled=v["export.spool.enabled"],
                 directory=v["export.spool.directory"] or os.path.join(v["export.directory"], "spool"),
@@ -509,6 +514,7 @@ def _freeze(
             sampling_rules=v["logging.sampling.rules"],
             summary_interval_s=v["logging.sampling.summary_interval_s"],
             code_attributes=v["logging.code_attributes"],
+            export_timeout_s=v["logging.export_timeout_s"],
         ),
         rotation=RotationSettings(
             max_bytes=v["rotation.max_bytes"], backup_count=v["rotation.backup_count"], compress=v["rotation.compress"]
@@ -538,9 +544,30 @@ def _freeze(
             watch=v["config.watch"], debounce_s=v["config.debounce_s"],
             poll_interval_s=v["config.poll_interval_s"], sighup=v["config.sighup"],
         ),
+        sdk=SdkSettings(
+            traces_sampler=v["sdk.traces_sampler"],
+            traces_sampler_arg=v["sdk.traces_sampler_arg"],
+            propagators=v["sdk.propagators"],
+            log_level=v["sdk.log_level"],
+            metrics_exemplar_filter=v["sdk.metrics_exemplar_filter"],
+            limits=LimitSettings(**{name: v[f"sdk.limits.{name}"] for name in LimitSettings.__dataclass_fields__}),
+        ),
         sources=dict(sources),
         secret_keys=secret_keys,
         values=dict(values),
         app=application.AppConfig(app_tree) if app_tree else application.EMPTY,
         app_values=application.flatten(app_tree or {}),
     )
+
+
+def _otlp(v: Mapping[str, Any]) -> OtlpSettings:
+    """``export.otlp`` with its per-signal overrides (resolved per signal
+    by ``OtlpSettings.for_signal``)."""
+    fields = OTLP_SIGNAL_FIELDS
+    generic = {name: v[f"export.otlp.{name}"] for name in fields}
+    generic["headers"] = dict(generic["headers"])
+    signals = {
+        signal: {name: v[f"export.otlp.{signal}.{name}"] for name in fields if v[f"export.otlp.{signal}.{name}"] is not None}
+        for signal in ("traces", "metrics", "logs")
+    }
+    return OtlpSettings(**generic, signals=signals, temporality=v["export.otlp.metrics_temporality"])

@@ -9,7 +9,7 @@ path is a plain attribute access.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,7 +22,16 @@ SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"
 DEFAULTS_FILE = Path(__file__).parent.parent / "default_settings.yaml"
 
 EXPORTERS = ("otlp", "console", "file", "none", "influxdb")
+METRIC_EXPORTERS = EXPORTERS + ("prometheus",)
+"""``prometheus`` (metrics only): served on /metrics of the ops server."""
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+OTLP_COMPRESSIONS = ("none", "gzip")
+TEMPORALITY_PREFERENCES = ("cumulative", "delta", "lowmemory")
+OTLP_SIGNAL_FIELDS = (
+    "endpoint", "protocol", "headers", "timeout_s", "compression",
+    "certificate", "client_key", "client_certificate", "insecure",
+)
+"""The ``export.otlp`` settings a signal may override (``export.otlp.traces.endpoint``...)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -39,6 +48,32 @@ class OtlpSettings:
     headers: Mapping[str, str]
     timeout_s: float
     """Per-request timeout."""
+    compression: str = "none"
+    """``gzip``: HTTP bodies with ``Content-Encoding: gzip``, grpc's gzip."""
+    certificate: str = ""
+    """PEM file of the CA(s) that verify the receiver; empty: the system's."""
+    client_key: str = ""
+    """PEM private key for mTLS (with ``client_certificate``)."""
+    client_certificate: str = ""
+    insecure: bool = False
+    """Plaintext for an endpoint without a scheme; ``http://``/``https://`` decide otherwise."""
+    signals: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-signal overrides (``export.otlp.<signal>.<field>``); a missing
+    or empty one inherits the generic value."""
+    temporality: str = "cumulative"
+    """Metric temporality preference of the OTLP metric exporter."""
+
+    def for_signal(self, signal: str) -> "OtlpSettings":
+        """The settings in force for ``signal``: per-signal over generic.
+        ``signal_endpoint`` tells a per-signal endpoint (used as-is for
+        http/protobuf) from the generic one (``/v1/<signal>`` appended)."""
+        own = {key: value for key, value in self.signals.get(signal, {}).items() if value not in (None, "", {})}
+        if not own:
+            return self
+        return replace(self, signals={}, signal_endpoint="endpoint" in own, **own)
+
+    signal_endpoint: bool = field(default=False, compare=False)
+    """True when ``endpoint`` came from a per-signal setting (see ``for_signal``)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +109,57 @@ class InfluxSettings:
 
 
 @dataclass(frozen=True)
+class SpanBatchSettings:
+    """The batch span processor (``OTEL_BSP_*``)."""
+
+    schedule_delay_s: float = 5.0
+    export_timeout_s: float = 10.0
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Attribute limits (``OTEL_ATTRIBUTE_*``, ``OTEL_SPAN_*``,
+    ``OTEL_LOGRECORD_*``); None: not set, so the more general limit (or
+    none) applies."""
+
+    attribute_value_length: int | None = None
+    attribute_count: int | None = None
+    span_attribute_value_length: int | None = None
+    span_attribute_count: int | None = None
+    span_event_count: int | None = None
+    span_link_count: int | None = None
+    event_attribute_count: int | None = None
+    link_attribute_count: int | None = None
+    log_record_attribute_value_length: int | None = None
+    log_record_attribute_count: int | None = None
+
+    def log_record(self) -> tuple[int | None, int | None]:
+        """(value length, count) for log records: the log-record limit,
+        else the general one; (None, None) costs the log path nothing."""
+        length = self.log_record_attribute_value_length
+        count = self.log_record_attribute_count
+        return (
+            self.attribute_value_length if length is None else length,
+            self.attribute_count if count is None else count,
+        )
+
+
+@dataclass(frozen=True)
+class SdkSettings:
+    """SDK-wide settings the specification gives variables for."""
+
+    traces_sampler: str = "parentbased_always_on"
+    traces_sampler_arg: float = 1.0
+    propagators: tuple[str, ...] = ("tracecontext", "baggage")
+    log_level: str = ""
+    """Level of the ``opentelemetry`` and ``rqa_otel`` loggers; empty: leave them."""
+    metrics_exemplar_filter: str = "trace_based"
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+
+@dataclass(frozen=True)
 class ExportSettings:
     traces: str
     metrics: str
@@ -86,9 +172,20 @@ class ExportSettings:
     otlp: OtlpSettings
     spool: "SpoolSettings"
     influxdb: InfluxSettings
+    metric_timeout_s: float = 10.0
+    """Longest one metric export may take (``OTEL_METRIC_EXPORT_TIMEOUT``)."""
+    span_batch: SpanBatchSettings = field(default_factory=SpanBatchSettings)
+    prometheus_host: str = "localhost"
+    prometheus_port: int = 9464
+    """Where ``export.metrics = prometheus`` serves /metrics when ``ops.http_port`` is 0."""
 
     def exporter(self, signal: str) -> str:
-        return getattr(self, signal)
+        """The first (primary) exporter of ``signal``; ``exporters`` has all."""
+        return self.exporters(signal)[0]
+
+    def exporters(self, signal: str) -> tuple[str, ...]:
+        """Every exporter of ``signal`` (``otlp,console`` is two), or ``("none",)``."""
+        return tuple(getattr(self, signal).split(","))
 
 
 @dataclass(frozen=True)
@@ -123,6 +220,8 @@ class LoggingSettings:
     code_attributes: bool = False
     """Add code.file.path, code.function.name and code.line.number to each
     stdlib record (off by default: it costs log export throughput about a sixth)."""
+    export_timeout_s: float = 10.0
+    """Longest one log batch export may take (``OTEL_BLRP_EXPORT_TIMEOUT``)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +326,7 @@ class Settings:
     """Strategy -> its limits."""
     resource_attributes: Mapping[str, str]
     config: ConfigSettings
+    sdk: SdkSettings = field(default_factory=SdkSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting's value came from, by dotted key (for messages)."""
     secret_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)

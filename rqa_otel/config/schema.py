@@ -13,7 +13,16 @@ import re
 import urllib.parse
 from typing import Any, Callable, Mapping
 
-from rqa_otel.config.model import EXPORTERS, LOG_LEVELS, OTLP_PROTOCOLS, SamplingRuleSettings
+from rqa_otel.config.model import (
+    EXPORTERS,
+    LOG_LEVELS,
+    METRIC_EXPORTERS,
+    OTLP_COMPRESSIONS,
+    OTLP_PROTOCOLS,
+    OTLP_SIGNAL_FIELDS,
+    TEMPORALITY_PREFERENCES,
+    SamplingRuleSettings,
+)
 from rqa_otel.config.quotas import Quota
 
 
@@ -188,6 +197,134 @@ def _endpoint(value: Any) -> str:
     return text
 
 
+def _otlp_endpoint(value: Any) -> str:
+    """An OTLP endpoint, as the OTLP exporter specification allows: an
+    http(s) URL, its port optional (then 80 or 443), or ``host:port``
+    without a scheme (TLS unless ``export.otlp.insecure``)."""
+    text = _string(value).strip()
+    if not text:
+        return text
+    allowed = "expected a URL like http://host:4317 or https://host[:port][/path], or host:port (TLS unless insecure)"
+    try:
+        url = urllib.parse.urlsplit(text if "://" in text else "//" + text)
+        port = url.port
+    except ValueError:
+        raise ValueError(allowed) from None
+    if not url.hostname:
+        raise ValueError(allowed)
+    if "://" in text:
+        if url.scheme not in ("http", "https"):
+            raise ValueError(allowed)
+    elif port is None or url.path not in ("", "/"):
+        raise ValueError(allowed)
+    return text
+
+
+def exporter_list(allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    """One exporter or several, comma-separated or as a list
+    (``otlp,console``): returned as one comma-joined string, ``none``
+    dropped beside others."""
+
+    def parse(value: Any) -> str:
+        items = [item.strip().lower() for item in _strings(value)]
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise ValueError(f"expected one or more of {', '.join(allowed)}, comma-separated")
+        chosen = list(dict.fromkeys(item for item in items if item != "none"))
+        return ",".join(chosen) or "none"
+
+    return parse
+
+
+def _inherit(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A per-signal setting: empty (or null) inherits the generic one."""
+
+    def parse_or_inherit(value: Any) -> Any:
+        if value is None or value == "" or value == {}:
+            return None
+        return parse(value)
+
+    return parse_or_inherit
+
+
+def _optional_count(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return _count(0)(value)
+
+
+def _ratio(value: Any) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0 <= number <= 1:
+        raise ValueError("expected a number in [0, 1]")
+    return number
+
+
+SAMPLERS = (
+    "always_on", "always_off", "traceidratio",
+    "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
+)
+PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "xray", "ottrace", "none")
+SDK_LOG_LEVELS = ("", "debug", "info", "warn", "warning", "error", "critical")
+
+
+def _propagators(value: Any) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(item.strip().lower() for item in _strings(value)))
+    unknown = [item for item in items if item not in PROPAGATORS]
+    if unknown:
+        raise ValueError(f"expected a comma-separated list of {', '.join(PROPAGATORS)}")
+    return () if "none" in items else items
+
+
+def pem_file(kind: str) -> Callable[[Any], str]:
+    """A readable PEM file holding a ``kind`` (CERTIFICATE, PRIVATE KEY),
+    or empty. Checked when the settings load, so a bad path fails setup()
+    at once instead of the first export."""
+
+    def parse(value: Any) -> str:
+        path = _string(value).strip()
+        if not path:
+            return path
+        try:
+            with open(path, "rb") as file:
+                data = file.read(1 << 20)
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in data or kind.encode() not in data:
+            raise ValueError(f"{path} is not a PEM file holding a {kind} (no '-----BEGIN ...{kind}-----' line)")
+        return path
+
+    return parse
+
+
+_OTLP_FIELD_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "endpoint": _otlp_endpoint,
+    "protocol": _one_of(*OTLP_PROTOCOLS),
+    "headers": lambda value: _string_map(value),
+    "timeout_s": _positive_seconds,
+    "compression": _one_of(*OTLP_COMPRESSIONS),
+    "certificate": pem_file("CERTIFICATE"),
+    "client_key": pem_file("PRIVATE KEY"),
+    "client_certificate": pem_file("CERTIFICATE"),
+    "insecure": lambda value: _boolean(value),
+}
+_OTLP_FIELD_VARIABLES = {
+    "endpoint": "ENDPOINT", "protocol": "PROTOCOL", "headers": "HEADERS", "timeout_s": "TIMEOUT",
+    "compression": "COMPRESSION", "certificate": "CERTIFICATE", "client_key": "CLIENT_KEY",
+    "client_certificate": "CLIENT_CERTIFICATE", "insecure": "INSECURE",
+}
+SECURITY_KEYS = frozenset(
+    f"export.otlp.{prefix}{name}"
+    for prefix in ("", "traces.", "metrics.", "logs.")
+    for name in ("certificate", "client_key", "client_certificate")
+)
+"""Settings whose bad value fails setup() even from an ``OTEL_*`` variable:
+a security setting never falls back to a default silently."""
+
+
 def _fraction(inclusive_one: bool) -> Callable[[Any], float]:
     allowed = "a number in (0, 1]" if inclusive_one else "a number in (0, 1)"
 
@@ -215,16 +352,46 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "service.environment": (_string, None),
     "service.instance_id": (_string, None),
     "resource_attributes": (_string_map, "OTEL_RESOURCE_ATTRIBUTES"),
-    "export.traces": (_one_of(*EXPORTERS), "OTEL_TRACES_EXPORTER"),
-    "export.metrics": (_one_of(*EXPORTERS), "OTEL_METRICS_EXPORTER"),
-    "export.logs": (_one_of(*EXPORTERS), "OTEL_LOGS_EXPORTER"),
+    "export.traces": (exporter_list(EXPORTERS), "OTEL_TRACES_EXPORTER"),
+    "export.metrics": (exporter_list(METRIC_EXPORTERS), "OTEL_METRICS_EXPORTER"),
+    "export.logs": (exporter_list(EXPORTERS), "OTEL_LOGS_EXPORTER"),
     "export.directory": (_string, None),
     "export.metric_interval_s": (_positive_seconds, "OTEL_METRIC_EXPORT_INTERVAL"),
     "export.shutdown_timeout_s": (_positive_seconds, None),
-    "export.otlp.endpoint": (_endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"),
-    "export.otlp.protocol": (_one_of(*OTLP_PROTOCOLS), "OTEL_EXPORTER_OTLP_PROTOCOL"),
-    "export.otlp.headers": (_string_map, "OTEL_EXPORTER_OTLP_HEADERS"),
-    "export.otlp.timeout_s": (_positive_seconds, None),
+    # export.otlp.* and its per-signal overrides, as the OTLP exporter
+    # specification's OTEL_EXPORTER_OTLP_[TRACES_|METRICS_|LOGS_]* (h15).
+    **{f"export.otlp.{name}": (parse, f"OTEL_EXPORTER_OTLP_{_OTLP_FIELD_VARIABLES[name]}")
+       for name, parse in _OTLP_FIELD_PARSERS.items()},
+    **{f"export.otlp.{signal}.{name}": (_inherit(_OTLP_FIELD_PARSERS[name]),
+                                        f"OTEL_EXPORTER_OTLP_{signal.upper()}_{_OTLP_FIELD_VARIABLES[name]}")
+       for signal in ("traces", "metrics", "logs") for name in OTLP_SIGNAL_FIELDS},
+    "export.otlp.metrics_temporality": (
+        _one_of(*TEMPORALITY_PREFERENCES), "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+    ),
+    "export.metric_timeout_s": (_positive_seconds, "OTEL_METRIC_EXPORT_TIMEOUT"),
+    "export.span_batch.schedule_delay_s": (_positive_seconds, "OTEL_BSP_SCHEDULE_DELAY"),
+    "export.span_batch.export_timeout_s": (_positive_seconds, "OTEL_BSP_EXPORT_TIMEOUT"),
+    "export.span_batch.max_queue_size": (_count(1), "OTEL_BSP_MAX_QUEUE_SIZE"),
+    "export.span_batch.max_export_batch_size": (_count(1), "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+    "export.prometheus.host": (_string, "OTEL_EXPORTER_PROMETHEUS_HOST"),
+    "export.prometheus.port": (_port, "OTEL_EXPORTER_PROMETHEUS_PORT"),
+    "sdk.traces_sampler": (_one_of(*SAMPLERS), "OTEL_TRACES_SAMPLER"),
+    "sdk.traces_sampler_arg": (_ratio, "OTEL_TRACES_SAMPLER_ARG"),
+    "sdk.propagators": (_propagators, "OTEL_PROPAGATORS"),
+    "sdk.log_level": (_one_of(*SDK_LOG_LEVELS), "OTEL_LOG_LEVEL"),
+    "sdk.metrics_exemplar_filter": (_one_of("trace_based", "always_on", "always_off"), "OTEL_METRICS_EXEMPLAR_FILTER"),
+    **{f"sdk.limits.{name}": (_optional_count, variable) for name, variable in (
+        ("attribute_value_length", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+        ("attribute_count", "OTEL_ATTRIBUTE_COUNT_LIMIT"),
+        ("span_attribute_value_length", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+        ("span_attribute_count", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"),
+        ("span_event_count", "OTEL_SPAN_EVENT_COUNT_LIMIT"),
+        ("span_link_count", "OTEL_SPAN_LINK_COUNT_LIMIT"),
+        ("event_attribute_count", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT"),
+        ("link_attribute_count", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT"),
+        ("log_record_attribute_value_length", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+        ("log_record_attribute_count", "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT"),
+    )},
     "export.spool.enabled": (_boolean, None),
     "export.spool.directory": (_string, None),
     "export.spool.max_bytes": (_count(1), None),
@@ -243,10 +410,11 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.influxdb.max_bytes": (_count(1), None),
     "logging.capture": (_boolean, None),
     "logging.level": (_level, None),
-    "logging.queue_size": (_count(1), None),
+    "logging.queue_size": (_count(1), "OTEL_BLRP_MAX_QUEUE_SIZE"),
     "logging.max_wait_s": (_non_negative_seconds, None),
-    "logging.batch_size": (_count(1), None),
-    "logging.flush_interval_s": (_positive_seconds, None),
+    "logging.batch_size": (_count(1), "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"),
+    "logging.flush_interval_s": (_positive_seconds, "OTEL_BLRP_SCHEDULE_DELAY"),
+    "logging.export_timeout_s": (_positive_seconds, "OTEL_BLRP_EXPORT_TIMEOUT"),
     "logging.console": (_boolean, None),
     "logging.file": (_string, None),
     "logging.file_format": (_one_of("text", "json"), None),
@@ -283,7 +451,10 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "agent.restart_backoff_max_s": (_positive_seconds, None),
     "quotas": (_quotas, None),
 }
-MAP_KEYS = frozenset({"resource_attributes", "export.otlp.headers", "quotas"})
+MAP_KEYS = frozenset(
+    {"resource_attributes", "export.otlp.headers", "quotas"}
+    | {f"export.otlp.{signal}.headers" for signal in ("traces", "metrics", "logs")}
+)
 """Settings whose value is a mapping with keys of the user's choosing (kept
 as one value, their keys keep their case)."""
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA)

@@ -17,7 +17,15 @@ import os
 import sys
 from typing import Any, Mapping, Union
 
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from rqa_otel.config.model import OtlpSettings, RotationSettings, Settings
@@ -39,15 +47,16 @@ AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 
 
 def build_exporter(
-    signal: str, settings: Settings, scrubber: Scrubber, senders: Senders | None = None
+    signal: str, settings: Settings, scrubber: Scrubber, senders: Senders | None = None, kind: str | None = None
 ) -> AccountingExporter | None:
     """The configured exporter for ``signal`` (traces|metrics), or None for
-    ``none``. ``senders`` decides, for network exporters, between direct
+    ``none``; ``kind`` picks one of several (``otlp,console``), default the
+    first. ``senders`` decides, for network exporters, between direct
     delivery and the durable spool (``export.spool.enabled``); without it,
     direct delivery."""
     export = settings.export
-    kind = export.exporter(signal)
-    if kind == "none":
+    kind = kind or export.exporter(signal)
+    if kind in ("none", "prometheus"):  # prometheus: the pull reader on /metrics (pipeline)
         return None
     senders = senders or _direct_senders(settings)
     if kind == "influxdb":
@@ -74,10 +83,13 @@ def reconnect_otlp(
     exporter.replace_inner(inner, destination)
 
 
-def build_log_sink(settings: Settings, resource_attributes: Mapping[str, Any], senders: Senders | None = None) -> LogSink:
+def build_log_sink(
+    settings: Settings, resource_attributes: Mapping[str, Any], senders: Senders | None = None, kind: str | None = None
+) -> LogSink:
     """The log pipeline's primary sink for ``export.logs`` (file, console,
-    influxdb or otlp; not ``none``)."""
-    kind = settings.export.logs
+    influxdb or otlp; not ``none``); ``kind`` picks one of several, default
+    the first."""
+    kind = kind or settings.export.exporter("logs")
     senders = senders or _direct_senders(settings)
     if kind == "file":
         path = os.path.join(settings.export.directory, otlp_json.FILE_NAMES["logs"])
@@ -96,13 +108,18 @@ def otlp_log_sink(otlp: OtlpSettings, resource_attributes: Mapping[str, Any], se
     return PayloadLogSink(LogPayloads(LogsEncoder(resource_attributes)), sender)
 
 
-def build_log_mirrors(settings: Settings) -> list[LogSink]:
-    """The text copies of the log records beside the primary sink:
-    ``logging.console`` (stderr, unless the primary already is the console)
-    and ``logging.file``."""
+def build_log_mirrors(
+    settings: Settings, resource_attributes: Mapping[str, Any] | None = None, senders: Senders | None = None
+) -> list[LogSink]:
+    """The sinks beside the primary one: the other exporters of
+    ``export.logs`` (``otlp,console``), ``logging.console`` (stderr,
+    unless an exporter already is the console) and ``logging.file``."""
     log = settings.logging
-    mirrors: list[LogSink] = []
-    if log.console and settings.export.logs != "console":
+    kinds = settings.export.exporters("logs")
+    mirrors: list[LogSink] = [
+        build_log_sink(settings, resource_attributes or {}, senders, kind=kind) for kind in kinds[1:]
+    ]
+    if log.console and "console" not in kinds:
         mirrors.append(TextLogSink(sys.stderr))
     if log.file:
         mirrors.append(TextLogSink(rotating_file(log.file, settings.rotation), json_lines=log.file_format == "json"))
@@ -119,7 +136,25 @@ def _otlp_exporter(signal: str, otlp: OtlpSettings, senders: Senders) -> tuple[A
     sender = senders.sender(signal, otlp_transport(signal, otlp))
     if signal == "traces":
         return PayloadSpanExporter(encode_spans, sender), sender.transport.destination
-    return PayloadMetricExporter(encode_metrics, sender), sender.transport.destination
+    temporality = temporality_preference(otlp.temporality)
+    return PayloadMetricExporter(encode_metrics, sender, preferred_temporality=temporality), sender.transport.destination
+
+
+def temporality_preference(preference: str) -> dict[type, AggregationTemporality]:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` as the SDK's
+    map, per the specification: ``delta`` makes counters (sync and async)
+    and histograms delta; ``lowmemory`` only the synchronous counter and
+    the histogram; up-down counters and gauges stay cumulative."""
+    delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
+    chosen = {
+        Counter: cumulative, ObservableCounter: cumulative, Histogram: cumulative,
+        UpDownCounter: cumulative, ObservableUpDownCounter: cumulative, ObservableGauge: cumulative,
+    }
+    if preference == "delta":
+        chosen.update({Counter: delta, ObservableCounter: delta, Histogram: delta})
+    elif preference == "lowmemory":
+        chosen.update({Counter: delta, Histogram: delta})
+    return chosen
 
 
 def rotating_file(path: str | os.PathLike[str], rotation: RotationSettings) -> RotatingFile:

@@ -41,7 +41,7 @@ import time
 import weakref
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from rqa_otel import names
 from rqa_otel.export.delivery import (
@@ -564,17 +564,21 @@ class Senders:
     Exporters of every kind get their sender here; Telemetry reads the
     spools' state from here."""
 
-    def __init__(self, enabled: bool, directory: str, max_bytes: int, timeout_s: float) -> None:
+    def __init__(
+        self, enabled: bool, directory: str, max_bytes: int, timeout_s: float, budgets: Mapping[str, float] | None = None
+    ) -> None:
         self.enabled = enabled
         self.directory = directory
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.budgets = dict(budgets or {})
+        """Each signal's retry budget with the spool off (its export timeout); default ``timeout_s``."""
         self.events = SpoolEvents()
         self.spools: list[Spool] = []
 
     def sender(self, signal: str, transport: Transport) -> Sender:
         if not self.enabled:
-            return Delivery(signal, transport, budget_s=self.timeout_s)
+            return Delivery(signal, transport, budget_s=self.budgets.get(signal, self.timeout_s))
         directory = spool_directory(self.directory, signal, transport.destination)
         spool = Spool(signal, transport, directory, self.max_bytes, self.events, send_timeout_s=self.timeout_s)
         self.spools.append(spool)

@@ -42,12 +42,13 @@ def build_log_pipeline(
         drops,
         scrubber,
         build_log_sink(settings, resource_attributes, senders),
-        build_log_mirrors(settings),
+        build_log_mirrors(settings, resource_attributes, senders),
         batch_size=log.batch_size,
         flush_interval_s=log.flush_interval_s,
         summary_interval_s=log.summary_interval_s,
         default_strategy=strategy,
         on_sink_failure=on_sink_failure,
+        attribute_limits=settings.sdk.limits.log_record(),
     )
     handler = QuantLogHandler(
         buffer, sampler, drops, strategy, level=logging.getLevelName(log.level), code_attributes=log.code_attributes

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from rqa_otel import names
 from rqa_otel.export.accounting import ExportCounts
@@ -56,6 +56,7 @@ class LogExportWorker:
         summary_interval_s: float = 10.0,
         default_strategy: str = names.DEFAULT_STRATEGY,
         on_sink_failure: Callable[[str, BaseException | None], None] | None = None,
+        attribute_limits: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self.buffer = buffer
         self.sampler = sampler
@@ -69,6 +70,9 @@ class LogExportWorker:
         self._summary_interval_s = summary_interval_s
         self._default_strategy = default_strategy
         self._on_sink_failure = on_sink_failure
+        self._attribute_limits = attribute_limits if attribute_limits != (None, None) else None
+        """(value length, count) of OTEL_LOGRECORD_ATTRIBUTE_*_LIMIT (or
+        OTEL_ATTRIBUTE_*); None, the default, costs the batch nothing."""
         self._stopping = False
         self._shape_plans: dict[str, int] = {}
         self._next_primary: LogSink | None = None
@@ -212,6 +216,8 @@ class LogExportWorker:
             _log.warning("scrubbing failed; the batch is dropped rather than sent unscrubbed", exc_info=True)
             self.drops.add_entries(EXPORT_FAILED, batch)
             return
+        if self._attribute_limits is not None:
+            limit_attributes(batch, *self._attribute_limits)
         observed_ns = time.time_ns()
         for state in self._sinks:
             error: BaseException | None = None
@@ -282,6 +288,28 @@ class LogExportWorker:
         if any(self._scrubber.is_secret_key(key) for key in shape.keys):
             return 0
         return SHAPED_VALUES + len(shape.strings)
+
+
+def limit_attributes(batch: list, max_length: int | None, max_count: int | None) -> None:
+    """Apply the log record attribute limits in place, as the specification
+    has them: past ``max_count`` attributes the rest are dropped; strings
+    (and the strings in a list) longer than ``max_length`` are cut."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str):
+            return value[:max_length]
+        if isinstance(value, (list, tuple)):
+            return [item[:max_length] if isinstance(item, str) else item for item in value]
+        return value
+
+    for index, entry in enumerate(batch):
+        entry = with_attribute_dict(entry)
+        attributes = entry[4]
+        if max_count is not None and len(attributes) > max_count:
+            attributes = dict(list(attributes.items())[:max_count])
+        if max_length is not None:
+            attributes = {key: cut(value) for key, value in attributes.items()}
+        batch[index] = (*entry[:4], attributes, *entry[5:])
 
 
 def _after_fork_in_child(pipeline_ref: "weakref.ref[LogExportWorker]") -> Callable[[], None]:

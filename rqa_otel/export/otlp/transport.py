@@ -1,17 +1,25 @@
 """OTLP transports, and the one place that reads ``export.otlp``.
 
-:func:`otlp_transport` turns the settings (endpoint, protocol, headers,
-timeout_s) into a transport for one signal; every OTLP sender goes through
-it: the trace and metric exporters, the log sink, the live reconnect at a
-settings reload, and ``rqa-otel replay``. What it computes, as the OTel
-specification has it for ``OTEL_EXPORTER_OTLP_*``:
+:func:`otlp_transport` turns the settings into a transport for one signal;
+every OTLP sender goes through it: the trace and metric exporters, the log
+sink (spool on or off), the live reconnect at a settings reload, and
+``rqa-otel replay``. What it computes, as the OTel specification has it for
+``OTEL_EXPORTER_OTLP_*`` and ``OTEL_EXPORTER_OTLP_<SIGNAL>_*``:
 
-- the URL: for http/protobuf the base endpoint plus ``/v1/<signal>``; for
-  grpc the base endpoint; defaults http://localhost:4318 and :4317;
-- TLS: an https endpoint gets a TLS channel (grpc) or connection (http);
+- per-signal settings over generic ones (``OtlpSettings.for_signal``);
+- the URL: for http/protobuf the generic endpoint plus ``/v1/<signal>``,
+  a per-signal endpoint as it is; for grpc the endpoint's host and port;
+  defaults http://localhost:4318 and :4317;
+- TLS: ``https://`` always, ``http://`` never, an endpoint without a
+  scheme unless ``insecure``. The receiver is verified against
+  ``certificate`` (a PEM CA file) or the system's CAs; ``client_key`` with
+  ``client_certificate`` adds mTLS. A TLS setting that cannot be applied
+  is an error (SettingsError), never a quiet fall back to plaintext;
 - the headers, as HTTP headers or grpc metadata (keys lower-cased, as grpc
   requires); credentials in the URL (``http://user:pass@host``) become a
   basic Authorization header and are kept out of the destination text;
+- ``compression``: gzip bodies with ``Content-Encoding: gzip`` (http), or
+  grpc's gzip message compression;
 - the per-request timeout: no single request waits longer, whatever time
   the sender has left.
 
@@ -27,14 +35,19 @@ DATA_LOSS are retried, any other code rejected; network errors are retried.
 
 from __future__ import annotations
 
+import logging
 import math
+import zlib
+from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 
-from rqa_otel.config.model import OtlpSettings
+from rqa_otel.config.model import OtlpSettings, SettingsError
 from rqa_otel.export.delivery import DELIVERED, Outcome, Payload, SendResult, classify_http
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
 
@@ -46,22 +59,68 @@ EXPORT_METHODS = {
 """grpc methods by signal."""
 
 
+@dataclass(frozen=True)
+class Tls:
+    """What a TLS connection verifies and presents: PEM file paths, empty
+    for the system's CAs and no client certificate."""
+
+    ca_file: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+
+
 def otlp_transport(signal: str, otlp: OtlpSettings) -> "OtlpHttpTransport | OtlpGrpcTransport":
     """The transport for ``signal`` (traces | metrics | logs) that
     ``export.otlp`` describes (see the module docstring)."""
+    otlp = otlp.for_signal(signal)
     url, headers = _without_credentials(otlp_url(signal, otlp), otlp.headers)
+    tls = _tls(signal, otlp, url)
+    gzip = otlp.compression == "gzip"
     if otlp.protocol == "grpc":
-        return OtlpGrpcTransport(signal, url, headers, otlp.timeout_s)
-    return OtlpHttpTransport(url, headers, otlp.timeout_s)
+        return OtlpGrpcTransport(signal, url, headers, otlp.timeout_s, gzip=gzip, tls=tls)
+    return OtlpHttpTransport(url, headers, otlp.timeout_s, gzip=gzip, tls=tls)
 
 
 def otlp_url(signal: str, otlp: OtlpSettings) -> str:
-    """Where ``signal`` goes: the base endpoint for grpc; for http/protobuf
-    the base plus ``/v1/<signal>``, as for OTEL_EXPORTER_OTLP_ENDPOINT."""
+    """Where ``signal`` goes (``otlp`` already resolved for the signal): for
+    grpc the endpoint; for http/protobuf a per-signal endpoint as it is, the
+    generic one plus ``/v1/<signal>``. An endpoint without a scheme gets
+    https, or http with ``insecure``."""
     base = otlp.endpoint or DEFAULT_ENDPOINTS[otlp.protocol]
-    if otlp.protocol == "grpc":
+    if "://" not in base:
+        base = ("http://" if otlp.insecure else "https://") + base
+    if otlp.protocol == "grpc" or otlp.signal_endpoint:
         return base
     return base.rstrip("/") + f"/v1/{signal}"
+
+
+def _tls(signal: str, otlp: OtlpSettings, url: str) -> Tls | None:
+    """The TLS to use for ``url``, or None for plaintext (``http://``).
+    A client key without its certificate, or the reverse, is an error."""
+    if bool(otlp.client_key) != bool(otlp.client_certificate):
+        given, missing = ("client_key", "client_certificate") if otlp.client_key else ("client_certificate", "client_key")
+        raise SettingsError(
+            f"export.otlp {given} is set for {signal} but {missing} is not: mTLS needs both "
+            f"(OTEL_EXPORTER_OTLP_CLIENT_KEY and OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)"
+        )
+    if urlsplit(url).scheme == "http":
+        if otlp.certificate or otlp.client_key:
+            _log.warning(
+                "OTLP %s endpoint %s is plaintext (http://), so its certificate settings are not used; "
+                "use https:// for TLS", signal, _host_port(url),
+            )
+        return None
+    return Tls(otlp.certificate, otlp.client_certificate, otlp.client_key)
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port is not None else str(parts.hostname)
+
+
+def gzip_body(body: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing; level 6, zlib's default
+    return compressor.compress(body) + compressor.flush()
 
 
 def _without_credentials(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -84,18 +143,35 @@ class OtlpHttpTransport:
     longer than ``request_timeout_s`` (``export.otlp.timeout_s``) nor than
     the time its sender has left."""
 
-    def __init__(self, url: str, headers: Mapping[str, str], request_timeout_s: float = math.inf) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        request_timeout_s: float = math.inf,
+        gzip: bool = False,
+        tls: Tls | None = None,
+    ) -> None:
         self.url = url
         self.request_timeout_s = request_timeout_s
-        self._pool = urllib3.PoolManager(
-            maxsize=1, headers={"Content-Type": "application/x-protobuf", **headers}, retries=False
-        )
+        self.gzip = gzip
+        pool_headers = {"Content-Type": "application/x-protobuf", **headers}
+        if gzip:
+            pool_headers["Content-Encoding"] = "gzip"
+        tls_options: dict[str, Any] = {}
+        if tls is not None:
+            # CERT_REQUIRED with the given CA file, or the system's CAs
+            # (urllib3's default), never unverified.
+            tls_options = {"cert_reqs": "CERT_REQUIRED", "ca_certs": tls.ca_file or None}
+            if tls.client_certificate:
+                tls_options.update(cert_file=tls.client_certificate, key_file=tls.client_key)
+        self._pool = urllib3.PoolManager(maxsize=1, headers=pool_headers, retries=False, **tls_options)
         self.destination = f"OTLP http/protobuf {url}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
         try:
+            body = gzip_body(payload.body) if self.gzip else payload.body
             response = self._pool.request(
-                "POST", self.url, body=payload.body, timeout=urllib3.Timeout(total=min(timeout_s, self.request_timeout_s))
+                "POST", self.url, body=body, timeout=urllib3.Timeout(total=min(timeout_s, self.request_timeout_s))
             )
         except Exception as exc:  # connection refused, reset, timeout
             return SendResult(Outcome.RETRY_LATER, detail=f"{type(exc).__name__}: {exc}")
@@ -112,24 +188,40 @@ class OtlpGrpcTransport:
     """OTLP/gRPC: grpc's generic unary call with the payload's bytes."""
 
     def __init__(
-        self, signal: str, url: str, headers: Mapping[str, str], request_timeout_s: float = math.inf
+        self,
+        signal: str,
+        url: str,
+        headers: Mapping[str, str],
+        request_timeout_s: float = math.inf,
+        gzip: bool = False,
+        tls: Tls | None = None,
     ) -> None:
         self._method = EXPORT_METHODS[signal]
         self.url = url
         self.request_timeout_s = request_timeout_s
         self._metadata = tuple((key.lower(), value) for key, value in headers.items())
+        self._gzip = gzip
+        self._tls = tls
         self._connect()
         self.destination = f"OTLP grpc {url}"
 
     def _connect(self) -> None:
-        self._channel = grpc_channel(self.url)
+        import grpc  # see grpc_channel
+
+        self._channel = grpc_channel(self.url, self._tls)
         self._export = self._channel.unary_unary(self._method)  # no serializers: raw bytes in and out
+        self._compression = grpc.Compression.Gzip if self._gzip else None
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
         import grpc  # imported with the channel already (grpc_channel); a dictionary lookup here
 
         try:
-            self._export(payload.body, timeout=min(timeout_s, self.request_timeout_s), metadata=self._metadata)
+            self._export(
+                payload.body,
+                timeout=min(timeout_s, self.request_timeout_s),
+                metadata=self._metadata,
+                compression=self._compression,
+            )
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else None
             detail = f"grpc {getattr(code, 'name', code)}: {error.details() if hasattr(error, 'details') else error}"
@@ -145,17 +237,39 @@ class OtlpGrpcTransport:
         self._channel.close()
 
 
-def grpc_channel(url: str) -> Any:
-    """A grpc channel to ``http(s)://host:port``: plaintext for http, TLS for https."""
+def grpc_channel(url: str, tls: Tls | None = None) -> Any:
+    """A grpc channel to ``http(s)://host[:port]``: plaintext for http, TLS
+    for https (verified against ``tls.ca_file`` or the system's CAs, with
+    the client certificate when given). No port: 443 for https, 80 for http."""
     # grpc is imported here, not at the top: it costs a tenth of a second at
     # import, and only a process that sends OTLP over grpc needs it.
     import grpc
 
     parts = urlsplit(url)
-    target = f"{parts.hostname}:{parts.port}"
+    port = parts.port if parts.port is not None else (80 if parts.scheme == "http" else 443)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    target = f"{host}:{port}"
     if parts.scheme == "http":
         return grpc.insecure_channel(target)
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials())
+    tls = tls or Tls()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(tls.ca_file),
+        private_key=_read_pem(tls.client_key),
+        certificate_chain=_read_pem(tls.client_certificate),
+    )
+    return grpc.secure_channel(target, credentials)
+
+
+def _read_pem(path: str) -> bytes | None:
+    """A PEM file's bytes (None for none). The settings checked it at load;
+    one gone since is a SettingsError naming it, not a plaintext channel."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise SettingsError(f"cannot read TLS file {path}: {exc.strerror or exc}") from None
 
 
 _GRPC_RETRYABLE: frozenset | None = None
