@@ -50,6 +50,7 @@ from rqa_otel.ops.exposition import PullMetricReader
 from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
+from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.scrub import Scrubber
 
 try:
@@ -107,6 +108,7 @@ class Pipeline:
         self.logger_provider = self._build_logger_provider()
         self.resource_gauges = self._observe_resources()
         self._observe_spools()
+        self._observe_dropped_points()
         self._add_export_checks()
         self.ops = self._start_ops_server() if settings.ops.http_port else None
 
@@ -189,6 +191,18 @@ class Pipeline:
         # os.getpid() at each cycle: a forked worker reports itself.
         return ResourceGauges(
             self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
+        )
+
+    def _observe_dropped_points(self) -> None:
+        def dropped(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal, names.EXPORT_DROP_REASON: reason})
+                for (signal, reason), count in DROPPED_POINTS.snapshot().items()
+            ]
+
+        self.meter.create_observable_counter(
+            names.EXPORT_POINTS_DROPPED_COUNTER, [dropped], unit="{point}",
+            description="Points an encoder could not carry, left out of their batch, by signal and reason.",
         )
 
     def _observe_spools(self) -> None:

@@ -40,6 +40,7 @@ from opentelemetry.metrics import Observation
 from rqa_otel import names
 from rqa_otel.export.log_entry import EventShape, register_shape
 from rqa_otel.export.metric_producers import ExplicitHistogram
+from rqa_otel.quant import check_label
 from rqa_otel.trading.journal import TradeJournal
 
 ACTIONS = ("buy", "sell")
@@ -164,10 +165,10 @@ class BacktestMonitor:
 
         key = (strategy, symbol, side)
         with self._lock:
-            self._sequence = sequence = self._sequence + 1
             totals = self._trade_totals.get(key)
             if totals is None:
-                totals = self._new_series(key)
+                totals = self._new_series(key)  # raises for a symbol or strategy no tag can carry
+            self._sequence = sequence = self._sequence + 1
             totals[0] += 1
             totals[1] += quantity
             totals[2] += notional
@@ -186,7 +187,10 @@ class BacktestMonitor:
 
     def _new_series(self, key: tuple[str, str, str]) -> list:
         """The totals of a (strategy, symbol, side) seen for the first time,
-        or of the overflow series past the limit (lock held)."""
+        or of the overflow series past the limit (lock held). The text checks
+        run here, once per series: a key already seen has passed them."""
+        check_label("strategy", key[0])
+        check_label("symbol", key[1])
         if len(self._trade_totals) >= self._series_limit + (_OVERFLOW_KEY in self._trade_totals):
             key = _OVERFLOW_KEY
             if key not in self._trade_totals:
@@ -336,7 +340,7 @@ def _attributes(key: tuple[str, str, str]) -> dict:
 def _text(field: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{field} {value!r}: expected a non-empty string")
-    return value
+    return check_label(field, value)
 
 
 def _finite(field: str, value: Any) -> float:
