@@ -383,6 +383,7 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
             directory=v["export.directory"],
             metric_interval_s=v["export.metric_interval_s"],
             shutdown_timeout_s=v["export.shutdown_timeout_s"],
+            file_mode=v["export.file_mode"],
             otlp=OtlpSettings(
                 endpoint=v["export.otlp.endpoint"],
                 protocol=v["export.otlp.protocol"],

@@ -86,6 +86,9 @@ class ExportSettings:
     otlp: OtlpSettings
     spool: "SpoolSettings"
     influxdb: InfluxSettings
+    file_mode: int = 0o600
+    """Mode of the files rqa-otel creates (JSONL, text log, trade journal,
+    rotated copies); directories it creates get the matching 0700/0750/0755."""
 
     def exporter(self, signal: str) -> str:
         return getattr(self, signal)

@@ -13,6 +13,7 @@ import re
 import urllib.parse
 from typing import Any, Callable, Mapping
 
+from rqa_otel._util.private_files import parse_file_mode
 from rqa_otel.config.model import EXPORTERS, LOG_LEVELS, OTLP_PROTOCOLS, SamplingRuleSettings
 from rqa_otel.config.quotas import Quota
 
@@ -221,6 +222,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.directory": (_string, None),
     "export.metric_interval_s": (_positive_seconds, "OTEL_METRIC_EXPORT_INTERVAL"),
     "export.shutdown_timeout_s": (_positive_seconds, None),
+    "export.file_mode": (parse_file_mode, None),
     "export.otlp.endpoint": (_endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"),
     "export.otlp.protocol": (_one_of(*OTLP_PROTOCOLS), "OTEL_EXPORTER_OTLP_PROTOCOL"),
     "export.otlp.headers": (_string_map, "OTEL_EXPORTER_OTLP_HEADERS"),

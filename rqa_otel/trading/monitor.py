@@ -81,7 +81,7 @@ class BacktestMonitor:
         self._tracer: trace.Tracer = telemetry.tracer
         if journal_path is None:
             journal_path = os.path.join(telemetry.settings.export.directory, "trades.db")
-        self.journal = TradeJournal(journal_path, commit_interval_s)
+        self.journal = TradeJournal(journal_path, commit_interval_s, file_mode=telemetry.settings.export.file_mode)
         self._series_limit = series_limit or 2000
         self._lock = threading.Lock()
         self._trade_totals: dict[tuple[str, str, str], list[float]] = {}
