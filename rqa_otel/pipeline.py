@@ -51,6 +51,7 @@ from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.export.dropped import DROPPED_POINTS
+from rqa_otel.export.scrubbing import scrub_resource_attributes, scrubbing_view
 from rqa_otel.scrub import Scrubber
 
 try:
@@ -71,11 +72,11 @@ class Pipeline:
         self.live_settings = live
         settings = live.current
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
-        self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
         for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
             if secret:  # never exported, whatever a log line or span attribute holds
                 self.scrubber.register_secret(secret)
+        self.resource = build_resource(settings, self.scrubber)
         spool = settings.export.spool
         self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
         self.exporters = {
@@ -140,7 +141,9 @@ class Pipeline:
             readers.append(self.pull_reader)
         if not readers:
             return metrics.NoOpMeterProvider()
-        return MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
+        return MeterProvider(
+            resource=self.resource, metric_readers=readers, shutdown_on_exit=False, views=[scrubbing_view(self.scrubber)]
+        )
 
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
         """For code that uses the OTel Logs API directly: its records join the
@@ -312,7 +315,10 @@ class Pipeline:
         live.on_change("logging.sampling.rules", sampling_changed)
 
 
-def build_resource(settings: Settings) -> Resource:
+def build_resource(settings: Settings, scrubber: Scrubber | None = None) -> Resource:
+    """The process's resource; with ``scrubber``, its attributes scrubbed
+    (``Resource.create`` adds OTEL_RESOURCE_ATTRIBUTES itself, so this runs
+    on what it made)."""
     environment = settings.service.environment
     attributes: dict[str, Any] = dict(settings.resource_attributes)
     attributes.update(
@@ -326,4 +332,8 @@ def build_resource(settings: Settings) -> Resource:
             names.STRATEGY: settings.strategy or names.DEFAULT_STRATEGY,
         }
     )
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    if scrubber is None:
+        return resource
+    scrubbed = scrub_resource_attributes(resource.attributes, scrubber)
+    return resource if scrubbed == dict(resource.attributes) else Resource(scrubbed, resource.schema_url)

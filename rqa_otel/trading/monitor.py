@@ -92,11 +92,15 @@ class BacktestMonitor:
         self._emit_trade = telemetry.event_emitter(names.TRADE_EVENT)
         self._append_trade = self.journal.append_trade
         meter = telemetry.meter
+        scrubber = getattr(telemetry, "scrubber", None)
+        scrub = scrubber.scrub_attributes if scrubber is not None else dict
         # Aggregated here, not by the SDK's Histogram, whose record() costs
         # more than the rest of record_trade together.
         self._notional_histogram = ExplicitHistogram(
             names.TRADE_NOTIONAL_HISTOGRAM, "CNY", "Notional of each trade.", NOTIONAL_BUCKETS,
-            attributes_of=lambda strategy: {names.STRATEGY: strategy}, series_limit=self._series_limit,
+            # Once per strategy, where the series is made: a produced metric
+            # does not pass the SDK's series scrubbing.
+            attributes_of=lambda strategy: scrub({names.STRATEGY: strategy}), series_limit=self._series_limit,
             overflow_attributes=OVERFLOW_ATTRIBUTES, on_overflow=self._alert_overflow, lock=self._lock,
         )
         telemetry.add_metric_producer(self._notional_histogram)
