@@ -30,15 +30,20 @@ three ways:
    so "Basic strategy" stays); the password in a URL's user info
    (``postgres://user:pw@host``); and PEM private key blocks
    (``-----BEGIN ... PRIVATE KEY-----`` ... ``-----END ... PRIVATE KEY-----``,
-   also when the END line is missing). Only the value is replaced; keys,
+   also when the END line is missing); AWS access key ids (``AKIA...``,
+   ``ASIA...``, whole); and a strong key word (password, secret, token,
+   api key, private key, credential) followed by blanks and a
+   credential-like value (``secret s3cr3tV4lue``: 6 or more characters, a
+   letter and a digit, symbol or inner capital). Only the value is replaced; keys,
    quotes and PEM armour lines stay. An unquoted value runs to the next
    whitespace, less trailing ``,;)}]`` and quotes (a password may contain
    ``&``, ``,`` or ``;``), so in ``password: two words`` only ``two`` is
    redacted: a secret that is not a key's value is caught only if
    registered.
 
-``rqa_otel.export.scrubbing.ScrubbingSpanExporter`` applies the same to
-spans on their way out.
+``rqa_otel.export.scrubbing`` applies the same to spans on their way out,
+to metric series where they are created (``scrubbing_view``), to exemplars
+and to resource attributes.
 """
 
 from __future__ import annotations

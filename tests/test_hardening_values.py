@@ -75,6 +75,25 @@ def test_otlp_encoders_keep_every_encodable_point() -> None:
     assert "m\ufffd".encode() in body and "x\ufffd".encode() in body
 
 
+def test_a_series_attribute_with_a_lone_surrogate_is_written_as_fffd(caplog) -> None:
+    """Made encodable where the series is made (once), not dropped by the
+    OTLP encoder with a traceback at every export."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from rqa_otel.export.scrubbing import scrubbing_view
+    from rqa_otel.scrub import Scrubber
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=[scrubbing_view(Scrubber())])
+    provider.get_meter("m").create_counter("c").add(1, {"a": "x\udc00"})
+    with caplog.at_level(logging.DEBUG):
+        (payload,) = encode_metrics(reader.get_metrics_data())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    request = ExportMetricsServiceRequest.FromString(payload.body)
+    (point,) = request.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points
+    assert [(kv.key, kv.value.string_value) for kv in point.attributes] == [("a", "x\ufffd")]
+
+
 def _influx_settings(url: str, **more) -> dict:
     return {
         "export.traces": "influxdb", "export.metrics": "influxdb", "export.logs": "influxdb",

@@ -5,6 +5,7 @@ exemplars; the ``Scrubber`` of ``rqa_otel.scrub`` does the matching."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Mapping, Sequence
 
 from dataclasses import replace
@@ -166,7 +167,7 @@ class _ScrubbingAggregation(Aggregation):
         scrubber = self._scrubber
         if attributes:
             try:
-                attributes = scrubber.scrub_attributes(attributes)
+                attributes = _encodable(scrubber.scrub_attributes(attributes))
             except Exception:  # never exported unscrubbed
                 _log.warning("could not scrub the attributes of a %r series; their values are withheld", instrument.name)
                 attributes = {key: MARKER for key in attributes}
@@ -176,6 +177,20 @@ class _ScrubbingAggregation(Aggregation):
             return lambda **kwargs: _ScrubbedReservoir(build(**kwargs), scrubber)
 
         return self._default._create_aggregation(instrument, attributes, reservoirs, start_time_unix_nano)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Lone surrogates in string values as U+FFFD, once per series: the
+    OTLP encoder would otherwise drop the attribute with a logged traceback
+    at every export (the series would merge with its neighbour's)."""
+    if not any(value.__class__ is str and _SURROGATE.search(value) for value in attributes.values()):
+        return attributes
+    return {
+        key: _SURROGATE.sub("\ufffd", value) if value.__class__ is str else value for key, value in attributes.items()
+    }
 
 
 class _ScrubbedReservoir:
