@@ -73,7 +73,7 @@ class Pipeline:
         settings = live.current
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
-        for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
+        for secret in (settings.export.influxdb.token, settings.export.influxdb.password, *live.secret_values):
             if secret:  # never exported, whatever a log line or span attribute holds
                 self.scrubber.register_secret(secret)
         self.resource = build_resource(settings, self.scrubber)

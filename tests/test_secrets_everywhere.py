@@ -6,7 +6,8 @@ attributes (a registered secret under an innocent key, a value under
 ``resource_attributes`` setting and OTEL_RESOURCE_ATTRIBUTES), an exemplar
 (the overflow series keeps every measurement attribute there), a span link,
 an AWS access key id, ``secret VALUE`` without a separator, an alert
-message. Then every byte written or sent is searched: the export files,
+message, a vault-decrypted value (a resource attribute under an innocent
+key, known only as a registered secret). Then every byte written or sent is searched: the export files,
 the text log, the journal, the spool, /metrics, what a real rotel received,
 what a real influxd stored, stdout and stderr. Zero hits.
 """
@@ -36,6 +37,7 @@ SECRETS = {
     "link": "LinkPw-9999x",
     "alert": "AlertTok-1212x",
     "log_attribute": "LogPw-1313x",
+    "vault": "VaultPlain-1414x",
 }
 
 
@@ -80,7 +82,6 @@ def _all_bytes(directory: Path) -> str:
 def _settings(directory: Path, **overrides) -> dict:
     return {
         "export.directory": str(directory),
-        "resource_attributes": {"vendor.api_key": SECRETS["resource_setting"]},
         "logging.file": str(directory / "app.log"),
         "logging.console": True,
         **overrides,
@@ -88,13 +89,30 @@ def _settings(directory: Path, **overrides) -> dict:
 
 
 @pytest.fixture
-def planted_env(monkeypatch):
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"db.dsn=postgres://u:{SECRETS['resource_env']}@h/x,team=quant")
+def planted_env(monkeypatch, tmp_path_factory) -> Path:
+    """OTEL_RESOURCE_ATTRIBUTES with a URL password and a value under
+    ``api_key``, and a settings file with a vault-encrypted value that
+    becomes a resource attribute under an innocent key."""
+    from cryptography.fernet import Fernet
+
+    from rqa_otel.config.vault import ConfigVault
+
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        f"db.dsn=postgres://u:{SECRETS['resource_env']}@h/x,vendor.api_key={SECRETS['resource_setting']},team=quant",
+    )
+    key = Fernet.generate_key()
+    monkeypatch.setenv("RQA_VAULT_KEYS", key.decode())
+    settings = tmp_path_factory.mktemp("settings") / "settings.yaml"
+    # service.instance_id becomes the resource attribute service.instance.id
+    settings.write_text(f"service:\n  instance_id: {ConfigVault((key,)).encrypt(SECRETS['vault'])}\n")
+    settings.chmod(0o600)
+    return settings
 
 
 def test_file_output_metrics_endpoint_journal_and_stderr(planted_env, tmp_path, capfd) -> None:
     port = free_port()
-    telemetry = rqa_otel.setup(overrides=_settings(tmp_path, **{"ops.http_port": port}), set_global=False)
+    telemetry = rqa_otel.setup(planted_env, overrides=_settings(tmp_path, **{"ops.http_port": port}), set_global=False)
     _plant(telemetry, tmp_path)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         scraped = response.read().decode()
@@ -103,7 +121,7 @@ def test_file_output_metrics_endpoint_journal_and_stderr(planted_env, tmp_path, 
     captured = capfd.readouterr()
     # What was planted did arrive, redacted.
     assert "orders" in scraped and "db_url" in scraped and "[REDACTED]" in scraped
-    assert "db.dsn" in written and "vendor.api_key" in written and "cfg" in written and "linked" in written
+    assert "db.dsn" in written and "vendor.api_key" in written and "service.instance.id" in written and "cfg" in written and "linked" in written
     assert "_exemplar" in written or "exemplars" in written
     assert _leaks(scraped) == []
     assert _leaks(written) == []
@@ -118,7 +136,7 @@ def test_otlp_to_rotel_with_spool(planted_env, tmp_path, rotel, capfd) -> None:
             "export.spool.enabled": True,
         },
     )
-    telemetry = rqa_otel.setup(overrides=overrides, set_global=False)
+    telemetry = rqa_otel.setup(planted_env, overrides=overrides, set_global=False)
     _plant(telemetry, tmp_path)
     assert telemetry.force_flush()
     telemetry.shutdown()
@@ -139,7 +157,7 @@ def test_influxdb_tags_and_fields(planted_env, tmp_path, influxdb_v1, capfd) -> 
             "export.spool.enabled": True,
         },
     )
-    telemetry = rqa_otel.setup(overrides=overrides, set_global=False)
+    telemetry = rqa_otel.setup(planted_env, overrides=overrides, set_global=False)
     _plant(telemetry, tmp_path)
     assert telemetry.force_flush()
     telemetry.shutdown()
