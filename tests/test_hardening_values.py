@@ -70,6 +70,21 @@ def test_otlp_encoders_keep_every_encodable_point() -> None:
         assert payload.items == 1
     assert DROPPED_POINTS.snapshot()[("metrics", "invalid_value")] == before + 2
 
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from rqa_otel.export.otlp.encoding import encode_spans
+
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    for name in ("good 1", "bad \ud800", "good 2"):
+        with tracer_provider.get_tracer("t").start_as_current_span(name):
+            pass
+    (span_payload,) = encode_spans(spans.get_finished_spans())
+    assert span_payload.items == 2 and b"good 1" in span_payload.body and b"good 2" in span_payload.body
+
     body = LogsEncoder({}).encode([(1, 20, "lg", "m\ud800", {"a": "x\udfff"}, 0, 0, 0)], 2)
     body.decode("utf-8")  # strict: a receiver would refuse invalid UTF-8
     assert "m\ufffd".encode() in body and "x\ufffd".encode() in body
