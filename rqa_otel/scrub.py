@@ -34,7 +34,7 @@ three ways:
    ``ASIA...``, whole); and a strong key word (password, secret, token,
    api key, private key, credential) followed by blanks and a
    credential-like value (``secret s3cr3tV4lue``: 6 or more characters, a
-   letter and a digit, symbol or inner capital). Only the value is replaced; keys,
+   letter and a digit or symbol). Only the value is replaced; keys,
    quotes and PEM armour lines stay. An unquoted value runs to the next
    whitespace, less trailing ``,;)}]`` and quotes (a password may contain
    ``&``, ``,`` or ``;``), so in ``password: two words`` only ``two`` is
@@ -121,15 +121,16 @@ _SEPARATOR = r"\\?[\"']?[ \t]*[:=][ \t]*"
 _AWS_KEY_ID = r"(?P<aws>(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9]))"
 # "secret VALUE", "password Tr4d3r!": a strong key word, blanks, then a value
 # that looks like a credential (6 characters or more, with a letter and a
-# digit, one of !@#$%^&*+=/\~_- or an inner capital: not punctuation that
-# ends a sentence), so that "password
+# digit or one of !@#$%^&*+=/\~_-: not punctuation that ends a sentence;
+# the detection, on casefolded text, looks for that digit or symbol too, so
+# "token bucket refilled" costs no full scan), so that "password
 # reset requested" or "secret sauce" stay. "session" and "auth" are left out:
 # "session 2024-06-01" is a trading session.
 _NO_SEPARATOR_WORDS = r"password|passwd|pwd|secret|token|api[-_ ]?key|private[-_ ]?key|credential"
 _NO_SEPARATOR = (
     rf"(?P<nskey>(?<![A-Za-z])(?i:{_NO_SEPARATOR_WORDS})[\w.\-]*)[ \t]+"
     r"(?P<nsval>\[REDACTED\](?![^\s,;)}\]\"'])"  # a marker already in place stays
-    r"|(?=[^\s\"']\S{5})(?=[^\s]*[A-Za-z])(?=[^\s]*[0-9!@#$%^&*+=/\\~_\-]|[A-Za-z][a-z]*[A-Z])"
+    r"|(?=[^\s\"']\S{5})(?=[^\s]*[A-Za-z])(?=[^\s]*[0-9!@#$%^&*+=/\\~_\-])"
     r"[^\s\"'](?:\S*[^\s,;)}\]\"'])?)"
 )
 # An unquoted value runs to the next whitespace, less trailing punctuation
@@ -241,7 +242,7 @@ class Scrubber:
         branches += [f"(?i:{pattern}){separator}" for pattern in extra_patterns]
         branches += [r"b(?:earer|asic)[ \t]", r"-----begin [a-z0-9 ]*private key", r"://[^\s:/@]*+:[^\s/]+@"]
         branches += [r"a[ks]ia[0-9a-z]{16}"]
-        branches += [f"{word}[\\w.\\-]*+[ \\t]+\\S{{6}}" for word in _NO_SEPARATOR_DETECT]
+        branches += [f"{word}[\\w.\\-]*+[ \\t]+\\S*?[0-9!@#$%^&*+=/\\\\~_\\-]" for word in _NO_SEPARATOR_DETECT]
         self._detect = "|".join(branches)
         self._candidates = re.compile(self._detect).search
 
