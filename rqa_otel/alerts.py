@@ -18,6 +18,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from rqa_otel import names
+from rqa_otel.quant import check_label
 
 _log = logging.getLogger("rqa_otel.alerts")
 
@@ -42,7 +43,8 @@ class Alerts:
     ) -> None:
         """Emit one alert span and count it.
 
-        Raises ValueError for a bad ``name`` or ``severity`` (a programming
+        Raises ValueError for a bad ``name``, ``severity`` or ``strategy``
+        (empty, unknown, or holding a control character: a programming
         error, caught the first time the code runs); once the arguments are
         valid, a failure inside telemetry is logged and swallowed.
         """
@@ -64,6 +66,8 @@ class Alerts:
         meanwhile (retry attempts) can be added as events and its outcome
         (a severity raised to critical) set before it is counted."""
         _check(name, severity)
+        if strategy:
+            check_label("strategy", str(strategy))
         alert = OpenAlert(name, severity, str(strategy) if strategy else self._default_strategy)
         try:
             span_attributes: dict[str, Any] = dict(attributes or {})
@@ -123,5 +127,6 @@ class OpenAlert:
 def _check(name: str, severity: str) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"alert name must be a non-empty string, got {name!r}")
+    check_label("alert name", name)
     if severity not in names.ALERT_SEVERITIES:
         raise ValueError(f"alert severity {severity!r} is not one of {', '.join(names.ALERT_SEVERITIES)}")

@@ -185,6 +185,10 @@ SPOOL_WRITE_FAILED_ALERT: Final = "spool_write_failed"
 SPOOL_CORRUPT_BATCH_ALERT: Final = "spool_corrupt_batch"
 EXPORT_REJECTED_ALERT: Final = "export_rejected"
 SPOOL_READINESS: Final = "export_spool"  # the /ready check, one per signal: export_spool_<signal>
+# Points an encoder could not carry (rqa_otel/export/dropped.py)
+EXPORT_POINTS_DROPPED_COUNTER: Final = "rqa.export.points.dropped"
+EXPORT_DROP_REASON: Final = "rqa.export.drop_reason"
+EXPORT_DROP_REASONS: Final = ("invalid_name", "invalid_value", "no_fields", "out_of_range")
 
 # --- Instrumentation scope -------------------------------------------------
 SCOPE: Final = "rqa_otel"

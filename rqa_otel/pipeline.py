@@ -50,6 +50,8 @@ from rqa_otel.ops.exposition import PullMetricReader
 from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
+from rqa_otel.export.dropped import DROPPED_POINTS
+from rqa_otel.export.scrubbing import scrub_resource_attributes, scrubbing_view
 from rqa_otel.scrub import Scrubber
 
 try:
@@ -70,15 +72,15 @@ class Pipeline:
         self.live_settings = live
         settings = live.current
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
-        self.resource = build_resource(settings)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
-        for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
+        for secret in (settings.export.influxdb.token, settings.export.influxdb.password, *live.secret_values):
             if secret:  # never exported, whatever a log line or span attribute holds
                 self.scrubber.register_secret(secret)
         for signal in SIGNALS:  # API keys in OTLP headers (generic or per signal), likewise
             for header, value in settings.export.otlp.for_signal(signal).headers.items():
                 if value and self.scrubber.is_secret_key(header):
                     self.scrubber.register_secret(value)
+        self.resource = build_resource(settings, self.scrubber)
         spool = settings.export.spool
         # With the spool off, a batch is retried until the signal's export
         # timeout (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT,
@@ -137,6 +139,7 @@ class Pipeline:
         self.logger_provider = self._build_logger_provider()
         self.resource_gauges = self._observe_resources()
         self._observe_spools()
+        self._observe_dropped_points()
         self._add_export_checks()
         self.ops = self._start_ops_server() if self.ops_endpoint is not None else None
 
@@ -188,6 +191,7 @@ class Pipeline:
             metric_readers=readers,
             shutdown_on_exit=False,
             exemplar_filter=build_exemplar_filter(self.settings.sdk.metrics_exemplar_filter),
+            views=[scrubbing_view(self.scrubber)],
         )
 
     def _build_logger_provider(self) -> otel_logs.LoggerProvider:
@@ -245,6 +249,18 @@ class Pipeline:
         # os.getpid() at each cycle: a forked worker reports itself.
         return ResourceGauges(
             self.meter, sampler, lambda: {os.getpid(): self.strategy}, host=self.settings.resources.host
+        )
+
+    def _observe_dropped_points(self) -> None:
+        def dropped(options):
+            return [
+                Observation(count, {names.EXPORT_SIGNAL: signal, names.EXPORT_DROP_REASON: reason})
+                for (signal, reason), count in DROPPED_POINTS.snapshot().items()
+            ]
+
+        self.meter.create_observable_counter(
+            names.EXPORT_POINTS_DROPPED_COUNTER, [dropped], unit="{point}",
+            description="Points an encoder could not carry, left out of their batch, by signal and reason.",
         )
 
     def _observe_spools(self) -> None:
@@ -359,7 +375,10 @@ class Pipeline:
         live.on_change("logging.sampling.rules", sampling_changed)
 
 
-def build_resource(settings: Settings) -> Resource:
+def build_resource(settings: Settings, scrubber: Scrubber | None = None) -> Resource:
+    """The process's resource; with ``scrubber``, its attributes scrubbed
+    (``Resource.create`` adds OTEL_RESOURCE_ATTRIBUTES itself, so this runs
+    on what it made)."""
     environment = settings.service.environment
     attributes: dict[str, Any] = dict(settings.resource_attributes)
     attributes.update(
@@ -372,7 +391,11 @@ def build_resource(settings: Settings) -> Resource:
             names.STRATEGY: settings.strategy or names.DEFAULT_STRATEGY,
         }
     )
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    if scrubber is None:
+        return resource
+    scrubbed = scrub_resource_attributes(resource.attributes, scrubber)
+    return resource if scrubbed == dict(resource.attributes) else Resource(scrubbed, resource.schema_url)
 
 
 def ops_endpoint(settings: Settings) -> tuple[str, int] | None:

@@ -30,15 +30,20 @@ three ways:
    so "Basic strategy" stays); the password in a URL's user info
    (``postgres://user:pw@host``); and PEM private key blocks
    (``-----BEGIN ... PRIVATE KEY-----`` ... ``-----END ... PRIVATE KEY-----``,
-   also when the END line is missing). Only the value is replaced; keys,
+   also when the END line is missing); AWS access key ids (``AKIA...``,
+   ``ASIA...``, whole); and a strong key word (password, secret, token,
+   api key, private key, credential) followed by blanks and a
+   credential-like value (``secret s3cr3tV4lue``: 6 or more characters, a
+   letter and a digit or symbol). Only the value is replaced; keys,
    quotes and PEM armour lines stay. An unquoted value runs to the next
    whitespace, less trailing ``,;)}]`` and quotes (a password may contain
    ``&``, ``,`` or ``;``), so in ``password: two words`` only ``two`` is
    redacted: a secret that is not a key's value is caught only if
    registered.
 
-``rqa_otel.export.scrubbing.ScrubbingSpanExporter`` applies the same to
-spans on their way out.
+``rqa_otel.export.scrubbing`` applies the same to spans on their way out,
+to metric series where they are created (``scrubbing_view``), to exemplars
+and to resource attributes.
 """
 
 from __future__ import annotations
@@ -111,6 +116,23 @@ _AUTH_SCHEME = (
     rf"(?P<cred>(?=[{_TOKEN_CHARS}]{{8}})(?=[A-Za-z]*[0-9\-._~+/]|[A-Za-z][a-z]*[A-Z])[{_TOKEN_CHARS}]+=*)"
 )
 _SEPARATOR = r"\\?[\"']?[ \t]*[:=][ \t]*"
+# An AWS access key id (long-term AKIA..., temporary ASIA...): 20 characters,
+# redacted whole wherever it stands.
+_AWS_KEY_ID = r"(?P<aws>(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9]))"
+# "secret VALUE", "password Tr4d3r!": a strong key word, blanks, then a value
+# that looks like a credential (6 characters or more, with a letter and a
+# digit or one of !@#$%^&*+=/\~_-: not punctuation that ends a sentence;
+# the detection, on casefolded text, looks for that digit or symbol too, so
+# "token bucket refilled" costs no full scan), so that "password
+# reset requested" or "secret sauce" stay. "session" and "auth" are left out:
+# "session 2024-06-01" is a trading session.
+_NO_SEPARATOR_WORDS = r"password|passwd|pwd|secret|token|api[-_ ]?key|private[-_ ]?key|credential"
+_NO_SEPARATOR = (
+    rf"(?P<nskey>(?<![A-Za-z])(?i:{_NO_SEPARATOR_WORDS})[\w.\-]*)[ \t]+"
+    r"(?P<nsval>\[REDACTED\](?![^\s,;)}\]\"'])"  # a marker already in place stays
+    r"|(?=[^\s\"']\S{5})(?=[^\s]*[A-Za-z])(?=[^\s]*[0-9!@#$%^&*+=/\\~_\-])"
+    r"[^\s\"'](?:\S*[^\s,;)}\]\"'])?)"
+)
 # An unquoted value runs to the next whitespace, less trailing punctuation
 # that closes the surrounding text (",;)}]" and quotes): it does not stop at
 # "&", "," or ";" inside it, because a password may contain them and a value
@@ -138,6 +160,9 @@ _DETECT_WORDS = (
     r"c(?:redential|ookie)",
 )
 
+
+# _NO_SEPARATOR_WORDS casefolded, each branch starting with a literal.
+_NO_SEPARATOR_DETECT = (r"p(?:ass(?:word|wd)|wd|rivate[-_ ]?key)", "secret", "token", r"api[-_ ]?key", "credential")
 
 _State = tuple[Callable[[str], Any], Optional[Callable[..., str]], dict[str, str], set]
 
@@ -197,7 +222,7 @@ class Scrubber:
         # key words scoped with (?i:...), run on the original text, anchored
         # at the detection's candidates (see _scrub_structures).
         kv = rf"(?P<key>(?i:{keys})[\w.\-]*)(?P<sep>{_SEPARATOR}){_VALUE}"
-        structural = re.compile(f"{_PEM}|{_URL}|{_AUTH_SCHEME}|{kv}")
+        structural = re.compile(f"{_PEM}|{_URL}|{_AUTH_SCHEME}|{kv}|{_AWS_KEY_ID}|{_NO_SEPARATOR}")
         self._structural_sub = structural.sub
         self._structural_match = structural.match
 
@@ -216,6 +241,8 @@ class Scrubber:
         branches = [f"{word}{separator}" for word in _DETECT_WORDS]
         branches += [f"(?i:{pattern}){separator}" for pattern in extra_patterns]
         branches += [r"b(?:earer|asic)[ \t]", r"-----begin [a-z0-9 ]*private key", r"://[^\s:/@]*+:[^\s/]+@"]
+        branches += [r"a[ks]ia[0-9a-z]{16}"]
+        branches += [f"{word}[\\w.\\-]*+[ \\t]+\\S*?[0-9!@#$%^&*+=/\\\\~_\\-]" for word in _NO_SEPARATOR_DETECT]
         self._detect = "|".join(branches)
         self._candidates = re.compile(self._detect).search
 
@@ -308,6 +335,12 @@ class Scrubber:
             name = "url_pw"
         elif group("scheme") is not None:
             name = "cred"
+        elif group("aws") is not None:
+            return MARKER
+        elif group("nsval") is not None:
+            if group("nsval") == MARKER:
+                return group()
+            name = "nsval"
         else:
             if self._allowlist and self._inline_key(match) in self._allowlist:
                 return group()

@@ -239,6 +239,14 @@ INLINE = [
     ),
     ("cut -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk", "cut -----BEGIN OPENSSH PRIVATE KEY-----[REDACTED]"),
     ("two password=a1 token=b2", "two password=[REDACTED] token=[REDACTED]"),
+    # AWS access key ids, whole, wherever they stand
+    ("key AKIAIOSFODNN7EXAMPLE loaded", "key [REDACTED] loaded"),
+    ("creds=(ASIAY34FZKBOKMUTVV7A,x)", "creds=([REDACTED],x)"),
+    # a strong key word and a credential-like value, no separator
+    ("use secret s3cr3tVALUE now", "use secret [REDACTED] now"),
+    ("login password Tr4d3r! failed", "login password [REDACTED] failed"),
+    ("db_password Hunter2x9, retry", "db_password [REDACTED], retry"),
+    ("api key Xy7-abc12", "api key [REDACTED]"),
 ]
 
 
@@ -262,6 +270,9 @@ def test_inline_secrets_when_casefolding_changes_length(text, expected):
         "贵州茅台 买入信号 成交 600519.SH 价格 1712.50",
         "Basic strategy works; Bearer tokens expire",
         "password reset requested",  # a key word without a value
+        "secret sauce, Secret Santa, token count 5, token budget 4096",  # words, not credentials
+        "session 2024-06-01 opened",  # a trading session
+        "AKIA is a prefix; AKIAIOSFODNN7EXAMPLE1 is too long",
         "see https://example.com:8443/path",
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
     ],

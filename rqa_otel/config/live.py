@@ -103,6 +103,13 @@ class LiveSettings:
 
     # --- reading --------------------------------------------------------------
 
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """The values decrypted for the settings in force: the pipeline
+        registers them with its scrubber before it builds anything that
+        leaves the process (the resource is built once, at setup)."""
+        return tuple(self._loaded.plaintexts)
+
     def get(self, key: str) -> Any:
         """One value (or section) by dotted key from the current snapshot."""
         return self.current.get(key)

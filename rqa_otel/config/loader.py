@@ -485,6 +485,7 @@ def _freeze(
             directory=v["export.directory"],
             metric_interval_s=v["export.metric_interval_s"],
             shutdown_timeout_s=v["export.shutdown_timeout_s"],
+            file_mode=v["export.file_mode"],
             otlp=_otlp(v),
             metric_timeout_s=v["export.metric_timeout_s"],
             span_batch=SpanBatchSettings(

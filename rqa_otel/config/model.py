@@ -178,6 +178,9 @@ class ExportSettings:
     prometheus_host: str = "localhost"
     prometheus_port: int = 9464
     """Where ``export.metrics = prometheus`` serves /metrics when ``ops.http_port`` is 0."""
+    file_mode: int = 0o600
+    """Mode of the files rqa-otel creates (JSONL, text log, trade journal,
+    rotated copies); directories it creates get the matching 0700/0750/0755."""
 
     def exporter(self, signal: str) -> str:
         """The first (primary) exporter of ``signal``; ``exporters`` has all."""

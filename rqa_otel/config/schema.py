@@ -23,6 +23,7 @@ from rqa_otel.config.model import (
     TEMPORALITY_PREFERENCES,
     SamplingRuleSettings,
 )
+from rqa_otel._util.private_files import parse_file_mode
 from rqa_otel.config.quotas import Quota
 
 
@@ -358,6 +359,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.directory": (_string, None),
     "export.metric_interval_s": (_positive_seconds, "OTEL_METRIC_EXPORT_INTERVAL"),
     "export.shutdown_timeout_s": (_positive_seconds, None),
+    "export.file_mode": (parse_file_mode, None),
     # export.otlp.* and its per-signal overrides, as the OTLP exporter
     # specification's OTEL_EXPORTER_OTLP_[TRACES_|METRICS_|LOGS_]* (h15).
     **{f"export.otlp.{name}": (parse, f"OTEL_EXPORTER_OTLP_{_OTLP_FIELD_VARIABLES[name]}")

@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from rqa_otel._util.private_files import DEFAULT_FILE_MODE
 from rqa_otel.config.model import OtlpSettings, RotationSettings, Settings
 from rqa_otel.export.accounting import AccountingMetricExporter, AccountingSpanExporter
 from rqa_otel.export.delivery import PayloadLogSink, PayloadMetricExporter, PayloadSpanExporter
@@ -62,7 +63,7 @@ def build_exporter(
     if kind == "influxdb":
         inner, destination = influx_exporter(signal, export.influxdb, senders)
     elif kind == "file":
-        inner, destination = _file_exporter(signal, export.directory, settings.rotation)
+        inner, destination = _file_exporter(signal, export.directory, settings.rotation, export.file_mode)
     elif kind == "console":
         inner, destination = _console_exporter(signal), "console (stdout)"
     else:
@@ -93,7 +94,9 @@ def build_log_sink(
     senders = senders or _direct_senders(settings)
     if kind == "file":
         path = os.path.join(settings.export.directory, otlp_json.FILE_NAMES["logs"])
-        return OtlpJsonFileLogSink(rotating_file(path, settings.rotation), LogsEncoder(resource_attributes))
+        return OtlpJsonFileLogSink(
+            rotating_file(path, settings.rotation, settings.export.file_mode), LogsEncoder(resource_attributes)
+        )
     if kind == "console":
         return TextLogSink(sys.stderr)
     if kind == "influxdb":
@@ -122,7 +125,8 @@ def build_log_mirrors(
     if log.console and "console" not in kinds:
         mirrors.append(TextLogSink(sys.stderr))
     if log.file:
-        mirrors.append(TextLogSink(rotating_file(log.file, settings.rotation), json_lines=log.file_format == "json"))
+        text_file = rotating_file(log.file, settings.rotation, settings.export.file_mode)
+        mirrors.append(TextLogSink(text_file, json_lines=log.file_format == "json"))
     return mirrors
 
 
@@ -157,14 +161,18 @@ def temporality_preference(preference: str) -> dict[type, AggregationTemporality
     return chosen
 
 
-def rotating_file(path: str | os.PathLike[str], rotation: RotationSettings) -> RotatingFile:
-    """Every file rqa-otel writes rotates the same way and survives a full disk."""
-    return RotatingFile(path, max_bytes=rotation.max_bytes, backup_count=rotation.backup_count, compress=rotation.compress)
+def rotating_file(path: str | os.PathLike[str], rotation: RotationSettings, file_mode: int = DEFAULT_FILE_MODE) -> RotatingFile:
+    """Every file rqa-otel writes rotates the same way, survives a full disk
+    and is created with ``export.file_mode``."""
+    return RotatingFile(
+        path, max_bytes=rotation.max_bytes, backup_count=rotation.backup_count, compress=rotation.compress,
+        file_mode=file_mode,
+    )
 
 
-def _file_exporter(signal: str, directory: str, rotation: RotationSettings) -> tuple[Any, str]:
+def _file_exporter(signal: str, directory: str, rotation: RotationSettings, file_mode: int) -> tuple[Any, str]:
     cls = {"traces": otlp_json.OtlpJsonSpanExporter, "metrics": otlp_json.OtlpJsonMetricExporter}[signal]
-    file = rotating_file(os.path.join(directory, otlp_json.FILE_NAMES[signal]), rotation)
+    file = rotating_file(os.path.join(directory, otlp_json.FILE_NAMES[signal]), rotation, file_mode)
     return cls(file), f"file {file.path}"
 
 

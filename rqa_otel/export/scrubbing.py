@@ -1,18 +1,23 @@
-"""Spans reach the exporter with secrets scrubbed (the ``Scrubber`` of
-``rqa_otel.scrub`` applied to every text a span carries)."""
+"""Secrets scrubbed from spans on their way out (every text a span
+carries), from metric series where the SDK creates them, and from
+exemplars; the ``Scrubber`` of ``rqa_otel.scrub`` does the matching."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Mapping, Sequence
 
+from dataclasses import replace
+
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.metrics.view import Aggregation, DefaultAggregation, View
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
-from rqa_otel.scrub import Scrubber
+from rqa_otel.scrub import MARKER, Scrubber
 
 _log = logging.getLogger("rqa_otel")
 
@@ -137,3 +142,75 @@ def _bounded_list(items: Sequence[Any], dropped: int) -> BoundedList:
     bounded.extend(list(items))
     bounded.dropped = dropped
     return bounded
+
+
+# --- metrics ------------------------------------------------------------------
+
+
+def scrubbing_view(scrubber: Scrubber) -> View:
+    """A view for every instrument whose series attributes are scrubbed
+    where the SDK creates the series: once per series, so ``Counter.add``
+    pays nothing for it; an attribute set seen before finds its series
+    without scrubbing. The aggregation is the default one (what the
+    readers here ask for). Exemplars' filtered attributes (measurement
+    attributes a series does not keep: all of them on the overflow series)
+    are scrubbed when collected."""
+    return View(instrument_name="*", aggregation=_ScrubbingAggregation(scrubber))
+
+
+class _ScrubbingAggregation(Aggregation):
+    def __init__(self, scrubber: Scrubber) -> None:
+        self._scrubber = scrubber
+        self._default = DefaultAggregation()
+
+    def _create_aggregation(self, instrument: Any, attributes: Any, reservoir_factory: Any, start_time_unix_nano: int) -> Any:
+        scrubber = self._scrubber
+        if attributes:
+            try:
+                attributes = _encodable(scrubber.scrub_attributes(attributes))
+            except Exception:  # never exported unscrubbed
+                _log.warning("could not scrub the attributes of a %r series; their values are withheld", instrument.name)
+                attributes = {key: MARKER for key in attributes}
+
+        def reservoirs(aggregation_type: Any) -> Any:
+            build = reservoir_factory(aggregation_type)
+            return lambda **kwargs: _ScrubbedReservoir(build(**kwargs), scrubber)
+
+        return self._default._create_aggregation(instrument, attributes, reservoirs, start_time_unix_nano)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Lone surrogates in string values as U+FFFD, once per series: the
+    OTLP encoder would otherwise drop the attribute with a logged traceback
+    at every export (the series would merge with its neighbour's)."""
+    if not any(value.__class__ is str and _SURROGATE.search(value) for value in attributes.values()):
+        return attributes
+    return {
+        key: _SURROGATE.sub("\ufffd", value) if value.__class__ is str else value for key, value in attributes.items()
+    }
+
+
+class _ScrubbedReservoir:
+    """An exemplar reservoir whose exemplars leave with scrubbed attributes."""
+
+    def __init__(self, reservoir: Any, scrubber: Scrubber) -> None:
+        self._reservoir = reservoir
+        self._scrubber = scrubber
+        self.offer = reservoir.offer
+
+    def collect(self, point_attributes: Any) -> list:
+        exemplars = self._reservoir.collect(point_attributes)
+        scrub = self._scrubber.scrub_attributes
+        return [
+            replace(exemplar, filtered_attributes=scrub(exemplar.filtered_attributes)) if exemplar.filtered_attributes else exemplar
+            for exemplar in exemplars
+        ]
+
+
+def scrub_resource_attributes(attributes: Mapping[str, Any], scrubber: Scrubber) -> dict[str, Any]:
+    """Resource attributes (``resource_attributes``, OTEL_RESOURCE_ATTRIBUTES:
+    ``db.dsn=postgres://u:PW@h/x``) as they may leave the process."""
+    return dict(scrubber.scrub_attributes(attributes))

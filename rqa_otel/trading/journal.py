@@ -25,6 +25,8 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Sequence
 
+from rqa_otel._util.private_files import DEFAULT_FILE_MODE, make_directories, narrow
+
 _log = logging.getLogger("rqa_otel.trading")
 
 SCHEMA = """
@@ -75,11 +77,35 @@ SNAPSHOT_COLUMNS = ("run_id", "strategy", "value", "cash", "positions", "time_ns
 _MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
+def _create_private(path: str, file_mode: int) -> None:
+    """Create the database file (or narrow an existing one) before SQLite
+    opens it, which would create it 0644 under the usual umask."""
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if name == path else 0), file_mode)
+        except FileNotFoundError:
+            continue
+        try:
+            narrow(fd, file_mode)
+        finally:
+            os.close(fd)
+
+
 class TradeJournal:
-    def __init__(self, path: str | os.PathLike[str], commit_interval_s: float = 0.05, max_pending: int = 60_000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        commit_interval_s: float = 0.05,
+        max_pending: int = 60_000,
+        file_mode: int = DEFAULT_FILE_MODE,
+    ) -> None:
+        """``file_mode``: of the database (SQLite gives its -wal and -shm
+        files the database's mode), and directories made for it get the
+        matching directory mode (``export.file_mode``, owner-only by default)."""
         self.path = os.fspath(path)
         if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            make_directories(os.path.dirname(os.path.abspath(self.path)), file_mode)
+            _create_private(self.path, file_mode)
         self._commit_interval_s = commit_interval_s
         self._max_pending = max_pending
         self._trades: deque[tuple] = deque()

@@ -41,6 +41,7 @@ from opentelemetry.metrics import Observation
 from rqa_otel import names
 from rqa_otel.export.log_entry import EventShape, register_shape
 from rqa_otel.export.metric_producers import ExplicitHistogram
+from rqa_otel.quant import check_label
 from rqa_otel.trading.journal import TradeJournal
 
 ACTIONS = ("buy", "sell")
@@ -113,7 +114,7 @@ class BacktestMonitor:
         self._custom_metrics: collections.deque = collections.deque(maxlen=CUSTOM_METRICS_KEPT)
         if journal_path is None:
             journal_path = os.path.join(telemetry.settings.export.directory, "trades.db")
-        self.journal = TradeJournal(journal_path, commit_interval_s)
+        self.journal = TradeJournal(journal_path, commit_interval_s, file_mode=telemetry.settings.export.file_mode)
         self._series_limit = series_limit or 2000
         self._lock = threading.Lock()
         self._trade_totals: dict[tuple[str, str, str], list[float]] = {}
@@ -124,11 +125,15 @@ class BacktestMonitor:
         self._emit_trade = telemetry.event_emitter(names.TRADE_EVENT)
         self._append_trade = self.journal.append_trade
         meter = telemetry.meter
+        scrubber = getattr(telemetry, "scrubber", None)
+        scrub = scrubber.scrub_attributes if scrubber is not None else dict
         # Aggregated here, not by the SDK's Histogram, whose record() costs
         # more than the rest of record_trade together.
         self._notional_histogram = ExplicitHistogram(
             names.TRADE_NOTIONAL_HISTOGRAM, "CNY", "Notional of each trade.", NOTIONAL_BUCKETS,
-            attributes_of=lambda strategy: {names.STRATEGY: strategy}, series_limit=self._series_limit,
+            # Once per strategy, where the series is made: a produced metric
+            # does not pass the SDK's series scrubbing.
+            attributes_of=lambda strategy: scrub({names.STRATEGY: strategy}), series_limit=self._series_limit,
             overflow_attributes=OVERFLOW_ATTRIBUTES, on_overflow=self._alert_overflow, lock=self._lock,
         )
         telemetry.add_metric_producer(self._notional_histogram)
@@ -197,10 +202,10 @@ class BacktestMonitor:
 
         key = (strategy, symbol, side)
         with self._lock:
-            self._sequence = sequence = self._sequence + 1
             totals = self._trade_totals.get(key)
             if totals is None:
-                totals = self._new_series(key)
+                totals = self._new_series(key)  # raises for a symbol or strategy no tag can carry
+            self._sequence = sequence = self._sequence + 1
             totals[0] += 1
             totals[1] += quantity
             totals[2] += notional
@@ -219,7 +224,10 @@ class BacktestMonitor:
 
     def _new_series(self, key: tuple[str, str, str]) -> list:
         """The totals of a (strategy, symbol, side) seen for the first time,
-        or of the overflow series past the limit (lock held)."""
+        or of the overflow series past the limit (lock held). The text checks
+        run here, once per series: a key already seen has passed them."""
+        check_label("strategy", key[0])
+        check_label("symbol", key[1])
         if len(self._trade_totals) >= self._series_limit + (_OVERFLOW_KEY in self._trade_totals):
             key = _OVERFLOW_KEY
             if key not in self._trade_totals:
@@ -402,7 +410,7 @@ def _attributes(key: tuple[str, str, str]) -> dict:
 def _text(field: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{field} {value!r}: expected a non-empty string")
-    return value
+    return check_label(field, value)
 
 
 def _finite(field: str, value: Any) -> float:

@@ -106,10 +106,11 @@ import weakref
 from pathlib import Path
 from typing import Callable, Iterable, Union
 
+from rqa_otel._util.private_files import DEFAULT_FILE_MODE, make_directories, narrow
+
 __all__ = ["RotatingFile"]
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-_FILE_MODE = 0o644
 _CHECK_INTERVAL_S = 1.0  # how often the path is stat'ed to detect external rotation
 _COMPRESS_SETTLE_S = _CHECK_INTERVAL_S + 0.5  # other processes notice a rotation within the check interval
 # An existing file not ending in a newline is taken as torn (by a crash or power loss)
@@ -137,6 +138,7 @@ class RotatingFile:
         on_problem: Callable[[str, OSError], None] | None = None,
         on_recovery: Callable[[str], None] | None = None,
         retry_interval_s: float = 1.0,
+        file_mode: int = DEFAULT_FILE_MODE,
     ) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
@@ -144,6 +146,8 @@ class RotatingFile:
             raise ValueError(f"backup_count must be >= 0, not {backup_count}")
         self.path = Path(os.path.abspath(os.fspath(path)))
         self._p = str(self.path)
+        # Owner-only by default (export.file_mode): the file holds trades and logs.
+        self._file_mode = file_mode
         self._max_bytes = int(max_bytes)
         self._backup_count = int(backup_count)
         self._compress = bool(compress)
@@ -320,11 +324,12 @@ class RotatingFile:
     def _open_locked(self) -> None:
         """Open (or create) the file at the path; replaces the current descriptor only on success."""
         try:
-            fd = os.open(self._p, _OPEN_FLAGS, _FILE_MODE)
+            fd = os.open(self._p, _OPEN_FLAGS, self._file_mode)
         except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._p, _OPEN_FLAGS, _FILE_MODE)
+            make_directories(self.path.parent, self._file_mode)
+            fd = os.open(self._p, _OPEN_FLAGS, self._file_mode)
         try:
+            narrow(fd, self._file_mode)
             st = os.fstat(fd)
             regular = stat.S_ISREG(st.st_mode)
             torn = (
@@ -513,7 +518,7 @@ class RotatingFile:
                 return  # rotated out (or renamed by someone else) meanwhile
         tmp = str(self.path.with_name(f".{self.path.name}.compressing-{os.getpid()}-{next(_tmp_seq)}.tmp"))
         try:
-            raw = open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE), "wb")
+            raw = open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._file_mode), "wb")
         except OSError as error:
             self._note_compress_problem(error, events)
             return

@@ -48,6 +48,7 @@ from rqa_otel.export.delivery import (
     split_by_value,
     split_logs_by_value,
 )
+from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
 from rqa_otel.export.influx.sdk_points import (
@@ -93,7 +94,7 @@ class InfluxEncoder:
         self.schema = schema
         self._span_dimensions = o2i.dimensions_set(schema.span_dimensions, "span_dimensions")
         self._log_dimensions = o2i.dimensions_set(schema.log_record_dimensions, "log_record_dimensions")
-        self._metrics = MetricsConverter(schema.metrics_schema)
+        self._metrics = MetricsConverter(schema.metrics_schema, _dropper("metrics"))
         self._log_entries = LogEntriesConverter(resource_attributes or {}, self._log_dimensions)
 
     def spans(self, spans: Sequence[Any]) -> list[Payload]:
@@ -142,7 +143,7 @@ class InfluxEncoder:
 
     def payloads(self, signal: str, value: Value, points: Sequence[Point]) -> list[Payload]:
         """Line protocol of ``points`` in payloads within the line and byte limits."""
-        return self.line_payloads(signal, value, line_strings(points))
+        return self.line_payloads(signal, value, line_strings(points, _dropper(signal)))
 
     def line_payloads(self, signal: str, value: Value, lines: Sequence[str]) -> list[Payload]:
         """``lines`` in payloads of at most ``max_lines`` lines and ``max_bytes`` bytes."""
@@ -160,6 +161,17 @@ class InfluxEncoder:
         half = len(lines) // 2
         self._fit(payloads, signal, value, lines[:half])
         self._fit(payloads, signal, value, lines[half:])
+
+
+def _dropper(signal: str) -> o2i.OnDrop:
+    """A point of ``signal`` the line protocol cannot carry: left out, counted
+    in ``rqa.export.points.dropped``; the rest of its batch goes on."""
+
+    def on_drop(reason: str, message: str) -> None:
+        # Where, not what: the value may be a secret or a terminal escape.
+        DROPPED_POINTS.add(signal, reason, f"InfluxDB line protocol, {reason}: {message.split(': ', 1)[0][:200]}")
+
+    return on_drop
 
 
 def _record_value(readable: Any) -> Value:

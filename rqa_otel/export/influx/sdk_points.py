@@ -118,7 +118,7 @@ class MetricsConverter:
     between exports: the SDK hands the same attributes object for a series
     at every collection, and building tags is most of the work per point."""
 
-    def __init__(self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1) -> None:
+    def __init__(self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1, on_drop: o2i.OnDrop | None = None) -> None:
         if schema not in o2i.METRICS_SCHEMAS:
             raise ValueError(f"metrics_schema: unknown metrics schema {schema!r}; accepted: {', '.join(o2i.METRICS_SCHEMAS)}")
         self.v2 = schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V2
@@ -127,6 +127,9 @@ class MetricsConverter:
         self._series: dict[int, tuple[Any, dict, dict]] = {}
         self._bases: dict[tuple, tuple[Any, Any, dict]] = {}
         self._warned: set[str] = set()
+        # A point the line protocol cannot carry: left out and reported
+        # here; without it, the whole export fails (the Collector's way).
+        self._on_drop = on_drop
 
     def lines(self, data: MetricsData) -> list[str]:
         """The line-protocol lines of ``data``."""
@@ -200,7 +203,7 @@ class MetricsConverter:
                 )
                 for point in data_points
             ]
-            o2i.number_lines(lines, v2, name, counter, rows)
+            o2i.number_lines(lines, v2, name, counter, rows, self._on_drop)
         elif cls is Histogram:
             for point in data.data_points:
                 ts = point.time_unix_nano
@@ -219,7 +222,7 @@ class MetricsConverter:
         else:
             raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
         if points:
-            lines += o2i.line_strings(points)
+            lines += o2i.line_strings(points, self._on_drop)
 
 
 def _put_tags(attributes: Mapping[str, Any] | None, tags: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ the bytes against the official protobuf classes, and the JSON against what
 
 from __future__ import annotations
 
+import codecs
 import json
 import struct
 from typing import Any, Mapping, Sequence
@@ -20,6 +21,24 @@ from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_at
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
 _pack_fixed32 = struct.Struct("<I").pack
+
+# Protobuf strings and JSON text must be valid UTF-8: a receiver refuses the
+# whole request over one lone surrogate (U+D800-U+DFFF, which Python strings
+# can hold: surrogateescape decoding, json.loads). Each is written as U+FFFD,
+# as Go's decoders and the InfluxDB path do; the handler only runs on error.
+UTF8_ERRORS = "rqa-otel-replace-surrogates"
+
+
+def _replace_surrogates(error: UnicodeError) -> tuple[bytes, int]:
+    if isinstance(error, UnicodeEncodeError):  # bytes: the UTF-8 codec takes a str replacement only if ASCII
+        return "\ufffd".encode() * (error.end - error.start), error.end
+    raise error
+
+
+try:
+    codecs.lookup_error(UTF8_ERRORS)
+except LookupError:
+    codecs.register_error(UTF8_ERRORS, _replace_surrogates)
 
 _CACHE_LIMIT = 20_000
 _CACHEABLE_STRING_LENGTH = 128
@@ -63,7 +82,7 @@ def _field(tag: int, payload: bytes) -> bytes:
 
 def _any_value(value: Any) -> bytes:
     if isinstance(value, str):
-        return _field(0x0A, value.encode("utf-8", "surrogatepass"))
+        return _field(0x0A, value.encode("utf-8", UTF8_ERRORS))
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
@@ -78,11 +97,11 @@ def _any_value(value: Any) -> bytes:
         return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
     if isinstance(value, Mapping):
         return _field(0x32, b"".join(_field(0x0A, _key_value(str(k), v)) for k, v in value.items()))
-    return _field(0x0A, str(value).encode("utf-8", "surrogatepass"))
+    return _field(0x0A, str(value).encode("utf-8", UTF8_ERRORS))
 
 
 def _key_value(key: str, value: Any) -> bytes:
-    return _field(0x0A, key.encode("utf-8", "surrogatepass")) + _field(0x12, _any_value(value))
+    return _field(0x0A, key.encode("utf-8", UTF8_ERRORS)) + _field(0x12, _any_value(value))
 
 
 class LogsEncoder:
@@ -128,14 +147,14 @@ class LogsEncoder:
     def _scope(self, logger_name: str) -> bytes:
         scope = self._scope_cache.get(logger_name)
         if scope is None:
-            scope = _field(0x0A, _field(0x0A, logger_name.encode("utf-8", "surrogatepass")))
+            scope = _field(0x0A, _field(0x0A, logger_name.encode("utf-8", UTF8_ERRORS)))
             if len(self._scope_cache) < _CACHE_LIMIT:
                 self._scope_cache[logger_name] = scope
         return scope
 
     def _record(self, entry: tuple, observed: bytes) -> bytes:
         time_ns, level, _, message, attributes, trace_id, span_id, trace_flags = entry
-        text = message.encode("utf-8", "surrogatepass")
+        text = message.encode("utf-8", UTF8_ERRORS)
         body = b"\x0a" + _varint(len(text)) + text
         parts = [
             b"\x09" + _pack_fixed64(time_ns),
@@ -179,7 +198,7 @@ class LogsEncoder:
 
     def _double_prefix(self, key: str) -> bytes:
         """Everything of a double attribute's field but its 8 value bytes."""
-        key_field = _field(0x0A, key.encode("utf-8", "surrogatepass"))
+        key_field = _field(0x0A, key.encode("utf-8", UTF8_ERRORS))
         return b"\x32" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
 
     def _severity(self, levelno: int) -> bytes:
@@ -281,7 +300,7 @@ class LogsEncoder:
             pieces.append("]}")
         schema = f',"schemaUrl":{_json_string(self._schema_url)}' if self._schema_url else ""
         pieces.append(f"]{schema}}}]}}")
-        return "".join(pieces).encode("utf-8", "surrogatepass")
+        return "".join(pieces).encode("utf-8", UTF8_ERRORS)
 
     def _json_attribute(self, key: str, value: Any) -> str:
         """One KeyValue as JSON text. Strings are cached per key and value,

@@ -72,7 +72,13 @@ package re-exports their public API.
 """
 
 from rqa_otel.export.influx.otel2influx.go_format import as_string
-from rqa_otel.export.influx.otel2influx.line_protocol import encode_lines, line_strings, to_line_protocol
+from rqa_otel.export.influx.otel2influx.line_protocol import (
+    InvalidPoint,
+    OnDrop,
+    encode_lines,
+    line_strings,
+    to_line_protocol,
+)
 from rqa_otel.export.influx.otel2influx.logs import log_base, log_point, logs_to_points
 from rqa_otel.export.influx.otel2influx.metrics import (
     EXPONENTIAL_HISTOGRAM_REJECTED,
@@ -212,6 +218,8 @@ __all__ = [
     "histogram_points",
     "is_counter",
     "line_strings",
+    "InvalidPoint",
+    "OnDrop",
     "log_base",
     "log_point",
     "logs_to_points",

@@ -5,7 +5,7 @@ influxdata/line-protocol/v2 Encoder): :func:`to_line_protocol`,
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from rqa_otel.export.influx.otel2influx.points import CACHE_LIMIT, CACHEABLE_LENGTH, Point, SeriesTags, UInt
 from rqa_otel.export.influx.otel2influx.schema import ATTRIBUTE_TRACE_ID
@@ -21,6 +21,20 @@ escaped_field_keys: dict[str, str] = {}
 # repeat their tag sets. Points tagged with a trace id (spans, events, links,
 # trace-correlated logs, exemplars) have unique tag sets and skip it.
 _prefixes: dict[tuple, str] = {}
+
+
+class InvalidPoint(ValueError):
+    """A point the line protocol cannot carry; ``reason`` is one of
+    ``names.EXPORT_DROP_REASONS`` (invalid_name, invalid_value, no_fields,
+    out_of_range)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+OnDrop = Callable[[str, str], None]
+"""``on_drop(reason, message)``: a point was left out (see :func:`line_strings`)."""
 
 
 def to_line_protocol(points: Iterable[Point]) -> bytes:
@@ -40,7 +54,7 @@ def encode_lines(lines: Iterable[str]) -> bytes:
         return "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else "\ufffd" for c in text).encode("utf-8")
 
 
-def line_strings(points: Iterable[Point]) -> list[str]:
+def line_strings(points: Iterable[Point], on_drop: Optional[OnDrop] = None) -> list[str]:
     """One line-protocol line per point, each ending in a newline.
 
     As the Collector's writer: tags sorted by key, tags with an empty key or
@@ -52,7 +66,10 @@ def line_strings(points: Iterable[Point]) -> list[str]:
     Raises ValueError, naming the point, where the Collector fails the batch:
     a measurement, key or tag value that is empty or holds a control
     character or a trailing backslash, a point left without fields, an
-    integer out of the int64/uint64 range.
+    integer out of the int64/uint64 range. With ``on_drop``, that point
+    alone is left out and ``on_drop(reason, message)`` called instead: the
+    exporters' way, so that one bad value never costs the batch around it
+    (nor, for a metric series, every later export).
     """
     lines = []
     append = lines.append
@@ -87,7 +104,7 @@ def line_strings(points: Iterable[Point]) -> list[str]:
                 # One f-string per field: the commonest types first.
                 if cls is int:
                     if not INT64_MIN <= value <= INT64_MAX:
-                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"))
+                        raise InvalidPoint(_point_error(index, point, f"field {key!r}: {value} is out of the int64 range"), "out_of_range")
                     parts.append(f"{separator}{encoded_key}{value}i")
                 elif cls is float:
                     if value - value != 0:  # NaN, ±Inf: lineprotocol.NewValue refuses them; the field is left out
@@ -99,22 +116,31 @@ def line_strings(points: Iterable[Point]) -> list[str]:
                     parts.append(f'{separator}{encoded_key}"{value}"')
                 elif cls is UInt:
                     if not 0 <= value <= UINT64_MAX:
-                        raise ValueError(_point_error(index, point, f"field {key!r}: {value} is out of the uint64 range"))
+                        raise InvalidPoint(_point_error(index, point, f"field {key!r}: {value} is out of the uint64 range"), "out_of_range")
                     parts.append(f"{separator}{encoded_key}{int.__repr__(value)}u")
                 elif cls is bool:
                     parts.append(f"{separator}{encoded_key}{'true' if value else 'false'}")
                 else:
-                    raise ValueError(
-                        _point_error(index, point, f"field {key!r}: {value!r} is not a float, int, UInt, str or bool")
+                    raise InvalidPoint(
+                        _point_error(index, point, f"field {key!r}: {value!r} is not a float, int, UInt, str or bool"),
+                        "invalid_value",
                     )
                 separator = ","
             if separator == " ":
-                raise ValueError(_point_error(index, point, "no fields to write (a line needs at least one)"))
+                raise InvalidPoint(_point_error(index, point, "no fields to write (a line needs at least one)"), "no_fields")
             ts = point.time_unix_nano
             if ts.__class__ is not int or ts < INT64_MIN or ts > INT64_MAX:
-                raise ValueError(_point_error(index, point, f"timestamp {ts!r} is not an int64 of nanoseconds"))
+                raise InvalidPoint(_point_error(index, point, f"timestamp {ts!r} is not an int64 of nanoseconds"), "out_of_range")
+        except InvalidPoint as exc:
+            if on_drop is None:
+                raise
+            on_drop(exc.reason, str(exc))
+            continue
         except (TypeError, AttributeError) as exc:  # not a Point, tags that are not strings…
-            raise ValueError(f"point {index}: cannot be written: {exc}") from None
+            if on_drop is None:
+                raise ValueError(f"point {index}: cannot be written: {exc}") from None
+            on_drop("invalid_value", f"point {index}: cannot be written: {exc}")
+            continue
         parts.append(f" {ts}\n")
         append("".join(parts))
     return lines
@@ -145,14 +171,15 @@ def _point_error(index: int, point: Point, message: str) -> str:
 
 def _check_name(index: int, point: Point, what: str, text: Any) -> None:
     if text.__class__ is not str:
-        raise ValueError(_point_error(index, point, f"{what} {text!r} is not a string"))
+        raise InvalidPoint(_point_error(index, point, f"{what} {text!r} is not a string"), "invalid_name")
     if not text or not _NON_PRINTABLE.isdisjoint(text) or text[-1] == "\\":
-        raise ValueError(
+        raise InvalidPoint(
             _point_error(
                 index,
                 point,
                 f"{what} {text!r} cannot be written: empty, a control character or a trailing backslash",
-            )
+            ),
+            "invalid_name",
         )
 
 

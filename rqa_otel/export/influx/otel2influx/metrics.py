@@ -6,10 +6,16 @@ OTLP-JSON request; the schema rules below it (:func:`number_point`,
 
 from __future__ import annotations
 
-from typing import Any, Callable, Final, Iterable, Mapping, Sequence
+from typing import Any, Callable, Final, Iterable, Mapping, Optional, Sequence
 
 from rqa_otel.export.influx.otel2influx.go_format import bound_key
-from rqa_otel.export.influx.otel2influx.line_protocol import INT64_MAX, INT64_MIN, escaped_field_keys, line_strings
+from rqa_otel.export.influx.otel2influx.line_protocol import (
+    INT64_MAX,
+    INT64_MIN,
+    OnDrop,
+    escaped_field_keys,
+    line_strings,
+)
 from rqa_otel.export.influx.otel2influx.otlp_json import (
     decode_enum,
     decode_float,
@@ -279,14 +285,16 @@ def number_point(
 
 
 def number_lines(
-    lines: list[str], v2: bool, name: str, counter: bool, rows: Iterable[tuple[SeriesTags, int, int, Any]]
+    lines: list[str], v2: bool, name: str, counter: bool, rows: Iterable[tuple[SeriesTags, int, int, Any]],
+    on_drop: Optional[OnDrop] = None,
 ) -> None:
     """The lines of :func:`number_point` for ``rows`` of (series tags, start,
     time, value), written without building a Point per data point: the
     metric exporter's hot path (a test holds it equal to ``number_point`` +
     :func:`line_strings`). A row this shortcut does not cover (a NaN, a
     value that is not a plain int or float, an integer out of range) takes
-    the general path."""
+    the general path, and so does a row it cannot write (``on_drop`` as for
+    :func:`line_strings`)."""
     measurement, key = number_layout(v2, name, counter)
     head_key = f"{measurement} {key}"  # a str: its hash is kept, a tuple's is not
     field_keys = escaped_field_keys  # escaped and checked by the general path first
@@ -307,12 +315,16 @@ def number_lines(
                 0 <= start <= INT64_MAX and 0 < ts <= INT64_MAX
             )
             prefix = tags.prefixes.get(measurement)
+            written = None
             if fits and prefix is None:
-                line_strings(points)  # a series' first line: the general writer checks its tags, caches their prefix
+                # A series' first line: the general writer checks its tags and caches their prefix.
+                written = line_strings(points, on_drop)
+                if not written:  # left out (and counted): a bad tag stays bad
+                    continue
                 prefix = tags.prefixes.get(measurement)
             start_key, value_key = field_keys.get(ATTRIBUTE_START_TIME_UNIX_NANO), field_keys.get(key)
             if not fits or prefix is None or value_key is None or (start and start_key is None):
-                lines += line_strings(points)  # fills the prefix and key caches
+                lines += written if written is not None else line_strings(points, on_drop)  # fills the prefix and key caches
                 continue
             if head is None or head[0] != start:
                 text = f"{prefix} {start_key}{start}i,{value_key}" if start else f"{prefix} {value_key}"
