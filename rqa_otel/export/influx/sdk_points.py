@@ -26,12 +26,14 @@ from opentelemetry.sdk.metrics.export import (
 
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point
+from rqa_otel.export.influx.series_budget import DeltaState, SeriesBudget
 from rqa_otel.export.log_entry import with_attribute_dict
 from rqa_otel.export.otlp.log_encoding import severity
 
 _log = logging.getLogger("rqa_otel.export")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _CACHE_LIMIT = 50_000
+_CUMULATIVE = 2  # AggregationTemporality.CUMULATIVE
 
 
 def raw(value: Any) -> Any:
@@ -118,7 +120,11 @@ class MetricsConverter:
     between exports: the SDK hands the same attributes object for a series
     at every collection, and building tags is most of the work per point."""
 
-    def __init__(self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1) -> None:
+    def __init__(
+        self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1, budget: SeriesBudget | None = None,
+    ) -> None:
+        """``budget``: the series budget (``series_budget``); None writes
+        what the Collector's exporter writes with no processors before it."""
         if schema not in o2i.METRICS_SCHEMAS:
             raise ValueError(f"metrics_schema: unknown metrics schema {schema!r}; accepted: {', '.join(o2i.METRICS_SCHEMAS)}")
         self.v2 = schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V2
@@ -127,6 +133,14 @@ class MetricsConverter:
         self._series: dict[int, tuple[Any, dict, dict]] = {}
         self._bases: dict[tuple, tuple[Any, Any, dict]] = {}
         self._warned: set[str] = set()
+        self._filter = budget.filter if budget is not None else None
+        self._delta = DeltaState() if budget is not None and budget.delta else None
+        self._guard = budget.guard if budget is not None else None
+        if self._guard is not None:
+            self._guard.make_tags = o2i.SeriesTags
+        # Budget path: id(attributes) -> (attributes, base, routed tags, identity)
+        self._routed: dict[int, tuple[Any, dict, dict, Any, str]] = {}
+        self._identities: dict[int, tuple[dict, frozenset]] = {}  # id(base tags) -> (base tags, resource identity)
 
     def lines(self, data: MetricsData) -> list[str]:
         """The line-protocol lines of ``data``."""
@@ -152,7 +166,11 @@ class MetricsConverter:
         cached = self._bases.get(key)
         if cached is None:
             tags: dict[str, str] = {}
-            _put_tags(resource.attributes, tags)
+            attributes = resource.attributes
+            if self._filter is not None:
+                identity = frozenset((k, str(v)) for k, v in (attributes or {}).items())
+                attributes = self._filter.keep(attributes)
+            _put_tags(attributes, tags)
             if scope is not None:
                 if scope.name:
                     tags[o2i.OTEL_LIBRARY_NAME] = scope.name
@@ -161,8 +179,27 @@ class MetricsConverter:
                 _put_tags(getattr(scope, "attributes", None), tags)
             if len(self._bases) >= 1000:
                 self._bases.clear()
+                self._identities.clear()
+            if self._filter is not None:
+                # The stream identity keeps what the tags lose (the instance):
+                # two resources differing only there are two streams.
+                self._identities[id(tags)] = (tags, identity)
             cached = self._bases[key] = (resource, scope, tags)
         return cached[2]
+
+    def _route(self, name: str, base: dict[str, str], attributes: Any) -> tuple[dict, Any]:
+        """(tags to write, stream identity) of a data point, with the budget on."""
+        entry = self._routed.get(id(attributes))
+        if entry is not None and entry[0] is attributes and entry[1] is base and entry[4] == name:
+            return entry[2], entry[3]
+        tags = self._tags(base, attributes)
+        identity = (name, self._identities[id(base)][1], frozenset(tags.items()))
+        routed = self._guard.route(name, base, tags) if self._guard is not None else tags
+        if attributes is not None:
+            if len(self._routed) >= _CACHE_LIMIT:
+                self._routed.clear()
+            self._routed[id(attributes)] = (attributes, base, routed, identity, name)
+        return routed, identity
 
     def _tags(self, base: dict[str, str], attributes: Any) -> dict[str, str]:
         entry = self._series.get(id(attributes))
@@ -177,6 +214,9 @@ class MetricsConverter:
         return tags
 
     def _metric(self, lines: list[str], v2: bool, base: dict[str, str], metric: Any) -> None:
+        if self._filter is not None:
+            self._budget_metric(lines, v2, base, metric)
+            return
         name, data = metric.name, metric.data
         points: list[Point] = []  # what takes the general path: histograms, exemplars
         append = points.append
@@ -220,6 +260,72 @@ class MetricsConverter:
             raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
         if points:
             lines += o2i.line_strings(points)
+
+
+    def _budget_metric(self, lines: list[str], v2: bool, base: dict[str, str], metric: Any) -> None:
+        """``_metric`` under the series budget: tags filtered and routed by
+        the guard, cumulative sums and histograms as increments, the points
+        that share an overflow series added up, no exemplars (each would be a
+        series of its own, tagged with its trace id)."""
+        name, data = metric.name, metric.data
+        cls = data.__class__
+        delta, guard, route = self._delta, self._guard, self._route
+        if cls is Sum or cls is Gauge:
+            counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
+            rows: list[tuple[Any, int, int, Any]] = []
+            merged: dict[int, int] = {}  # id(overflow tags) -> index in rows
+            for point in data.data_points:
+                ts = point.time_unix_nano
+                if not ts:
+                    raise ValueError(f"metric {name!r}: metric has no timestamp")
+                tags, identity = route(name, base, point.attributes)
+                start, value = point.start_time_unix_nano or 0, point.value
+                if counter and delta is not None:
+                    start, value = delta.delta(identity, start, ts, value)
+                if guard is not None and guard.is_overflow(tags):
+                    index = merged.get(id(tags))
+                    if index is not None:
+                        old = rows[index]
+                        # Increments and totals add up; a gauge keeps one value.
+                        rows[index] = (tags, min(old[1], start), max(old[2], ts), old[3] + value if cls is Sum else value)
+                        continue
+                    merged[id(tags)] = len(rows)
+                rows.append((tags, start, ts, value))
+            o2i.number_lines(lines, v2, name, counter and delta is None, rows)
+        elif cls is Histogram:
+            points: list[Point] = []
+            pending: dict[int, list] = {}
+            for point in data.data_points:
+                ts = point.time_unix_nano
+                if not ts:
+                    raise ValueError(f"metric {name!r}: metric has no timestamp")
+                tags, identity = route(name, base, point.attributes)
+                start, values = point.start_time_unix_nano or 0, (point.count, point.sum, *point.bucket_counts)
+                low, high = point.min, point.max
+                if delta is not None and getattr(data, "aggregation_temporality", 0) == _CUMULATIVE:
+                    start, values = delta.delta_many(identity, start, ts, values)
+                    low = high = None  # the extremes since start say nothing about one interval
+                if values[0] == 0 and delta is not None:
+                    continue  # no new value: an empty increment adds no point
+                if guard is not None and guard.is_overflow(tags):
+                    held = pending.get(id(tags))
+                    if held is not None and len(held[3]) == len(values):
+                        held[1], held[2] = min(held[1], start), max(held[2], ts)
+                        held[3] = tuple(a + b for a, b in zip(held[3], values))
+                        continue
+                    pending[id(tags)] = [tags, start, ts, values, point.explicit_bounds, None, None]
+                    continue
+                o2i.histogram_points(points.append, v2, name, tags, start, ts, values[0], values[1], low, high, values[2:], point.explicit_bounds)
+            for tags, start, ts, values, bounds, low, high in pending.values():
+                o2i.histogram_points(points.append, v2, name, tags, start, ts, values[0], values[1], low, high, values[2:], bounds)
+            if points:
+                lines += o2i.line_strings(points)
+        elif cls is ExponentialHistogram:
+            if name not in self._warned:
+                self._warned.add(name)
+                _log.warning("metric %r is not written to InfluxDB: %s", name, o2i.EXPONENTIAL_HISTOGRAM_REJECTED)
+        else:
+            raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
 
 
 def _put_tags(attributes: Mapping[str, Any] | None, tags: dict[str, str]) -> None:

@@ -1,0 +1,192 @@
+"""The series budget: metric series that grow with what is measured
+(strategy x symbol x side x host), never with runs, processes or instances.
+
+In InfluxDB every metric attribute, resource attributes included, is a tag,
+and every distinct tag set is a series held in the index. A resource that
+carries ``service.instance.id`` and ``process.pid`` makes every run a new
+set of series. Three steps keep the count bounded; the Collector configs
+do the same with processors (``collector/*.yaml``: ``cumulativetodelta``,
+then ``transform`` deleting the same resource attributes), so both paths
+write the same tag set:
+
+- :class:`TagFilter`: resource attributes that do not become metric tags
+  (``export.influxdb.metric_resource_exclude``). They stay on spans and logs,
+  where they are fields, not tags.
+- :class:`DeltaState`: cumulative monotonic sums and histograms become the
+  increments since the previous export (``export.influxdb.metric_temporality
+  = delta``), keyed by the full identity, instance included. Without it two
+  processes writing one series would interleave their running totals;
+  increments from any number of processes add up. Sums then land in the
+  ``gauge`` field (otel2influx writes only cumulative monotonic sums as
+  ``counter``), exactly as after the Collector's ``cumulativetodelta``.
+- :class:`SeriesGuard`: at most ``series_limit`` series per metric in one
+  process, and no per-run identity (``rqa.run.id``, ``service.instance.id``
+  ...) on a metric data point. The excess goes to the metric's overflow
+  series (``otel.metric.overflow=true``); a warning names the attribute once,
+  and the count of diverted points is kept (``diverted``). Never an error.
+
+Docs: docs/capacity.md (the budget as a formula).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from rqa_otel import names
+
+_log = logging.getLogger("rqa_otel.export")
+
+TEMPORALITIES: Final = ("delta", "cumulative")
+DEFAULT_TEMPORALITY: Final = "delta"
+# Per process or per SDK build; `process.*` also covers the command line and
+# executable path the SDK's process detector adds.
+DEFAULT_RESOURCE_EXCLUDE: Final = (names.SERVICE_INSTANCE_ID, "process.*", "telemetry.sdk.*")
+DEFAULT_SERIES_LIMIT: Final = 2000
+# Attribute keys unique per run, order or trade by definition: on a metric
+# data point each value is a new series, in every process.
+PER_RUN_KEYS: Final = frozenset({
+    names.SERVICE_INSTANCE_ID, names.RUN_ID, names.ORDER_ID, names.TRADE_SEQUENCE,
+})
+OVERFLOW_TAGS: Final = {names.METRIC_OVERFLOW: "true"}
+_STATE_LIMIT = 200_000  # series whose previous value is kept; past it the oldest half is forgotten
+
+
+class TagFilter:
+    """Which resource attributes become metric tags: every key but those
+    named, a trailing ``*`` matching a prefix (``process.*``)."""
+
+    def __init__(self, exclude: Iterable[str] = DEFAULT_RESOURCE_EXCLUDE) -> None:
+        exclude = tuple(exclude)
+        self.exact = frozenset(key for key in exclude if not key.endswith("*"))
+        self.prefixes = tuple(key[:-1] for key in exclude if key.endswith("*"))
+
+    def excluded(self, key: str) -> bool:
+        return key in self.exact or (bool(self.prefixes) and key.startswith(self.prefixes))
+
+    def keep(self, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not attributes:
+            return {}
+        return {key: value for key, value in attributes.items() if not self.excluded(key)}
+
+
+class DeltaState:
+    """Cumulative to delta, as the Collector's ``cumulativetodelta``
+    processor does: the first point of a stream is its value since its start
+    time; a new start time or a lower value is a reset, and the point's own
+    value is the increment. ``key`` must hold the stream's whole identity."""
+
+    def __init__(self) -> None:
+        self._previous: dict[Any, tuple[int, int, Any]] = {}  # key -> (start, time, values)
+
+    def delta(self, key: Any, start: int, time: int, value: float) -> tuple[int, float]:
+        """(start of the increment, increment) of one sum point."""
+        previous = self._remember(key, start, time, value)
+        if previous is None or previous[0] != start or value < previous[2] or time <= previous[1]:
+            return start, value
+        return previous[1], value - previous[2]
+
+    def delta_many(self, key: Any, start: int, time: int, values: tuple) -> tuple[int, tuple] | None:
+        """A histogram's (count, sum, bucket counts...) as increments;
+        ``values`` must keep its length for a stream. None when nothing
+        changed since the previous export (the point adds nothing)."""
+        previous = self._remember(key, start, time, values)
+        if previous is None or previous[0] != start or len(previous[2]) != len(values) or time <= previous[1]:
+            return start, values
+        increments = tuple(now - before for now, before in zip(values, previous[2]))
+        if increments[0] < 0:  # the count fell: a reset
+            return start, values
+        return previous[1], increments
+
+    def _remember(self, key: Any, start: int, time: int, value: Any) -> tuple | None:
+        previous = self._previous.get(key)
+        if previous is None or time > previous[1]:
+            if previous is None and len(self._previous) >= _STATE_LIMIT:
+                for old in list(self._previous)[: _STATE_LIMIT // 2]:
+                    del self._previous[old]
+            self._previous[key] = (start, time, value)
+        return previous
+
+
+class SeriesGuard:
+    """Bounded series per metric, with the overflow series for the excess.
+
+    ``route(metric, base, tags)`` returns the tags a point is written with:
+    its own, or the metric's overflow tags (``base`` plus
+    ``otel.metric.overflow=true``) when ``tags`` carry a per-run key or the
+    metric already has ``limit`` series. The caller adds up points that
+    land on the same overflow series in one export."""
+
+    def __init__(self, limit: int = DEFAULT_SERIES_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError(f"export.influxdb.series_limit: expected an integer >= 1, got {limit!r}")
+        self.limit = limit
+        self._series: dict[str, dict[frozenset, dict]] = {}
+        self._overflow: dict[tuple[str, frozenset], Any] = {}
+        self._overflow_ids: set[int] = set()
+        self.make_tags: Any = dict  # the converter hands its SeriesTags class
+        self._warned: set[tuple[str, str]] = set()
+        self.diverted = 0
+        """Points written to an overflow series instead of their own (since start)."""
+
+    def is_overflow(self, tags: Mapping[str, str]) -> bool:
+        return id(tags) in self._overflow_ids
+
+    def route(self, metric: str, base: Mapping[str, str], tags: Mapping[str, str]) -> Mapping[str, str]:
+        known = self._series.setdefault(metric, {})
+        key = frozenset(tags.items())
+        if key in known:
+            return tags
+        per_run = next((k for k in tags if k in PER_RUN_KEYS and k not in base), None)
+        if per_run is None and len(known) < self.limit:
+            known[key] = tags
+            return tags
+        self.diverted += 1
+        attribute = per_run or self._widest(known.values(), base)
+        if (metric, attribute) not in self._warned:
+            self._warned.add((metric, attribute))
+            why = (
+                "a per-run identity on a metric makes a new series every run"
+                if per_run else f"metric {metric!r} reached export.influxdb.series_limit = {self.limit} series"
+            )
+            _log.warning(
+                "metric %r: attribute %r makes InfluxDB series grow without bound (%s); its points go to the "
+                "overflow series (%s=true). Put it on spans or log events instead.",
+                metric, attribute, why, names.METRIC_OVERFLOW,
+            )
+        base_key = (metric, frozenset(base.items()))
+        overflow = self._overflow.get(base_key)
+        if overflow is None:
+            overflow = self._overflow[base_key] = self.make_tags({**base, **OVERFLOW_TAGS})
+            self._overflow_ids.add(id(overflow))  # held in _overflow: the id stays its own
+        return overflow
+
+    @staticmethod
+    def _widest(series: Iterable[Mapping[str, str]], base: Mapping[str, str]) -> str:
+        """The attribute with the most distinct values among ``series``."""
+        values: dict[str, set] = {}
+        for tags in series:
+            for key, value in tags.items():
+                if key not in base:
+                    values.setdefault(key, set()).add(value)
+        return max(values, key=lambda k: len(values[k])) if values else "(resource)"
+
+
+@dataclass
+class SeriesBudget:
+    """The three steps, configured: ``filter`` (resource attributes that are
+    not tags), ``delta`` (cumulative to delta), ``guard`` (series limit and
+    per-run keys). One per metrics converter: the guard and the delta state
+    are that exporter's."""
+
+    filter: TagFilter = field(default_factory=TagFilter)
+    delta: bool = True
+    guard: SeriesGuard | None = field(default_factory=SeriesGuard)
+
+    @classmethod
+    def from_settings(cls, exclude: Iterable[str], temporality: str, limit: int) -> "SeriesBudget":
+        if temporality not in TEMPORALITIES:
+            raise ValueError(f"export.influxdb.metric_temporality: expected one of {', '.join(TEMPORALITIES)}, got {temporality!r}")
+        return cls(TagFilter(exclude), temporality == "delta", SeriesGuard(limit) if limit else None)
