@@ -77,6 +77,8 @@ class InfluxSettings:
     """``delta`` (sums and histograms as increments) or ``cumulative``."""
     series_limit: int
     """Series per metric before points go to the overflow series (0: no limit)."""
+    metric_exclude: tuple[str, ...]
+    """Metrics not written to InfluxDB (per-process gauges, for live views)."""
 
 
 @dataclass(frozen=True)

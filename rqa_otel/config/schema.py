@@ -244,6 +244,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.influxdb.metric_resource_exclude": (_dimensions, None),
     "export.influxdb.metric_temporality": (_one_of("delta", "cumulative"), None),
     "export.influxdb.series_limit": (_count(0), None),
+    "export.influxdb.metric_exclude": (_dimensions, None),
     "logging.capture": (_boolean, None),
     "logging.level": (_level, None),
     "logging.queue_size": (_count(1), None),

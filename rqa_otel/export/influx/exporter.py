@@ -51,6 +51,7 @@ from rqa_otel.export.delivery import (
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
 from rqa_otel.export.influx.series_budget import (
+    DEFAULT_METRIC_EXCLUDE,
     DEFAULT_RESOURCE_EXCLUDE,
     DEFAULT_SERIES_LIMIT,
     DEFAULT_TEMPORALITY,
@@ -83,7 +84,8 @@ class InfluxSchema:
     and log_record_dimensions, with its defaults; and the series budget
     (``series_budget``), which the Collector configs apply with processors:
     ``metric_resource_exclude=(), metric_temporality="cumulative",
-    series_limit=0`` writes what the exporter writes with none."""
+    series_limit=0, metric_exclude=()`` writes what the exporter writes
+    with none."""
 
     metrics_schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1
     span_dimensions: tuple[str, ...] = o2i.DEFAULT_SPAN_DIMENSIONS
@@ -93,12 +95,16 @@ class InfluxSchema:
     metric_resource_exclude: tuple[str, ...] = DEFAULT_RESOURCE_EXCLUDE
     metric_temporality: str = DEFAULT_TEMPORALITY
     series_limit: int = DEFAULT_SERIES_LIMIT
+    metric_exclude: tuple[str, ...] = DEFAULT_METRIC_EXCLUDE
 
     def budget(self) -> SeriesBudget | None:
         """The series budget these options ask for; None: none at all."""
-        if not self.metric_resource_exclude and self.metric_temporality == "cumulative" and not self.series_limit:
+        if (not self.metric_resource_exclude and self.metric_temporality == "cumulative" and not self.series_limit
+                and not self.metric_exclude):
             return None
-        return SeriesBudget.from_settings(self.metric_resource_exclude, self.metric_temporality, self.series_limit)
+        return SeriesBudget.from_settings(
+            self.metric_resource_exclude, self.metric_temporality, self.series_limit, self.metric_exclude,
+        )
 
 
 class InfluxEncoder:
@@ -336,7 +342,7 @@ def influx_schema(settings: Any) -> InfluxSchema:
     return InfluxSchema(
         settings.metrics_schema, tuple(settings.span_dimensions), tuple(settings.log_record_dimensions),
         settings.max_lines, settings.max_bytes, tuple(settings.metric_resource_exclude),
-        settings.metric_temporality, settings.series_limit,
+        settings.metric_temporality, settings.series_limit, tuple(settings.metric_exclude),
     )
 
 

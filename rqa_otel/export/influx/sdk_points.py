@@ -136,6 +136,7 @@ class MetricsConverter:
         self._filter = budget.filter if budget is not None else None
         self._delta = DeltaState() if budget is not None and budget.delta else None
         self._guard = budget.guard if budget is not None else None
+        self._dropped = budget.metrics if budget is not None else None
         if self._guard is not None:
             self._guard.make_tags = o2i.SeriesTags
         # Budget path: id(attributes) -> (attributes, base, routed tags, identity)
@@ -268,6 +269,8 @@ class MetricsConverter:
         that share an overflow series added up, no exemplars (each would be a
         series of its own, tagged with its trace id)."""
         name, data = metric.name, metric.data
+        if self._dropped.excluded(name):
+            return
         cls = data.__class__
         delta, guard, route = self._delta, self._guard, self._route
         if cls is Sum or cls is Gauge:

@@ -11,7 +11,9 @@ write the same tag set:
 
 - :class:`TagFilter`: resource attributes that do not become metric tags
   (``export.influxdb.metric_resource_exclude``). They stay on spans and logs,
-  where they are fields, not tags.
+  where they are fields, not tags. The same matching names the per-process
+  metrics that are not written at all (``export.influxdb.metric_exclude``,
+  default ``process.*``: one series per pid, meant for live views).
 - :class:`DeltaState`: cumulative monotonic sums and histograms become the
   increments since the previous export (``export.influxdb.metric_temporality
   = delta``), keyed by the full identity, instance included. Without it two
@@ -44,6 +46,9 @@ DEFAULT_TEMPORALITY: Final = "delta"
 # Per process or per SDK build; `process.*` also covers the command line and
 # executable path the SDK's process detector adds.
 DEFAULT_RESOURCE_EXCLUDE: Final = (names.SERVICE_INSTANCE_ID, "process.*", "telemetry.sdk.*")
+# Per-process gauges (one series per pid) are for live views: /metrics and
+# OTLP keep them; InfluxDB keeps the per-strategy aggregates (rqa.strategy.*).
+DEFAULT_METRIC_EXCLUDE: Final = ("process.*",)
 DEFAULT_SERIES_LIMIT: Final = 2000
 # Attribute keys unique per run, order or trade by definition: on a metric
 # data point each value is a new series, in every process.
@@ -184,9 +189,13 @@ class SeriesBudget:
     filter: TagFilter = field(default_factory=TagFilter)
     delta: bool = True
     guard: SeriesGuard | None = field(default_factory=SeriesGuard)
+    metrics: TagFilter = field(default_factory=lambda: TagFilter(DEFAULT_METRIC_EXCLUDE))
+    """Metric names not written at all (the same matching as ``filter``)."""
 
     @classmethod
-    def from_settings(cls, exclude: Iterable[str], temporality: str, limit: int) -> "SeriesBudget":
+    def from_settings(
+        cls, exclude: Iterable[str], temporality: str, limit: int, metric_exclude: Iterable[str] = DEFAULT_METRIC_EXCLUDE,
+    ) -> "SeriesBudget":
         if temporality not in TEMPORALITIES:
             raise ValueError(f"export.influxdb.metric_temporality: expected one of {', '.join(TEMPORALITIES)}, got {temporality!r}")
-        return cls(TagFilter(exclude), temporality == "delta", SeriesGuard(limit) if limit else None)
+        return cls(TagFilter(exclude), temporality == "delta", SeriesGuard(limit) if limit else None, TagFilter(metric_exclude))
