@@ -199,3 +199,73 @@ class SeriesBudget:
         if temporality not in TEMPORALITIES:
             raise ValueError(f"export.influxdb.metric_temporality: expected one of {', '.join(TEMPORALITIES)}, got {temporality!r}")
         return cls(TagFilter(exclude), temporality == "delta", SeriesGuard(limit) if limit else None, TagFilter(metric_exclude))
+
+
+class OtlpJsonBudget:
+    """What the shipped Collector configs' processors do to an OTLP-JSON
+    metrics request before the influxdb exporter sees it
+    (``filter/series_budget``, ``cumulativetodelta/series_budget``,
+    ``transform/series_budget``), with the same defaults as the in-process
+    exporter: ``rqa-otel lp --series-budget``. Keeps its delta state across
+    the requests it is given, in order."""
+
+    _DELTA, _CUMULATIVE_NAMES = 1, (2, "AGGREGATION_TEMPORALITY_CUMULATIVE")
+
+    def __init__(self, budget: SeriesBudget | None = None) -> None:
+        self.budget = budget or SeriesBudget(guard=None)
+        self._state = DeltaState()
+
+    def apply(self, request: dict) -> dict:
+        """``request`` processed (a new dict; the input is not changed)."""
+        import json
+
+        budget = self.budget
+        out = []
+        for resource_metrics in request.get("resourceMetrics") or []:
+            resource = resource_metrics.get("resource") or {}
+            attributes = resource.get("attributes") or []
+            identity = json.dumps(attributes, sort_keys=True)
+            kept = [kv for kv in attributes if not budget.filter.excluded(kv.get("key", ""))]
+            scopes = []
+            for scope_metrics in resource_metrics.get("scopeMetrics") or []:
+                scope_name = (scope_metrics.get("scope") or {}).get("name", "")
+                metrics = [
+                    self._metric(metric, (identity, scope_name))
+                    for metric in scope_metrics.get("metrics") or []
+                    if not budget.metrics.excluded(metric.get("name", ""))
+                ]
+                scopes.append({**scope_metrics, "metrics": metrics})
+            out.append({**resource_metrics, "resource": {**resource, "attributes": kept}, "scopeMetrics": scopes})
+        return {**request, "resourceMetrics": out}
+
+    def _metric(self, metric: dict, where: tuple) -> dict:
+        import json
+
+        if not self.budget.delta:
+            return metric
+        name = metric.get("name", "")
+        for kind in ("sum", "histogram"):
+            data = metric.get(kind)
+            if not isinstance(data, dict) or data.get("aggregationTemporality") not in self._CUMULATIVE_NAMES:
+                continue
+            if kind == "sum" and data.get("isMonotonic") is not True:
+                continue
+            points = []
+            for point in data.get("dataPoints") or []:
+                key = (where, name, json.dumps(point.get("attributes") or [], sort_keys=True))
+                start, time = int(point.get("startTimeUnixNano") or 0), int(point.get("timeUnixNano") or 0)
+                if kind == "sum":
+                    field = "asInt" if "asInt" in point else "asDouble"
+                    value = int(point[field]) if field == "asInt" else float(point.get(field) or 0.0)
+                    start, value = self._state.delta(key, start, time, value)
+                    points.append({**point, "startTimeUnixNano": str(start), field: str(value) if field == "asInt" else value})
+                else:
+                    counts = tuple(int(c) for c in point.get("bucketCounts") or [])
+                    values = (int(point.get("count") or 0), float(point.get("sum") or 0.0), *counts)
+                    start, values = self._state.delta_many(key, start, time, values)
+                    new = {k: v for k, v in point.items() if k not in ("min", "max")}
+                    new.update(startTimeUnixNano=str(start), count=str(values[0]), sum=values[1],
+                               bucketCounts=[str(c) for c in values[2:]])
+                    points.append(new)
+            return {**metric, kind: {**data, "aggregationTemporality": self._DELTA, "dataPoints": points}}
+        return metric
