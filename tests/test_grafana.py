@@ -39,6 +39,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import pytest
 
 import fake_nvml
 import grafana_queries as gq
+import rollups
 from backends import LOOPBACK, InfluxDB1, Rotel, free_port, http_request
 from conftest import _start
 from test_deploy_configs import _load_yaml
@@ -164,6 +166,11 @@ def demo_telemetry(request, tmp_path_factory, influx):
         converted = subprocess.run([RQA_OTEL, "lp", "--series-budget", *files], capture_output=True, text=True, timeout=60)
         assert converted.returncode == 0, converted.stderr
         influx.write(converted.stdout, DB)
+    # The rollups the long-range dashboard reads (deploy/influxdb/retention-1x.iql),
+    # without shortening the raw policy: the demo's events carry 2024 times.
+    rollups.apply(influx, [s for s in rollups.statements() if not s.startswith("ALTER RETENTION")])
+    now = time.time_ns()
+    rollups.backfill(influx, DB, now - 3_600_000_000_000, now + 3_600_000_000_000)
     return {"stdout": "".join(lines), "url": url, "answers": answers, "failing_stdout": failing_out}
 
 
