@@ -179,3 +179,29 @@ def test_the_budget_can_be_turned_off_for_the_collectors_plain_output():
     keep = TagFilter(["process.*", names.SERVICE_INSTANCE_ID])
     assert keep.keep({"process.pid": 1, "process.command": "x", names.SERVICE_INSTANCE_ID: "u", "host.name": "h"}) == {
         "host.name": "h"}
+
+
+def test_increment_lines_are_the_general_writers_lines():
+    """The budget's own writer for increments (each export moves their start
+    time) writes what otel2influx's general path writes for the same point."""
+    from rqa_otel.export.influx import otel2influx as o2i
+
+    meter, reader = _meter()
+    trades = meter.create_counter(names.TRADES_COUNTER)
+    notional = meter.create_counter(names.TRADE_NOTIONAL_COUNTER)
+    converter = MetricsConverter(budget=SeriesBudget())
+    for step in range(3):
+        trades.add(3, {names.STOCK: "A", names.TRADE_SIDE: "buy"})
+        notional.add(1234.5 + step, {names.STOCK: "A=B, C", names.TRADE_SIDE: "sell"})
+        lines = converter.lines(reader.get_metrics_data())
+    assert len(lines) == 2
+    for line in lines:
+        _, field_text, ts = line.rsplit(" ", 2)
+        measurement, ts = line.split(",", 1)[0], int(ts)
+        fields = dict(f.split("=", 1) for f in field_text.split(","))
+        start = int(fields["start_time_unix_nano"].rstrip("i"))
+        value = int(fields["gauge"][:-1]) if fields["gauge"].endswith("i") else float(fields["gauge"])
+        points = []
+        series = {k: v for k, v in converter._routes[measurement].popitem()[1][2].items()}
+        o2i.number_point(points.append, False, measurement, False, series, start, ts, value)
+        assert o2i.line_strings(points) == [line]

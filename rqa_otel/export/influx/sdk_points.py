@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point
-from rqa_otel.export.influx.series_budget import DeltaState, SeriesBudget
+from rqa_otel.export.influx.series_budget import DeltaState, SeriesBudget, step_many
 from rqa_otel.export.log_entry import with_attribute_dict
 from rqa_otel.export.otlp.log_encoding import severity
 
@@ -140,7 +140,7 @@ class MetricsConverter:
         if self._guard is not None:
             self._guard.make_tags = o2i.SeriesTags
         # Budget path: id(attributes) -> (attributes, base, routed tags, identity)
-        self._routed: dict[int, tuple[Any, dict, dict, Any, str]] = {}
+        self._routes: dict[str, dict[int, tuple]] = {}  # metric -> id(attributes) -> _route's entry
         self._identities: dict[int, tuple[dict, frozenset]] = {}  # id(base tags) -> (base tags, resource identity)
 
     def lines(self, data: MetricsData) -> list[str]:
@@ -188,19 +188,45 @@ class MetricsConverter:
             cached = self._bases[key] = (resource, scope, tags)
         return cached[2]
 
-    def _route(self, name: str, base: dict[str, str], attributes: Any) -> tuple[dict, Any]:
-        """(tags to write, stream identity) of a data point, with the budget on."""
-        entry = self._routed.get(id(attributes))
-        if entry is not None and entry[0] is attributes and entry[1] is base and entry[4] == name:
-            return entry[2], entry[3]
+    def _route(self, name: str, base: dict[str, str], attributes: Any) -> tuple:
+        """The budget's entry of a data point: (attributes, base, tags to
+        write, its stream's delta cell, whether the tags are an overflow
+        series), kept per metric and attributes object."""
+        routes = self._routes.get(name)
+        if routes is None or len(routes) >= _CACHE_LIMIT:
+            routes = self._routes[name] = {}
         tags = self._tags(base, attributes)
         identity = (name, self._identities[id(base)][1], frozenset(tags.items()))
-        routed = self._guard.route(name, base, tags) if self._guard is not None else tags
+        guard = self._guard
+        routed = guard.route(name, base, tags) if guard is not None else tags
+        cell = self._delta.cell(identity) if self._delta is not None else []
+        entry = (attributes, base, routed, cell, guard is not None and guard.is_overflow(routed))
         if attributes is not None:
-            if len(self._routed) >= _CACHE_LIMIT:
-                self._routed.clear()
-            self._routed[id(attributes)] = (attributes, base, routed, identity, name)
-        return routed, identity
+            routes[id(attributes)] = entry
+        return entry
+
+    @staticmethod
+    def _increment_lines(lines: list[str], name: str, rows: list[tuple]) -> list[tuple]:
+        """The lines of increments whose series' line prefix is known,
+        written here: each export moves their start time, which
+        ``number_lines`` caches per series, so it would take its slow path
+        for every one. Returns the rows left to it (first lines of a series,
+        values it must check)."""
+        left = []
+        append = lines.append
+        for row in rows:
+            tags, start, ts, value = row
+            prefix = tags.prefixes.get(name)
+            cls = value.__class__
+            if prefix is None or not 0 < start <= _INT64_MAX or not 0 < ts <= _INT64_MAX:
+                left.append(row)
+            elif cls is int and _INT64_MIN <= value <= _INT64_MAX:
+                append(f"{prefix} start_time_unix_nano={start}i,gauge={value}i {ts}\n")
+            elif cls is float and value - value == 0:
+                append(f"{prefix} start_time_unix_nano={start}i,gauge={value!r} {ts}\n")
+            else:
+                left.append(row)
+        return left
 
     def _tags(self, base: dict[str, str], attributes: Any) -> dict[str, str]:
         entry = self._series.get(id(attributes))
@@ -275,17 +301,35 @@ class MetricsConverter:
         delta, guard, route = self._delta, self._guard, self._route
         if cls is Sum or cls is Gauge:
             counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
+            as_delta = counter and delta is not None
+            routes = self._routes.get(name) or {}
             rows: list[tuple[Any, int, int, Any]] = []
+            append = rows.append
             merged: dict[int, int] = {}  # id(overflow tags) -> index in rows
             for point in data.data_points:
-                ts = point.time_unix_nano
+                attributes = point.attributes
+                entry = routes.get(id(attributes))
+                if entry is None or entry[0] is not attributes or entry[1] is not base:
+                    entry = route(name, base, attributes)
+                    routes = self._routes[name]
+                ts, start, value = point.time_unix_nano, point.start_time_unix_nano or 0, point.value
                 if not ts:
                     raise ValueError(f"metric {name!r}: metric has no timestamp")
-                tags, identity = route(name, base, point.attributes)
-                start, value = point.start_time_unix_nano or 0, point.value
-                if counter and delta is not None:
-                    start, value = delta.delta(identity, start, ts, value)
-                if guard is not None and guard.is_overflow(tags):
+                if as_delta:
+                    # step(), inlined: this runs per data point.
+                    cell = entry[3]
+                    if cell and cell[0] == start:
+                        if ts <= cell[1]:
+                            continue  # not newer than the last one seen: nothing new
+                        previous_time, previous = cell[1], cell[2]
+                        cell[1] = ts
+                        cell[2] = value
+                        if value >= previous:
+                            start, value = previous_time, value - previous
+                    else:
+                        cell[:] = (start, ts, value)
+                tags = entry[2]
+                if entry[4]:
                     index = merged.get(id(tags))
                     if index is not None:
                         old = rows[index]
@@ -293,7 +337,9 @@ class MetricsConverter:
                         rows[index] = (tags, min(old[1], start), max(old[2], ts), old[3] + value if cls is Sum else value)
                         continue
                     merged[id(tags)] = len(rows)
-                rows.append((tags, start, ts, value))
+                append((tags, start, ts, value))
+            if as_delta and not v2:
+                rows = self._increment_lines(lines, name, rows)
             o2i.number_lines(lines, v2, name, counter and delta is None, rows)
         elif cls is Histogram:
             points: list[Point] = []
@@ -302,15 +348,22 @@ class MetricsConverter:
                 ts = point.time_unix_nano
                 if not ts:
                     raise ValueError(f"metric {name!r}: metric has no timestamp")
-                tags, identity = route(name, base, point.attributes)
+                attributes = point.attributes
+                entry = (self._routes.get(name) or {}).get(id(attributes))
+                if entry is None or entry[0] is not attributes or entry[1] is not base:
+                    entry = route(name, base, attributes)
+                tags = entry[2]
                 start, values = point.start_time_unix_nano or 0, (point.count, point.sum, *point.bucket_counts)
                 low, high = point.min, point.max
                 if delta is not None and getattr(data, "aggregation_temporality", 0) == _CUMULATIVE:
-                    start, values = delta.delta_many(identity, start, ts, values)
+                    stepped = step_many(entry[3], start, ts, values)
+                    if stepped is None:
+                        continue
+                    start, values = stepped
                     low = high = None  # the extremes since start say nothing about one interval
                 if values[0] == 0 and delta is not None:
                     continue  # no new value: an empty increment adds no point
-                if guard is not None and guard.is_overflow(tags):
+                if entry[4]:
                     held = pending.get(id(tags))
                     if held is not None and len(held[3]) == len(values):
                         held[1], held[2] = min(held[1], start), max(held[2], ts)

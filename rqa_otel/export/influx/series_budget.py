@@ -81,38 +81,60 @@ class DeltaState:
     """Cumulative to delta, as the Collector's ``cumulativetodelta``
     processor does: the first point of a stream is its value since its start
     time; a new start time or a lower value is a reset, and the point's own
-    value is the increment. ``key`` must hold the stream's whole identity."""
+    value is the increment; a point no newer than the last one seen is
+    dropped (None). ``key`` must hold the stream's whole identity. A stream's
+    state is a small list (its ``cell``), which a caller may keep and pass
+    to :func:`step` itself."""
 
     def __init__(self) -> None:
-        self._previous: dict[Any, tuple[int, int, Any]] = {}  # key -> (start, time, values)
+        self._cells: dict[Any, list] = {}
 
-    def delta(self, key: Any, start: int, time: int, value: float) -> tuple[int, float]:
-        """(start of the increment, increment) of one sum point."""
-        previous = self._remember(key, start, time, value)
-        if previous is None or previous[0] != start or value < previous[2] or time <= previous[1]:
-            return start, value
-        return previous[1], value - previous[2]
+    def cell(self, key: Any) -> list:
+        cell = self._cells.get(key)
+        if cell is None:
+            if len(self._cells) >= _STATE_LIMIT:  # the oldest half; a caller's kept cell still works
+                for old in list(self._cells)[: _STATE_LIMIT // 2]:
+                    del self._cells[old]
+            cell = self._cells[key] = []
+        return cell
+
+    def delta(self, key: Any, start: int, time: int, value: float) -> tuple[int, float] | None:
+        """(start of the increment, increment) of one sum point, or None."""
+        return step(self.cell(key), start, time, value)
 
     def delta_many(self, key: Any, start: int, time: int, values: tuple) -> tuple[int, tuple] | None:
-        """A histogram's (count, sum, bucket counts...) as increments;
-        ``values`` must keep its length for a stream. None when nothing
-        changed since the previous export (the point adds nothing)."""
-        previous = self._remember(key, start, time, values)
-        if previous is None or previous[0] != start or len(previous[2]) != len(values) or time <= previous[1]:
-            return start, values
-        increments = tuple(now - before for now, before in zip(values, previous[2]))
-        if increments[0] < 0:  # the count fell: a reset
-            return start, values
-        return previous[1], increments
+        """A histogram's (count, sum, bucket counts...) as increments, or None."""
+        return step_many(self.cell(key), start, time, values)
 
-    def _remember(self, key: Any, start: int, time: int, value: Any) -> tuple | None:
-        previous = self._previous.get(key)
-        if previous is None or time > previous[1]:
-            if previous is None and len(self._previous) >= _STATE_LIMIT:
-                for old in list(self._previous)[: _STATE_LIMIT // 2]:
-                    del self._previous[old]
-            self._previous[key] = (start, time, value)
-        return previous
+
+def step_many(cell: list, start: int, time: int, values: tuple) -> tuple[int, tuple] | None:
+    """One histogram point through a stream's ``cell``; ``values`` is
+    (count, sum, bucket counts...)."""
+    if cell and cell[0] == start and len(cell[2]) == len(values):
+        if time <= cell[1]:
+            return None
+        increments = tuple(now - before for now, before in zip(values, cell[2]))
+        previous_time = cell[1]
+        cell[1], cell[2] = time, values
+        if increments[0] >= 0:
+            return previous_time, increments
+        return start, values  # the count fell: a reset
+    cell[:] = (start, time, values)
+    return start, values
+
+
+def step(cell: list, start: int, time: int, value: float) -> tuple[int, float] | None:
+    """One sum point through a stream's ``cell`` (see :class:`DeltaState`)."""
+    if cell and cell[0] == start:
+        if time <= cell[1]:
+            return None
+        previous_time, previous = cell[1], cell[2]
+        cell[1], cell[2] = time, value
+        if value >= previous:
+            return previous_time, value - previous
+        return start, value
+    cell[:] = (start, time, value)
+    return start, value
 
 
 class SeriesGuard:
