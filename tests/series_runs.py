@@ -6,7 +6,9 @@ this process, each a fresh ``rqa_otel.setup()`` (its own
 ``service.instance.id``, as a new run has) and a ``BacktestMonitor`` run that
 trades K symbols on both sides and takes portfolio snapshots, exporting
 traces, metrics and logs to InfluxDB 1.x with the project's exporter; then
-``shutdown()``. ``--unbounded`` writes what the Collector's exporter writes
+``shutdown()``. ``--spool DIR``: through the durable spool in DIR (a
+later run replays what an earlier one could not deliver); ``--desk D``:
+resource attribute ``rqa.desk``. ``--unbounded`` writes what the Collector's exporter writes
 with no processors (today's schema before the series budget). Prints one
 line per run: ``run N done``.
 """
@@ -29,6 +31,8 @@ def main() -> None:
     parser.add_argument("--strategy", default="sma_cross")
     parser.add_argument("--directory", required=True)
     parser.add_argument("--unbounded", action="store_true")
+    parser.add_argument("--spool", metavar="DIR", help="spool every export in DIR (shared by the runs) instead of none")
+    parser.add_argument("--desk", help="resource attribute rqa.desk")
     args = parser.parse_args()
     overrides = {
         "export.traces": "influxdb", "export.metrics": "influxdb", "export.logs": "influxdb",
@@ -36,6 +40,11 @@ def main() -> None:
         "export.spool.enabled": False, "export.metric_interval_s": 60, "ops.http_port": 0,
         "logging.capture": False,
     }
+    if args.spool:
+        overrides.update({"export.spool.enabled": True, "export.spool.directory": args.spool,
+                          "export.shutdown_timeout_s": 2})
+    if args.desk:
+        overrides["resource_attributes"] = {"rqa.desk": args.desk}
     if args.unbounded:
         overrides.update({
             "export.influxdb.metric_resource_exclude": [], "export.influxdb.metric_temporality": "cumulative",
