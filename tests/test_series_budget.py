@@ -205,3 +205,30 @@ def test_increment_lines_are_the_general_writers_lines():
         series = {k: v for k, v in converter._routes[measurement].popitem()[1][2].items()}
         o2i.number_point(points.append, False, measurement, False, series, start, ts, value)
         assert o2i.line_strings(points) == [line]
+
+
+def test_lp_series_budget_does_what_the_collector_processors_do():
+    """OTLP-JSON requests of two processes (the demo's files, or a Collector's
+    input): the per-process metric is dropped, the instance is no tag, the
+    running totals become increments keyed by the whole stream."""
+    from rqa_otel.export.influx.otel2influx import metrics_to_points
+    from rqa_otel.export.influx.series_budget import OtlpJsonBudget
+
+    def request(instance: str, total: int, ts: int) -> dict:
+        resource = {"attributes": [{"key": "service.instance.id", "value": {"stringValue": instance}},
+                                   {"key": "process.pid", "value": {"intValue": "7"}},
+                                   {"key": "host.name", "value": {"stringValue": "h1"}}]}
+        trades = {"name": "rqa.trades", "sum": {"aggregationTemporality": 2, "isMonotonic": True, "dataPoints": [
+            {"attributes": [{"key": "rqa.stock", "value": {"stringValue": "A"}}], "startTimeUnixNano": "100",
+             "timeUnixNano": str(ts), "asInt": str(total)}]}}
+        cpu = {"name": "process.cpu.utilization", "gauge": {"dataPoints": [{"timeUnixNano": str(ts), "asDouble": 0.5}]}}
+        return {"resourceMetrics": [{"resource": resource, "scopeMetrics": [{"scope": {"name": "rqa_otel"}, "metrics": [trades, cpu]}]}]}
+
+    budget = OtlpJsonBudget()
+    points = []
+    for instance, total, ts in (("i-1", 5, 1000), ("i-2", 2, 1001), ("i-1", 9, 2000)):
+        points += metrics_to_points(budget.apply(request(instance, total, ts)))
+    assert {p.measurement for p in points} == {"rqa.trades"}
+    assert [(p.fields["gauge"], p.time_unix_nano) for p in points] == [(5, 1000), (2, 1001), (4, 2000)]
+    assert all(p.tags == points[0].tags for p in points) and "service.instance.id" not in points[0].tags
+    assert points[2].fields["start_time_unix_nano"] == 1000  # an increment starts at the previous point

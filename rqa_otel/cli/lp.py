@@ -55,20 +55,20 @@ def add_lp_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         epilog="example: rqa-otel lp rqa-telemetry/*.jsonl | curl --data-binary @- 'http://localhost:8086/write?db=rqa&precision=ns'",
     )
     add_schema_arguments(parser)
-    parser.add_argument(
-        "--series-budget",
-        action="store_true",
-        help="first apply the series budget, as the shipped Collector configs' processors do before their "
-        "influxdb exporter (docs/capacity.md): no per-process metrics or resource tags, sums and histograms as increments",
-    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="OTLP JSON lines file ('-' for stdin)")
     parser.set_defaults(handler=run_lp)
     return parser
 
 
 def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
-    """--schema, --span-dimensions, --log-record-dimensions: the Collector
+    """--schema, --span-dimensions, --log-record-dimensions, --series-budget: the Collector
     exporter's options, with its defaults (``lp`` and ``replay``)."""
+    parser.add_argument(
+        "--series-budget",
+        action="store_true",
+        help="first apply the series budget, as the shipped Collector configs' processors do before their "
+        "influxdb exporter (docs/capacity.md): no per-process metrics or resource tags, sums and histograms as increments",
+    )
     parser.add_argument(
         "--schema",
         choices=METRICS_SCHEMAS,
