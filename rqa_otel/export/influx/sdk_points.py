@@ -298,7 +298,7 @@ class MetricsConverter:
         if self._dropped.excluded(name):
             return
         cls = data.__class__
-        delta, guard, route = self._delta, self._guard, self._route
+        delta, route = self._delta, self._route
         if cls is Sum or cls is Gauge:
             counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
             as_delta = counter and delta is not None
