@@ -232,3 +232,46 @@ def test_lp_series_budget_does_what_the_collector_processors_do():
     assert [(p.fields["gauge"], p.time_unix_nano) for p in points] == [(5, 1000), (2, 1001), (4, 2000)]
     assert all(p.tags == points[0].tags for p in points) and "service.instance.id" not in points[0].tags
     assert points[2].fields["start_time_unix_nano"] == 1000  # an increment starts at the previous point
+
+
+def test_both_paths_write_the_same_bounded_points():
+    """The in-process exporter (SDK objects) and the Collector's processors +
+    exporter (OTLP JSON, as `rqa-otel lp --series-budget`) write the same
+    points for the same data: two processes, two exports each, a counter, a
+    gauge and a histogram."""
+    from test_influx_exporter import _sdk_metrics
+
+    from rqa_otel.export.influx.otel2influx import line_strings, metrics_to_points
+    from rqa_otel.export.influx.series_budget import OtlpJsonBudget
+
+    def attrs(**kv):
+        return [{"key": k.replace("_", "."), "value": {"stringValue": v}} for k, v in kv.items()]
+
+    def request(instance: str, step: int) -> dict:
+        ts, start = str(10_000 * (step + 1) + len(instance)), "5"
+        return {"resourceMetrics": [{
+            "resource": {"attributes": attrs(service_name="s", host_name="h1") + [
+                {"key": "service.instance.id", "value": {"stringValue": instance}},
+                {"key": "process.pid", "value": {"intValue": "42"}}]},
+            "scopeMetrics": [{"scope": {"name": "rqa_otel", "version": "1"}, "metrics": [
+                {"name": "rqa.trades", "sum": {"aggregationTemporality": 2, "isMonotonic": True, "dataPoints": [
+                    {"attributes": attrs(rqa_stock="A"), "startTimeUnixNano": start, "timeUnixNano": ts, "asInt": str(3 * (step + 1))}]}},
+                {"name": "rqa.portfolio.value", "gauge": {"dataPoints": [
+                    {"attributes": attrs(rqa_strategy="m"), "timeUnixNano": ts, "asDouble": 1e6 + step}]}},
+                {"name": "rqa.trade.notional_per_trade", "histogram": {"aggregationTemporality": 2, "dataPoints": [
+                    {"attributes": [], "startTimeUnixNano": start, "timeUnixNano": ts, "count": str(step + 1),
+                     "sum": 100.0 * (step + 1), "bucketCounts": ["0", str(step + 1)], "explicitBounds": [10.0],
+                     "min": 100.0, "max": 100.0}]}},
+                {"name": "process.cpu.utilization", "gauge": {"dataPoints": [{"timeUnixNano": ts, "asDouble": 0.1}]}},
+            ]}],
+        }]}
+
+    in_process, collector = [], []
+    json_budget = OtlpJsonBudget()
+    for instance in ("i-1", "i-22"):
+        converter = MetricsConverter(budget=SeriesBudget())  # one per process
+        for step in range(2):
+            in_process += converter.lines(_sdk_metrics(request(instance, step)))
+            collector += line_strings(metrics_to_points(json_budget.apply(request(instance, step))))
+    assert sorted(in_process) == sorted(collector)
+    assert len(in_process) == 2 * 2 * 3 and not any("instance" in line or "process" in line for line in in_process)
