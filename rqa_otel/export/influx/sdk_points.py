@@ -303,8 +303,30 @@ class MetricsConverter:
             counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
             as_delta = counter and delta is not None
             routes = self._routes.get(name) or {}
+            guard = self._guard
+            if not as_delta and (guard is None or not guard.overflowing(name)):
+                # Nothing to subtract or add up: the plain path's comprehension.
+                data_points = data.data_points
+                for point in data_points:
+                    if not point.time_unix_nano:
+                        raise ValueError(f"metric {name!r}: metric has no timestamp")
+                rows = [
+                    (
+                        entry[2]
+                        if (entry := routes.get(id(attributes := point.attributes))) is not None
+                        and entry[0] is attributes and entry[1] is base
+                        else route(name, base, attributes)[2],
+                        point.start_time_unix_nano or 0, point.time_unix_nano, point.value,
+                    )
+                    for point in data_points
+                ]
+                if guard is None or not guard.overflowing(name):  # a new series may have overflowed just now
+                    o2i.number_lines(lines, v2, name, counter and delta is None, rows)
+                    return
+                routes = self._routes.get(name) or {}
             rows: list[tuple[Any, int, int, Any]] = []
             append = rows.append
+            write_increments, add_line = as_delta and not v2, lines.append
             merged: dict[int, int] = {}  # id(overflow tags) -> index in rows
             for point in data.data_points:
                 attributes = point.attributes
@@ -329,6 +351,17 @@ class MetricsConverter:
                     else:
                         cell[:] = (start, ts, value)
                 tags = entry[2]
+                if write_increments and not entry[4]:
+                    # _increment_lines, inlined for the rows it writes.
+                    prefix = tags.prefixes.get(name)
+                    vcls = value.__class__
+                    if prefix is not None and 0 < start <= _INT64_MAX and ts <= _INT64_MAX:
+                        if vcls is int and _INT64_MIN <= value <= _INT64_MAX:
+                            add_line(f"{prefix} start_time_unix_nano={start}i,gauge={value}i {ts}\n")
+                            continue
+                        if vcls is float and value - value == 0:
+                            add_line(f"{prefix} start_time_unix_nano={start}i,gauge={value!r} {ts}\n")
+                            continue
                 if entry[4]:
                     index = merged.get(id(tags))
                     if index is not None:

@@ -153,10 +153,15 @@ class SeriesGuard:
         self._series: dict[str, dict[frozenset, dict]] = {}
         self._overflow: dict[tuple[str, frozenset], Any] = {}
         self._overflow_ids: set[int] = set()
+        self._overflowing: set[str] = set()
         self.make_tags: Any = dict  # the converter hands its SeriesTags class
         self._warned: set[tuple[str, str]] = set()
         self.diverted = 0
         """Points written to an overflow series instead of their own (since start)."""
+
+    def overflowing(self, metric: str) -> bool:
+        """Whether ``metric`` has sent a point to its overflow series."""
+        return metric in self._overflowing
 
     def is_overflow(self, tags: Mapping[str, str]) -> bool:
         return id(tags) in self._overflow_ids
@@ -171,6 +176,7 @@ class SeriesGuard:
             known[key] = tags
             return tags
         self.diverted += 1
+        self._overflowing.add(metric)
         attribute = per_run or self._widest(known.values(), base)
         if (metric, attribute) not in self._warned:
             self._warned.add((metric, attribute))
