@@ -515,6 +515,48 @@ def influx_write(repeat: int) -> dict:
     return row
 
 
+SERIES_RUNS = os.path.join(HERE, "..", "tests", "series_runs.py")
+
+
+@benchmark
+def series_growth(repeat: int) -> dict:
+    """Metric series a run adds in a real InfluxDB 1.x (SHOW SERIES; spans and
+    logs apart): 10 runs of a 20-symbol backtest, each a process of its own,
+    through rqa-otel's InfluxDB exporter. Project: the series budget (the
+    default); anchor: today's schema before it (no budget: what the
+    Collector's exporter writes with no processors). Counts are exact, so
+    ``repeat`` does not apply. ``ratio``: the anchor's series per run over
+    the project's, the project counted as at least 1 per run (it adds 0)."""
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from backends import InfluxDB1
+
+    runs = 10
+    server = InfluxDB1().start()
+    counts: dict[str, list[int]] = {"project": [], "anchor": []}
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            for mode, extra in (("project", []), ("anchor", ["--unbounded"])):
+                server.create_database(mode)
+                for _ in range(runs):
+                    subprocess.run([sys.executable, SERIES_RUNS, "--influx", server.url, "--db", mode, "--runs", "1",
+                                    "--symbols", "20", "--directory", directory, *extra], check=True, capture_output=True)
+                    results = server.query("SHOW SERIES", mode)[0].get("series", [])
+                    keys = [row[0] for row in results[0]["values"]] if results else []
+                    counts[mode].append(sum(key.split(",", 1)[0] not in ("spans", "logs", "span-links") for key in keys))
+    finally:
+        server.stop()
+    per_run = {mode: (c[-1] - c[0]) / (runs - 1) for mode, c in counts.items()}
+    return {
+        "name": "series_growth", "unit": "series added per run",
+        "project": round(per_run["project"], 2), "anchor": round(per_run["anchor"], 2),
+        "anchor_name": "no series budget (service.instance.id, process.pid ... as tags; running totals per process)",
+        "ratio": round(per_run["anchor"] / max(per_run["project"], 1.0), 1),
+        "series_after_run_1": {mode: c[0] for mode, c in counts.items()},
+        f"series_after_run_{runs}": {mode: c[-1] for mode, c in counts.items()},
+        "runs": runs,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (all when none): {', '.join(BENCHMARKS)}")

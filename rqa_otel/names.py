@@ -29,6 +29,8 @@ STOCK: Final = "rqa.stock"
 SIGNAL: Final = "rqa.signal"
 RUN_ID: Final = "rqa.run.id"
 RUN_KIND: Final = "rqa.run.kind"
+# Set by the user (resource_attributes); the fleet gateways route by it (docs/capacity.md).
+DESK: Final = "rqa.desk"
 STRATEGY_PARAMETER_PREFIX: Final = "rqa.strategy.param."
 
 # Values used where a quant attribute is not known (the design's QuantFilter).

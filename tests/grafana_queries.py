@@ -43,7 +43,7 @@ _ROUND_INTERVALS_MS = [
 ]
 _LONGEST_INTERVAL_MS = 31_536_000_000
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
-_FROM = re.compile(r'\bFROM\s+"([^"]+)"', re.IGNORECASE)
+_FROM = re.compile(r'\bFROM\s+(?:"[^"]+"\.)?"([^"]+)"', re.IGNORECASE)  # "rp"."measurement" too
 
 
 @dataclass(frozen=True)

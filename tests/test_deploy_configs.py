@@ -263,12 +263,14 @@ def test_influxdb_exporter_schema_and_dimensions(name):
         for key in ("org", "bucket"):
             assert str(conf.get(key, "")).startswith("${env:"), f"{name}: {eid} {key} should come from the environment"
     for pid, pipeline in _pipelines(cfg).items():
+        if pid == "metrics/prometheus":  # the series budget's unprocessed copy, for scrapers
+            continue
         assert any(_ctype(e) == "influxdb" for e in pipeline.get("exporters") or []), (
             f"{name}: pipeline {pid} does not write to InfluxDB"
         )
-    metrics_exporters = _pipelines(cfg)["metrics"].get("exporters") or []
+    metrics_exporters = [e for pid, p in _pipelines(cfg).items() if _ctype(pid) == "metrics" for e in p.get("exporters") or []]
     prom = [e for e in metrics_exporters if _ctype(e) == "prometheus"]
-    assert prom, f"{name}: metrics pipeline has no prometheus exporter"
+    assert prom, f"{name}: no metrics pipeline has a prometheus exporter"
     assert (exporters[prom[0]] or {}).get("endpoint") == "0.0.0.0:8889", f"{name}: prometheus exporter endpoint"
     # The same negotiation as rqa-otel's own /metrics (ops/exposition.py).
     assert (exporters[prom[0]] or {}).get("enable_open_metrics") is True, f"{name}: prometheus exporter OpenMetrics"
@@ -292,7 +294,7 @@ def test_agent_to_gateway_forwards_everything_to_gateway():
     for pid, pipeline in _pipelines(cfg).items():
         outs = [_ctype(e) for e in pipeline.get("exporters") or []]
         # Everything to the gateway; metrics also to a local prometheus exporter for scrapers.
-        assert outs == (["otlp_grpc", "prometheus"] if pid == "metrics" else ["otlp_grpc"]), (
+        assert outs == (["prometheus"] if pid == "metrics/prometheus" else ["otlp_grpc"]), (
             f"agent pipeline {pid} should export to the gateway (and metrics to prometheus)"
         )
     assert (exporters["prometheus"] or {}).get("endpoint") == "0.0.0.0:8889"

@@ -54,8 +54,8 @@ def test_demo_into_influxdb_1x_trades_queryable_by_strategy_and_symbol(influxdb_
         )
         assert len(rows) == count, (strategy, symbol, rows)
         assert all(json.loads(row["attributes"])[names.TRADE_PRICE] > 0 for row in rows)
-    # The trade counters too, tagged the same way.
-    [total] = influxdb_v1.points(f'SELECT sum("counter") FROM (SELECT last("counter") AS "counter" FROM "{names.TRADES_COUNTER}" GROUP BY *)', db="rqa")
+    # The trade counters too, tagged the same way: increments (the series budget).
+    [total] = influxdb_v1.points(f'SELECT sum("gauge") FROM "{names.TRADES_COUNTER}"', db="rqa")
     assert total["sum"] == summary["trades"]
     assert influxdb_v1.points('SELECT * FROM "spans"', db="rqa")
 
@@ -67,11 +67,11 @@ def test_demo_into_victoria_metrics_through_api_v2_write(victoria_metrics, tmp_p
     summary = json.loads(done.stdout)
     assert all(c["failed"] == 0 and "/api/v2/write" in c["destination"] for c in summary["telemetry"])
     journal = _journal_counts(tmp_path)
-    series = victoria_metrics.wait_for_export(f'{{__name__="{names.TRADES_COUNTER}_counter"}}', min_series=len(journal))
+    series = victoria_metrics.wait_for_export(f'{{__name__="{names.TRADES_COUNTER}_gauge"}}', min_series=len(journal))
     totals: dict[tuple[str, str], int] = {}
-    for one in series:  # one series per side: the last cumulative value of each
+    for one in series:  # one series per side, its increments (the series budget) added up
         key = (one["metric"][names.STRATEGY], one["metric"][names.STOCK])
-        totals[key] = totals.get(key, 0) + int(one["values"][-1])
+        totals[key] = totals.get(key, 0) + int(sum(one["values"]))
     assert totals == journal
 
 

@@ -57,6 +57,7 @@ from rqa_otel.export.influx.exporter import (
     InfluxV2Transport,
     sdk_exporter,
 )
+from rqa_otel.export.influx.series_budget import SeriesBudget
 from rqa_otel.export.influx.sdk_points import LogEntriesConverter, MetricsConverter, log_records_to_points, spans_to_points
 
 RESOURCE = Resource(
@@ -373,13 +374,16 @@ def test_v2_transport_writes_sdk_metrics_to_victoria_metrics(victoria_metrics) -
     transport = InfluxV2Transport(victoria_metrics.url, org="rqa", bucket="telemetry")
     delivery = Delivery("metrics", transport, budget_s=10.0)
     encoder = InfluxEncoder(InfluxSchema(max_lines=25))
-    assert list(encoder.metric_stream(data)) == encoder.metrics(data)  # streamed: the same payloads
+    # Streamed: the same payloads (fresh encoders: increments depend on what an encoder has seen).
+    assert list(InfluxEncoder(InfluxSchema(max_lines=25)).metric_stream(data)) == encoder.metrics(data)
+    encoder = InfluxEncoder(InfluxSchema(max_lines=25))
     exporter = PayloadMetricExporter(encoder.metric_stream, delivery)  # sent while the next is encoded
     assert exporter.export(data).name == "SUCCESS"
-    series = victoria_metrics.wait_for_export('{__name__=~"rqa.trades_counter"}', min_series=60)
+    # The series budget's default: sums as increments, in the `gauge` field.
+    series = victoria_metrics.wait_for_export('{__name__=~"rqa.trades_gauge"}', min_series=60)
     labels = {s["metric"][names.STOCK] for s in series}
     assert len(labels) == 60 and series[0]["metric"]["service.name"] == "strategy-a"
-    assert delivery.counts.exported == len(MetricsConverter().lines(data)) and delivery.counts.failed == 0
+    assert delivery.counts.exported == len(MetricsConverter(budget=SeriesBudget()).lines(data)) and delivery.counts.failed == 0
     exporter.shutdown()
 
 

@@ -35,6 +35,8 @@ from rqa_otel.export.influx.otel2influx import (
     traces_to_points,
 )
 
+from rqa_otel.export.influx.series_budget import OtlpJsonBudget
+
 _REQUEST_KEYS = ("resourceMetrics", "resourceSpans", "resourceLogs")
 
 
@@ -59,8 +61,14 @@ def add_lp_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 
 def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
-    """--schema, --span-dimensions, --log-record-dimensions: the Collector
+    """--schema, --span-dimensions, --log-record-dimensions, --series-budget: the Collector
     exporter's options, with its defaults (``lp`` and ``replay``)."""
+    parser.add_argument(
+        "--series-budget",
+        action="store_true",
+        help="first apply the series budget, as the shipped Collector configs' processors do before their "
+        "influxdb exporter (docs/capacity.md): no per-process metrics or resource tags, sums and histograms as increments",
+    )
     parser.add_argument(
         "--schema",
         choices=METRICS_SCHEMAS,
@@ -85,8 +93,13 @@ def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
 
 def point_converters(args: argparse.Namespace) -> dict[str, Callable[[Any], list[Point]]]:
     """Request key (``resourceMetrics``…) -> conversion with the options of :func:`add_schema_arguments`."""
+    if getattr(args, "series_budget", False):
+        budget = OtlpJsonBudget()
+        metrics = lambda request: metrics_to_points(budget.apply(request), args.schema)  # noqa: E731
+    else:
+        metrics = lambda request: metrics_to_points(request, args.schema)  # noqa: E731
     return {
-        "resourceMetrics": lambda request: metrics_to_points(request, args.schema),
+        "resourceMetrics": metrics,
         "resourceSpans": lambda request: traces_to_points(request, args.span_dimensions),
         "resourceLogs": lambda request: logs_to_points(request, args.log_record_dimensions),
     }

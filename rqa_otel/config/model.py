@@ -106,6 +106,14 @@ class InfluxSettings:
     log_record_dimensions: tuple[str, ...]
     max_lines: int
     max_bytes: int
+    metric_resource_exclude: tuple[str, ...]
+    """Resource attributes that are not metric tags (series budget, docs/capacity.md)."""
+    metric_temporality: str
+    """``delta`` (sums and histograms as increments) or ``cumulative``."""
+    series_limit: int
+    """Series per metric before points go to the overflow series (0: no limit)."""
+    metric_exclude: tuple[str, ...]
+    """Metrics not written to InfluxDB (per-process gauges, for live views)."""
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,13 @@ from rqa_otel.export.delivery import (
 from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
+from rqa_otel.export.influx.series_budget import (
+    DEFAULT_METRIC_EXCLUDE,
+    DEFAULT_RESOURCE_EXCLUDE,
+    DEFAULT_SERIES_LIMIT,
+    DEFAULT_TEMPORALITY,
+    SeriesBudget,
+)
 from rqa_otel.export.influx.sdk_points import (
     LogEntriesConverter,
     MetricsConverter,
@@ -75,13 +82,30 @@ except ImportError:  # pragma: no cover - isal ships wheels for the usual platfo
 @dataclass(frozen=True)
 class InfluxSchema:
     """What the Collector's exporter calls metrics_schema, span_dimensions
-    and log_record_dimensions, with its defaults."""
+    and log_record_dimensions, with its defaults; and the series budget
+    (``series_budget``), which the Collector configs apply with processors:
+    ``metric_resource_exclude=(), metric_temporality="cumulative",
+    series_limit=0, metric_exclude=()`` writes what the exporter writes
+    with none."""
 
     metrics_schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1
     span_dimensions: tuple[str, ...] = o2i.DEFAULT_SPAN_DIMENSIONS
     log_record_dimensions: tuple[str, ...] = o2i.DEFAULT_LOG_RECORD_DIMENSIONS
     max_lines: int = DEFAULT_MAX_LINES
     max_bytes: int = DEFAULT_MAX_BYTES
+    metric_resource_exclude: tuple[str, ...] = DEFAULT_RESOURCE_EXCLUDE
+    metric_temporality: str = DEFAULT_TEMPORALITY
+    series_limit: int = DEFAULT_SERIES_LIMIT
+    metric_exclude: tuple[str, ...] = DEFAULT_METRIC_EXCLUDE
+
+    def budget(self) -> SeriesBudget | None:
+        """The series budget these options ask for; None: none at all."""
+        if (not self.metric_resource_exclude and self.metric_temporality == "cumulative" and not self.series_limit
+                and not self.metric_exclude):
+            return None
+        return SeriesBudget.from_settings(
+            self.metric_resource_exclude, self.metric_temporality, self.series_limit, self.metric_exclude,
+        )
 
 
 class InfluxEncoder:
@@ -94,7 +118,7 @@ class InfluxEncoder:
         self.schema = schema
         self._span_dimensions = o2i.dimensions_set(schema.span_dimensions, "span_dimensions")
         self._log_dimensions = o2i.dimensions_set(schema.log_record_dimensions, "log_record_dimensions")
-        self._metrics = MetricsConverter(schema.metrics_schema, _dropper("metrics"))
+        self._metrics = MetricsConverter(schema.metrics_schema, schema.budget(), _dropper("metrics"))
         self._log_entries = LogEntriesConverter(resource_attributes or {}, self._log_dimensions)
 
     def spans(self, spans: Sequence[Any]) -> list[Payload]:
@@ -329,7 +353,8 @@ def influx_schema(settings: Any) -> InfluxSchema:
     """The schema options of ``export.influxdb`` (an ``InfluxSettings``)."""
     return InfluxSchema(
         settings.metrics_schema, tuple(settings.span_dimensions), tuple(settings.log_record_dimensions),
-        settings.max_lines, settings.max_bytes,
+        settings.max_lines, settings.max_bytes, tuple(settings.metric_resource_exclude),
+        settings.metric_temporality, settings.series_limit, tuple(settings.metric_exclude),
     )
 
 

@@ -26,12 +26,14 @@ from opentelemetry.sdk.metrics.export import (
 
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point
+from rqa_otel.export.influx.series_budget import DeltaState, SeriesBudget, step_many
 from rqa_otel.export.log_entry import with_attribute_dict
 from rqa_otel.export.otlp.log_encoding import severity
 
 _log = logging.getLogger("rqa_otel.export")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _CACHE_LIMIT = 50_000
+_CUMULATIVE = 2  # AggregationTemporality.CUMULATIVE
 
 
 def raw(value: Any) -> Any:
@@ -118,7 +120,12 @@ class MetricsConverter:
     between exports: the SDK hands the same attributes object for a series
     at every collection, and building tags is most of the work per point."""
 
-    def __init__(self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1, on_drop: o2i.OnDrop | None = None) -> None:
+    def __init__(
+        self, schema: str = o2i.SCHEMA_TELEGRAF_PROMETHEUS_V1, budget: SeriesBudget | None = None,
+        on_drop: o2i.OnDrop | None = None,
+    ) -> None:
+        """``budget``: the series budget (``series_budget``); None writes
+        what the Collector's exporter writes with no processors before it."""
         if schema not in o2i.METRICS_SCHEMAS:
             raise ValueError(f"metrics_schema: unknown metrics schema {schema!r}; accepted: {', '.join(o2i.METRICS_SCHEMAS)}")
         self.v2 = schema == o2i.SCHEMA_TELEGRAF_PROMETHEUS_V2
@@ -130,6 +137,15 @@ class MetricsConverter:
         # A point the line protocol cannot carry: left out and reported
         # here; without it, the whole export fails (the Collector's way).
         self._on_drop = on_drop
+        self._filter = budget.filter if budget is not None else None
+        self._delta = DeltaState() if budget is not None and budget.delta else None
+        self._guard = budget.guard if budget is not None else None
+        self._dropped = budget.metrics if budget is not None else None
+        if self._guard is not None:
+            self._guard.make_tags = o2i.SeriesTags
+        # Budget path: id(attributes) -> (attributes, base, routed tags, identity)
+        self._routes: dict[str, dict[int, tuple]] = {}  # metric -> id(attributes) -> _route's entry
+        self._identities: dict[int, tuple[dict, frozenset]] = {}  # id(base tags) -> (base tags, resource identity)
 
     def lines(self, data: MetricsData) -> list[str]:
         """The line-protocol lines of ``data``."""
@@ -155,7 +171,11 @@ class MetricsConverter:
         cached = self._bases.get(key)
         if cached is None:
             tags: dict[str, str] = {}
-            _put_tags(resource.attributes, tags)
+            attributes = resource.attributes
+            if self._filter is not None:
+                identity = frozenset((k, str(v)) for k, v in (attributes or {}).items())
+                attributes = self._filter.keep(attributes)
+            _put_tags(attributes, tags)
             if scope is not None:
                 if scope.name:
                     tags[o2i.OTEL_LIBRARY_NAME] = scope.name
@@ -164,8 +184,53 @@ class MetricsConverter:
                 _put_tags(getattr(scope, "attributes", None), tags)
             if len(self._bases) >= 1000:
                 self._bases.clear()
+                self._identities.clear()
+            if self._filter is not None:
+                # The stream identity keeps what the tags lose (the instance):
+                # two resources differing only there are two streams.
+                self._identities[id(tags)] = (tags, identity)
             cached = self._bases[key] = (resource, scope, tags)
         return cached[2]
+
+    def _route(self, name: str, base: dict[str, str], attributes: Any) -> tuple:
+        """The budget's entry of a data point: (attributes, base, tags to
+        write, its stream's delta cell, whether the tags are an overflow
+        series), kept per metric and attributes object."""
+        routes = self._routes.get(name)
+        if routes is None or len(routes) >= _CACHE_LIMIT:
+            routes = self._routes[name] = {}
+        tags = self._tags(base, attributes)
+        identity = (name, self._identities[id(base)][1], frozenset(tags.items()))
+        guard = self._guard
+        routed = guard.route(name, base, tags) if guard is not None else tags
+        cell = self._delta.cell(identity) if self._delta is not None else []
+        entry = (attributes, base, routed, cell, guard is not None and guard.is_overflow(routed))
+        if attributes is not None:
+            routes[id(attributes)] = entry
+        return entry
+
+    @staticmethod
+    def _increment_lines(lines: list[str], name: str, rows: list[tuple]) -> list[tuple]:
+        """The lines of increments whose series' line prefix is known,
+        written here: each export moves their start time, which
+        ``number_lines`` caches per series, so it would take its slow path
+        for every one. Returns the rows left to it (first lines of a series,
+        values it must check)."""
+        left = []
+        append = lines.append
+        for row in rows:
+            tags, start, ts, value = row
+            prefix = tags.prefixes.get(name)
+            cls = value.__class__
+            if prefix is None or not 0 < start <= _INT64_MAX or not 0 < ts <= _INT64_MAX:
+                left.append(row)
+            elif cls is int and _INT64_MIN <= value <= _INT64_MAX:
+                append(f"{prefix} start_time_unix_nano={start}i,gauge={value}i {ts}\n")
+            elif cls is float and value - value == 0:
+                append(f"{prefix} start_time_unix_nano={start}i,gauge={value!r} {ts}\n")
+            else:
+                left.append(row)
+        return left
 
     def _tags(self, base: dict[str, str], attributes: Any) -> dict[str, str]:
         entry = self._series.get(id(attributes))
@@ -180,6 +245,9 @@ class MetricsConverter:
         return tags
 
     def _metric(self, lines: list[str], v2: bool, base: dict[str, str], metric: Any) -> None:
+        if self._filter is not None:
+            self._budget_metric(lines, v2, base, metric)
+            return
         name, data = metric.name, metric.data
         points: list[Point] = []  # what takes the general path: histograms, exemplars
         append = points.append
@@ -223,6 +291,134 @@ class MetricsConverter:
             raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
         if points:
             lines += o2i.line_strings(points, self._on_drop)
+
+
+    def _budget_metric(self, lines: list[str], v2: bool, base: dict[str, str], metric: Any) -> None:
+        """``_metric`` under the series budget: tags filtered and routed by
+        the guard, cumulative sums and histograms as increments, the points
+        that share an overflow series added up, no exemplars (each would be a
+        series of its own, tagged with its trace id)."""
+        name, data = metric.name, metric.data
+        if self._dropped.excluded(name):
+            return
+        cls = data.__class__
+        delta, route = self._delta, self._route
+        if cls is Sum or cls is Gauge:
+            counter = o2i.is_counter(cls is Sum, getattr(data, "is_monotonic", False), getattr(data, "aggregation_temporality", 0))
+            as_delta = counter and delta is not None
+            routes = self._routes.get(name) or {}
+            guard = self._guard
+            if not as_delta and (guard is None or not guard.overflowing(name)):
+                # Nothing to subtract or add up: the plain path's comprehension.
+                data_points = data.data_points
+                for point in data_points:
+                    if not point.time_unix_nano:
+                        raise ValueError(f"metric {name!r}: metric has no timestamp")
+                rows = [
+                    (
+                        entry[2]
+                        if (entry := routes.get(id(attributes := point.attributes))) is not None
+                        and entry[0] is attributes and entry[1] is base
+                        else route(name, base, attributes)[2],
+                        point.start_time_unix_nano or 0, point.time_unix_nano, point.value,
+                    )
+                    for point in data_points
+                ]
+                if guard is None or not guard.overflowing(name):  # a new series may have overflowed just now
+                    o2i.number_lines(lines, v2, name, counter and delta is None, rows, self._on_drop)
+                    return
+                routes = self._routes.get(name) or {}
+            rows: list[tuple[Any, int, int, Any]] = []
+            append = rows.append
+            write_increments, add_line = as_delta and not v2, lines.append
+            merged: dict[int, int] = {}  # id(overflow tags) -> index in rows
+            for point in data.data_points:
+                attributes = point.attributes
+                entry = routes.get(id(attributes))
+                if entry is None or entry[0] is not attributes or entry[1] is not base:
+                    entry = route(name, base, attributes)
+                    routes = self._routes[name]
+                ts, start, value = point.time_unix_nano, point.start_time_unix_nano or 0, point.value
+                if not ts:
+                    raise ValueError(f"metric {name!r}: metric has no timestamp")
+                if as_delta:
+                    # step(), inlined: this runs per data point.
+                    cell = entry[3]
+                    if cell and cell[0] == start:
+                        if ts <= cell[1]:
+                            continue  # not newer than the last one seen: nothing new
+                        previous_time, previous = cell[1], cell[2]
+                        cell[1] = ts
+                        cell[2] = value
+                        if value >= previous:
+                            start, value = previous_time, value - previous
+                    else:
+                        cell[:] = (start, ts, value)
+                tags = entry[2]
+                if write_increments and not entry[4]:
+                    # _increment_lines, inlined for the rows it writes.
+                    prefix = tags.prefixes.get(name)
+                    vcls = value.__class__
+                    if prefix is not None and 0 < start <= _INT64_MAX and ts <= _INT64_MAX:
+                        if vcls is int and _INT64_MIN <= value <= _INT64_MAX:
+                            add_line(f"{prefix} start_time_unix_nano={start}i,gauge={value}i {ts}\n")
+                            continue
+                        if vcls is float and value - value == 0:
+                            add_line(f"{prefix} start_time_unix_nano={start}i,gauge={value!r} {ts}\n")
+                            continue
+                if entry[4]:
+                    index = merged.get(id(tags))
+                    if index is not None:
+                        old = rows[index]
+                        # Increments and totals add up; a gauge keeps one value.
+                        rows[index] = (tags, min(old[1], start), max(old[2], ts), old[3] + value if cls is Sum else value)
+                        continue
+                    merged[id(tags)] = len(rows)
+                append((tags, start, ts, value))
+            if as_delta and not v2:
+                rows = self._increment_lines(lines, name, rows)
+            o2i.number_lines(lines, v2, name, counter and delta is None, rows, self._on_drop)
+        elif cls is Histogram:
+            points: list[Point] = []
+            pending: dict[int, list] = {}
+            for point in data.data_points:
+                ts = point.time_unix_nano
+                if not ts:
+                    raise ValueError(f"metric {name!r}: metric has no timestamp")
+                attributes = point.attributes
+                entry = (self._routes.get(name) or {}).get(id(attributes))
+                if entry is None or entry[0] is not attributes or entry[1] is not base:
+                    entry = route(name, base, attributes)
+                tags = entry[2]
+                start, values = point.start_time_unix_nano or 0, (point.count, point.sum, *point.bucket_counts)
+                low, high = point.min, point.max
+                if delta is not None and getattr(data, "aggregation_temporality", 0) == _CUMULATIVE:
+                    stepped = step_many(entry[3], start, ts, values)
+                    if stepped is None:
+                        continue
+                    start, values = stepped
+                    low = high = None  # the extremes since start say nothing about one interval
+                if values[0] == 0 and delta is not None:
+                    continue  # no new value: an empty increment adds no point
+                if entry[4]:
+                    held = pending.get(id(tags))
+                    if held is not None and len(held[3]) == len(values):
+                        held[1], held[2] = min(held[1], start), max(held[2], ts)
+                        held[3] = tuple(a + b for a, b in zip(held[3], values))
+                        continue
+                    pending[id(tags)] = [tags, start, ts, values, point.explicit_bounds, None, None]
+                    continue
+                o2i.histogram_points(points.append, v2, name, tags, start, ts, values[0], values[1], low, high, values[2:], point.explicit_bounds)
+            for tags, start, ts, values, bounds, low, high in pending.values():
+                o2i.histogram_points(points.append, v2, name, tags, start, ts, values[0], values[1], low, high, values[2:], bounds)
+            if points:
+                lines += o2i.line_strings(points, self._on_drop)
+        elif cls is ExponentialHistogram:
+            if name not in self._warned:
+                self._warned.add(name)
+                _log.warning("metric %r is not written to InfluxDB: %s", name, o2i.EXPONENTIAL_HISTOGRAM_REJECTED)
+        else:
+            raise ValueError(f"metric {name!r}: unknown metric data {cls.__name__}")
 
 
 def _put_tags(attributes: Mapping[str, Any] | None, tags: dict[str, str]) -> None:
