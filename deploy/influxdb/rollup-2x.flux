@@ -33,6 +33,6 @@ raw
 
 // Usage gauges: the peak of each 5 minutes.
 raw
-    |> filter(fn: (r) => r._measurement =~ /^rqa\.(strategy\.(cpu\.percent|memory\.usage|gpu\.memory\.usage|quota\.utilization|quota\.usage|process\.count)|export\.spool\.size)$/ and r._field == "gauge")
+    |> filter(fn: (r) => r._measurement =~ /^rqa\.(strategy\.(cpu\.usage|memory\.usage|gpu\.memory\.usage|quota\.utilization|quota\.usage|process\.count)|export\.spool\.size)$/ and r._field == "gauge")
     |> aggregateWindow(every: 5m, fn: max, createEmpty: false)
     |> to(bucket: "rqa_rollup_5m")
