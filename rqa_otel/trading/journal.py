@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS portfolio (
     positions TEXT NOT NULL,
     time_ns INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS portfolio_by_run ON portfolio (run_id, time_ns);
 """
 """Trades keep small integer keys: (strategy, symbol, action) is a row of
 ``series`` and the run id a row of ``runs``. An index of integers costs a
