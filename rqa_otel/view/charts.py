@@ -13,6 +13,7 @@ includes it).
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left
 from html import escape
 from typing import Sequence
 
@@ -67,8 +68,7 @@ def line_panel(title: str, times: Sequence[int], series: dict[str, Sequence[floa
     if marks:
         values_at = series[next(iter(series))]
         for time_ns, side in marks:
-            index = _nearest(times, time_ns)
-            x, y = x_of(time_ns), y_of(values_at[index])
+            x, y = x_of(time_ns), y_of(_at(times, values_at, time_ns))
             tip = 9 if side == "buy" else -9
             parts.append(f'<path class="mark-{side}" d="M{x:.1f},{y:.1f} l-4,{tip} l8,0 Z" fill="{COLORS[side]}"/>')
     legend = " ".join(f'<tspan fill="{COLORS.get(n, "#888")}">&#9632; {escape(n)}</tspan>' for n in series)
@@ -76,11 +76,15 @@ def line_panel(title: str, times: Sequence[int], series: dict[str, Sequence[floa
     return "".join(parts)
 
 
-def _nearest(times: Sequence[int], time_ns: int) -> int:
-    from bisect import bisect_left
-
+def _at(times: Sequence[int], values: Sequence[float], time_ns: int) -> float:
+    """The series at ``time_ns``, interpolated between its snapshots (a
+    trade sits on the line even when snapshots are sparser than trades)."""
     index = bisect_left(times, time_ns)
-    return min(index, len(times) - 1)
+    if index == 0 or index == len(times):
+        return values[min(index, len(times) - 1)]
+    t0, t1 = times[index - 1], times[index]
+    fraction = (time_ns - t0) / (t1 - t0) if t1 > t0 else 1.0
+    return values[index - 1] + (values[index] - values[index - 1]) * fraction
 
 
 def drawdowns(values: Sequence[float]) -> list[float]:
