@@ -135,6 +135,7 @@ def check_run_page(driver, url: str, directory: Path, run_id: str, strategy: str
 def test_every_page_of_a_demo_run(browser, demo_run):
     directory, summary = demo_run
     server = ViewServer(str(directory)).start()
+    assert server.wait_until_read()
     try:
         check_run_page(browser, server.url + "/", directory, summary["run_id"], "dual_ma_demo", "demo")
         assert text(browser, "trade-count") == str(summary["trades"])
@@ -183,6 +184,7 @@ def test_every_page_of_a_backtrader_run(browser, backtrader_run):
     journal = sqlite3.connect(directory / "trades.db")
     [run_id] = [row[0] for row in journal.execute("SELECT run_id FROM runs")]
     server = ViewServer(str(directory)).start()
+    assert server.wait_until_read()
     try:
         check_run_page(browser, server.url + "/", directory, run_id, "Crossover", "backtrader")
         # The view's final value is backtrader's own broker value.

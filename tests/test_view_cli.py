@@ -112,6 +112,7 @@ def test_corrupt_and_unfinished_lines_are_skipped_counted_and_shown(tmp_path):
 
     server = ViewServer(str(tmp_path)).start()
     try:
+        assert server.wait_until_read()
         status, html = get(server.url + "/pipeline")
         assert status == 200
         row = html[html.index("logs.jsonl"):].split("</tr>")[0]

@@ -99,22 +99,17 @@ class TelemetryView:
     def has_data(self) -> bool:
         return self.files.exists() or self.journal.exists()
 
-    def refresh(self) -> None:
+    def refresh(self, pause=None) -> None:
         if self._refresh_lock.acquire(blocking=False):
             try:
-                self.files.refresh()
+                self.files.refresh(pause)
             finally:
                 self._refresh_lock.release()
 
     def version(self) -> str:
-        """Changes whenever new telemetry or journal rows are readable."""
-        sizes = []
-        for name in (TRACES, LOGS, METRICS):
-            try:
-                sizes.append(os.stat(os.path.join(self.directory, name)).st_size)
-            except OSError:
-                sizes.append(0)
-        return "-".join(map(str, sizes + list(self.journal.version())))
+        """Changes whenever more of the files has been read or journal rows
+        were committed (what a page shows changes only then)."""
+        return f"{self.files.version}-{'-'.join(map(str, self.journal.version()))}-{int(self.has_data())}"
 
     # --- runs ---------------------------------------------------------------------
 
@@ -165,11 +160,23 @@ class TelemetryView:
             f"{len(known)} run(s) known there" + (f", e.g. {known[0]}" if known else "")
         )
 
-    def run(self, run_id: str) -> RunRow:
-        """One run's summary row (from its own journal rows, through the indexes)."""
+    def run(self, run_id: str, equity=None) -> RunRow:
+        """One run's summary row, from its own journal rows only: the trade
+        count, and the performance from ``equity`` (Journal.equity) when given."""
         run_id = self.resolve(run_id)
-        totals = self.journal.run_totals()
-        return self._row(run_id, totals, self.journal.run_performance(run_id), {})
+        count = self.journal.trade_count(run_id)
+        if equity is not None and equity.points:
+            performance = {run_id: {
+                "strategy": "", "first_ns": equity.time_ns[0], "last_ns": equity.time_ns[-1],
+                "start_value": equity.value[0], "final_value": equity.value[-1], "max_drawdown": equity.max_drawdown,
+            }}
+        else:
+            performance = self.journal.run_performance(run_id)
+        row = self._row(run_id, {}, performance, {})
+        row.trades = count
+        if not row.strategy:
+            row.strategy = self.journal.run_strategies().get(run_id, "")
+        return row
 
     def spans(self, row: RunRow) -> list[Span]:
         return list(self.files.spans.get(row.trace_id, ()))

@@ -14,6 +14,7 @@ million trades again on every refresh.
 from __future__ import annotations
 
 import os
+from operator import itemgetter
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class Equity:
     cash: list[float]
     positions: list[int]
     points: int  # snapshots in the journal (the lists may be thinned)
+    max_drawdown: float | None = None  # over every snapshot, not only those drawn
 
 
 class Journal:
@@ -45,6 +47,7 @@ class Journal:
         self._lock = threading.Lock()
         self._totals: dict[str, RunTotals] = {}
         self._seen_trade_id = 0
+        self._counts: dict[str, tuple[int, int]] = {}  # run id -> (last trade id seen, trades)
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -90,6 +93,21 @@ class Journal:
                 totals.last_ns = last if totals.last_ns is None else max(totals.last_ns, last)
                 self._seen_trade_id = max(self._seen_trade_id, top)
             return dict(self._totals)
+
+    def trade_count(self, run_id: str) -> int:
+        """The run's trades: counted once (a scan of the run column), then
+        only over the rows added since (a rowid range)."""
+        with self._lock:
+            seen, count = self._counts.get(run_id, (0, 0))
+            rows = self._query(
+                "SELECT count(*), max(id) FROM trades WHERE id > ? AND run = (SELECT id FROM runs WHERE run_id = ?)",
+                (seen, run_id),
+            )
+            if rows and rows[0][0]:
+                added, top = rows[0]
+                seen, count = top, count + added
+                self._counts[run_id] = (seen, count)
+            return count
 
     def run_performance(self, run_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Per run (or for ``run_id`` alone, through the portfolio_by_run
@@ -141,12 +159,18 @@ class Journal:
             "SELECT time_ns, value, cash, positions FROM portfolio WHERE run_id = ? ORDER BY time_ns, id", (run_id,)
         )
         total = len(rows)
+        peak, max_drawdown = float("-inf"), 0.0
+        for value in map(_second, rows):
+            if value > peak:
+                peak = value
+            elif peak > 0 and 1 - value / peak > max_drawdown:
+                max_drawdown = 1 - value / peak
         if total > max_points:
             step = -(-total // max_points)
             rows = rows[::step] + ([rows[-1]] if (total - 1) % step else [])
         return Equity(
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-            [_open_positions(r[3]) for r in rows], total,
+            [_open_positions(r[3]) for r in rows], total, max_drawdown if rows else None,
         )
 
     def trades(self, run_id: str, symbol: str | None = None, side: str | None = None, start_ns: int | None = None,
@@ -177,7 +201,7 @@ class Journal:
         if series or start_ns is not None or end_ns is not None:
             total = self._query(f"SELECT count(*) FROM trades WHERE {where}", parameters)[0][0]
         else:
-            total = self.run_totals().get(run_id, RunTotals()).trades
+            total = self.trade_count(run_id)
         rows = self._query(
             "SELECT trades.id, time_ns, symbol, action, price, quantity FROM trades JOIN series ON series.id = trades.series"
             f" WHERE {where} ORDER BY trades.time_ns, trades.id LIMIT ? OFFSET ?",
@@ -198,6 +222,9 @@ class Journal:
         return [row[0] for row in self._query(
             "SELECT DISTINCT symbol FROM series WHERE strategy = ? ORDER BY symbol", (strategy,)
         )]
+
+
+_second = itemgetter(1)
 
 
 def _open_positions(holdings: str) -> int:

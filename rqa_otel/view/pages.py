@@ -130,9 +130,9 @@ def runs_page(rows: list[RunRow], strategies: list[str], strategy: str) -> str:
 
 
 def run_body(view, row: RunRow, filters: dict[str, str], trade_page: int, log_page: int, live: bool,
-             trade_page_size: int = 50, log_page_size: int = 50) -> str:
+             trade_page_size: int = 50, log_page_size: int = 50, equity=None) -> str:
     """The run page's content (also the report's)."""
-    equity = view.journal.equity(row.run_id)
+    equity = equity if equity is not None else view.journal.equity(row.run_id)
     parts = [f'<h1>Run {escape(row.run_id)}</h1>']
     parts.append('<dl class="summary" id="summary">' + "".join(
         f'<dt>{label}</dt><dd id="{css_id}">{value}</dd>' for label, css_id, value in (

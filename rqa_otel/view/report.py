@@ -20,8 +20,11 @@ def write_report(directory: str, run_id: str, output: str) -> str:
     ``output``; returns the full run id. UnknownRun if there is no such run."""
     view = TelemetryView(directory)
     view.refresh()
-    row = view.run(run_id)
-    body = pages.run_body(view, row, {}, 0, 0, live=False, trade_page_size=REPORT_ROWS, log_page_size=REPORT_ROWS)
+    run_id = view.resolve(run_id)
+    equity = view.journal.equity(run_id)
+    row = view.run(run_id, equity)
+    body = pages.run_body(view, row, {}, 0, 0, live=False, trade_page_size=REPORT_ROWS, log_page_size=REPORT_ROWS,
+                          equity=equity)
     html = pages.page(f"rqa-otel report: run {row.run_id} ({row.strategy})", body, live=False)
     temporary = f"{output}.tmp{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as out:

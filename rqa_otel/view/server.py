@@ -10,11 +10,12 @@ second, so the pages' one-second poll sees new data within 1.5 s.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
+import time
 import traceback
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -22,6 +23,7 @@ from rqa_otel.view import pages
 from rqa_otel.view.data import BadQuery, TelemetryView, UnknownRun
 
 REFRESH_S = 0.5
+PAUSE_S = 2.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _RUN_PATH = re.compile(r"^/run/([0-9A-Za-z_.-]+)$")
 FILTERS = ("symbol", "side", "from", "to", "strategy", "stock", "signal", "level", "text")
@@ -50,11 +52,14 @@ def render(view: TelemetryView, path: str, query: dict[str, str]) -> tuple[int, 
         return 200, "pipeline", pages.pipeline_body(view.pipeline())
     match = _RUN_PATH.match(path)
     if match:
-        row = view.run(unquote(match.group(1)))
+        run_id = view.resolve(unquote(match.group(1)))
+        equity = view.journal.equity(run_id)
+        row = view.run(run_id, equity)
         filters = {k: query[k] for k in FILTERS if query.get(k)}
         if filters.get("side") not in (None, "buy", "sell"):
             raise BadQuery(f"side {filters['side']!r}: expected buy or sell")
-        body = pages.run_body(view, row, filters, _page_number(query, "trades"), _page_number(query, "logs"), live=True)
+        body = pages.run_body(view, row, filters, _page_number(query, "trades"), _page_number(query, "logs"), live=True,
+                              equity=equity)
         return 200, f"run {row.run_id}", body
     return 404, "not found", f"<h1>Not found</h1><p>{pages.escape(path)}: try <a href='/'>the runs</a>.</p>"
 
@@ -62,18 +67,29 @@ def render(view: TelemetryView, path: str, query: dict[str, str]) -> tuple[int, 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "rqa-otel-view"
     view: TelemetryView  # set on the subclass made per server
+    serving: threading.Condition  # with .requests: pages being served now
 
     def log_message(self, format, *args):  # quiet: one user, loopback
         pass
 
     def do_GET(self) -> None:
+        with self.serving:
+            self.serving.requests += 1
+        try:
+            self._get()
+        finally:
+            with self.serving:
+                self.serving.requests -= 1
+                self.serving.notify_all()
+
+    def _get(self) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         try:
+            # No reading here: the background reader does it, and a page
+            # shows what it has read so far (a million records take seconds).
             if parts.path == "/api/version":
-                self.view.refresh()
                 return self._send(200, json.dumps({"version": self.view.version()}), "application/json")
-            self.view.refresh()
             try:
                 status, title, body = render(self.view, parts.path, query)
             except UnknownRun as exc:
@@ -110,7 +126,9 @@ class ViewServer:
 
     def __init__(self, directory: str, host: str = "127.0.0.1", port: int = 0) -> None:
         self.view = TelemetryView(directory)
-        handler = type("Handler", (_Handler,), {"view": self.view})
+        self._serving = threading.Condition()
+        self._serving.requests = 0
+        handler = type("Handler", (_Handler,), {"view": self.view, "serving": self._serving})
         ThreadingHTTPServer.allow_reuse_address = False  # a second view on a taken port must fail, not share it
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -125,10 +143,32 @@ class ViewServer:
     def _refresh_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.view.refresh()
+                self.view.refresh(self._let_pages_go_first)
             except Exception:
                 traceback.print_exc(file=sys.stderr)
             self._stop.wait(REFRESH_S)
+
+    def _let_pages_go_first(self) -> None:
+        """The reader waits (up to PAUSE_S) while a page is being served: a
+        million log records take seconds to read, a page a fraction of one."""
+        with self._serving:
+            self._serving.wait_for(lambda: not self._serving.requests, PAUSE_S)
+
+    def wait_until_read(self, files: tuple[str, ...] = ("traces.jsonl", "logs.jsonl", "metrics.jsonl"),
+                        timeout_s: float = 30.0) -> bool:
+        """Wait until the reader has read ``files`` up to their current size."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            sizes = {}
+            for name in files:
+                try:
+                    sizes[name] = os.path.getsize(os.path.join(self.view.directory, name))
+                except OSError:
+                    sizes[name] = 0
+            if all(self.view.files.indexed[name] >= size for name, size in sizes.items()):
+                return True
+            time.sleep(0.02)
+        return False
 
     def start(self) -> "ViewServer":
         self._refresher.start()
