@@ -134,6 +134,7 @@ def check_run_page(driver, url: str, directory: Path, run_id: str, strategy: str
 
 def test_every_page_of_a_demo_run(browser, demo_run):
     directory, summary = demo_run
+    assert summary["view_command"] == f"rqa-otel view {directory}"  # the demo says how to look at it
     server = ViewServer(str(directory)).start()
     assert server.wait_until_read()
     try:

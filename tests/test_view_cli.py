@@ -189,3 +189,23 @@ def test_runs_page_filters_by_strategy(tmp_path):
         assert 'id="run-count">1 run(s)<' in html and "/run/run-b" in html and "/run/run-a" not in html
     finally:
         server.close()
+
+
+def test_portfolio_history_by_run(file_telemetry, tmp_path):
+    from rqa_otel.trading.monitor import BacktestMonitor
+
+    monitor = BacktestMonitor(file_telemetry(), journal_path=tmp_path / "j.db")
+    runs = []
+    for offset in (0, 1):
+        with monitor.run("s", {"k": offset}) as run_id:
+            runs.append(run_id)
+            for day in range(3):
+                monitor.record_portfolio(1000.0 + 10 * day + offset, 500.0, {"600000.SH": day}, "s",
+                                         timestamp=START_NS + day * DAY_NS)
+    history = monitor.get_portfolio_history(run_id=runs[1])
+    assert [(s.run_id, s.value) for s in history] == [(runs[1], 1001.0), (runs[1], 1011.0), (runs[1], 1021.0)]
+    assert history[2].positions == {"600000.SH": 2.0} and history[0].timestamp.year == 2024
+    assert len(monitor.get_portfolio_history(strategy="s", start=START_NS + DAY_NS, limit=3)) == 3
+    with pytest.raises(ValueError, match="limit -1: expected an integer >= 0"):
+        monitor.get_portfolio_history(limit=-1)
+    monitor.close()

@@ -199,6 +199,8 @@ def demo_command(args: argparse.Namespace) -> int:
         "quota_alert": quota_alert,
         "flushed": flushed,
         "ops_url": ops_url,
+        # Where to look at it: the local web view of the files and the journal.
+        "view_command": f"rqa-otel view {output}" if telemetry and text_log else None,
         "live_change": {
             "settings_file": settings_file, "saved_at_bar": live_change.saved_bar,
             "applied_at_bar": live_change.applied[0] if live_change.applied else None,
@@ -265,5 +267,7 @@ def _print_summary(summary: dict) -> None:
         print(f"  text log {summary['text_log']} (every record carries strategy, stock and signal):")
         for line in sample:
             print(f"    {line}")
+    if summary.get("view_command"):
+        print(f"  see it in a browser: {summary['view_command']}  (then rqa-otel report {summary['run_id'][:8]} -o run.html)")
     if not summary["flushed"]:
         print("  warning: not all telemetry was flushed before the shutdown deadline")
