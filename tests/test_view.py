@@ -58,7 +58,11 @@ def screenshot(driver, name: str) -> None:
 
 
 def text(driver, css_id: str) -> str:
-    return driver.find_element(By.ID, css_id).text
+    """An element's rendered text, read in one script call: a live page may
+    swap its <main> between a find and a read (no stale element then)."""
+    value = driver.execute_script("var e = document.getElementById(arguments[0]); return e ? e.innerText : null", css_id)
+    assert value is not None, f"no element #{css_id} on {driver.current_url}"
+    return value.strip()
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +231,8 @@ def test_the_run_page_updates_live_without_a_reload(browser, tmp_path):
         journal.append_snapshot(("live-run", "live", 1_010_000.0, 1_010_000.0, "{}", day + 8 * 86_400 * 10**9))
         assert journal.flush()
         written = time.monotonic()
-        WebDriverWait(browser, 2.0, poll_frequency=0.05).until(lambda d: text(d, "trade-count") == "8")
+        WebDriverWait(browser, 2.0, poll_frequency=0.05).until(
+            lambda d: d.execute_script("var e = document.getElementById('trade-count'); return e && e.innerText") == "8")
         assert time.monotonic() - written < 2.0
         assert text(browser, "final-value") == "1,010,000.00"
         assert browser.execute_script("return window.notReloaded") is True

@@ -209,3 +209,19 @@ def test_portfolio_history_by_run(file_telemetry, tmp_path):
     with pytest.raises(ValueError, match="limit -1: expected an integer >= 0"):
         monitor.get_portfolio_history(limit=-1)
     monitor.close()
+
+
+def test_a_rotated_log_file_is_read_from_its_start_and_searched_there(tmp_path):
+    def line(body: str) -> str:
+        return json.dumps({"resourceLogs": [{"scopeLogs": [{"scope": {"name": "x"}, "logRecords": [
+            {"timeUnixNano": "1", "severityText": "INFO", "body": {"stringValue": body}, "traceId": "cd" * 16}]}]}]}) + "\n"
+
+    (tmp_path / "logs.jsonl").write_text(line("old one") + line("old two"))
+    files = TelemetryFiles(str(tmp_path))
+    files.refresh()
+    (tmp_path / "logs.jsonl").rename(tmp_path / "logs.jsonl.1")  # what the rotating file exporter does
+    (tmp_path / "logs.jsonl").write_text(line("new"))
+    files.refresh()
+    assert files.files["logs.jsonl"].restarts == 1 and files.trace_logs["cd" * 16].records == 3
+    found, more = files.search_logs("cd" * 16, lambda record: True, 0, 10)
+    assert [record.body for record in found] == ["new"] and not more

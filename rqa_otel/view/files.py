@@ -70,6 +70,7 @@ class FileState:
     corrupt: int = 0
     pending: int = 0  # bytes of an unfinished last line
     identity: tuple[int, int] | None = None
+    restarts: int = 0  # times the file was replaced or shortened (rotated) and read again from its start
 
     def new_lines(self) -> Iterator[tuple[int, bytes]]:
         """(offset, line) of each complete line written since the last call.
@@ -82,6 +83,8 @@ class FileState:
             status = os.fstat(handle.fileno())
             identity = (status.st_dev, status.st_ino)
             if identity != self.identity or status.st_size < self.offset:
+                if self.identity is not None:
+                    self.restarts += 1
                 self.identity, self.offset, self.pending = identity, 0, 0
             handle.seek(self.offset)
             carry = b""
@@ -168,7 +171,15 @@ class TelemetryFiles:
         changed = False
         for name, add in ((TRACES, self._add_spans), (LOGS, self._add_logs), (METRICS, self._add_metrics)):
             state = self.files[name]
+            restarts = state.restarts
             for line_offset, line in state.new_lines():
+                if name == LOGS and state.restarts != restarts:
+                    # Rotated: the offsets kept point into the old file. The
+                    # aggregates stay; a search covers the current file.
+                    restarts = state.restarts
+                    with self._lock:
+                        for logs in self.trace_logs.values():
+                            logs.lines.clear()
                 if pause is not None:
                     pause()
                 request = self._parse(name, line)

@@ -317,9 +317,10 @@ def resources_body(resources: dict[str, dict[str, Any]]) -> str:
 
 def pipeline_body(data: dict[str, Any]) -> str:
     parts = ["<h1>Pipeline</h1><h2>Files read by this view</h2>"]
-    parts.append(_table(("file", "lines read", "corrupt lines skipped", "unfinished last line (bytes)", "read up to"), (
+    parts.append(_table(("file", "lines read", "corrupt lines skipped", "unfinished last line (bytes)", "read up to",
+                         "rotated (read again)"), (
         (escape(s.path), f"{s.lines:,}", f'<span class="{"bad" if s.corrupt else ""}">{s.corrupt:,}</span>',
-         f"{s.pending:,}", f"{s.offset:,}") for s in data["files"]), "files", numeric={1, 2, 3, 4}))
+         f"{s.pending:,}", f"{s.offset:,}", f"{s.restarts:,}") for s in data["files"]), "files", numeric={1, 2, 3, 4, 5}))
     labels = {
         names.LOG_RECORDS_DROPPED_COUNTER: "log records dropped", names.LOG_RECORDS_SUPPRESSED_COUNTER: "log records suppressed",
         names.SPOOL_SIZE_GAUGE: "spool size", names.SPOOL_DROPPED_COUNTER: "spool: dropped",
