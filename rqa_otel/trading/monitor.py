@@ -63,16 +63,6 @@ class Trade:
         return self.price * self.quantity
 
 
-@dataclass(frozen=True)
-class PortfolioSnapshot:
-    run_id: str
-    strategy: str
-    value: float
-    cash: float
-    positions: dict[str, float]
-    timestamp: dt.datetime
-
-
 class BacktestMonitor:
     def __init__(
         self,
@@ -407,3 +397,15 @@ def timestamp_ns(value: Any, field: str = "timestamp") -> int:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class PortfolioSnapshot:
+    """One row of get_portfolio_history(): the journal's portfolio table (docs/journal.md)."""
+
+    run_id: str
+    strategy: str
+    value: float
+    cash: float
+    positions: dict[str, float]
+    timestamp: dt.datetime
