@@ -225,3 +225,21 @@ def test_a_rotated_log_file_is_read_from_its_start_and_searched_there(tmp_path):
     assert files.files["logs.jsonl"].restarts == 1 and files.trace_logs["cd" * 16].records == 3
     found, more = files.search_logs("cd" * 16, lambda record: True, 0, 10)
     assert [record.body for record in found] == ["new"] and not more
+
+
+def test_the_runs_page_keeps_up_with_snapshots_added_since(tmp_path):
+    journal = write_run(tmp_path)
+    server = ViewServer(str(tmp_path)).start()
+    try:
+        row = get(server.url + "/")[1].split('href="/run/run-a"')[1].split("</tr>")[0]
+        assert "+10.00%" in row and "10.00%" in row and "120" in row  # return; drawdown 945k from 1,050k
+        journal.append_snapshot(("run-a", "s1", 840_000.0, 0.0, "{}", START_NS + 200 * DAY_NS))
+        assert journal.flush()
+        row = get(server.url + "/")[1].split('href="/run/run-a"')[1].split("</tr>")[0]
+        assert "-16.00%" in row and "23.64%" in row  # 840k: 16 % below the start, 23.64 % below the 1.1M peak
+        # The same figures as the run page's, which reads the run's snapshots in time order.
+        page = get(server.url + "/run/run-a")[1]
+        assert 'id="return">-16.00%<' in page and 'id="max-drawdown">23.64%<' in page
+    finally:
+        server.close()
+        journal.close()

@@ -115,7 +115,7 @@ class TelemetryView:
 
     def runs(self, strategy: str = "") -> list[RunRow]:
         totals = self.journal.run_totals()
-        performance = self.journal.run_performance()
+        performance = self.journal.runs_performance()
         strategies = self.journal.run_strategies()
         ids = list(dict.fromkeys(list(self.files.runs) + self.journal.run_ids()))
         rows = [self._row(run_id, totals, performance, strategies) for run_id in ids]

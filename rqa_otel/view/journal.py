@@ -48,6 +48,8 @@ class Journal:
         self._totals: dict[str, RunTotals] = {}
         self._seen_trade_id = 0
         self._counts: dict[str, tuple[int, int]] = {}  # run id -> (last trade id seen, trades)
+        self._performance: dict[str, dict[str, Any]] = {}  # run id -> runs_performance() so far
+        self._seen_snapshot_id = 0
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -108,6 +110,34 @@ class Journal:
                 seen, count = top, count + added
                 self._counts[run_id] = (seen, count)
             return count
+
+    def runs_performance(self) -> dict[str, dict[str, Any]]:
+        """run_performance() of every run, for the runs page, kept up to date
+        from the snapshots added since the last call (in commit order, which
+        is each run's time order: a backtest records its bars in order), so
+        a live runs page costs the new rows, not the whole table, per poll."""
+        if not self.exists():
+            return {}
+        with self._lock:
+            rows = self._query(
+                "SELECT id, run_id, strategy, value, time_ns FROM portfolio WHERE id > ? ORDER BY id",
+                (self._seen_snapshot_id,),
+            )
+            for snapshot_id, run_id, strategy, value, time_ns in rows:
+                perf = self._performance.get(run_id)
+                if perf is None:
+                    perf = self._performance[run_id] = {
+                        "strategy": strategy, "first_ns": time_ns, "last_ns": time_ns, "snapshots": 0,
+                        "max_drawdown": 0.0, "start_value": value, "final_value": value, "peak": value,
+                    }
+                perf["snapshots"] += 1
+                perf["first_ns"], perf["last_ns"] = min(perf["first_ns"], time_ns), max(perf["last_ns"], time_ns)
+                perf["final_value"] = value
+                perf["peak"] = max(perf["peak"], value)
+                if perf["peak"] > 0:
+                    perf["max_drawdown"] = max(perf["max_drawdown"], 1 - value / perf["peak"])
+                self._seen_snapshot_id = snapshot_id
+            return {run_id: dict(perf) for run_id, perf in self._performance.items()}
 
     def run_performance(self, run_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Per run (or for ``run_id`` alone, through the portfolio_by_run
