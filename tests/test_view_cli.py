@@ -243,3 +243,39 @@ def test_the_runs_page_keeps_up_with_snapshots_added_since(tmp_path):
     finally:
         server.close()
         journal.close()
+
+
+def test_resources_page_puts_gpu_memory_against_its_quota(tmp_path):
+    """GPU memory as the gauges write it (bytes; NVML is not on this machine,
+    so the metrics line is written here in the file exporter's format)."""
+
+    def attribute(key, value):
+        return {"key": key, "value": {"stringValue": value}}
+
+    def point(value, *attributes):
+        return {"timeUnixNano": str(START_NS), "asInt" if isinstance(value, int) else "asDouble": value,
+                "attributes": list(attributes)}
+
+    metrics = [
+        {"name": "rqa.strategy.gpu.memory.usage", "unit": "By", "sum": {"dataPoints": [
+            point(str(2 * 2**30), attribute("rqa.strategy", "gpu_strat"))], "aggregationTemporality": 2}},
+        {"name": "rqa.strategy.memory.usage", "unit": "By", "gauge": {"dataPoints": [
+            point(str(300 * 2**20), attribute("rqa.strategy", "gpu_strat"))]}},
+        {"name": "rqa.strategy.quota.limit", "unit": "1", "gauge": {"dataPoints": [
+            point(1024.0, attribute("rqa.strategy", "gpu_strat"), attribute("rqa.quota.resource", "gpu_memory")),
+            point(512.0, attribute("rqa.strategy", "gpu_strat"), attribute("rqa.quota.resource", "memory"))]}},
+    ]
+    request = {"resourceMetrics": [{"resource": {"attributes": [attribute("service.name", "x")]},
+                                    "scopeMetrics": [{"scope": {"name": "rqa"}, "metrics": metrics}]}]}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(request) + "\n")
+    server = ViewServer(str(tmp_path)).start()
+    try:
+        assert server.wait_until_read()
+        html = get(server.url + "/resources")[1]
+        table = html.split('id="usage-gpu_strat"')[1].split("</table>")[0]
+        gpu = table.split("<td>gpu_memory</td>")[1].split("</tr>")[0]
+        memory = table.split("<td>memory</td>")[1].split("</tr>")[0]
+        assert "2,048.0 MiB" in gpu and "1,024.0" in gpu and "over quota" in gpu
+        assert "300.0 MiB" in memory and "512.0" in memory and "over quota" not in memory
+    finally:
+        server.close()
