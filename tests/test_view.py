@@ -236,6 +236,19 @@ def test_the_run_page_updates_live_without_a_reload(browser, tmp_path):
         assert time.monotonic() - written < 2.0
         assert text(browser, "final-value") == "1,010,000.00"
         assert browser.execute_script("return window.notReloaded") is True
+        assert text(browser, "state").startswith("running")
+        # The run span arrives in traces.jsonl when the run ends: the page says finished, still without a reload.
+        span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": names.BACKTEST_SPAN, "kind": 1,
+                "startTimeUnixNano": "1", "endTimeUnixNano": "2", "attributes": [
+                    {"key": names.RUN_ID, "value": {"stringValue": "live-run"}},
+                    {"key": names.STRATEGY, "value": {"stringValue": "live"}}]}
+        with open(tmp_path / "traces.jsonl", "w") as out:
+            out.write(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}) + "\n")
+        written = time.monotonic()
+        WebDriverWait(browser, 2.0, poll_frequency=0.05).until(
+            lambda d: d.execute_script("var e = document.getElementById('state'); return e && e.innerText") == "finished")
+        assert time.monotonic() - written < 2.0
+        assert browser.execute_script("return window.notReloaded") is True
         screenshot(browser, "live-run")
         journal.close()
     finally:
