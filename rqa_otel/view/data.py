@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rqa_otel import names
-from rqa_otel.view.files import LOGS, METRICS, TRACES, LogRecord, Span, TelemetryFiles
+from rqa_otel.view.files import LogRecord, Span, TelemetryFiles
 from rqa_otel.view.journal import Journal
 
 JOURNAL = "trades.db"
-LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL")
 PIPELINE_ALERTS = (
     names.LOG_EXPORT_FAILED_ALERT, names.SPOOL_CRITICAL_DATA_LOST_ALERT, names.SPOOL_WRITE_FAILED_ALERT,
     names.SPOOL_CORRUPT_BATCH_ALERT, names.EXPORT_REJECTED_ALERT, names.CONFIG_RELOAD_FAILED_ALERT,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -120,6 +121,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _Server(ThreadingHTTPServer):
+    # SO_REUSEADDR (inherited) lets a restarted view take its port back at
+    # once; it does not let two listen on it: a taken port still fails.
+    daemon_threads = True
+
+
 class ViewServer:
     """``ViewServer(directory, host, port)``: bound at construction (an
     OSError if the port is taken); ``serve_forever()`` or ``start()``."""
@@ -129,16 +136,15 @@ class ViewServer:
         self._serving = threading.Condition()
         self._serving.requests = 0
         handler = type("Handler", (_Handler,), {"view": self.view, "serving": self._serving})
-        ThreadingHTTPServer.allow_reuse_address = False  # a second view on a taken port must fail, not share it
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.httpd = type("Server", (_Server,), {"address_family": family})((host, port), handler)
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name="rqa-otel view reader", daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def _refresh_loop(self) -> None:
         while not self._stop.is_set():
