@@ -196,6 +196,12 @@ def test_every_page_of_a_backtrader_run(browser, backtrader_run):
         assert text(browser, "final-value") == f"{result['value']:,.2f}"
         assert text(browser, "trade-count") == str(len(result["fills"]))
         assert "slow=20" in text(browser, "parameters")
+        # Log search by level and text: the one order the broker refused (Margin) is the run's one WARN record.
+        browser.get(f"{server.url}/run/{run_id}?level=WARN")
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
+        assert len(rows) == 1 and " WARN " in f" {rows[0]} "
+        browser.get(f"{server.url}/run/{run_id}?text=margin")
+        assert [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#logs tbody tr")] == rows
         for path in ("/resources", "/pipeline"):
             browser.get(server.url + path)
             assert "Internal error" not in browser.page_source

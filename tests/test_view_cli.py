@@ -279,3 +279,14 @@ def test_resources_page_puts_gpu_memory_against_its_quota(tmp_path):
         assert "300.0 MiB" in memory and "512.0" in memory and "over quota" not in memory
     finally:
         server.close()
+
+
+def test_export_parquet_when_pyarrow_is_installed(tmp_path):
+    parquet = pytest.importorskip("pyarrow.parquet", reason="pyarrow not installed: --format parquet says so (tested above)")
+    write_run(tmp_path).close()
+    completed = cli("export", "run-a", "--format", "parquet", "-o", str(tmp_path / "out"), "--dir", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    trades = parquet.read_table(tmp_path / "out" / "trades.parquet").to_pydict()
+    equity = parquet.read_table(tmp_path / "out" / "equity.parquet").to_pydict()
+    assert len(trades["price"]) == 120 and trades["side"][0] == "sell" and trades["time_ns"][1] == START_NS + DAY_NS
+    assert equity["value"] == [1_000_000.0, 1_050_000.0, 945_000.0, 1_100_000.0]
