@@ -90,7 +90,11 @@ def test_report_cli_writes_the_file(tmp_path):
     assert 'id="max-drawdown">10.00%<' in html
 
 
-def test_corrupt_and_unfinished_lines_are_skipped_counted_and_shown(tmp_path):
+@pytest.mark.parametrize("block", [1 << 20, 7], ids=["lines-within-a-block", "lines-over-many-blocks"])
+def test_corrupt_and_unfinished_lines_are_skipped_counted_and_shown(tmp_path, monkeypatch, block):
+    from rqa_otel.view import files as view_files
+
+    monkeypatch.setattr(view_files, "READ_BLOCK", block)
     good = {"resourceLogs": [{"scopeLogs": [{"scope": {"name": "x"}, "logRecords": [
         {"timeUnixNano": "1", "severityText": "INFO", "body": {"stringValue": "hello"}, "traceId": "ab" * 16}]}]}]}
     with open(tmp_path / "logs.jsonl", "w") as f:
@@ -104,6 +108,8 @@ def test_corrupt_and_unfinished_lines_are_skipped_counted_and_shown(tmp_path):
     state = files.files["logs.jsonl"]
     assert (state.lines, state.corrupt, state.pending) == (4, 2, len('{"resourceLogs": ['))
     assert files.trace_logs["ab" * 16].records == 2
+    found, more = files.search_logs("ab" * 16, lambda record: True, 0, 10)  # through the offsets kept
+    assert [record.body for record in found] == ["hello", "hello"] and not more
     # The rest of the unfinished line arrives: it is read, once.
     with open(tmp_path / "logs.jsonl", "a") as f:
         f.write('{"scopeLogs": []}]}\n')

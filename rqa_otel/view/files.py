@@ -87,25 +87,30 @@ class FileState:
                     self.restarts += 1
                 self.identity, self.offset, self.pending = identity, 0, 0
             handle.seek(self.offset)
-            carry = b""
-            position = self.offset
+            line_start = self.offset
+            pieces: list[bytes] = []  # the parts of a line longer than what was read so far
             while True:
                 block = handle.read(READ_BLOCK)
                 if not block:
                     break
-                data = carry + block if carry else block
                 start = 0
                 while True:
-                    end = data.find(b"\n", start)
+                    end = block.find(b"\n", start)
                     if end < 0:
+                        pieces.append(block[start:])
                         break
-                    yield position + start, data[start:end]
-                    start = end + 1
+                    if pieces:  # joined once: a line of many blocks costs no repeated copies
+                        pieces.append(block[start:end])
+                        line = b"".join(pieces)
+                        pieces = []
+                    else:
+                        line = block[start:end]
+                    yield line_start, line
+                    line_start += len(line) + 1
                     self.lines += 1
-                    self.offset = position + start
-                position += start
-                carry = data[start:]
-            self.pending = len(carry)
+                    self.offset = line_start
+                    start = end + 1
+            self.pending = sum(map(len, pieces))
 
 
 @dataclass
