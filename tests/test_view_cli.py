@@ -296,3 +296,16 @@ def test_export_parquet_when_pyarrow_is_installed(tmp_path):
     equity = parquet.read_table(tmp_path / "out" / "equity.parquet").to_pydict()
     assert len(trades["price"]) == 120 and trades["side"][0] == "sell" and trades["time_ns"][1] == START_NS + DAY_NS
     assert equity["value"] == [1_000_000.0, 1_050_000.0, 945_000.0, 1_100_000.0]
+
+
+def test_a_journal_that_is_not_sqlite_is_named_not_a_traceback(tmp_path):
+    (tmp_path / "trades.db").write_bytes(b"this is not a database" * 100)
+    server = ViewServer(str(tmp_path)).start()
+    try:
+        status, html = get(server.url + "/")
+        assert status == 500 and "trades.db: file is not a database" in html
+    finally:
+        server.close()
+    completed = cli("export", "x", "--dir", str(tmp_path))
+    assert completed.returncode != 0 and completed.stderr.count("\n") == 1
+    assert "the trade journal in" in completed.stderr and "file is not a database" in completed.stderr

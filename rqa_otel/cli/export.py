@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 
 from rqa_otel.cli.arguments import fail
 from rqa_otel.view import UnknownRun, export_run
@@ -35,6 +36,8 @@ def export_command(args: argparse.Namespace) -> int:
         written = export_run(args.dir, args.run_id, args.output, args.format)
     except (UnknownRun, ExportError) as exc:
         return fail(f"export: {exc}")
+    except sqlite3.DatabaseError as exc:
+        return fail(f"export: the trade journal in {args.dir} cannot be read: {exc}")
     except OSError as exc:
         return fail(f"export: cannot write under {args.output}: {exc.strerror}")
     print(f"rqa-otel export: {written['trades']} {written['equity']}")

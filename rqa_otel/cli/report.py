@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 
 from rqa_otel.cli.arguments import fail
 from rqa_otel.view import UnknownRun, write_report
@@ -33,6 +34,8 @@ def report_command(args: argparse.Namespace) -> int:
         run_id = write_report(args.dir, args.run_id, args.output)
     except UnknownRun as exc:
         return fail(f"report: {exc}")
+    except sqlite3.DatabaseError as exc:
+        return fail(f"report: the trade journal in {args.dir} cannot be read: {exc}")
     except OSError as exc:
         return fail(f"report: cannot write {args.output}: {exc.strerror}")
     print(f"rqa-otel report: run {run_id} -> {args.output}")

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -97,6 +98,11 @@ class _Handler(BaseHTTPRequestHandler):
                 status, title, body = 404, "unknown run", f'<h1>Unknown run</h1><p class="bad">{pages.escape(str(exc))}</p>'
             except BadQuery as exc:
                 status, title, body = 400, "bad filter", f'<h1>Bad filter</h1><p class="bad">{pages.escape(str(exc))}</p>'
+            except sqlite3.DatabaseError as exc:
+                status, title = 500, "unreadable journal"
+                body = (f'<h1>The trade journal cannot be read</h1><p class="bad" id="journal-error">'
+                        f'{pages.escape(self.view.journal.path)}: {pages.escape(str(exc))}</p>'
+                        "<p>It should be the SQLite file BacktestMonitor writes (docs/journal.md).</p>")
             if title == "no-data":
                 body = pages.no_data(self.view.directory)
             if self.headers.get("X-RQA-Partial") != "1":  # the live script asks for <main>'s content alone
