@@ -165,6 +165,13 @@ def test_every_page_of_a_demo_run(browser, demo_run):
         browser.get(f"{server.url}/run/{summary['run_id']}?stock=000001.SZ&signal=BUY")
         logs = browser.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
         assert logs and all("000001.SZ" in r.text and "BUY" in r.text for r in logs)
+        # The run's logs, 50 a page: the next page follows on.
+        browser.get(f"{server.url}/run/{summary['run_id']}")
+        first = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
+        browser.find_element(By.ID, "logs-next").click()
+        WebDriverWait(browser, 10).until(lambda d: text(d, "log-page").startswith("page 2"))
+        second = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
+        assert len(first) == 50 and second and not set(first) & set(second)
 
         _, breaches = file_alerts(directory, summary["run_id"])
         browser.get(server.url + "/resources")

@@ -140,6 +140,10 @@ def test_reads_a_journal_while_a_backtest_writes_it(tmp_path):
         # Pages 2 and 3 of the blotter, and a bad filter named in the page.
         status, html = get(server.url + "/run/run-a?trades=1&side=buy")
         assert status == 200 and "page 2 of" in html
+        # A time range (simulated time, UTC dates): trades of days 10..19 of the run.
+        status, html = get(server.url + "/run/run-a?from=2024-01-11&to=2024-01-21")
+        assert status == 200 and 'id="trade-page">10 trade(s); page 1 of 1<' in html
+        assert html.count("<td>2024-01-1") + html.count("<td>2024-01-2") == 10
         status, html = get(server.url + "/run/run-a?side=short")
         assert status == 400 and "side &#x27;short&#x27;: expected buy or sell" in html
         status, html = get(server.url + "/run/run-a?from=yesterday")
@@ -168,7 +172,10 @@ def test_binding_beyond_loopback_needs_host_and_warns(tmp_path):
     try:
         warning = process.stderr.readline()
         assert "bound to 0.0.0.0" in warning and "no authentication" in warning
-        assert process.stdout.readline().startswith("rqa-otel view: serving")
+        serving = process.stdout.readline()
+        assert serving.startswith("rqa-otel view: serving")
+        port = serving.split("http://0.0.0.0:")[1].split()[0]
+        assert get(f"http://127.0.0.1:{port}/api/version")[0] == 200
     finally:
         process.terminate()
         process.wait(10)
