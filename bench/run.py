@@ -240,6 +240,36 @@ def trade_history_query(repeat: int) -> dict:
 
 
 @benchmark
+def view_first_page(repeat: int) -> dict:
+    """Seconds of server time for the first page of a run in rqa-otel view
+    (a fresh server; 1,000,000 trades in the journal, 1,000,000 log records
+    in logs.jsonl), against reading that logs.jsonl with json.loads line by
+    line. Beside it: the server's peak RSS (goal < 300 MB) and how long the
+    background reader took to read every log record."""
+    script = os.path.join(HERE, "view_bench.py")
+
+    def measure(mode: str, directory: str) -> dict:
+        completed = subprocess.run([sys.executable, script, mode, directory], check=True, capture_output=True, text=True)
+        return json.loads(completed.stdout)
+
+    project, anchor, rss, read_all = [], [], [], []
+    with tempfile.TemporaryDirectory() as directory:
+        generated = measure("generate", directory)
+        for _ in range(max(3, repeat // 2)):
+            result = measure("project", directory)
+            project.append(result["first_page_s"])
+            rss.append(result["peak_rss_mb"])
+            read_all.append(result["all_logs_read_s"])
+            anchor.append(measure("anchor", directory)["anchor_s"])
+    return _row(
+        "view_first_page", "s", statistics.median(project), statistics.median(anchor),
+        "json.loads line by line over the same logs.jsonl", lower_is_better=True,
+        peak_rss_mb=round(max(rss)), all_logs_read_s=round(statistics.median(read_all), 1),
+        logs_mb=round(generated["logs_mb"]), journal_trades=1_000_000, log_records=1_000_000,
+    )
+
+
+@benchmark
 def config_read(repeat: int) -> dict:
     """Microseconds per settings read on the hot path: ``live.current.logging.level``
     (the snapshot LiveSettings swaps on reload) against dynaconf attribute

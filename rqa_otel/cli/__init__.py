@@ -8,10 +8,13 @@ from typing import Sequence
 
 from rqa_otel.cli.agent import add_agent_parser
 from rqa_otel.cli.demo import add_demo_parser
+from rqa_otel.cli.export import add_export_parser
 from rqa_otel.cli.lp import add_lp_parser
 from rqa_otel.cli.replay import add_replay_parser
+from rqa_otel.cli.report import add_report_parser
 from rqa_otel.cli.run import add_run_parser
 from rqa_otel.cli.vault import add_vault_parser
+from rqa_otel.cli.view import add_view_parser
 from rqa_otel.telemetry import VERSION
 
 
@@ -37,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     add_vault_parser(commands)
     add_demo_parser(commands)
     add_agent_parser(commands)
+    add_view_parser(commands)
+    add_report_parser(commands)
+    add_export_parser(commands)
     return parser
 
 

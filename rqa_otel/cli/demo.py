@@ -207,6 +207,8 @@ def demo_command(args: argparse.Namespace) -> int:
         "design_check_quota": design_check_quota,
         "flushed": flushed,
         "ops_url": ops_url,
+        # Where to look at it: the local web view of the files and the journal.
+        "view_command": f"rqa-otel view {output}" if telemetry and text_log else None,
         "live_change": {
             "settings_file": settings_file, "saved_at_bar": live_change.saved_bar,
             "applied_at_bar": live_change.applied[0] if live_change.applied else None,
@@ -280,5 +282,7 @@ def _print_summary(summary: dict) -> None:
     print("  the design's names (docs/migration.md): BacktestMonitor(app_name), TradingErrorHandler(), "
           "ResourceManager.check_quota, ConfigManager, QuantFilter, LogManager, RetryHandler, GPUManager "
           "are in rqa_otel.rqa2025, over the project's rqa_otel.trading, .resources, .config and .logs")
+    if summary.get("view_command"):
+        print(f"  see it in a browser: {summary['view_command']}  (then rqa-otel report {summary['run_id'][:8]} -o run.html)")
     if not summary["flushed"]:
         print("  warning: not all telemetry was flushed before the shutdown deadline")

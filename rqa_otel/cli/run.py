@@ -97,3 +97,9 @@ def _python_script(command: Sequence[str]) -> str | None:
             continue
         return argument
     return None
+
+
+def view_hint(directory: str) -> str:
+    """What to type to look at a run's telemetry: the end of `rqa-otel
+    run`'s summary line carries it (rqa-otel view, issue 18)."""
+    return f"; see it: rqa-otel view {directory}"

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS portfolio (
     positions TEXT NOT NULL,
     time_ns INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS portfolio_by_run ON portfolio (run_id, time_ns);
 """
 """Trades keep small integer keys: (strategy, symbol, action) is a row of
 ``series`` and the run id a row of ``runs``. An index of integers costs a
@@ -274,3 +275,23 @@ def _insert(connection: sqlite3.Connection, table: str, columns: tuple[str, ...]
         chunk = values[start : start + per_statement]
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * (len(chunk) // len(columns)))
         connection.execute(sql, chunk)
+
+
+def portfolio_history_query(run_id=None, strategy=None, start_ns=None, end_ns=None, limit=None) -> tuple[str, list]:
+    """The SQL of a portfolio-history call: snapshots oldest first, by run
+    (through the portfolio_by_run index) and/or strategy, ``start_ns``
+    inclusive, ``end_ns`` exclusive, the first ``limit``. Values checked by the caller."""
+    clauses, parameters = [], []
+    for clause, value in (("run_id = ?", run_id), ("strategy = ?", strategy), ("time_ns >= ?", start_ns),
+                          ("time_ns < ?", end_ns)):
+        if value is not None:
+            clauses.append(clause)
+            parameters.append(value)
+    sql = "SELECT run_id, strategy, value, cash, positions, time_ns FROM portfolio"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY time_ns, id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        parameters.append(limit)
+    return sql, parameters

@@ -42,7 +42,7 @@ from rqa_otel import names
 from rqa_otel.export.log_entry import EventShape, register_shape
 from rqa_otel.export.metric_producers import ExplicitHistogram
 from rqa_otel.quant import check_label
-from rqa_otel.trading.journal import TradeJournal
+from rqa_otel.trading.journal import TradeJournal, portfolio_history_query
 
 ACTIONS = ("buy", "sell")
 NOTIONAL_BUCKETS = (1e3, 1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7)
@@ -309,6 +309,25 @@ class BacktestMonitor:
         kept = list(self._custom_metrics)
         return [dict(m, tags=dict(m["tags"])) for m in kept if name is None or m["name"] == name]
 
+    def get_portfolio_history(self, run_id=None, strategy=None, start=None, end=None, limit=None) -> list[PortfolioSnapshot]:
+        """Portfolio snapshots from the journal, oldest first: of one run
+        (``run_id``, as ``run()`` yields it) and/or one strategy; ``start``
+        inclusive, ``end`` exclusive; ``limit`` keeps the first N. Includes
+        every snapshot recorded before the call."""
+        run_id = None if run_id is None else _text("run_id", run_id)
+        strategy = None if strategy is None else _text("strategy", strategy)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit {limit!r}: expected an integer >= 0")
+        sql, parameters = portfolio_history_query(
+            run_id, strategy, None if start is None else timestamp_ns(start, field="start"),
+            None if end is None else timestamp_ns(end, field="end"), limit,
+        )
+        self.journal.flush()
+        return [
+            PortfolioSnapshot(r, s, v, c, json.loads(p), dt.datetime.fromtimestamp(t / 1e9, dt.timezone.utc))
+            for r, s, v, c, p, t in self.journal.query(sql, parameters)
+        ]
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Make every trade recorded so far durable in the journal."""
         return self.journal.flush(timeout_s)
@@ -452,3 +471,15 @@ def timestamp_ns(value: Any, field: str = "timestamp") -> int:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class PortfolioSnapshot:
+    """One row of get_portfolio_history(): the journal's portfolio table (docs/journal.md)."""
+
+    run_id: str
+    strategy: str
+    value: float
+    cash: float
+    positions: dict[str, float]
+    timestamp: dt.datetime
