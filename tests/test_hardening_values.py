@@ -148,11 +148,12 @@ def test_bad_values_beside_2000_good_trades_into_real_influxdb(file_telemetry, i
 
     assert count("""SELECT count("body") FROM "logs" WHERE "attributes" =~ /rqa.trade.side/""") == 2000
     def trades_counted() -> float:
-        rows = influxdb_v1.points("""SELECT last("counter") FROM "rqa.trades" GROUP BY *""", db="rqa")
-        return sum(row["last"] for row in rows)
+        # Counters reach InfluxDB as increments (the series budget's default).
+        rows = influxdb_v1.points("""SELECT sum("gauge") FROM "rqa.trades" GROUP BY *""", db="rqa")
+        return sum(row["sum"] for row in rows)
 
     assert trades_counted() == 2000
-    assert count("""SELECT count("counter") FROM "orders" WHERE "rqa.stock" = '600000.SH'""") == 1
+    assert count("""SELECT count("gauge") FROM "orders" WHERE "rqa.stock" = '600000.SH'""") == 1
     spans = influxdb_v1.points("""SELECT * FROM "spans" """, db="rqa")
     # A span name is a string field: a newline in it is carried as it is.
     assert {row.get("span.name") for row in spans} >= {"good span", "bad\nspan"}
@@ -163,7 +164,7 @@ def test_bad_values_beside_2000_good_trades_into_real_influxdb(file_telemetry, i
         monitor.record_trade("600000.SH", "sell", 10.0, 100, "dual_ma", timestamp=1_700_000_001_000_000_000 + i)
     assert telemetry.force_flush()
     assert trades_counted() == 2500
-    drops = influxdb_v1.points(f"""SELECT last("counter") FROM "{names.EXPORT_POINTS_DROPPED_COUNTER}" GROUP BY *""", db="rqa")
+    drops = influxdb_v1.points(f"""SELECT sum("gauge") FROM "{names.EXPORT_POINTS_DROPPED_COUNTER}" GROUP BY *""", db="rqa")
     reasons = {(row[names.EXPORT_SIGNAL], row[names.EXPORT_DROP_REASON]) for row in drops}
     assert {("metrics", "invalid_name"), ("logs", "invalid_name"), ("traces", "invalid_name")} <= reasons
     monitor.close()

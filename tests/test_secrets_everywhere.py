@@ -148,12 +148,22 @@ def test_otlp_to_rotel_with_spool(planted_env, tmp_path, rotel, capfd) -> None:
     assert _leaks(captured.out + captured.err) == []
 
 
-def test_influxdb_tags_and_fields(planted_env, tmp_path, influxdb_v1, capfd) -> None:
+# The series budget (the default) writes no exemplar points; with it off,
+# exemplars reach InfluxDB as ``<metric>_exemplar`` series and are checked too.
+NO_SERIES_BUDGET = {"metric_resource_exclude": [], "metric_temporality": "cumulative", "series_limit": 0, "metric_exclude": []}
+
+
+@pytest.mark.parametrize(
+    "budget, expected",
+    [({}, {"orders", "logs", "spans"}), (NO_SERIES_BUDGET, {"orders", "logs", "spans", "fills_exemplar"})],
+    ids=["series-budget", "no-series-budget"],
+)
+def test_influxdb_tags_and_fields(planted_env, tmp_path, influxdb_v1, capfd, budget, expected) -> None:
     influxdb_v1.create_database("rqa")
     overrides = _settings(
         tmp_path, **{
             "export.traces": "influxdb", "export.metrics": "influxdb", "export.logs": "influxdb",
-            "export.influxdb": {"url": influxdb_v1.url, "v1_compatibility": True, "db": "rqa"},
+            "export.influxdb": {"url": influxdb_v1.url, "v1_compatibility": True, "db": "rqa", **budget},
             "export.spool.enabled": True,
         },
     )
@@ -162,7 +172,7 @@ def test_influxdb_tags_and_fields(planted_env, tmp_path, influxdb_v1, capfd) -> 
     assert telemetry.force_flush()
     telemetry.shutdown()
     measurements = [row["name"] for row in influxdb_v1.points("SHOW MEASUREMENTS", db="rqa")]
-    assert {"orders", "logs", "spans", "fills_exemplar"} <= set(measurements)
+    assert expected <= set(measurements)
     stored = json.dumps([influxdb_v1.query(f'SELECT * FROM "{name}"', db="rqa") for name in measurements])
     stored += json.dumps(influxdb_v1.query("SHOW TAG VALUES WITH KEY =~ /.*/", db="rqa"))
     assert "db.dsn" in stored and "[REDACTED]" in stored
