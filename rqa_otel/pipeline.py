@@ -76,7 +76,9 @@ class Pipeline:
             if secret:  # never exported, whatever a log line or span attribute holds
                 self.scrubber.register_secret(secret)
         spool = settings.export.spool
-        self.senders = Senders(spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s)
+        self.senders = Senders(
+            spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s, spool.send_budget_s
+        )
         self.exporters = {
             signal: build_exporter(signal, settings, self.scrubber, self.senders) for signal in ("traces", "metrics")
         }

@@ -393,6 +393,7 @@ def _freeze(values: Mapping[str, Any], sources: Mapping[str, str], secret_keys: 
                 enabled=v["export.spool.enabled"],
                 directory=v["export.spool.directory"] or os.path.join(v["export.directory"], "spool"),
                 max_bytes=v["export.spool.max_bytes"],
+                send_budget_s=v["export.spool.send_budget_s"],
             ),
             influxdb=InfluxSettings(
                 **{name: v[f"export.influxdb.{name}"] for name in InfluxSettings.__dataclass_fields__}
