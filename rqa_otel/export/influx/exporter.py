@@ -48,6 +48,7 @@ from rqa_otel.export.delivery import (
     split_by_value,
     split_logs_by_value,
 )
+from rqa_otel.export.notices import without_url_credentials
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
 from rqa_otel.export.influx.sdk_points import (
@@ -231,7 +232,7 @@ class InfluxV2Transport:
         self._service = WriteService(self._client.api_client)
         self._gzipped = _Gzipped()
         self.prepare = self._gzipped.prepare
-        self.destination = self.destination or f"InfluxDB {self.url.rstrip('/')}/api/v2/write bucket {self.bucket}"
+        self.destination = self.destination or f"InfluxDB {without_url_credentials(self.url).rstrip('/')}/api/v2/write bucket {self.bucket}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
         from influxdb_client.rest import ApiException
@@ -284,7 +285,7 @@ class InfluxV1Transport:
         self._pool = urllib3.PoolManager(maxsize=1, headers=headers, retries=False)
         self._gzipped = _Gzipped()
         self.prepare = self._gzipped.prepare
-        self.destination = self.destination or f"InfluxDB 1.x {self.url.rstrip('/')}/write db {self.db}"
+        self.destination = self.destination or f"InfluxDB 1.x {without_url_credentials(self.url).rstrip('/')}/write db {self.db}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
         import urllib3
