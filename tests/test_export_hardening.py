@@ -6,6 +6,7 @@ rotel. The strategy runs in a subprocess so its stderr is what a user sees.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backends import _poll, free_port
+from backends import LOOPBACK, Rotel, _poll
 from receivers import FORGED_LINE, HangingReceiver, RefusingReceiver
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,8 +52,6 @@ def overrides(endpoint: str, tmp_path: Path, **extra) -> dict:
 
 
 def run_strategy(settings: dict, seconds: float, script: str = STRATEGY) -> subprocess.CompletedProcess:
-    import json
-
     env = {**os.environ, "PYTHONPATH": str(REPO), "OTEL_BSP_SCHEDULE_DELAY": "200"}
     return subprocess.run(
         [sys.executable, "-c", script, json.dumps(settings), str(seconds)],
@@ -101,7 +100,7 @@ def test_endpoint_credentials_never_reach_stderr_nor_the_spool_destination_file(
     assert receiver.requests, "the receiver was never reached"
 
 
-HIGH_RATE = textwrap.dedent(
+FLOOD = textwrap.dedent(
     """
     import json, logging, sys, time
     import rqa_otel
@@ -111,15 +110,62 @@ HIGH_RATE = textwrap.dedent(
     log = logging.getLogger("strategy.flood")
     rate, sent, start = 10_000, 0, time.monotonic()
     while (elapsed := time.monotonic() - start) < seconds:
-        target = int(elapsed * rate)
-        while sent < target:
+        while sent < min(int(elapsed * rate) + 100, int(seconds * rate)):
             log.warning("record %d", sent)
             sent += 1
-        time.sleep(0.005)
-    print(json.dumps({"sent": sent}), flush=True)
-    input()  # the test swaps the receiver, then says go
-    telemetry.force_flush()
+        time.sleep(0.002)
+    telemetry.force_flush(30)
+    print(json.dumps({"sent": sent, "dropped": sum(telemetry.log_drops().values())}), flush=True)
+    sys.stdin.readline()  # the test puts a working receiver in the hanging one's place
+    deadline = time.monotonic() + 90
+    while any(spool.stats().batches for spool in telemetry.senders.spools) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    spooled = sum(spool.stats().batches for spool in telemetry.senders.spools)
     telemetry.shutdown()
-    print(json.dumps({"dropped": telemetry.log_drops() if hasattr(telemetry, "log_drops") else None}), flush=True)
+    print(json.dumps({"spooled": spooled, "dropped": sum(telemetry.log_drops().values())}), flush=True)
     """
 )
+
+
+class RotelAt(Rotel):
+    """rotel whose OTLP/HTTP port is a given one (where the hanging receiver was)."""
+
+    def __init__(self, http_port: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._wanted = http_port
+
+    def _prepare(self, binary: str) -> list[str]:
+        argv = super()._prepare(binary)
+        argv[argv.index(f"{LOOPBACK}:{self.http_port}")] = f"{LOOPBACK}:{self._wanted}"
+        self.http_port = self._wanted
+        return argv
+
+
+def test_a_receiver_that_never_answers_costs_no_record_at_10k_records_per_s(tmp_path, start_backend):
+    """10k records/s for 10 s against a receiver that accepts and never
+    answers (before: the worker waited the whole 10 s timeout per batch, the
+    buffer of 65,536 filled within 7 s and records were dropped), then rotel
+    in its place: every record arrives, none dropped."""
+    hanging = HangingReceiver()
+    settings = overrides(hanging.endpoint, tmp_path, **{"export.traces": "none", "export.metrics": "none"})
+    strategy = subprocess.Popen(
+        [sys.executable, "-c", FLOOD, json.dumps(settings), "10"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = json.loads(strategy.stdout.readline() or "{}")
+        assert first.get("sent") == 100_000, strategy.stderr.read() if strategy.poll() is not None else first
+        assert first["dropped"] == 0, first
+        assert hanging.connections >= 1  # it was tried, and it hung
+        hanging.stop()
+        rotel = start_backend(RotelAt(hanging.port, debug_log=("logs",), verbosity="basic"))
+        strategy.stdin.write("go\n")
+        strategy.stdin.flush()
+        last = json.loads(strategy.stdout.readline() or "{}")
+        assert last == {"spooled": 0, "dropped": 0}, (last, strategy.stderr.read())
+        _poll(lambda: rotel.log_records_received() >= 100_000, 30, lambda: f"{rotel.log_records_received()} records at rotel")
+    finally:
+        hanging.stop()
+        strategy.kill()
+        strategy.wait()
