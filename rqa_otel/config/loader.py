@@ -134,8 +134,8 @@ def load_layers(
         except FileNotFoundError:
             _digest(digest, path, None)
             return
-        except UnsafePermissions as exc:
-            raise SettingsError(str(exc)) from None
+        except UnsafePermissions:
+            raise  # a SettingsError already, and the more precise one
         except OSError as exc:
             raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
         _digest(digest, path, data)
@@ -240,7 +240,7 @@ def content_fingerprint(paths) -> str | None:
 def _read_or_none(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
+    except OSError:  # missing, a directory, unreadable: reading it for real says which
         return None
 
 
