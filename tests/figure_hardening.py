@@ -52,7 +52,7 @@ def refusing(seconds: float = 60.0) -> None:
             print(json.dumps(row), flush=True)
 
 
-def hanging(seconds: float = 30.0) -> None:
+def hanging(seconds: float = float(os.environ.get("FIGURE_SECONDS", 30))) -> None:
     from receivers import HangingReceiver
     from test_export_hardening import FLOOD, RotelAt, overrides
 
@@ -76,6 +76,7 @@ def hanging(seconds: float = 30.0) -> None:
                 time.sleep(0.5)
             time.sleep(2)
             print(json.dumps({"sent": first["sent"], "dropped_during_hang": first["dropped"], "after": last,
+                              "connections_to_the_hanging_receiver": hang.connections,
                               "arrived_at_rotel": rotel.log_records_received()}), flush=True)
         finally:
             rotel.stop()

@@ -100,6 +100,12 @@ class HangingReceiver:
         self._listener.close()
         for conn in self._open:
             try:
+                # RST, not FIN: no TIME_WAIT left on the port, so that a
+                # real receiver can take the same port at once. SHUT_RD
+                # wakes the thread blocked in recv(), which otherwise keeps
+                # the connection alive past close().
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.shutdown(socket.SHUT_RD)
                 conn.close()
             except OSError:
                 pass
