@@ -109,8 +109,10 @@ FLOOD = textwrap.dedent(
     telemetry = rqa_otel.setup(strategy="flood", overrides=overrides)
     log = logging.getLogger("strategy.flood")
     rate, sent, start = 10_000, 0, time.monotonic()
-    while (elapsed := time.monotonic() - start) < seconds:
-        while sent < min(int(elapsed * rate) + 100, int(seconds * rate)):
+    total = int(seconds * rate)
+    while sent < total:  # 10k a second, paced; a process that falls behind catches up
+        elapsed = time.monotonic() - start
+        while sent < min(int(elapsed * rate) + 100, total):
             log.warning("record %d", sent)
             sent += 1
         time.sleep(0.002)
@@ -169,3 +171,67 @@ def test_a_receiver_that_never_answers_costs_no_record_at_10k_records_per_s(tmp_
         hanging.stop()
         strategy.kill()
         strategy.wait()
+
+
+def test_export_rejected_is_one_alert_per_reason_and_episode_and_none_for_refused_alerts(tmp_path):
+    """Against a real receiver whose answer changes: 401 five times, then
+    413, a batch of alert spans, a delivery (the episode ends), 401 again."""
+    from rqa_otel.export.delivery import Payload, Value
+    from rqa_otel.export.otlp.transport import OtlpHttpTransport
+    from rqa_otel.export.spool import Spool, SpoolEvents
+
+    receiver = RefusingReceiver(401)
+    events = SpoolEvents()
+    raised: list[tuple[str, str, str]] = []
+    events.route_alerts(lambda *alert: raised.append(alert))
+    transport = OtlpHttpTransport(f"{receiver.endpoint}/v1/traces", {}, 5)
+    spool = Spool("traces", transport, str(tmp_path / "spool"), 1 << 20, events, send_timeout_s=5)
+    normal, alerts = Payload("traces", b"x", Value.NORMAL, 1), Payload("traces", b"x", Value.CRITICAL, 1)
+    try:
+        for _ in range(5):
+            spool.submit([normal])
+        assert [(name, message.split(": HTTP")[0]) for name, _, message in raised] == [
+            ("export_rejected", f"OTLP http/protobuf {receiver.endpoint}/v1/traces rejected 1 traces items (normal value) for good")
+        ]
+        assert "HTTP 401" in raised[0][2] and "\x1b" not in raised[0][2] and "\\x1b[2J" in raised[0][2]
+        assert len(raised[0][2]) < 600  # the 5 kB answer, shortened
+        receiver.status = 413
+        spool.submit([normal, normal])
+        assert len(raised) == 2 and "HTTP 413" in raised[1][2]
+        spool.submit([alerts, alerts])  # refused alerts raise no alert
+        assert len(raised) == 2
+        receiver.status = 200
+        spool.submit([normal])
+        receiver.status = 401
+        spool.submit([normal])
+        assert len(raised) == 3 and "HTTP 401" in raised[2][2]
+        totals = events.dropped_totals()  # every rejection counted, alerted or not
+        assert totals[("traces", "normal", "rejected")] == 8 and totals[("traces", "critical", "rejected")] == 2
+    finally:
+        spool.shutdown(1)
+        receiver.stop()
+
+
+def test_export_failure_lines_on_stderr_are_the_first_then_one_summary_per_interval():
+    import logging
+
+    from rqa_otel.export.notices import Notices
+
+    printed: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: printed.append(record.getMessage())
+    logger = logging.getLogger("rqa_otel.export")
+    logger.addHandler(handler)
+    try:
+        notices = Notices(interval_s=0.3)
+        for index in range(100):
+            notices.warn(("rejected", "dest", "logs"), f"dest rejected batch {index}:\x1b[2J\nrqa-otel: INFO forged")
+        notices.warn(("rejected", "other", "logs"), "other rejected a batch")
+        assert len(printed) == 2
+        time.sleep(0.35)
+        notices.warn(("rejected", "dest", "logs"), "dest rejected batch 100")
+        assert len(printed) == 3 and printed[2].startswith("100 more like this in the last 0 s; the latest: dest rejected batch 100")
+        assert all("\n" not in line and "\x1b" not in line for line in printed)
+        assert "\\x1b[2J\\x0arqa-otel: INFO forged" in printed[0]
+    finally:
+        logger.removeHandler(handler)

@@ -393,12 +393,14 @@ class Spool:
         # One alert per (destination, signal, reason) and episode; none for
         # a payload of alerts: its alert would go to the same receiver, be
         # refused, and raise the next one, forever.
+        notice = ("rejected", self.transport.destination, payload.signal)  # one stderr rate for both
         if is_alert_payload(payload) or reason in self._rejection_alerted:
-            NOTICES.warn(("rejected", self.transport.destination, payload.signal), message)
+            NOTICES.warn(notice, message)
             return
         self._rejection_alerted.add(reason)
         self._events.alert(
-            names.EXPORT_REJECTED_ALERT, "critical" if payload.value is Value.CRITICAL else "warning", message
+            names.EXPORT_REJECTED_ALERT, "critical" if payload.value is Value.CRITICAL else "warning", message,
+            notice=notice,
         )
 
     def _quarantine(self, entry: _Entry, error: BaseException) -> None:
@@ -548,6 +550,8 @@ class SpoolEvents:
         key = (payload.signal, payload.value.name.lower(), reason)
         with self._lock:
             self._dropped[key] = self._dropped.get(key, 0) + payload.items
+        if reason == "rejected":
+            return  # the rejection itself is reported, with the server's answer
         # Rate-limited on stderr; rqa.export.spool.dropped has every count.
         NOTICES.warn(
             ("spool_dropped", key),
@@ -567,8 +571,10 @@ class SpoolEvents:
         with self._lock:
             return dict(self._replayed)
 
-    def alert(self, name: str, severity: str, message: str) -> None:
-        NOTICES.warn(("spool_alert", name), message)
+    def alert(self, name: str, severity: str, message: str, notice: object = None) -> None:
+        """Raise the alert, and print it on stderr rate-limited by ``notice``
+        (a key of ``notices.Notices``; default: the alert's name)."""
+        NOTICES.warn(notice or ("spool_alert", name), message)
         with self._lock:
             sink = self._alert
             if sink is None:

@@ -48,7 +48,6 @@ from rqa_otel.export.delivery import (
     split_by_value,
     split_logs_by_value,
 )
-from rqa_otel.export.notices import without_url_credentials
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
 from rqa_otel.export.influx.sdk_points import (
@@ -57,6 +56,7 @@ from rqa_otel.export.influx.sdk_points import (
     log_records_to_points,
     spans_to_points,
 )
+from rqa_otel.export.notices import without_url_credentials
 
 # The Collector's influxdb exporter defaults (payload_max_lines, payload_max_bytes).
 DEFAULT_MAX_LINES = 10_000
