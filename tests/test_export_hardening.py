@@ -235,3 +235,24 @@ def test_export_failure_lines_on_stderr_are_the_first_then_one_summary_per_inter
         assert "\\x1b[2J\\x0arqa-otel: INFO forged" in printed[0]
     finally:
         logger.removeHandler(handler)
+
+
+def test_replay_never_prints_the_credentials_of_its_target_url(tmp_path):
+    receiver = RefusingReceiver(401)
+    requests = tmp_path / "traces.jsonl"
+    span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "one span",
+            "kind": 1, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"}
+    requests.write_text(json.dumps({"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": [span]}]}]}) + "\n")
+    target = f"http://trader:Sup3rPw0rd@127.0.0.1:{receiver.port}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rqa_otel.cli", "replay", str(requests), "--to", "influxdb", target,
+             "--v1-compatibility", "--db", "rqa", "--timeout", "2"],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        receiver.stop()
+    assert receiver.count("/write?db=rqa&precision=ns") >= 1, (receiver.requests, done.stderr)
+    assert done.returncode != 0 and "HTTP 401" in done.stderr
+    assert "Sup3rPw0rd" not in done.stderr + done.stdout and "trader" not in done.stderr, done.stderr
+    assert "\x1b" not in done.stderr
