@@ -16,6 +16,7 @@ the first line of a kind, then at most one summary per
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -88,5 +89,11 @@ class Notices:
         return True
 
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at fork()
+
+
 NOTICES = Notices()
 """The process's one set of export notices."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=NOTICES._after_fork)
