@@ -96,7 +96,8 @@ class Pipeline:
             for signal, timeout_s in export_timeouts.items()
         }
         self.senders = Senders(
-            spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s, budgets=budgets
+            spool.enabled, spool.directory, spool.max_bytes, settings.export.otlp.timeout_s, spool.send_budget_s,
+            budgets=budgets,
         )
         # Every exporter of each signal (OTEL_TRACES_EXPORTER=otlp,console is
         # two), by kind; ``exporters`` holds the first, the primary.

@@ -28,6 +28,7 @@ from rqa_otel.config.model import Settings
 from rqa_otel.export.accounting import ExportCounts
 from rqa_otel.export.log_entry import active_span_ids, shaped_emitter, shaped_entry
 from rqa_otel.export.metric_producers import MetricProducer
+from rqa_otel.export.notices import printable
 from rqa_otel.ops.readiness import Check
 from rqa_otel.pipeline import VERSION, Pipeline, install_sdk_globals
 from rqa_otel.resources import ResourceGauges
@@ -257,10 +258,20 @@ def _report_own_problems_on_stderr() -> None:
     own = logging.getLogger("rqa_otel")
     if not own.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("rqa-otel: %(levelname)s %(message)s"))
+        handler.setFormatter(_StderrFormatter("rqa-otel: %(levelname)s %(message)s"))
         own.addHandler(handler)
         own.setLevel(logging.INFO)
         own.propagate = False
+
+
+class _StderrFormatter(logging.Formatter):
+    """Every line rqa-otel prints is one line, and carries no URL credentials:
+    a message may quote a receiver's answer or an endpoint, and neither may
+    write terminal escapes, forge a line of its own, or show a password."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message, 4000)
+        return super().formatMessage(record)
 
 
 _global: Telemetry | None = None

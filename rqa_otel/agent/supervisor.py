@@ -31,7 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from rqa_otel import names
 from rqa_otel.config.loader import load_settings
 from rqa_otel.config.model import SettingsError
-from rqa_otel.resources.registry import Registry
+from rqa_otel.resources.registry import Registry, UnsafeRunDirectory
 
 _log = logging.getLogger("rqa_otel.agent")
 
@@ -85,7 +85,7 @@ class Supervisor:
 
     def _take_agent_lock(self) -> int:
         path = self.registry.agent_dir / "agent.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self.registry.open_file(path, os.O_RDWR | os.O_CREAT)  # through the verified directory
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -265,6 +265,9 @@ def run_agent(settings_file: str | None, http_port: int | None, interval_s: floa
     try:
         supervisor = Supervisor(registry, interval, settings.ops.http_host, port, settings.agent.restart_backoff_max_s)
     except AgentAlreadyRunning as exc:
+        print(f"rqa-otel: agent: {exc}", file=sys.stderr)
+        return 1
+    except UnsafeRunDirectory as exc:
         print(f"rqa-otel: agent: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

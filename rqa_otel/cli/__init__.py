@@ -15,6 +15,8 @@ from rqa_otel.cli.report import add_report_parser
 from rqa_otel.cli.run import add_run_parser
 from rqa_otel.cli.vault import add_vault_parser
 from rqa_otel.cli.view import add_view_parser
+from rqa_otel.config.model import SettingsError
+from rqa_otel.config.vault import VaultError
 from rqa_otel.telemetry import VERSION
 
 
@@ -24,7 +26,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every command's last resort: one line, never a traceback
+        command = args.handler.__module__.rsplit(".", 1)[-1]
+        settings = isinstance(exc, (SettingsError, VaultError))
+        what = "" if settings or isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: "
+        print(f"rqa-otel {command}: {what}{' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2 if settings else 1
 
 
 def _parser() -> argparse.ArgumentParser:

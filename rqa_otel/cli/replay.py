@@ -28,6 +28,7 @@ from rqa_otel.config.loader import load_settings
 from rqa_otel.config.model import OtlpSettings
 from rqa_otel.export.delivery import Delivery, Outcome, Payload, Value
 from rqa_otel.export.influx.exporter import InfluxEncoder, InfluxSchema, influx_transport
+from rqa_otel.export.notices import without_url_credentials
 from rqa_otel.export.otlp.transport import otlp_transport
 
 _SIGNALS = {"resourceSpans": "traces", "resourceMetrics": "metrics", "resourceLogs": "logs"}
@@ -161,13 +162,13 @@ def _parse_target(values: Sequence[str]) -> tuple[str, str]:
     if len(values) == 2 and values[0] == "influxdb":
         url = values[1]
         if urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"--to influxdb {url!r}: expected an http(s):// URL")
+            raise ValueError(f"--to influxdb {without_url_credentials(url)!r}: expected an http(s):// URL")
         return "influxdb", url
     if len(values) == 1:
         url = urlsplit(values[0])
         if url.scheme in ("otlp", "otlp+http") and url.hostname and url.port:
             return url.scheme, f"{url.hostname}:{url.port}"
-    raise ValueError(f"--to {' '.join(values)}: {accepted}")
+    raise ValueError(f"--to {without_url_credentials(' '.join(values))}: {accepted}")
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -201,7 +202,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return 2
     finally:
         target.shutdown()
-    progress.done(target.destination)
+    progress.done(without_url_credentials(target.destination))
     return 1 if failed else 0
 
 

@@ -125,7 +125,12 @@ def _keygen(args) -> int:
             old = read_checked(path, secret=True).decode("ascii")
         except UnsafePermissions as exc:
             return _fail(str(exc))
-    _write_private(path, key + "\n" + old)
+        except (OSError, UnicodeDecodeError) as exc:
+            return _fail(f"cannot add a key to {str(path)!r}: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        _write_private(path, key + "\n" + old)
+    except OSError as exc:
+        return _fail(f"cannot write key file {str(path)!r}: {exc.strerror or exc}")
     print(f"added key {key_id(key)} as the primary key of {path}" + (" (older keys kept)" if old.strip() else ""),
           file=sys.stderr)
     return 0

@@ -148,8 +148,8 @@ def load_layers(
         except FileNotFoundError:
             _digest(digest, path, None)
             return
-        except UnsafePermissions as exc:
-            raise SettingsError(str(exc)) from None
+        except UnsafePermissions:
+            raise  # a SettingsError already, and the more precise one
         except OSError as exc:
             raise SettingsError(f"cannot read settings file {str(path)!r}: {exc}") from None
         _digest(digest, path, data)
@@ -339,7 +339,7 @@ def content_fingerprint(paths, directories=()) -> str | None:
 def _read_or_none(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
+    except OSError:  # missing, a directory, unreadable: reading it for real says which
         return None
 
 
@@ -497,6 +497,7 @@ def _freeze(
                 enabled=v["export.spool.enabled"],
                 directory=v["export.spool.directory"] or os.path.join(v["export.directory"], "spool"),
                 max_bytes=v["export.spool.max_bytes"],
+                send_budget_s=v["export.spool.send_budget_s"],
             ),
             influxdb=InfluxSettings(
                 **{name: v[f"export.influxdb.{name}"] for name in InfluxSettings.__dataclass_fields__}

@@ -84,6 +84,8 @@ class SpoolSettings:
     """Empty: ``<export.directory>/spool``."""
     max_bytes: int
     """Bound of each signal's spool directory."""
+    send_budget_s: float = 2.0
+    """How long an exporting thread waits for a first send before it spools the payload."""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,17 @@ import os
 import stat
 import threading
 
+from rqa_otel.config.model import SettingsError
+
 _log = logging.getLogger("rqa_otel.config")
 _warned: set[tuple[str, int, int]] = set()
 _warned_lock = threading.Lock()
 
 
-class UnsafePermissions(PermissionError):
-    """A secrets file is readable or writable by others, or not the user's."""
+class UnsafePermissions(SettingsError, PermissionError):
+    """A secrets file is readable or writable by others, or not the user's.
+    A SettingsError (what ``setup()`` promises to raise for settings and
+    their files), and still a PermissionError for code that catches that."""
 
 
 def problem(path: str, st: os.stat_result) -> str | None:

@@ -397,6 +397,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.spool.enabled": (_boolean, None),
     "export.spool.directory": (_string, None),
     "export.spool.max_bytes": (_count(1), None),
+    "export.spool.send_budget_s": (_positive_seconds, None),
     "export.influxdb.url": (_endpoint, None),
     "export.influxdb.org": (_string, None),
     "export.influxdb.bucket": (_string, None),

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from rqa_otel.config.permissions import read_checked
+from rqa_otel.config.permissions import UnsafePermissions, read_checked
 
 KEYS_VARIABLE = "RQA_VAULT_KEYS"
 KEY_FILE_VARIABLE = "RQA_VAULT_KEY_FILE"
@@ -76,6 +76,12 @@ class ConfigVault:
                 raise VaultError(f"vault key file {source!r} is not text") from None
             except FileNotFoundError:
                 raise VaultError(f"vault key file {source!r} ({KEY_FILE_VARIABLE}) does not exist") from None
+            except UnsafePermissions as exc:
+                raise VaultError(f"vault key file ({KEY_FILE_VARIABLE}): {exc}") from None
+            except OSError as exc:  # a directory, no permission to read
+                raise VaultError(
+                    f"vault key file {source!r} ({KEY_FILE_VARIABLE}) cannot be read: {exc.strerror or exc}"
+                ) from None
         if not text:
             return None
         keys = tuple(part.strip().encode("ascii") for part in text.split(",") if part.strip() and not part.strip().startswith("#"))

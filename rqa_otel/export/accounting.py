@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from rqa_otel.export.notices import NOTICES
+
 _log = logging.getLogger("rqa_otel.export")
 
 
@@ -86,12 +88,12 @@ class _Accounting:
             else:
                 self.counts.failed += items
             starts_episode, self._failing = (not ok and not self._failing), not ok
-        if starts_episode:
-            _log.warning(
-                "exporting %s to %s failed (%s); telemetry continues, further failures are counted",
-                self.counts.signal,
-                self.counts.destination,
-                error if error is not None else "exporter reported failure",
+        if starts_episode:  # and at most one line a minute however often episodes start
+            NOTICES.warn(
+                ("export_failed", self.counts.destination, self.counts.signal),
+                f"exporting {self.counts.signal} to {self.counts.destination} failed "
+                f"({error if error is not None else 'exporter reported failure'}); "
+                "telemetry continues, further failures are counted",
             )
         return ok
 

@@ -36,7 +36,7 @@ import operator
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import backoff
@@ -45,6 +45,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from rqa_otel import names
 from rqa_otel.export.log_sink import LogExportFailed, LogSink
+from rqa_otel.export.notices import NOTICES, printable
 
 _log = logging.getLogger("rqa_otel.export")
 T = TypeVar("T")
@@ -88,7 +89,10 @@ class SendResult:
     retry_after_s: float | None = None
     """The server's Retry-After, when it sent one."""
     detail: str = ""
-    """Why it failed (status and the start of the response), without secrets."""
+    """Why it failed (status and the start of the response), without secrets;
+    ``send_quietly`` makes it printable (see ``notices.printable``)."""
+    reason: str = ""
+    """A short, stable name of why (``http_401``), for one alert per reason."""
 
     @property
     def delivered(self) -> bool:
@@ -120,11 +124,12 @@ def classify_http(status: int, headers: Mapping[str, str] | None, body: bytes | 
     rejected, with the start of the server's answer in the detail."""
     if 200 <= status < 300:
         return DELIVERED
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    detail = f"HTTP {status} from {destination}: {text.strip()[:300]}"
+    text = body[:4096].decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")[:4096]
+    # A stranger's text: shortened and escaped before anyone prints or stores it.
+    detail = f"HTTP {status} from {destination}: {printable(text.strip())}"
     if status >= 500 or status == 429:
-        return SendResult(Outcome.RETRY_LATER, _retry_after(headers), detail)
-    return SendResult(Outcome.REJECTED, None, detail)
+        return SendResult(Outcome.RETRY_LATER, _retry_after(headers), detail, f"http_{status}")
+    return SendResult(Outcome.REJECTED, None, detail, f"http_{status}")
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -269,7 +274,6 @@ class Delivery:
         self.counts = SenderCounts(signal, transport.destination)
         self.last_failure = ""
         """The detail of the last payload not delivered (without secrets)."""
-        self._rejecting = False
         self._stopping = threading.Event()
 
     def send_with_retries(self, payload: Payload, budget_s: float) -> SendResult:
@@ -292,16 +296,13 @@ class Delivery:
         for payload in payloads:
             result = self.send_with_retries(payload, max(0.0, deadline - time.monotonic()))
             if result.outcome is Outcome.REJECTED:  # permanent: reported, never dropped silently
-                # Once per episode on stderr (logs at full rate would repeat
-                # it a hundred times a second); the counts have every one.
-                (_log.debug if self._rejecting else _log.warning)(
-                    "%s rejected %d %s (%s value): %s%s", self.transport.destination, payload.items,
-                    payload.signal, payload.value.name.lower(), result.detail,
-                    "" if self._rejecting else "; further rejections are counted until a delivery succeeds",
+                # Rate-limited on stderr (logs at full rate would repeat it a
+                # hundred times a second); the counts have every one.
+                NOTICES.warn(
+                    ("rejected", self.transport.destination, payload.signal),
+                    f"{self.transport.destination} rejected {payload.items} {payload.signal} "
+                    f"({payload.value.name.lower()} value): {result.detail}",
                 )
-                self._rejecting = True
-            elif result.delivered:
-                self._rejecting = False
             if not result.delivered:
                 self.last_failure = result.detail or "not delivered in time"
             self.counts.add(payload.items, result.delivered)
@@ -321,12 +322,23 @@ class Delivery:
             after_fork()
 
 
+DETAIL_LIMIT = 400
+"""Characters of a failure's detail: the destination plus the start of the answer."""
+
+
 def send_quietly(transport: Transport, payload: Payload, timeout_s: float) -> SendResult:
-    """A transport that raises is treated as a network error: retry later."""
+    """A transport that raises is treated as a network error: retry later.
+    Every sender sends through here, so this is where a failure's detail is
+    made safe to print and store, whichever transport wrote it."""
     try:
-        return transport.send(payload, timeout_s)
+        result = transport.send(payload, timeout_s)
     except Exception as exc:
-        return SendResult(Outcome.RETRY_LATER, detail=f"{type(exc).__name__}: {exc}")
+        result = SendResult(Outcome.RETRY_LATER, detail=f"{type(exc).__name__}: {exc}", reason=type(exc).__name__)
+    if result.detail:
+        safe = printable(result.detail, DETAIL_LIMIT)
+        if safe != result.detail:
+            result = replace(result, detail=safe)
+    return result
 
 
 def _quietly(call: Callable[[], Any]) -> None:

@@ -23,8 +23,12 @@ states the guarantees; in short:
   and alerted; files already written are untouched.
 
 The calling thread is an SDK or log-pipeline worker, never the strategy's:
-a submit costs at most one send attempt (none while a backlog waits) plus
-one file write.
+a submit costs at most one send attempt (none while a backlog waits),
+bounded by ``export.spool.send_budget_s`` rather than the full timeout so
+that a receiver that hangs costs a file write, not the log buffer, plus one
+file write. A rejected batch raises one ``export_rejected`` alert per
+signal, destination and reason until a delivery succeeds, and none for a
+batch of alert spans (its alert would be refused in turn, forever).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from rqa_otel.export.delivery import (
     Value,
     send_quietly,
 )
+from rqa_otel.export.notices import NOTICES, without_url_credentials
 
 _log = logging.getLogger("rqa_otel.export")
 
@@ -128,6 +133,7 @@ class Spool:
         events: "SpoolEvents",
         send_timeout_s: float,
         policy: ExportBackoff = ExportBackoff(),
+        send_budget_s: float | None = None,
     ) -> None:
         self.signal = signal
         self.transport = transport
@@ -135,7 +141,10 @@ class Spool:
         self.max_bytes = max_bytes
         self._events = events
         self._send_timeout_s = send_timeout_s
+        self._send_budget_s = min(send_timeout_s, send_budget_s or send_timeout_s)
         self._policy = policy
+        self._rejection_alerted: set[str] = set()
+        """Reasons already alerted in this rejection episode (ends at the next delivery)."""
         self._lock = threading.Lock()  # the index
         self._submit_lock = threading.Lock()  # one submit at a time keeps order
         self._wake = threading.Condition(self._lock)
@@ -165,7 +174,11 @@ class Spool:
                 if self._has_backlog():
                     kept &= self._persist(payload)  # behind older payloads: order is kept
                     continue
-                result = send_quietly(self.transport, payload, self._send_timeout_s)
+                # A short budget, not the full timeout: a receiver that hangs
+                # must not hold the exporting thread (and fill the log
+                # buffer) when the disk can keep the payload; the replayer
+                # retries it with the full timeout on its own thread.
+                result = send_quietly(self.transport, payload, self._send_budget_s)
                 if result.outcome is Outcome.RETRY_LATER:
                     kept &= self._persist(payload)
                 else:
@@ -366,13 +379,29 @@ class Spool:
         return result
 
     def _finished(self, payload: Payload, result: SendResult) -> None:
-        if result.outcome is Outcome.REJECTED:
-            self._events.dropped(payload, "rejected")
-            self._events.alert(
-                names.EXPORT_REJECTED_ALERT, "critical" if payload.value is Value.CRITICAL else "warning",
-                f"{self.transport.destination} rejected {payload.items} {payload.signal} items "
-                f"({payload.value.name.lower()} value) for good: {result.detail}",
-            )
+        if result.delivered:
+            self._rejection_alerted.clear()  # the episode is over
+            return
+        if result.outcome is not Outcome.REJECTED:
+            return
+        self._events.dropped(payload, "rejected")
+        message = (
+            f"{self.transport.destination} rejected {payload.items} {payload.signal} items "
+            f"({payload.value.name.lower()} value) for good: {result.detail}"
+        )
+        reason = result.reason or "rejected"
+        # One alert per (destination, signal, reason) and episode; none for
+        # a payload of alerts: its alert would go to the same receiver, be
+        # refused, and raise the next one, forever.
+        notice = ("rejected", self.transport.destination, payload.signal)  # one stderr rate for both
+        if is_alert_payload(payload) or reason in self._rejection_alerted:
+            NOTICES.warn(notice, message)
+            return
+        self._rejection_alerted.add(reason)
+        self._events.alert(
+            names.EXPORT_REJECTED_ALERT, "critical" if payload.value is Value.CRITICAL else "warning", message,
+            notice=notice,
+        )
 
     def _quarantine(self, entry: _Entry, error: BaseException) -> None:
         target = os.path.join(self.directory, QUARANTINE)
@@ -433,9 +462,15 @@ class Spool:
     def _write_destination_note(self) -> None:
         try:
             with open(os.path.join(self.directory, "DESTINATION"), "w", encoding="utf-8") as note:
-                note.write(f"{self.signal} to {self.transport.destination}\n")
+                note.write(f"{self.signal} to {without_url_credentials(self.transport.destination)}\n")
         except OSError:
             pass
+
+
+def is_alert_payload(payload: Payload) -> bool:
+    """Spans split by value hold only alert spans in their critical payload
+    (``delivery.span_value``): the pipeline's own alerts."""
+    return payload.signal == "traces" and payload.value is Value.CRITICAL
 
 
 def _write_durably(directory: str, name: str, record: bytes) -> None:
@@ -514,12 +549,13 @@ class SpoolEvents:
     def dropped(self, payload: Payload, reason: str) -> None:
         key = (payload.signal, payload.value.name.lower(), reason)
         with self._lock:
-            first = key not in self._dropped
             self._dropped[key] = self._dropped.get(key, 0) + payload.items
-        # Once per kind on stderr; rqa.export.spool.dropped has every count.
-        (_log.warning if first else _log.debug)(
-            "spool: %d %s items (%s value) dropped: %s%s", payload.items, payload.signal,
-            payload.value.name.lower(), reason, "; further drops of this kind are only counted" if first else "",
+        if reason == "rejected":
+            return  # the rejection itself is reported, with the server's answer
+        # Rate-limited on stderr; rqa.export.spool.dropped has every count.
+        NOTICES.warn(
+            ("spool_dropped", key),
+            f"spool: {payload.items} {payload.signal} items ({payload.value.name.lower()} value) dropped: {reason}",
         )
 
     def replayed(self, payload: Payload) -> None:
@@ -535,8 +571,10 @@ class SpoolEvents:
         with self._lock:
             return dict(self._replayed)
 
-    def alert(self, name: str, severity: str, message: str) -> None:
-        _log.warning("%s", message)
+    def alert(self, name: str, severity: str, message: str, notice: object = None) -> None:
+        """Raise the alert, and print it on stderr rate-limited by ``notice``
+        (a key of ``notices.Notices``; default: the alert's name)."""
+        NOTICES.warn(notice or ("spool_alert", name), message)
         with self._lock:
             sink = self._alert
             if sink is None:
@@ -565,12 +603,19 @@ class Senders:
     spools' state from here."""
 
     def __init__(
-        self, enabled: bool, directory: str, max_bytes: int, timeout_s: float, budgets: Mapping[str, float] | None = None
+        self,
+        enabled: bool,
+        directory: str,
+        max_bytes: int,
+        timeout_s: float,
+        send_budget_s: float | None = None,
+        budgets: Mapping[str, float] | None = None,
     ) -> None:
         self.enabled = enabled
         self.directory = directory
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.send_budget_s = send_budget_s
         self.budgets = dict(budgets or {})
         """Each signal's retry budget with the spool off (its export timeout); default ``timeout_s``."""
         self.events = SpoolEvents()
@@ -580,6 +625,9 @@ class Senders:
         if not self.enabled:
             return Delivery(signal, transport, budget_s=self.budgets.get(signal, self.timeout_s))
         directory = spool_directory(self.directory, signal, transport.destination)
-        spool = Spool(signal, transport, directory, self.max_bytes, self.events, send_timeout_s=self.timeout_s)
+        spool = Spool(
+            signal, transport, directory, self.max_bytes, self.events,
+            send_timeout_s=self.timeout_s, send_budget_s=self.send_budget_s,
+        )
         self.spools.append(spool)
         return spool

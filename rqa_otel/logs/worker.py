@@ -22,6 +22,7 @@ from rqa_otel import names
 from rqa_otel.export.accounting import ExportCounts
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 from rqa_otel.export.log_sink import LogSink
+from rqa_otel.export.notices import NOTICES
 from rqa_otel.logs.buffer import EXPORT_FAILED, WRITE_FAILED, Drops, LogBuffer
 from rqa_otel.logs.sampling import Sampler
 from rqa_otel.scrub import Scrubber
@@ -229,16 +230,16 @@ class LogExportWorker:
                 state.counts.exported += len(batch)
                 if state.failing:
                     state.failing = False
-                    _log.warning("exporting logs to %s works again", state.sink.description)
+                    NOTICES.warn(("recovered", state.sink.description, "logs"), f"exporting logs to {state.sink.description} works again")
                 continue
             state.counts.failed += len(batch)
             self.drops.add_entries(EXPORT_FAILED if state.primary else WRITE_FAILED, batch)
             if not state.failing:
                 state.failing = True
-                _log.warning(
-                    "exporting logs to %s failed (%s); logging continues, lost records are counted",
-                    state.sink.description,
-                    error or "write failed",
+                NOTICES.warn(
+                    ("export_failed", state.sink.description, "logs"),
+                    f"exporting logs to {state.sink.description} failed ({error or 'write failed'}); "
+                    "logging continues, lost records are counted",
                 )
                 if self._on_sink_failure is not None:
                     self._on_sink_failure(state.sink.description, error)

@@ -43,7 +43,7 @@ from opentelemetry.metrics import Observation
 from rqa_otel import names
 from rqa_otel._util.weak import subscribe_while_alive
 from rqa_otel.config.quotas import Quota
-from rqa_otel.resources.registry import Registry
+from rqa_otel.resources.registry import Registry, UnsafeRunDirectory
 
 if TYPE_CHECKING:
     from rqa_otel.resources.sampling import StrategyUsage
@@ -154,6 +154,11 @@ class ResourceManager:
         self._configured: dict[str, Quota] = {}
         self._tracks: dict[tuple[str, str], _Track] = {}
         self._runtime_cache: tuple[tuple[int, int, int], dict[str, Quota]] | None = None
+        # When the run directory is refused (registry.UnsafeRunDirectory):
+        # quotas and workers of this process only, so the strategy goes on.
+        self._unpersisted: dict[str, Quota] = {}
+        self._local_workers: dict[str, dict[str, dict]] = {}
+        self._warned_unsafe = False
         self.apply_quotas(quotas if quotas is not None else (settings.quotas if settings else {}))
         self._instruments = _Instruments(self, telemetry) if telemetry is not None else None
         config = getattr(telemetry, "live_settings", None)
@@ -200,7 +205,12 @@ class ResourceManager:
             stored[strategy] = quota.as_dict()
             return stored
 
-        self.registry.update_quotas(change)
+        try:
+            self.registry.update_quotas(change)
+        except UnsafeRunDirectory as exc:
+            self._unsafe(exc, f"the quota of {strategy} applies in this process only")
+            with self._lock:
+                self._unpersisted[strategy] = quota
         with self._lock:
             self._runtime_cache = None
         return quota
@@ -216,21 +226,31 @@ class ResourceManager:
                 removed.append(strategy)
             return stored
 
-        self.registry.update_quotas(change)
+        try:
+            self.registry.update_quotas(change)
+        except UnsafeRunDirectory as exc:
+            self._unsafe(exc, f"the run-time quota of {strategy} is removed in this process only")
         with self._lock:
+            if self._unpersisted.pop(strategy, None) is not None:
+                removed.append(strategy)
             self._runtime_cache = None
         return bool(removed)
+
+    def _unsafe(self, exc: UnsafeRunDirectory, consequence: str) -> None:
+        with self._lock:
+            first, self._warned_unsafe = not self._warned_unsafe, True
+        (_log.warning if first else _log.debug)("%s; %s", exc, consequence)
 
     def quota(self, strategy: str) -> Quota:
         """The quota in effect: run-time (set_strategy_quota) over settings; no limits if neither."""
         runtime = self._runtime_quotas()
         with self._lock:
-            return runtime.get(strategy) or self._configured.get(strategy) or Quota()
+            return self._unpersisted.get(strategy) or runtime.get(strategy) or self._configured.get(strategy) or Quota()
 
     def quotas(self) -> dict[str, Quota]:
         runtime = self._runtime_quotas()
         with self._lock:
-            return {**self._configured, **runtime}
+            return {**self._configured, **runtime, **self._unpersisted}
 
     def _runtime_quotas(self) -> dict[str, Quota]:
         path = self.registry.quotas_path
@@ -275,12 +295,24 @@ class ResourceManager:
                     f"({', '.join(sorted(live)) or 'none'}); worker {worker_id!r} refused",
                 )
 
-        return len(self.registry.add_worker(strategy, worker_id, pid, admit))
+        try:
+            return len(self.registry.add_worker(strategy, worker_id, pid, admit))
+        except UnsafeRunDirectory as exc:
+            self._unsafe(exc, "max_workers is enforced within this process only")
+        with self._lock:
+            local = self._local_workers.setdefault(strategy, {})
+            if worker_id not in local:
+                admit(local)
+                local[worker_id] = {"pid": pid}
+            return len(local)
 
     def unregister_strategy_worker(self, strategy: str, worker_id: str) -> bool:
         """True if the worker was registered. An unknown strategy or worker
         is a documented no-op (False): unregistering in a ``finally`` after a
         failed registration must not raise."""
+        with self._lock:
+            if self._local_workers.get(strategy, {}).pop(worker_id, None) is not None:
+                return True
         return self.registry.remove_worker(strategy, worker_id)
 
     @contextlib.contextmanager

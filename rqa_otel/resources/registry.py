@@ -18,7 +18,18 @@ Layout of ``registry.dir`` (default ``$XDG_RUNTIME_DIR/rqa-otel``, else
 
 Every file is written whole to a temporary name and renamed over the old one
 (``os.replace``), so a reader never sees half a file and a process killed
-mid-write leaves the previous version. A process is identified by its pid AND
+mid-write leaves the previous version.
+
+The directory may sit in /tmp, where anyone can create a name first
+(CWE-377/59). It is created with mode 0700 and, like each of its
+subdirectories, verified before every use: a directory (not a symbolic
+link) owned by the current user with no access for group or others, opened
+with O_NOFOLLOW|O_DIRECTORY and then used only through that descriptor, so
+nothing can be swapped in between the check and the use; its files are
+created O_EXCL|O_NOFOLLOW and read O_NOFOLLOW. A directory that fails is
+refused (:class:`UnsafeRunDirectory`, an OSError) with a message naming its
+path, owner, mode and the fix, as OpenSSH does for a key file; ``setup()``
+then goes on without the registry. A process is identified by its pid AND
 its start time (clock ticks since boot, ``/proc/<pid>/stat`` field 22): an
 entry whose process is gone, or whose pid now belongs to a newer process, is
 stale and is removed, under the lock, by whoever notices.
@@ -27,10 +38,13 @@ stale and is removed, under the lock, by whoever notices.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import secrets
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -48,6 +62,59 @@ def default_run_dir() -> Path:
     if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
         return Path(runtime) / "rqa-otel"
     return Path(tempfile.gettempdir()) / f"rqa-otel-{os.getuid()}"
+
+
+class UnsafeRunDirectory(PermissionError):
+    """The run directory, or one of its subdirectories, is not safely this user's."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SUBDIRS = frozenset({"processes", "workers", "agent"})
+
+
+def _open_verified_dir(name: str, shown: str, dir_fd: int | None = None) -> int:
+    """A descriptor of the directory ``name`` (relative to ``dir_fd``) after
+    checking that very directory; UnsafeRunDirectory when it is a symbolic
+    link, not a directory, not the user's, or open to group or others."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                found = os.lstat(name, dir_fd=dir_fd)
+            except OSError:
+                raise exc from None
+            raise UnsafeRunDirectory(_unsafe_message(shown, found)) from None
+        raise
+    found = os.fstat(fd)
+    if found.st_uid != os.geteuid() or stat.S_IMODE(found.st_mode) & 0o077:
+        os.close(fd)
+        raise UnsafeRunDirectory(_unsafe_message(shown, found))
+    return fd
+
+
+def _unsafe_message(path: str, found: os.stat_result) -> str:
+    kind = "a symbolic link" if stat.S_ISLNK(found.st_mode) else (
+        "a directory" if stat.S_ISDIR(found.st_mode) else "not a directory")
+    user = os.geteuid()
+    if stat.S_ISDIR(found.st_mode) and found.st_uid == user:
+        fix = f"chmod 700 {path}"
+    else:
+        fix = f"remove {path} (rqa-otel creates it again), or set registry.dir to a directory of your own"
+    return (
+        f"refusing the run directory {path}: it is {kind} owned by uid {found.st_uid} ({_user_name(found.st_uid)}) "
+        f"with mode {stat.S_IMODE(found.st_mode):04o}; it must be a directory owned by uid {user} "
+        f"({_user_name(user)}) with no access for group or others. Fix: {fix}"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return "unknown user"
 
 
 def process_start(pid: int) -> int | None:
@@ -109,18 +176,61 @@ class Registry:
 
     def ensure(self) -> "Registry":
         """Create the directories (mode 0700: the pids of one user's
-        strategies are nobody else's business). Raises OSError."""
-        for path in (self.directory, self._processes, self._workers, self.agent_dir):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        strategies are nobody else's business) and verify them (module
+        doc). Raises OSError; UnsafeRunDirectory for one that fails."""
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.directory, 0o700)
+        root = _open_verified_dir(str(self.directory), str(self.directory))
+        try:
+            for sub in sorted(_SUBDIRS):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(sub, 0o700, dir_fd=root)
+                os.close(_open_verified_dir(sub, str(self.directory / sub), root))
+        finally:
+            os.close(root)
         return self
 
-    # --- locking and atomic files --------------------------------------------
+    # --- verified descriptors, locking and atomic files -------------------------
+
+    @contextlib.contextmanager
+    def _dir(self, sub: str | None = None) -> Iterator[int]:
+        """A verified descriptor of the run directory or of one of its
+        subdirectories, for the block."""
+        root = _open_verified_dir(str(self.directory), str(self.directory))
+        try:
+            if sub is None:
+                yield root
+                return
+            fd = _open_verified_dir(sub, str(self.directory / sub), root)
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+        finally:
+            os.close(root)
+
+    def _where(self, path: Path) -> tuple[str | None, str]:
+        """(subdirectory or None, file name) of a path in the run directory."""
+        parts = Path(path).relative_to(self.directory).parts
+        if len(parts) == 1:
+            return None, parts[0]
+        if len(parts) == 2 and parts[0] in _SUBDIRS:
+            return parts[0], parts[1]
+        raise ValueError(f"{path} is not a file of the run directory {self.directory}")
+
+    def open_file(self, path: Path, flags: int, mode: int = 0o600) -> int:
+        """A descriptor of a file of the run directory, opened through the
+        verified directory with O_NOFOLLOW (the agent's lock file)."""
+        sub, name = self._where(path)
+        with self._dir(sub) as fd:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive across threads and processes: flock on a descriptor of
         its own, so two threads of one process also exclude each other."""
-        fd = os.open(self.directory / "registry.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self.open_file(self.directory / "registry.lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -128,17 +238,48 @@ class Registry:
             os.close(fd)  # releases the lock
 
     def write_json(self, path: Path, data: Any) -> None:
-        write_json_atomically(path, data)
+        """Atomically (module doc), through the verified directory: a new
+        file created O_EXCL|O_NOFOLLOW, renamed over ``path``."""
+        sub, name = self._where(path)
+        with self._dir(sub) as fd:
+            _write_json_in(fd, name, data)
 
-    @staticmethod
-    def read_json(path: Path, default: Any = None) -> Any:
-        """The file's content, or ``default`` when it is missing or unreadable
+    def read_json(self, path: Path, default: Any = None) -> Any:
+        """The file's content, or ``default`` when it is missing, unreadable,
+        not a regular file of this user's, or the directory fails its check
         (a file from a crashed writer never exists: writes are atomic)."""
         try:
-            with open(path, encoding="utf-8") as file:
+            sub, name = self._where(path)
+            with self._dir(sub) as dir_fd:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            with open(fd, encoding="utf-8") as file:
+                found = os.fstat(file.fileno())
+                if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+                    return default
                 return json.load(file)
         except (OSError, ValueError):
             return default
+
+    def _unlink(self, path: Path) -> None:
+        sub, name = self._where(path)
+        with self._dir(sub) as fd, contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=fd)
+
+    def _exists(self, path: Path) -> bool:
+        sub, name = self._where(path)
+        try:
+            with self._dir(sub) as fd:
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
+
+    def _list(self, sub: str) -> list[str]:
+        try:
+            with self._dir(sub) as fd:
+                return os.listdir(fd)
+        except FileNotFoundError:
+            return []
 
     # --- processes -------------------------------------------------------------
 
@@ -158,15 +299,14 @@ class Registry:
         with self.locked():
             current = self.read_json(path)
             if current and current.get("start") == entry.start:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                self._unlink(path)
 
     def processes(self) -> list[ProcessEntry]:
         """The live registered processes; stale entries are removed."""
         try:
-            names = os.listdir(self._processes)
-        except FileNotFoundError:
-            return []
+            names = self._list("processes")
+        except OSError:
+            return []  # an unsafe directory lists nothing (setup() said why)
         live: list[ProcessEntry] = []
         stale: list[str] = []
         for name in names:
@@ -192,8 +332,7 @@ class Registry:
                 current = self.read_json(path)
                 # Re-checked under the lock: a new process may have taken the pid.
                 if current is not None and not is_alive(current.get("pid", -1), current.get("start", -1)):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                    self._unlink(path)
 
     # --- workers ---------------------------------------------------------------
 
@@ -204,8 +343,8 @@ class Registry:
 
     def all_workers(self) -> dict[str, dict[str, dict]]:
         try:
-            names = os.listdir(self._workers)
-        except FileNotFoundError:
+            names = self._list("workers")
+        except OSError:
             return {}
         return {
             urllib.parse.unquote(name[: -len(".json")]): self.workers(urllib.parse.unquote(name[: -len(".json")]))
@@ -243,7 +382,7 @@ class Registry:
     def remove_worker(self, strategy: str, worker_id: str) -> bool:
         """True if it was registered; an unknown strategy or worker is a no-op."""
         path = self._workers / _file_name(strategy)
-        if not path.exists():
+        if not self._exists(path):
             return False
         with self.locked():
             data = self.read_json(path, {})
@@ -309,18 +448,20 @@ def _live_workers(data: Any) -> dict[str, dict]:
     }
 
 
-def write_json_atomically(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same directory, then rename it over
-    ``path``: readers see the old or the new content, never a mix. No fsync:
-    the run directory is volatile by design (a tmpfs under XDG_RUNTIME_DIR)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_json_in(dir_fd: int, name: str, data: Any) -> None:
+    """Write to a new temporary file (O_EXCL|O_NOFOLLOW, 0600) in the
+    directory ``dir_fd``, then rename it over ``name``: readers see the old
+    or the new content, never a mix. No fsync: the run directory is volatile
+    by design (a tmpfs under XDG_RUNTIME_DIR)."""
+    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(data, file, separators=(",", ":"))
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -334,6 +475,9 @@ def register_current_process(settings) -> "tuple[Callable[[], None], Registry] |
     registry = Registry(settings.registry.dir or None)
     try:
         entry = registry.register_process(settings.strategy or names.DEFAULT_STRATEGY, settings.service.name)
+    except UnsafeRunDirectory as exc:
+        _log.warning("%s; telemetry goes on, but the host agent will not watch this process", exc)
+        return None
     except (OSError, ValueError) as exc:
         _log.warning(
             "cannot register this process in the run directory %s (%s); the host agent will not watch it "

@@ -64,6 +64,7 @@ from rqa_otel.export.influx.sdk_points import (
     log_records_to_points,
     spans_to_points,
 )
+from rqa_otel.export.notices import without_url_credentials
 
 # The Collector's influxdb exporter defaults (payload_max_lines, payload_max_bytes).
 DEFAULT_MAX_LINES = 10_000
@@ -267,7 +268,7 @@ class InfluxV2Transport:
         self._service = WriteService(self._client.api_client)
         self._gzipped = _Gzipped()
         self.prepare = self._gzipped.prepare
-        self.destination = self.destination or f"InfluxDB {self.url.rstrip('/')}/api/v2/write bucket {self.bucket}"
+        self.destination = self.destination or f"InfluxDB {without_url_credentials(self.url).rstrip('/')}/api/v2/write bucket {self.bucket}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
         from influxdb_client.rest import ApiException
@@ -320,7 +321,7 @@ class InfluxV1Transport:
         self._pool = urllib3.PoolManager(maxsize=1, headers=headers, retries=False)
         self._gzipped = _Gzipped()
         self.prepare = self._gzipped.prepare
-        self.destination = self.destination or f"InfluxDB 1.x {self.url.rstrip('/')}/write db {self.db}"
+        self.destination = self.destination or f"InfluxDB 1.x {without_url_credentials(self.url).rstrip('/')}/write db {self.db}"
 
     def send(self, payload: Payload, timeout_s: float) -> SendResult:
         import urllib3
