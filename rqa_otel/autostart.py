@@ -57,6 +57,10 @@ def _flush_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         sys.exit(128 + signal.SIGTERM)
 
+    # A multiprocessing worker forked from here replaces it with one that
+    # flushes, then dies of the signal (rqa_otel.telemetry).
+    terminate.rqa_flushes = True  # type: ignore[attr-defined]
+
     try:
         signal.signal(signal.SIGTERM, terminate)
     except ValueError:  # not the main thread (embedded interpreters)

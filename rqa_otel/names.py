@@ -28,6 +28,7 @@ SIGNAL: Final = "rqa.signal"
 RUN_ID: Final = "rqa.run.id"
 RUN_KIND: Final = "rqa.run.kind"
 STRATEGY_PARAMETER_PREFIX: Final = "rqa.strategy.param."
+STRATEGY_CLASS: Final = "rqa.strategy.class"
 
 # Values used where a quant attribute is not known (the design's QuantFilter).
 DEFAULT_STRATEGY: Final = "GLOBAL"

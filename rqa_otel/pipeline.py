@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from typing import Any, Callable
 
 from opentelemetry import _logs as otel_logs
@@ -71,6 +72,7 @@ class Pipeline:
         settings = live.current
         self.strategy = settings.strategy or names.DEFAULT_STRATEGY
         self.resource = build_resource(settings)
+        renew_pid_after_fork(self.resource)
         self.scrubber = Scrubber(extra_patterns=settings.scrub.patterns, allowlist=settings.scrub.allowlist)
         for secret in (settings.export.influxdb.token, settings.export.influxdb.password):
             if secret:  # never exported, whatever a log line or span attribute holds
@@ -296,6 +298,23 @@ class Pipeline:
 
         live.on_change("logging.level", level_changed)
         live.on_change("logging.sampling.rules", sampling_changed)
+
+
+def renew_pid_after_fork(resource: Resource) -> None:
+    """A forked child (a multiprocessing worker) reports as itself: its own
+    process.pid. Every provider, tracer and exporter holds this one
+    Resource object, so the child updates its attribute in place (a Resource
+    is immutable through its API only)."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    reference = weakref.ref(resource)
+
+    def renew() -> None:
+        found = reference()
+        if found is not None:
+            found.attributes._dict[names.PROCESS_PID] = os.getpid()  # type: ignore[union-attr]
+
+    os.register_at_fork(after_in_child=renew)
 
 
 def build_resource(settings: Settings) -> Resource:

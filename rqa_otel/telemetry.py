@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
 import multiprocessing.util as multiprocessing_util
 import os
+import signal
 import threading
 import time
+import uuid
 import warnings
+import weakref
 from typing import Any, Callable, Mapping
 
 from opentelemetry import _logs as otel_logs
@@ -71,9 +75,18 @@ class Telemetry:
         self._shut_down = False
         self._lock = threading.Lock()
         self._unregister: Callable[[], None] | None = None  # from the run directory (setup())
+        self._token = uuid.uuid4().hex
+        _handles[self._token] = self
         self.live_settings.attach(self)
         pipeline.react_to_reloads(lambda: self._is_global and self.settings.logging.capture)
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
+
+    def __reduce__(self):
+        # A handle passed to code that multiprocessing pickles (backtrader's
+        # TelemetryAnalyzer(telemetry=...) under optstrategy with maxcpus > 1)
+        # stands for the same handle in a forked worker, and for the
+        # worker's default one elsewhere.
+        return (_handle_in_this_process, (self._token,))
 
     @property
     def settings(self) -> Settings:
@@ -237,11 +250,49 @@ class Telemetry:
         return self._shut_down
 
 
+_handles: "weakref.WeakValueDictionary[str, Telemetry]" = weakref.WeakValueDictionary()
+
+
+def _handle_in_this_process(token: str) -> Telemetry:
+    found = _handles.get(token)
+    return found if found is not None else (current() or setup())
+
+
 def _flush_at_child_exit(handle: Telemetry) -> None:
     """In a multiprocessing child: it ends with os._exit(), so no atexit hook
-    runs, only multiprocessing's own finalizers; the flush goes there."""
+    runs, only multiprocessing's own finalizers; the flush goes there. A
+    pool ended by terminate() (``with Pool()``, or a pool closed without
+    join() at the parent's exit) stops its workers with SIGTERM: they
+    flush first."""
     if not handle.is_shut_down:
         multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
+        _flush_on_terminate(handle)
+
+
+def flush_then_die_on_sigterm(flush: Callable[[], Any]) -> None:
+    """Make SIGTERM flush (bounded by its own timeout), then end the process
+    by the same signal, so its exit status is what it was. A program's own
+    SIGTERM handler is left alone."""
+    current_handler = signal.getsignal(signal.SIGTERM)
+    if current_handler is not signal.SIG_DFL and not getattr(current_handler, "rqa_flushes", False):
+        return
+
+    def terminate(signum, frame):  # noqa: ARG001
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            flush()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    terminate.rqa_flushes = True  # type: ignore[attr-defined]
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _flush_on_terminate(handle: Telemetry) -> None:
+    flush_then_die_on_sigterm(lambda: handle.force_flush(min(handle.settings.export.shutdown_timeout_s, 5.0)))
 
 
 def _register_child(handle: Telemetry) -> None:
@@ -316,6 +367,10 @@ def setup(
             live.watch()
             if settings.config.sighup:
                 live.install_sighup()
+        if multiprocessing.parent_process() is not None:
+            # Set up inside a multiprocessing worker (spawn, or a worker's
+            # first use): a forked worker ends with os._exit(), no atexit.
+            _flush_at_child_exit(handle)
         registration = register_current_process(settings)  # for the host agent
         if registration is not None:
             handle._unregister, registry = registration

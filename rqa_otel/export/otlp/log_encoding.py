@@ -11,8 +11,12 @@ the bytes against the official protobuf classes, and the JSON against what
 from __future__ import annotations
 
 import json
+import os
 import struct
+import weakref
 from typing import Any, Mapping, Sequence
+
+from rqa_otel import names
 
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 
@@ -88,8 +92,13 @@ class LogsEncoder:
     """Encodes batches for one resource. Not thread-safe: one per worker."""
 
     def __init__(self, resource_attributes: Mapping[str, Any], schema_url: str = "") -> None:
-        resource = b"".join(_field(0x0A, _key_value(k, v)) for k, v in resource_attributes.items())
-        self._resource_field = _field(0x0A, resource)
+        self._resource_attributes = dict(resource_attributes)
+        self._encode_resource()
+        if names.PROCESS_PID in self._resource_attributes and hasattr(os, "register_at_fork"):
+            # A forked child (a multiprocessing worker) is a process of its
+            # own: its records carry its own process.pid.
+            reference = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _renew_pid(reference))
         self._schema_url = schema_url
         self._string_attributes: dict[str, dict[str, bytes]] = {}
         self._scope_cache: dict[str, bytes] = {}
@@ -99,8 +108,12 @@ class LogsEncoder:
         self._json_keys: dict[str, str] = {}
         self._json_heads: dict[int, str] = {}
         self._json_shaped: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def _encode_resource(self) -> None:
+        attributes = self._resource_attributes
+        self._resource_field = _field(0x0A, b"".join(_field(0x0A, _key_value(k, v)) for k, v in attributes.items()))
         self._json_resource = _json_dumps(
-            {"attributes": [{"key": k, "value": json_any_value(v)} for k, v in resource_attributes.items()]}
+            {"attributes": [{"key": k, "value": json_any_value(v)} for k, v in attributes.items()]}
         )
 
     # --- protobuf -------------------------------------------------------------
@@ -389,3 +402,10 @@ _json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # What json.dumps(ensure_ascii=False) makes of a str, without its per-call setup.
 _json_string = json.encoder.encode_basestring
 _float_repr = float.__repr__  # json.dumps spells finite floats this way
+
+
+def _renew_pid(reference: "weakref.ref[LogsEncoder]") -> None:
+    encoder = reference()
+    if encoder is not None:
+        encoder._resource_attributes[names.PROCESS_PID] = os.getpid()
+        encoder._encode_resource()
