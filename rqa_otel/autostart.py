@@ -8,15 +8,18 @@ Settings come from the environment: ``RQA_*``, ``OTEL_*`` and
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 import sys
 
-from rqa_otel.telemetry import Telemetry, setup
+from rqa_otel.telemetry import Telemetry, report_own_problems_on_stderr, setup
 
 
 def start() -> Telemetry:
+    # Only rqa-otel's warnings on stderr: the program's output stays its own.
+    report_own_problems_on_stderr(logging.WARNING)
     telemetry = setup()
     _flush_on_sigterm(telemetry)
     _instrument_frameworks_when_imported()

@@ -10,6 +10,7 @@ the hooks that keep it right across fork() and at exit.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import multiprocessing
 import multiprocessing.util as multiprocessing_util
@@ -121,6 +122,8 @@ class Telemetry:
         if self.logging_handler is not None and self.settings.logging.capture:
             root = logging.getLogger()
             root.addHandler(self.logging_handler)
+            self.logging_handler.stands_in_for_last_resort = True  # type: ignore[attr-defined]
+            _keep_basic_config_working(self.logging_handler)
             level = logging.getLevelName(self.settings.logging.level)
             if root.getEffectiveLevel() > level:
                 root.setLevel(level)
@@ -295,21 +298,48 @@ def _flush_on_terminate(handle: Telemetry) -> None:
     flush_then_die_on_sigterm(lambda: handle.force_flush(min(handle.settings.export.shutdown_timeout_s, 5.0)))
 
 
+def _keep_basic_config_working(handler: logging.Handler) -> None:
+    """logging.basicConfig() does nothing once the root logger has a handler,
+    so a program that calls it after setup() (or under `rqa-otel run`) would
+    lose its console. It is wrapped to act as if our handler were not
+    there: the program's configuration applies, and our handler stays."""
+    original = logging.basicConfig
+    if getattr(original, "rqa_original", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def basic_config(**kwargs):
+        root = logging.getLogger()
+        ours = [h for h in root.handlers if getattr(h, "stands_in_for_last_resort", False)]
+        for h in ours:
+            root.removeHandler(h)
+        try:
+            return original(**kwargs)
+        finally:
+            for h in ours:
+                if h not in root.handlers:
+                    root.addHandler(h)
+
+    basic_config.rqa_original = original  # type: ignore[attr-defined]
+    logging.basicConfig = basic_config
+
+
 def _register_child(handle: Telemetry) -> None:
     registration = register_current_process(handle.settings)
     handle._unregister = registration[0] if registration is not None else None
 
 
-def _report_own_problems_on_stderr() -> None:
+def report_own_problems_on_stderr(level: int = logging.INFO) -> None:
     """rqa-otel's own warnings (an exporter failing, a second setup()) go to
     stderr and never into the telemetry pipeline, where a failing exporter
-    would feed on its own complaints."""
+    would feed on its own complaints. The first call decides the level
+    (`rqa-otel run` prints warnings only: the program's console is its own)."""
     own = logging.getLogger("rqa_otel")
     if not own.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("rqa-otel: %(levelname)s %(message)s"))
         own.addHandler(handler)
-        own.setLevel(logging.INFO)
+        own.setLevel(level)
         own.propagate = False
 
 
@@ -347,7 +377,7 @@ def setup(
             arguments[key] = value
     live = LiveSettings.from_layers(settings_file, arguments)
     settings = live.current
-    _report_own_problems_on_stderr()
+    report_own_problems_on_stderr()
     if not set_global:
         handle = Telemetry(live)
         if settings.config.watch:
