@@ -195,3 +195,34 @@ def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch
         "value": cerebro.broker.getvalue(), "cash": cerebro.broker.getcash(), "fills": strategy.fills,
         "statuses": strategy.statuses, "position": strategy.getposition(strategy.datas[0]).size,
     })
+
+
+def test_strategy_name_given_to_rqa_otel_run_names_the_trading_data(tmp_path):
+    """`rqa-otel run --strategy NAME`: NAME is the rqa.strategy of the journal,
+    the trade and portfolio metrics and the run span; the class has its own attribute."""
+    (tmp_path / "strategy.py").write_text(SCRIPT)
+    telemetry = tmp_path / "telemetry"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RQA_", "OTEL_"))}
+    env["RQA_EXPORT__DIRECTORY"] = str(telemetry)
+    completed = subprocess.run(
+        [str(BIN / "rqa-otel"), "run", "--strategy", "mean_rev_v2", "--", sys.executable, str(tmp_path / "strategy.py"), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.splitlines()[-1])
+
+    import rqa_otel
+    from rqa_otel.trading import BacktestMonitor
+
+    reader = rqa_otel.setup(overrides={"export.directory": str(tmp_path / "reader")}, set_global=False)
+    try:
+        history = BacktestMonitor(reader, journal_path=telemetry / "trades.db").get_trade_history(strategy="mean_rev_v2")
+    finally:
+        reader.shutdown()
+    assert [[t.action, t.price, t.quantity] for t in history] == result["fills"]
+    key = ((names.STRATEGY, "mean_rev_v2"),)
+    assert last_points(telemetry, names.PORTFOLIO_VALUE_GAUGE)[key] == pytest.approx(result["value"])
+    trade_series = last_points(telemetry, names.TRADES_COUNTER)
+    assert {dict(k)[names.STRATEGY] for k in trade_series} == {"mean_rev_v2"}
+    [run] = [s for s in spans(telemetry / "traces.jsonl") if s["name"] == names.BACKTEST_SPAN]
+    assert attrs(run)[names.STRATEGY] == "mean_rev_v2" and attrs(run)[names.STRATEGY_CLASS] == "Crossover"
