@@ -196,12 +196,16 @@ class TradeJournal:
         series_ids, run_ids = self._series_ids, self._run_ids
         keys = list(map(_series_key, trades))
         run_keys = list(map(_run_key, trades))
+        # Other processes (pool workers of one optimization) may add the same
+        # series or run meanwhile: insert unless there, then read the id.
         for run_id in set(run_keys).difference(run_ids):
-            run_ids[run_id] = connection.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,)).lastrowid
+            connection.execute("INSERT OR IGNORE INTO runs (run_id) VALUES (?)", (run_id,))
+            run_ids[run_id] = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
         for key in dict.fromkeys(keys).keys() - series_ids.keys():
+            connection.execute("INSERT OR IGNORE INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key)
             series_ids[key] = connection.execute(
-                "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
-            ).lastrowid
+                "SELECT id FROM series WHERE strategy = ? AND symbol = ? AND action = ?", key
+            ).fetchone()[0]
         prices, quantities, times = (map(itemgetter(index), trades) for index in (4, 5, 6))
         rows = zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times)
         return list(chain.from_iterable(rows))
