@@ -47,9 +47,7 @@ from rqa_otel.export.spool import Senders
 from rqa_otel.logs.assembly import build_log_pipeline, sampling_rules
 from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel.logs.worker import LogExportWorker
-from rqa_otel.ops.exposition import PullMetricReader
 from rqa_otel.ops.readiness import Check, exporter_check
-from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.scrub import Scrubber
 
@@ -85,7 +83,7 @@ class Pipeline:
         self.producers = Producers(self.resource, InstrumentationScope(names.SCOPE, VERSION))
         if self.exporters["metrics"] is not None:
             self.exporters["metrics"].augment = self.producers.augment
-        self.pull_reader = PullMetricReader() if settings.ops.http_port else None
+        self.pull_reader = _pull_reader() if settings.ops.http_port else None
         if self.pull_reader is not None:
             self.pull_reader.augment = self.producers.augment
         self.readiness_checks: dict[str, Check] = {}
@@ -246,7 +244,9 @@ class Pipeline:
         if self.log_worker is not None:
             self.readiness_checks["logs_export"] = self.log_worker.readiness
 
-    def _start_ops_server(self) -> OpsServer:
+    def _start_ops_server(self) -> Any:
+        from rqa_otel.ops.server import OpsServer  # only with ops.http_port (the HTTP server)
+
         liveness = [("process", lambda: (True, "answering"))]
         if self.log_worker is not None:
             worker = self.log_worker
@@ -298,6 +298,13 @@ class Pipeline:
 
         live.on_change("logging.level", level_changed)
         live.on_change("logging.sampling.rules", sampling_changed)
+
+
+def _pull_reader() -> Any:
+    # prometheus_client is loaded only when /metrics is served.
+    from rqa_otel.ops.exposition import PullMetricReader
+
+    return PullMetricReader()
 
 
 def renew_pid_after_fork(resource: Resource) -> None:
