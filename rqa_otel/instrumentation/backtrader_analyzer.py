@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -35,6 +36,12 @@ ORDER_DETAIL_STATUSES = {
 }
 
 
+_PARTIAL = backtrader.Order.Partial
+_COMPLETED = backtrader.Order.Completed
+_WARNING_STATUSES = frozenset({backtrader.Order.Margin, backtrader.Order.Rejected})
+_SIGNALS = {"buy": "BUY", "sell": "SELL"}
+
+
 class Reporting:
     """What one Telemetry handle reports backtrader through, in one process:
     a BacktestMonitor and the order counts. Built once per (process, handle):
@@ -44,8 +51,11 @@ class Reporting:
         self.telemetry = telemetry
         self.monitor = BacktestMonitor(telemetry)
         self.configured_strategy = telemetry.settings.strategy or ""
-        self.order_statuses = ORDER_DETAIL_STATUSES[telemetry.settings.get("instrumentation.backtrader.orders")]
+        detail = ORDER_DETAIL_STATUSES[telemetry.settings.get("instrumentation.backtrader.orders")]
+        self.order_statuses = frozenset(backtrader.Order.Status.index(name) for name in detail)
         self.count_order = self.monitor.order_counter()
+        self.emit_order = telemetry.event_emitter(names.ORDER_EVENT)
+        self.emit_order_warning = telemetry.event_emitter(names.ORDER_EVENT, logging.WARNING)
 
 
 _reporting: dict[tuple[int, int], Reporting] = {}
@@ -101,7 +111,7 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
     params = (("telemetry", None),)
 
     # What does not travel back to the parent with an optimization's results.
-    _PROCESS_LOCAL = ("_reporting", "_monitor", "_stack", "_datas", "_emit_order")
+    _PROCESS_LOCAL = ("_reporting", "_monitor", "_stack", "_datas")
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -120,6 +130,7 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
         self._datas = {data: _data_name(data, index) for index, data in enumerate(self.strategy.datas)}
         self._stack = ExitStack()
         self._last_bar: Any = None
+        self._time_cache: tuple[float, int] = (float("nan"), 0)
         if not getattr(self.strategy.env, "_rqa_run_open", False):
             parameters = _parameters(self.strategy)
             self._stack.enter_context(
@@ -138,34 +149,45 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
 
     @_guarded
     def notify_order(self, order):
-        status = order.getstatusname()
-        if status in self._reporting.order_statuses:
+        # The hot path of a churning backtest (several notifications per
+        # fill): plain attribute reads, one shaped event, cached bar times.
+        status = order.status
+        reporting = self._reporting
+        if status in reporting.order_statuses:
             side = "buy" if order.isbuy() else "sell"
             symbol = self._datas.get(order.data) or _data_name(order.data, 0)
-            self._reporting.count_order(self._strategy_name, side, status)
-            bar_time = _bar_time(self.strategy)
-            attributes = {
-                names.STRATEGY: self._strategy_name, names.STOCK: symbol, names.SIGNAL: side.upper(),
-                names.ORDER_ID: order.ref, names.ORDER_STATUS: status, names.TRADE_SIDE: side,
-                names.ORDER_TYPE: order.getordername(), names.ORDER_SIZE: float(abs(order.created.size)),
-                names.RUN_ID: self._monitor.current_run_id,
-            }
-            if order.created.price:
-                attributes[names.ORDER_PRICE] = float(order.created.price)
-            level = logging.WARNING if order.status in (order.Margin, order.Rejected) else logging.INFO
-            self._reporting.telemetry.log_event(
-                names.ORDER_EVENT, f"order {order.ref} {side} {abs(order.created.size):g} {symbol}: {status}",
-                attributes, timestamp_ns(bar_time) if bar_time else None, level,
+            status_name = order.Status[status]
+            reporting.count_order(self._strategy_name, side, status_name)
+            size = abs(order.created.size)
+            values = (
+                self._strategy_name, symbol, _SIGNALS[side], status_name, side, order.getordername(),
+                self._monitor.current_run_id, float(size), float(order.created.price or 0.0), int(order.ref),
             )
-        if order.status in (order.Partial, order.Completed):
+            emit = reporting.emit_order_warning if status in _WARNING_STATUSES else reporting.emit_order
+            emit(f"order {order.ref} {side} {size:g} {symbol}: {status_name}", values, self._bar_ns())
+        if status == _PARTIAL or status == _COMPLETED:
             symbol = self._datas.get(order.data) or _data_name(order.data, 0)
             side = "buy" if order.isbuy() else "sell"
             for bit in order.executed.iterpending():
                 if bit.size:
                     self._monitor.record_trade(
                         symbol, side, float(bit.price), float(abs(bit.size)), self._strategy_name,
-                        timestamp=_as_utc(backtrader.num2date(bit.dt)),
+                        timestamp=self._time_ns(bit.dt),
                     )
+
+    def _bar_ns(self) -> int:
+        strategy = self.strategy
+        if not len(strategy):
+            return time.time_ns()  # before the first bar
+        return self._time_ns(strategy.datetime[0])
+
+    def _time_ns(self, number: float) -> int:
+        """backtrader's float date as int nanoseconds (through num2date, as
+        before; cached, since a bar's notifications share their time)."""
+        cached = self._time_cache
+        if cached[0] != number:
+            cached = self._time_cache = (number, timestamp_ns(_as_utc(backtrader.num2date(number))))
+        return cached[1]
 
     @_guarded
     def notify_cashvalue(self, cash, value):

@@ -406,6 +406,15 @@ TRADE_EVENT_SHAPE = register_shape(EventShape(
     ints=(names.TRADE_SEQUENCE,),
 ))
 """A trade event's attributes travel as a tuple of values (see EventShape)."""
+ORDER_EVENT_SHAPE = register_shape(EventShape(
+    names.ORDER_EVENT,
+    strings=(names.STRATEGY, names.STOCK, names.SIGNAL, names.ORDER_STATUS, names.TRADE_SIDE, names.ORDER_TYPE, names.RUN_ID),
+    floats=(names.ORDER_SIZE, names.ORDER_PRICE),
+    ints=(names.ORDER_ID,),
+))
+"""An order notification's attributes (``rqa.order.price`` 0.0 for an order
+without a price), as a tuple of values: emitted by
+``telemetry.event_emitter(names.ORDER_EVENT)``."""
 _SIDES = {spelling: side for side in ACTIONS for spelling in (side, side.upper(), side.capitalize())}
 _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf
