@@ -174,3 +174,68 @@ def test_optimization_with_two_pool_workers_finishes_every_time_and_reports_each
             for point in metric["sum"]["dataPoints"]:
                 last[(pid, tuple(sorted(attributes(point).items())))] = int(point["asInt"] if "asInt" in point else point["asDouble"])
     assert sum(last.values()) == fills and {pid for pid, _ in last} <= worker_pids
+
+
+MODES_SCRIPT = SCRIPT.replace('if __name__ == "__main__":\n    main(sys.argv[1], int(sys.argv[2]))', "") + textwrap.dedent(
+    """
+    class OpenCheat(bt.Strategy):
+        def next_open(self):
+            if not self.position:
+                self.buy(size=3)
+            elif len(self) % 5 == 0:
+                self.close()
+
+    class Pair(bt.Strategy):
+        def next(self):
+            for data in self.datas:
+                if not self.getposition(data).size:
+                    self.buy(data=data, size=2)
+                elif len(self) % 3 == 0:
+                    self.close(data=data)
+
+    def feed(directory, name="bars.csv"):
+        return bt.feeds.GenericCSVData(dataname=f"{directory}/{name}", dtformat="%Y-%m-%d", openinterest=-1, headers=True)
+
+    def modes(directory):
+        write_bars(f"{directory}/bars.csv", 7, bars=120)
+        write_bars(f"{directory}/other.csv", 8, bars=120)
+        fills = 0
+        setups = {
+            "cheat_on_open": lambda c: (c.adddata(feed(directory), name="A"), c.addstrategy(OpenCheat)),
+            "replay": lambda c: (c.replaydata(feed(directory), name="A", timeframe=bt.TimeFrame.Weeks), c.addstrategy(SmaCross, period=3)),
+            "resample": lambda c: (c.resampledata(feed(directory), name="A", timeframe=bt.TimeFrame.Weeks), c.addstrategy(SmaCross, period=3)),
+            "multi_data": lambda c: (c.adddata(feed(directory), name="A"), c.adddata(feed(directory, "other.csv"), name="B"), c.addstrategy(Pair)),
+            "optimize_one_cpu": lambda c: (c.adddata(feed(directory), name="A"), c.optstrategy(SmaCross, period=[3, 4])),
+        }
+        for mode, prepare in setups.items():
+            cerebro = bt.Cerebro(cheat_on_open=mode == "cheat_on_open", maxcpus=1)
+            cerebro.addanalyzer(FillCount)
+            prepare(cerebro)
+            for result in cerebro.run():
+                for strategy in (result if isinstance(result, list) else [result]):
+                    fills += strategy.analyzers.fillcount.get_analysis()["fills"]
+        print(json.dumps({"fills": fills}))
+
+    if __name__ == "__main__":
+        modes(sys.argv[1])
+    """
+)
+
+
+def test_cheat_on_open_replay_resample_multi_data_and_one_cpu_optimization(tmp_path):
+    (tmp_path / "modes.py").write_text(MODES_SCRIPT)
+    telemetry = tmp_path / "telemetry"
+    completed = subprocess.run(
+        [BIN / "rqa-otel", "run", "--quiet", "--", sys.executable, tmp_path / "modes.py", tmp_path],
+        env=run_env(telemetry), capture_output=True, text=True, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""  # no warning, no traceback
+    fills = json.loads(completed.stdout.splitlines()[-1])["fills"]
+    journal = sqlite3.connect(telemetry / "trades.db")
+    assert journal.execute("SELECT COUNT(*) FROM trade_rows").fetchone()[0] == fills > 0
+    runs = [attributes(span) for _, span in by_pid(telemetry / "traces.jsonl", SPANS) if span["name"] == names.BACKTEST_SPAN]
+    # One run per plain cerebro.run(), one per combination of the optimization.
+    assert Counter(run[names.STRATEGY_CLASS] for run in runs) == {"OpenCheat": 1, "SmaCross": 4, "Pair": 1}
+    symbols = {row[0] for row in journal.execute("SELECT DISTINCT symbol FROM trade_rows")}
+    assert symbols == {"A", "B"}
