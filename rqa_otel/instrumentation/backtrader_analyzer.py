@@ -176,10 +176,11 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
                     )
 
     def _bar_ns(self) -> int:
-        strategy = self.strategy
-        if not len(strategy):
+        try:
+            number = self.strategy.datetime[0]  # len(strategy) costs more than this whole call
+        except IndexError:
             return time.time_ns()  # before the first bar
-        return self._time_ns(strategy.datetime[0])
+        return self._time_ns(number)
 
     def _time_ns(self, number: float) -> int:
         """backtrader's float date as int nanoseconds (through num2date, as
