@@ -239,3 +239,35 @@ def test_cheat_on_open_replay_resample_multi_data_and_one_cpu_optimization(tmp_p
     assert Counter(run[names.STRATEGY_CLASS] for run in runs) == {"OpenCheat": 1, "SmaCross": 4, "Pair": 1}
     symbols = {row[0] for row in journal.execute("SELECT DISTINCT symbol FROM trade_rows")}
     assert symbols == {"A", "B"}
+
+
+def test_the_no_patching_analyzer_with_a_handle_pickles_into_pool_workers(tmp_path):
+    """The README's path without patching, cerebro.addanalyzer(TelemetryAnalyzer,
+    telemetry=handle), under an optimization with two pool workers."""
+    (tmp_path / "optimize.py").write_text(SCRIPT)
+    telemetry = tmp_path / "telemetry"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import rqa_otel, optimize
+        from rqa_otel.instrumentation.backtrader import TelemetryAnalyzer
+        handle = rqa_otel.setup(overrides={{"export.directory": {str(telemetry)!r}, "resources.enabled": False}})
+        optimize.write_bars({str(tmp_path / "bars.csv")!r}, 7)
+        cerebro = optimize.cerebro_with_data({str(tmp_path)!r})
+        cerebro.addanalyzer(TelemetryAnalyzer, telemetry=handle)
+        cerebro.optstrategy(optimize.SmaCross, period=[3, 4, 5])
+        results = cerebro.run(maxcpus=2, optreturn=False)
+        import os
+        print(os.getpid(), sum(s.analyzers.fillcount.get_analysis()["fills"] for r in results for s in r))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", code], env=run_env(telemetry), capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr, completed.stderr
+    parent, fills = map(int, completed.stdout.split()[-2:])
+    journal = sqlite3.connect(telemetry / "trades.db")
+    assert journal.execute("SELECT COUNT(*) FROM trade_rows").fetchone()[0] == fills > 0
+    runs = [(pid, attributes(span)) for pid, span in by_pid(telemetry / "traces.jsonl", SPANS) if span["name"] == names.BACKTEST_SPAN]
+    assert sorted(span[names.STRATEGY_PARAMETER_PREFIX + "period"] for _, span in runs) == ["3", "4", "5"]
+    assert parent not in {pid for pid, _ in runs}  # reported by the pool workers themselves
