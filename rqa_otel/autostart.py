@@ -14,14 +14,18 @@ import os
 import signal
 import sys
 
-from rqa_otel.telemetry import Telemetry, report_own_problems_on_stderr, setup
+from rqa_otel.telemetry import Telemetry, flush_then_die_on_sigterm, report_own_problems_on_stderr, setup
 
 
 def start() -> Telemetry:
     # Only rqa-otel's warnings on stderr: the program's output stays its own.
     report_own_problems_on_stderr(logging.WARNING)
     telemetry = setup()
-    _flush_on_sigterm(telemetry)
+    if "--multiprocessing-fork" in sys.argv:
+        # A spawned multiprocessing worker: terminate() must not wait on it.
+        flush_then_die_on_sigterm(lambda: telemetry.force_flush(min(telemetry.settings.export.shutdown_timeout_s, 5.0)))
+    else:
+        _flush_on_sigterm(telemetry)
     _instrument_frameworks_when_imported()
     return telemetry
 
@@ -70,6 +74,8 @@ def _flush_on_sigterm(telemetry: Telemetry) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         if multiprocessing.parent_process() is not None:
+            # A worker whose main thread got here (others use the watcher
+            # thread of rqa_otel.telemetry.flush_then_die_on_sigterm).
             try:
                 telemetry.force_flush(min(telemetry.settings.export.shutdown_timeout_s, 5.0))
             finally:

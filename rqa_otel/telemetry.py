@@ -274,24 +274,61 @@ def _flush_at_child_exit(handle: Telemetry) -> None:
 
 def flush_then_die_on_sigterm(flush: Callable[[], Any]) -> None:
     """Make SIGTERM flush (bounded by its own timeout), then end the process
-    by the same signal, so its exit status is what it was. A program's own
-    SIGTERM handler is left alone."""
+    (exit status 143). A program's own SIGTERM handler is left alone.
+
+    A Python signal handler runs in the main thread only, and only when the
+    thread that received the signal interrupts it: an idle pool worker
+    blocked on its task queue's lock, with telemetry's threads there to
+    take the signal, would never run it, and its parent would wait for it
+    forever. So the work is done by a thread of its own, woken through
+    signal.set_wakeup_fd()."""
     current_handler = signal.getsignal(signal.SIGTERM)
     if current_handler is not signal.SIG_DFL and not getattr(current_handler, "rqa_flushes", False):
         return
-
-    def terminate(signum, frame):  # noqa: ARG001
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        try:
-            flush()
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    terminate.rqa_flushes = True  # type: ignore[attr-defined]
     try:
-        signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread
-        pass
+        read_fd, write_fd = os.pipe()
+    except OSError:
+        return
+    try:
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    if previous != -1:  # the program's own (asyncio's): left as it was
+        signal.set_wakeup_fd(previous)
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    owner = os.getpid()
+
+    def watch() -> None:
+        while True:
+            try:
+                received = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not received:
+                return
+            if signal.SIGTERM in received:
+                try:
+                    flush()
+                finally:
+                    os._exit(128 + signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="rqa-otel SIGTERM", daemon=True)
+
+    def on_sigterm(signum, frame):  # noqa: ARG001
+        if os.getpid() == owner and watcher.is_alive():
+            return  # the watcher flushes and ends the process
+        # A forked child of this process (no watcher there): as without telemetry.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    on_sigterm.rqa_flushes = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, on_sigterm)
+    watcher.start()
 
 
 def _flush_on_terminate(handle: Telemetry) -> None:
