@@ -86,12 +86,15 @@ def _guarded(method):
 
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
+        if self.__dict__.get("_rqa_off"):
+            return None  # failed before: this analyzer reports nothing more
         try:
             return method(self, *args, **kwargs)
         except Exception:
+            self._rqa_off = True
             if method.__name__ not in _failed:
                 _failed.add(method.__name__)
-                _log.warning("backtrader telemetry failed in %s; the strategy goes on", method.__name__, exc_info=True)
+                _log.warning("backtrader telemetry failed in %s; the strategy goes on without it", method.__name__, exc_info=True)
             return None
 
     return guarded

@@ -20,6 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from itertools import chain
 from operator import itemgetter
@@ -92,15 +93,33 @@ class TradeJournal:
         self.failed_commits = 0
         self._series_ids: dict[tuple[str, str, str], int] | None = None  # the writer's, loaded at its first commit
         self._run_ids: dict[str, int] | None = None
-        writer = self._connect()
-        _upgrade_first_layout(writer)
-        writer.executescript(SCHEMA)
-        writer.commit()
+        writer = self._open_writer()
         self._thread = threading.Thread(target=self._write, args=(writer,), name="rqa-otel trade journal", daemon=True)
         self._thread.start()
         # The writer is a daemon thread: without this, a program that ends
         # normally would lose the trades of its last commit interval.
         atexit.register(self.close)
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The writer's connection, the schema in place. The pool workers of
+        one optimization open the same new journal at the same moment: a
+        locked database is waited for (switching a new file to WAL can
+        answer "locked" at once, without SQLite's busy timeout)."""
+        deadline = time.monotonic() + 30.0
+        while True:
+            writer = None
+            try:
+                writer = self._connect()
+                _upgrade_first_layout(writer)
+                writer.executescript(SCHEMA)
+                writer.commit()
+                return writer
+            except sqlite3.OperationalError as error:
+                if writer is not None:
+                    writer.close()
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
