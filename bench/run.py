@@ -76,6 +76,44 @@ def demo_overhead(repeat: int) -> dict:
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@benchmark
+def run_startup(repeat: int) -> dict:
+    """`rqa-otel run -- python -c pass` against `opentelemetry-instrument
+    python -c pass` (the SDK's stock configurator), OTLP/HTTP to a real
+    rotel; goal: ratio >= 2 (bench/startup_bench.py)."""
+    sys.path.insert(0, HERE)
+    import startup_bench
+
+    measured = startup_bench.measure(max(repeat, 5))
+    row = _row(
+        "run_startup", "s", measured["project"], measured["anchor"],
+        "opentelemetry-instrument python -c pass (stock SDK configurator, OTLP/HTTP)", lower_is_better=True,
+        bare_python_s=measured["bare_python_s"], load_average=round(os.getloadavg()[0], 2),
+    )
+    row["meets_goal"] = row["ratio"] >= 2
+    return row
+
+
+@benchmark
+def backtrader_churn(repeat: int) -> dict:
+    """A generated 200-symbol, 2-year churning backtrader backtest, plain
+    against instrumented (embedded default); goal: plain / instrumented >= 0.85
+    (bench/backtrader_churn.py)."""
+    sys.path.insert(0, HERE)
+    import backtrader_churn as churn
+
+    measured = churn.measure(repeat)
+    row = _row(
+        "backtrader_churn", "s", measured["instrumented"], measured["plain"],
+        "the same backtest, plain backtrader", lower_is_better=True,
+        **{k: v for k, v in measured.items() if k not in ("instrumented", "plain")},
+    )
+    row["meets_goal"] = row["ratio"] >= 0.85
+    return row
+
+
 LOG_BENCH = os.path.join(HERE, "log_bench.py")
 
 

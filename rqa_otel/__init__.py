@@ -7,14 +7,40 @@
     telemetry.alert("drawdown_limit", "critical", message="drawdown 12% > 10%")
 """
 
-from rqa_otel.config.loader import load_settings
-from rqa_otel.config.model import Settings, SettingsError
-from rqa_otel.quant import quant_context
-from rqa_otel.telemetry import VERSION as __version__
-from rqa_otel.telemetry import Telemetry, current, setup
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rqa_otel.config.loader import load_settings
+    from rqa_otel.config.model import Settings, SettingsError
+    from rqa_otel.quant import quant_context
+    from rqa_otel.telemetry import Telemetry, current, setup
+
+# Loaded on first use (PEP 562): `rqa-otel run` and a program that imports
+# one submodule do not pay for the whole pipeline (OTLP, protobuf, SDK).
+_LAZY = {
+    "load_settings": ("rqa_otel.config.loader", "load_settings"),
+    "Settings": ("rqa_otel.config.model", "Settings"),
+    "SettingsError": ("rqa_otel.config.model", "SettingsError"),
+    "quant_context": ("rqa_otel.quant", "quant_context"),
+    "Telemetry": ("rqa_otel.telemetry", "Telemetry"),
+    "current": ("rqa_otel.telemetry", "current"),
+    "setup": ("rqa_otel.telemetry", "setup"),
+    "__version__": ("rqa_otel.telemetry", "VERSION"),
+}
 
 
-def instrument_backtrader(telemetry: Telemetry | None = None) -> bool:
+def __getattr__(name: str) -> Any:
+    found = _LAZY.get(name)
+    if found is None:
+        raise AttributeError(f"module 'rqa_otel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(found[0]), found[1])
+    globals()[name] = value
+    return value
+
+
+def instrument_backtrader(telemetry: "Telemetry | None" = None) -> bool:
     """Report every backtrader ``Cerebro.run()`` from now on: a run span,
     orders, fills and broker value (rqa_otel/instrumentation/backtrader.py).
     False when backtrader is not installed."""

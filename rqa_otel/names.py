@@ -32,6 +32,7 @@ RUN_KIND: Final = "rqa.run.kind"
 # Set by the user (resource_attributes); the fleet gateways route by it (docs/capacity.md).
 DESK: Final = "rqa.desk"
 STRATEGY_PARAMETER_PREFIX: Final = "rqa.strategy.param."
+STRATEGY_CLASS: Final = "rqa.strategy.class"
 
 # Values used where a quant attribute is not known (the design's QuantFilter).
 DEFAULT_STRATEGY: Final = "GLOBAL"

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from typing import Any, Callable
 
 from opentelemetry import _logs as otel_logs
@@ -46,9 +47,7 @@ from rqa_otel.export.spool import Senders
 from rqa_otel.logs.assembly import build_log_pipeline, sampling_rules
 from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel.logs.worker import LogExportWorker
-from rqa_otel.ops.exposition import PullMetricReader
 from rqa_otel.ops.readiness import Check, exporter_check
-from rqa_otel.ops.server import OpsServer
 from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.export.scrubbing import scrub_resource_attributes, scrubbing_view
@@ -81,6 +80,7 @@ class Pipeline:
                 if value and self.scrubber.is_secret_key(header):
                     self.scrubber.register_secret(value)
         self.resource = build_resource(settings, self.scrubber)
+        renew_pid_after_fork(self.resource)
         spool = settings.export.spool
         # With the spool off, a batch is retried until the signal's export
         # timeout (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT,
@@ -116,7 +116,7 @@ class Pipeline:
         for _, exporter in self.exporter_lists["metrics"]:
             exporter.augment = self.producers.augment
         self.ops_endpoint = ops_endpoint(settings)
-        self.pull_reader = PullMetricReader() if self.ops_endpoint is not None else None
+        self.pull_reader = _pull_reader() if self.ops_endpoint is not None else None
         if self.pull_reader is not None:
             self.pull_reader.augment = self.producers.augment
         self.readiness_checks: dict[str, Check] = {}
@@ -318,7 +318,9 @@ class Pipeline:
         if self.log_worker is not None:
             self.readiness_checks["logs_export"] = self.log_worker.readiness
 
-    def _start_ops_server(self) -> OpsServer:
+    def _start_ops_server(self) -> Any:
+        from rqa_otel.ops.server import OpsServer  # only with ops.http_port (the HTTP server)
+
         liveness = [("process", lambda: (True, "answering"))]
         if self.log_worker is not None:
             worker = self.log_worker
@@ -374,6 +376,30 @@ class Pipeline:
 
         live.on_change("logging.level", level_changed)
         live.on_change("logging.sampling.rules", sampling_changed)
+
+
+def _pull_reader() -> Any:
+    # prometheus_client is loaded only when /metrics is served.
+    from rqa_otel.ops.exposition import PullMetricReader
+
+    return PullMetricReader()
+
+
+def renew_pid_after_fork(resource: Resource) -> None:
+    """A forked child (a multiprocessing worker) reports as itself: its own
+    process.pid. Every provider, tracer and exporter holds this one
+    Resource object, so the child updates its attribute in place (a Resource
+    is immutable through its API only)."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    reference = weakref.ref(resource)
+
+    def renew() -> None:
+        found = reference()
+        if found is not None:
+            found.attributes._dict[names.PROCESS_PID] = os.getpid()  # type: ignore[union-attr]
+
+    os.register_at_fork(after_in_child=renew)
 
 
 def build_resource(settings: Settings, scrubber: Scrubber | None = None) -> Resource:

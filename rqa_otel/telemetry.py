@@ -10,12 +10,17 @@ the hooks that keep it right across fork() and at exit.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
+import multiprocessing
 import multiprocessing.util as multiprocessing_util
 import os
+import signal
 import threading
 import time
+import uuid
 import warnings
+import weakref
 from typing import Any, Callable, Mapping
 
 from opentelemetry import _logs as otel_logs
@@ -72,9 +77,18 @@ class Telemetry:
         self._shut_down = False
         self._lock = threading.Lock()
         self._unregister: Callable[[], None] | None = None  # from the run directory (setup())
+        self._token = uuid.uuid4().hex
+        _handles[self._token] = self
         self.live_settings.attach(self)
         pipeline.react_to_reloads(lambda: self._is_global and self.settings.logging.capture)
         multiprocessing_util.register_after_fork(self, _flush_at_child_exit)
+
+    def __reduce__(self):
+        # A handle passed to code that multiprocessing pickles (backtrader's
+        # TelemetryAnalyzer(telemetry=...) under optstrategy with maxcpus > 1)
+        # stands for the same handle in a forked worker, and for the
+        # worker's default one elsewhere.
+        return (_handle_in_this_process, (self._token,))
 
     @property
     def settings(self) -> Settings:
@@ -110,6 +124,8 @@ class Telemetry:
         if self.logging_handler is not None and self.settings.logging.capture:
             root = logging.getLogger()
             root.addHandler(self.logging_handler)
+            self.logging_handler.stands_in_for_last_resort = True  # type: ignore[attr-defined]
+            _keep_basic_config_working(self.logging_handler)
             level = logging.getLevelName(self.settings.logging.level)
             if root.getEffectiveLevel() > level:
                 root.setLevel(level)
@@ -239,11 +255,112 @@ class Telemetry:
         return self._shut_down
 
 
+_handles: "weakref.WeakValueDictionary[str, Telemetry]" = weakref.WeakValueDictionary()
+
+
+def _handle_in_this_process(token: str) -> Telemetry:
+    found = _handles.get(token)
+    return found if found is not None else (current() or setup())
+
+
 def _flush_at_child_exit(handle: Telemetry) -> None:
     """In a multiprocessing child: it ends with os._exit(), so no atexit hook
-    runs, only multiprocessing's own finalizers; the flush goes there."""
+    runs, only multiprocessing's own finalizers; the flush goes there. A
+    pool ended by terminate() (``with Pool()``, or a pool closed without
+    join() at the parent's exit) stops its workers with SIGTERM: they
+    flush first."""
     if not handle.is_shut_down:
         multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
+        _flush_on_terminate(handle)
+
+
+def flush_then_die_on_sigterm(flush: Callable[[], Any]) -> None:
+    """Make SIGTERM flush (bounded by its own timeout), then end the process
+    (exit status 143). A program's own SIGTERM handler is left alone.
+
+    A Python signal handler runs in the main thread only, and only when the
+    thread that received the signal interrupts it: an idle pool worker
+    blocked on its task queue's lock, with telemetry's threads there to
+    take the signal, would never run it, and its parent would wait for it
+    forever. So the work is done by a thread of its own, woken through
+    signal.set_wakeup_fd()."""
+    current_handler = signal.getsignal(signal.SIGTERM)
+    if current_handler is not signal.SIG_DFL and not getattr(current_handler, "rqa_flushes", False):
+        return
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError:
+        return
+    try:
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    if previous != -1:  # the program's own (asyncio's): left as it was
+        signal.set_wakeup_fd(previous)
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    owner = os.getpid()
+
+    def watch() -> None:
+        while True:
+            try:
+                received = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not received:
+                return
+            if signal.SIGTERM in received:
+                try:
+                    flush()
+                finally:
+                    os._exit(128 + signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="rqa-otel SIGTERM", daemon=True)
+
+    def on_sigterm(signum, frame):  # noqa: ARG001
+        if os.getpid() == owner and watcher.is_alive():
+            return  # the watcher flushes and ends the process
+        # A forked child of this process (no watcher there): as without telemetry.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    on_sigterm.rqa_flushes = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, on_sigterm)
+    watcher.start()
+
+
+def _flush_on_terminate(handle: Telemetry) -> None:
+    flush_then_die_on_sigterm(lambda: handle.force_flush(min(handle.settings.export.shutdown_timeout_s, 5.0)))
+
+
+def _keep_basic_config_working(handler: logging.Handler) -> None:
+    """logging.basicConfig() does nothing once the root logger has a handler,
+    so a program that calls it after setup() (or under `rqa-otel run`) would
+    lose its console. It is wrapped to act as if our handler were not
+    there: the program's configuration applies, and our handler stays."""
+    original = logging.basicConfig
+    if getattr(original, "rqa_original", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def basic_config(**kwargs):
+        root = logging.getLogger()
+        ours = [h for h in root.handlers if getattr(h, "stands_in_for_last_resort", False)]
+        for h in ours:
+            root.removeHandler(h)
+        try:
+            return original(**kwargs)
+        finally:
+            for h in ours:
+                if h not in root.handlers:
+                    root.addHandler(h)
+
+    basic_config.rqa_original = original  # type: ignore[attr-defined]
+    logging.basicConfig = basic_config
 
 
 def _register_child(handle: Telemetry) -> None:
@@ -251,16 +368,17 @@ def _register_child(handle: Telemetry) -> None:
     handle._unregister = registration[0] if registration is not None else None
 
 
-def _report_own_problems_on_stderr() -> None:
+def report_own_problems_on_stderr(level: int = logging.INFO) -> None:
     """rqa-otel's own warnings (an exporter failing, a second setup()) go to
     stderr and never into the telemetry pipeline, where a failing exporter
-    would feed on its own complaints."""
+    would feed on its own complaints. The first call decides the level
+    (`rqa-otel run` prints warnings only: the program's console is its own)."""
     own = logging.getLogger("rqa_otel")
     if not own.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(_StderrFormatter("rqa-otel: %(levelname)s %(message)s"))
         own.addHandler(handler)
-        own.setLevel(logging.INFO)
+        own.setLevel(level)
         own.propagate = False
 
 
@@ -313,7 +431,7 @@ def setup(
             arguments[key] = value
     live = LiveSettings.from_layers(settings_file, arguments, app_validators=app_validators)
     settings = live.current
-    _report_own_problems_on_stderr()
+    report_own_problems_on_stderr()
     if not set_global:
         handle = Telemetry(live)
         if settings.config.watch:
@@ -333,6 +451,10 @@ def setup(
             live.watch()
             if settings.config.sighup:
                 live.install_sighup()
+        if multiprocessing.parent_process() is not None:
+            # Set up inside a multiprocessing worker (spawn, or a worker's
+            # first use): a forked worker ends with os._exit(), no atexit.
+            _flush_at_child_exit(handle)
         registration = register_current_process(settings)  # for the host agent
         if registration is not None:
             handle._unregister, registry = registration

@@ -84,9 +84,14 @@ def last_points(directory, name):
     return {key: point.get("asDouble", point.get("asInt")) for key, point in points.items()}
 
 
-def check_telemetry_matches_backtrader(directory, result):
+FILL_STATUSES = {"Partial", "Completed", "Canceled", "Expired", "Margin", "Rejected"}
+
+
+def check_telemetry_matches_backtrader(directory, result, orders_detail="fills"):
     """What a user would check: the journal's fills, the order counts, the
-    last portfolio gauges and the run span agree with backtrader itself."""
+    last portfolio gauges and the run span agree with backtrader itself.
+    ``orders_detail``: instrumentation.backtrader.orders (the default, fills,
+    leaves out Submitted and Accepted)."""
     import sqlite3
 
     journal = sqlite3.connect(Path(directory) / "trades.db")
@@ -97,7 +102,8 @@ def check_telemetry_matches_backtrader(directory, result):
     by_status = Counter()
     for key, count in orders.items():
         by_status[dict(key)[names.ORDER_STATUS]] += int(count)
-    assert by_status == Counter(result["statuses"]) and by_status["Margin"] == 1
+    expected = Counter(s for s in result["statuses"] if orders_detail == "all" or s in FILL_STATUSES)
+    assert by_status == expected and by_status["Margin"] == 1
 
     key = ((names.STRATEGY, "Crossover"),)
     assert last_points(directory, names.PORTFOLIO_VALUE_GAUGE)[key] == pytest.approx(result["value"])
@@ -137,10 +143,11 @@ def test_unmodified_script_under_rqa_otel_run(tmp_path):
     telemetry = tmp_path / "telemetry"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RQA_", "OTEL_"))}
     env["RQA_EXPORT__DIRECTORY"] = str(telemetry)
+    env["RQA_INSTRUMENTATION__BACKTRADER__ORDERS"] = "all"  # Submitted and Accepted too
     completed = subprocess.run([str(BIN / "rqa-otel"), "run", "--", sys.executable, str(tmp_path / "strategy.py"), str(tmp_path)],
                                capture_output=True, text=True, env=env, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    check_telemetry_matches_backtrader(telemetry, json.loads(completed.stdout.splitlines()[-1]))
+    check_telemetry_matches_backtrader(telemetry, json.loads(completed.stdout.splitlines()[-1]), orders_detail="all")
 
 
 def test_uninstrument_restores_cerebro_and_a_broken_telemetry_never_breaks_the_strategy(tmp_path, monkeypatch):
@@ -188,3 +195,34 @@ def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch
         "value": cerebro.broker.getvalue(), "cash": cerebro.broker.getcash(), "fills": strategy.fills,
         "statuses": strategy.statuses, "position": strategy.getposition(strategy.datas[0]).size,
     })
+
+
+def test_strategy_name_given_to_rqa_otel_run_names_the_trading_data(tmp_path):
+    """`rqa-otel run --strategy NAME`: NAME is the rqa.strategy of the journal,
+    the trade and portfolio metrics and the run span; the class has its own attribute."""
+    (tmp_path / "strategy.py").write_text(SCRIPT)
+    telemetry = tmp_path / "telemetry"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RQA_", "OTEL_"))}
+    env["RQA_EXPORT__DIRECTORY"] = str(telemetry)
+    completed = subprocess.run(
+        [str(BIN / "rqa-otel"), "run", "--strategy", "mean_rev_v2", "--", sys.executable, str(tmp_path / "strategy.py"), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.splitlines()[-1])
+
+    import rqa_otel
+    from rqa_otel.trading import BacktestMonitor
+
+    reader = rqa_otel.setup(overrides={"export.directory": str(tmp_path / "reader")}, set_global=False)
+    try:
+        history = BacktestMonitor(reader, journal_path=telemetry / "trades.db").get_trade_history(strategy="mean_rev_v2")
+    finally:
+        reader.shutdown()
+    assert [[t.action, t.price, t.quantity] for t in history] == result["fills"]
+    key = ((names.STRATEGY, "mean_rev_v2"),)
+    assert last_points(telemetry, names.PORTFOLIO_VALUE_GAUGE)[key] == pytest.approx(result["value"])
+    trade_series = last_points(telemetry, names.TRADES_COUNTER)
+    assert {dict(k)[names.STRATEGY] for k in trade_series} == {"mean_rev_v2"}
+    [run] = [s for s in spans(telemetry / "traces.jsonl") if s["name"] == names.BACKTEST_SPAN]
+    assert attrs(run)[names.STRATEGY] == "mean_rev_v2" and attrs(run)[names.STRATEGY_CLASS] == "Crossover"

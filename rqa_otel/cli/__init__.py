@@ -6,22 +6,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from rqa_otel.cli.agent import add_agent_parser
-from rqa_otel.cli.demo import add_demo_parser
-from rqa_otel.cli.export import add_export_parser
-from rqa_otel.cli.lp import add_lp_parser
-from rqa_otel.cli.replay import add_replay_parser
-from rqa_otel.cli.report import add_report_parser
 from rqa_otel.cli.run import add_run_parser
-from rqa_otel.cli.vault import add_vault_parser
-from rqa_otel.cli.view import add_view_parser
-from rqa_otel.config.model import SettingsError
-from rqa_otel.config.vault import VaultError
-from rqa_otel.telemetry import VERSION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `rqa-otel run` builds its own parser only: the other commands' modules
+    # load the telemetry pipeline, and launching a program should cost no
+    # more than an interpreter start.
+    parser = _run_parser() if argv[:1] == ["run"] else _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -31,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every command's last resort: one line, never a traceback
+        from rqa_otel.config.model import SettingsError
+        from rqa_otel.config.vault import VaultError
+
         command = args.handler.__module__.rsplit(".", 1)[-1]
         settings = isinstance(exc, (SettingsError, VaultError))
         what = "" if settings or isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: "
@@ -38,11 +34,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if settings else 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _top_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
         prog="rqa-otel",
         description="Telemetry for RQA2025 strategy processes: OpenTelemetry traces, metrics and logs.",
     )
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = _top_parser()
+    add_run_parser(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    from rqa_otel.cli.agent import add_agent_parser
+    from rqa_otel.cli.demo import add_demo_parser
+    from rqa_otel.cli.export import add_export_parser
+    from rqa_otel.cli.lp import add_lp_parser
+    from rqa_otel.cli.replay import add_replay_parser
+    from rqa_otel.cli.report import add_report_parser
+    from rqa_otel.cli.vault import add_vault_parser
+    from rqa_otel.cli.view import add_view_parser
+    from rqa_otel.telemetry import VERSION
+
+    parser = _top_parser()
     parser.add_argument("--version", action="version", version=f"rqa-otel {VERSION}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_run_parser(commands)

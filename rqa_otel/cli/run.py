@@ -1,19 +1,33 @@
 """``rqa-otel run``: an unmodified program with telemetry set up in every
-Python process it starts (sitecustomize on PYTHONPATH)."""
+Python process it starts (sitecustomize on PYTHONPATH).
+
+The command itself only prepares the environment and execs the program
+(same pid, signals and exit status): it imports no telemetry code, so it
+costs a bare interpreter start. Settings are checked, and telemetry set up,
+in the program's own interpreter by rqa_otel/_bootstrap/sitecustomize.py,
+which also ends the run with one line when that interpreter cannot import
+rqa_otel or the settings are bad, before the program runs. At the end of
+the program, ``summary_line()`` (below) is printed on stderr when trading
+data was recorded.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from rqa_otel.cli.arguments import fail
-from rqa_otel.config.loader import load_settings
-from rqa_otel.config.model import SETTINGS_FILE_VARIABLE, SettingsError
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
+SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"  # rqa_otel.config.model's, without importing the settings code
+RUN_PID_VARIABLE = "_RQA_OTEL_RUN_PID"
+"""The pid of the program `rqa-otel run` execs: that process (not its
+children) fails when it cannot set telemetry up, and prints the summary."""
+UNINSTRUMENTED_VARIABLE = "_RQA_OTEL_RUN_UNINSTRUMENTED"
 
 
 def add_run_parser(commands) -> None:
@@ -30,6 +44,11 @@ def add_run_parser(commands) -> None:
     run.add_argument("--strategy", help="strategy name (the rqa.strategy attribute)")
     run.add_argument("--service", help="service name (service.name)")
     run.add_argument("--settings", metavar="FILE", help="settings file (else RQA_SETTINGS_FILE)")
+    run.add_argument("--quiet", action="store_true",
+                     help="no rqa-otel line on stderr (the summary at the end); the setting run.quiet")
+    run.add_argument("--allow-uninstrumented", action="store_true",
+                     help="run the program without telemetry when its interpreter cannot import rqa_otel "
+                          "(default: fail with one line, before the program runs)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     run.set_defaults(handler=run_command)
 
@@ -49,13 +68,14 @@ def run_command(args: argparse.Namespace) -> int:
         env["RQA_SERVICE__NAME"] = args.service
     if args.settings:
         env[SETTINGS_FILE_VARIABLE] = os.path.abspath(args.settings)
+    if args.quiet:
+        env["RQA_RUN__QUIET"] = "true"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BOOTSTRAP_DIR), env.get("PYTHONPATH")]))
-
-    # Fail here, with the setting named, rather than in every child process.
-    try:
-        _with_environment(env, load_settings)
-    except SettingsError as exc:
-        return fail(f"run: {exc}")
+    env[RUN_PID_VARIABLE] = str(os.getpid())  # execve keeps the pid
+    if args.allow_uninstrumented:
+        env[UNINSTRUMENTED_VARIABLE] = "1"
+    else:
+        env.pop(UNINSTRUMENTED_VARIABLE, None)
 
     executable = shutil.which(command[0], path=env.get("PATH"))
     if executable is None:
@@ -70,15 +90,67 @@ def run_command(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _with_environment(env: dict[str, str], call):
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return call()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def summary_line(directory: str, run_ids: Sequence[str], trades: int) -> str:
+    """The one line printed on stderr at the end of `rqa-otel run` when the
+    program recorded trading data (``run.quiet`` silences it): its runs,
+    its trades and where the files are."""
+    shown = ", ".join(run_ids[:3]) + (f" and {len(run_ids) - 3} more" if len(run_ids) > 3 else "")
+    runs = f"{len(run_ids)} run{'s' if len(run_ids) != 1 else ''}" + (f" ({shown})" if run_ids else "")
+    return f"rqa-otel: {runs}, {trades} trade{'s' if trades != 1 else ''}; telemetry in {directory}"
+
+
+class RunSummary:
+    """What the program adds to the trade journal, from its start to its
+    exit (pool workers included: they write the same journal)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.journal = os.path.join(directory, "trades.db")
+        self._runs_before, self._trades_before = self._high_marks()
+
+    def _high_marks(self) -> tuple[int, int]:
+        if not os.path.exists(self.journal):
+            return 0, 0
+        try:
+            with _reader(self.journal) as journal:
+                runs = journal.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
+                trades = journal.execute("SELECT COALESCE(MAX(id), 0) FROM trades").fetchone()[0]
+            return runs, trades
+        except Exception:  # not a journal yet: every row is new
+            return 0, 0
+
+    def line(self) -> str | None:
+        """The summary, or None when nothing was recorded."""
+        if not os.path.exists(self.journal):
+            return None
+        with _reader(self.journal) as journal:
+            run_ids = [row[0] for row in journal.execute(
+                "SELECT run_id FROM runs WHERE id > ? ORDER BY id", (self._runs_before,))]
+            trades = journal.execute("SELECT COUNT(*) FROM trades WHERE id > ?", (self._trades_before,)).fetchone()[0]
+        if not run_ids and not trades:
+            return None
+        return summary_line(self.directory, run_ids, trades)
+
+    def print_at_exit(self) -> None:
+        try:
+            line = self.line()
+        except Exception:
+            return  # a summary is no reason to fail a finished program
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+
+class _reader:
+    def __init__(self, path: str) -> None:
+        import sqlite3  # here: only a program that recorded trades pays for it
+
+        self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+
+    def __enter__(self):
+        return self.connection
+
+    def __exit__(self, *exc) -> None:
+        self.connection.close()
 
 
 def _python_script(command: Sequence[str]) -> str | None:

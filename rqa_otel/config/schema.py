@@ -457,6 +457,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "agent.warn_ratio": (_fraction(inclusive_one=False), None),
     "agent.restart_backoff_max_s": (_positive_seconds, None),
     "quotas": (_quotas, None),
+    "instrumentation.backtrader.orders": (_one_of("fills", "all", "none"), None),
+    "run.quiet": (_boolean, None),
 }
 MAP_KEYS = frozenset(
     {"resource_attributes", "export.otlp.headers", "quotas"}

@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from rqa_otel.config.permissions import UnsafePermissions, read_checked
 
@@ -56,7 +55,7 @@ class ConfigVault:
             raise VaultError(f"no vault key: set {KEYS_VARIABLE} or {KEY_FILE_VARIABLE} (make one: rqa-otel vault keygen)")
         for index, key in enumerate(self.keys):
             try:
-                Fernet(key)
+                _fernet().Fernet(key)
             except (ValueError, TypeError):
                 raise VaultError(
                     f"vault key #{index + 1} is not a Fernet key (32 bytes, url-safe base64; make one: rqa-otel vault keygen)"
@@ -95,7 +94,7 @@ class ConfigVault:
         return key_id(self.keys[0])
 
     def encrypt(self, plaintext: str) -> str:
-        token = Fernet(self.keys[0]).encrypt(plaintext.encode("utf-8")).decode("ascii")
+        token = _fernet().Fernet(self.keys[0]).encrypt(plaintext.encode("utf-8")).decode("ascii")
         return f"ENC[v1:fernet:{self.primary_id}:{token}]"
 
     def decrypt(self, envelope: str) -> str:
@@ -105,14 +104,14 @@ class ConfigVault:
             raise VaultError(f"encrypted with key {kid}, which is not among the loaded keys ({', '.join(self._by_id())})")
         try:
             return fernet.decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeDecodeError):
+        except (_fernet().InvalidToken, UnicodeDecodeError):
             raise VaultError(f"cannot be decrypted with key {kid}: the ciphertext is corrupt or was changed") from None
 
     def rotate(self, envelope: str) -> str:
         """The same value under the primary key (MultiFernet.rotate)."""
         kid, token = self._parse(envelope)
         self.decrypt(envelope)  # the precise error when it cannot be read
-        rotated = MultiFernet([Fernet(k) for k in self.keys]).rotate(token.encode("ascii")).decode("ascii")
+        rotated = _fernet().MultiFernet([_fernet().Fernet(k) for k in self.keys]).rotate(token.encode("ascii")).decode("ascii")
         return f"ENC[v1:fernet:{self.primary_id}:{rotated}]"
 
     @staticmethod
@@ -126,8 +125,8 @@ class ConfigVault:
             raise VaultError("malformed ENC[...] value; expected ENC[v1:fernet:<key id>:<token>] as `rqa-otel vault encrypt` writes it")
         return match.group(1), match.group(2)
 
-    def _by_id(self) -> dict[str, Fernet]:
-        return {key_id(key): Fernet(key) for key in self.keys}
+    def _by_id(self) -> dict[str, Any]:
+        return {key_id(key): _fernet().Fernet(key) for key in self.keys}
 
 
 def decrypt_values(
@@ -182,3 +181,12 @@ def rotate_text(text: str, vault: ConfigVault) -> tuple[str, int]:
 def envelopes_in(text: str) -> list[str]:
     """Every ENC[...] in a file's text, malformed ones included (for verify)."""
     return [match.group(0) for match in _ANY_ENVELOPE.finditer(text)]
+
+
+def _fernet():
+    """cryptography's Fernet module, imported on first use: only settings
+    with encrypted values (and `rqa-otel vault`) need it, and it costs a
+    program's start-up ~30 ms."""
+    import cryptography.fernet
+
+    return cryptography.fernet

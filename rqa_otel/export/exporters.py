@@ -34,11 +34,8 @@ from rqa_otel.export.accounting import AccountingMetricExporter, AccountingSpanE
 from rqa_otel.export.delivery import PayloadLogSink, PayloadMetricExporter, PayloadSpanExporter
 from rqa_otel.export.files import otlp_json
 from rqa_otel.export.files.rotating import RotatingFile
-from rqa_otel.export.influx.exporter import influx_exporter, influx_log_sink
 from rqa_otel.export.log_sink import LogSink
-from rqa_otel.export.otlp.encoding import LogPayloads, encode_metrics, encode_spans
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
-from rqa_otel.export.otlp.transport import otlp_transport
 from rqa_otel.export.scrubbing import ScrubbingSpanExporter
 from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
 from rqa_otel.export.spool import Senders
@@ -61,6 +58,8 @@ def build_exporter(
         return None
     senders = senders or _direct_senders(settings)
     if kind == "influxdb":
+        from rqa_otel.export.influx.exporter import influx_exporter  # loaded only when configured
+
         inner, destination = influx_exporter(signal, export.influxdb, senders)
     elif kind == "file":
         inner, destination = _file_exporter(signal, export.directory, settings.rotation, export.file_mode)
@@ -100,6 +99,8 @@ def build_log_sink(
     if kind == "console":
         return TextLogSink(sys.stderr)
     if kind == "influxdb":
+        from rqa_otel.export.influx.exporter import influx_log_sink  # loaded only when configured
+
         return influx_log_sink(settings.export.influxdb, resource_attributes, senders)
     return otlp_log_sink(settings.export.otlp, resource_attributes, senders)
 
@@ -107,6 +108,9 @@ def build_log_sink(
 def otlp_log_sink(otlp: OtlpSettings, resource_attributes: Mapping[str, Any], senders: Senders) -> LogSink:
     """The log sink for ``export.logs = otlp``; also what replaces it when a
     settings reload changes ``export.otlp``."""
+    from rqa_otel.export.otlp.encoding import LogPayloads
+    from rqa_otel.export.otlp.transport import otlp_transport
+
     sender = senders.sender("logs", otlp_transport("logs", otlp))
     return PayloadLogSink(LogPayloads(LogsEncoder(resource_attributes)), sender)
 
@@ -137,6 +141,10 @@ def _direct_senders(settings: Settings) -> Senders:
 
 
 def _otlp_exporter(signal: str, otlp: OtlpSettings, senders: Senders) -> tuple[Any, str]:
+    # Loaded only when OTLP is configured (the HTTP client, grpc with that protocol).
+    from rqa_otel.export.otlp.encoding import encode_metrics, encode_spans
+    from rqa_otel.export.otlp.transport import otlp_transport
+
     sender = senders.sender(signal, otlp_transport(signal, otlp))
     if signal == "traces":
         return PayloadSpanExporter(encode_spans, sender), sender.transport.destination

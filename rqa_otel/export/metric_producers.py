@@ -99,6 +99,12 @@ class ExplicitHistogram:
         self._start_ns = time.time_ns()
         self._points: dict[Hashable, list] = {}  # key -> [counts, sum, min, max, attributes]
 
+    def reset(self) -> None:
+        """Start again from nothing (a forked child counts only its own
+        values: its parent's are the parent's to report)."""
+        self._points.clear()
+        self._start_ns = time.time_ns()
+
     def record(self, value: float, key: Hashable) -> None:
         """Add ``value`` to the point of ``key``; the caller holds ``lock``."""
         point = self._points.get(key)

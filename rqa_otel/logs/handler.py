@@ -35,6 +35,26 @@ _DEFAULT_STOCK, _DEFAULT_SIGNAL = names.DEFAULT_STOCK, names.DEFAULT_SIGNAL
 _CODE_FILE_PATH, _CODE_FUNCTION_NAME, _CODE_LINE_NUMBER = names.CODE_FILE_PATH, names.CODE_FUNCTION_NAME, names.CODE_LINE_NUMBER
 
 
+_WARNING = logging.WARNING
+
+
+def _to_last_resort_if_unhandled(record: logging.LogRecord, ours: logging.Handler) -> None:
+    """What Logger.callHandlers does when no handler was found: hand the
+    record to logging.lastResort (stderr, the message and any traceback).
+    Our handler on the root logger would otherwise swallow it."""
+    last_resort = logging.lastResort
+    if last_resort is None or record.levelno < last_resort.level:
+        return
+    logger: logging.Logger | None = logging.getLogger(record.name) if record.name != "root" else logging.getLogger()
+    while logger is not None:
+        if any(handler is not ours for handler in logger.handlers):
+            return
+        if not logger.propagate:
+            break
+        logger = logger.parent  # type: ignore[assignment]
+    last_resort.handle(record)
+
+
 class QuantLogHandler(logging.Handler):
     def __init__(
         self, buffer: LogBuffer, sampler: Sampler, drops: Drops, default_strategy: str, level: int = logging.NOTSET,
@@ -47,6 +67,10 @@ class QuantLogHandler(logging.Handler):
         self._drops = drops
         self._default_strategy = default_strategy
         self._sampling = bool(sampler.rules)
+        self.stands_in_for_last_resort = False
+        """Set when this handler sits on the root logger: a warning no other
+        handler takes is still printed by logging.lastResort, as it would
+        be without telemetry (the user's console stays the user's)."""
 
     def set_sampling_rules(self, rules) -> None:
         """Sampling rules from a settings reload."""
@@ -65,6 +89,8 @@ class QuantLogHandler(logging.Handler):
             fields.setdefault("stock", stock or _DEFAULT_STOCK)
             fields.setdefault("strategy", strategy or self._default_strategy)
             fields["signal"] = signal or _DEFAULT_SIGNAL
+        if self.stands_in_for_last_resort and record.levelno >= _WARNING:
+            _to_last_resort_if_unhandled(record, self)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -20,6 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from itertools import chain
 from operator import itemgetter
@@ -119,15 +120,33 @@ class TradeJournal:
         self.failed_commits = 0
         self._series_ids: dict[tuple[str, str, str], int] | None = None  # the writer's, loaded at its first commit
         self._run_ids: dict[str, int] | None = None
-        writer = self._connect()
-        _upgrade_first_layout(writer)
-        writer.executescript(SCHEMA)
-        writer.commit()
+        writer = self._open_writer()
         self._thread = threading.Thread(target=self._write, args=(writer,), name="rqa-otel trade journal", daemon=True)
         self._thread.start()
         # The writer is a daemon thread: without this, a program that ends
         # normally would lose the trades of its last commit interval.
         atexit.register(self.close)
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The writer's connection, the schema in place. The pool workers of
+        one optimization open the same new journal at the same moment: a
+        locked database is waited for (switching a new file to WAL can
+        answer "locked" at once, without SQLite's busy timeout)."""
+        deadline = time.monotonic() + 30.0
+        while True:
+            writer = None
+            try:
+                writer = self._connect()
+                _upgrade_first_layout(writer)
+                writer.executescript(SCHEMA)
+                writer.commit()
+                return writer
+            except sqlite3.OperationalError as error:
+                if writer is not None:
+                    writer.close()
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
@@ -223,12 +242,16 @@ class TradeJournal:
         series_ids, run_ids = self._series_ids, self._run_ids
         keys = list(map(_series_key, trades))
         run_keys = list(map(_run_key, trades))
+        # Other processes (pool workers of one optimization) may add the same
+        # series or run meanwhile: insert unless there, then read the id.
         for run_id in set(run_keys).difference(run_ids):
-            run_ids[run_id] = connection.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,)).lastrowid
+            connection.execute("INSERT OR IGNORE INTO runs (run_id) VALUES (?)", (run_id,))
+            run_ids[run_id] = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
         for key in dict.fromkeys(keys).keys() - series_ids.keys():
+            connection.execute("INSERT OR IGNORE INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key)
             series_ids[key] = connection.execute(
-                "INSERT INTO series (strategy, symbol, action) VALUES (?, ?, ?)", key
-            ).lastrowid
+                "SELECT id FROM series WHERE strategy = ? AND symbol = ? AND action = ?", key
+            ).fetchone()[0]
         prices, quantities, times = (map(itemgetter(index), trades) for index in (4, 5, 6))
         rows = zip(map(run_ids.__getitem__, run_keys), map(series_ids.__getitem__, keys), prices, quantities, times)
         return list(chain.from_iterable(rows))

@@ -31,6 +31,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -115,52 +116,32 @@ class BacktestMonitor:
         if journal_path is None:
             journal_path = os.path.join(telemetry.settings.export.directory, "trades.db")
         self.journal = TradeJournal(journal_path, commit_interval_s, file_mode=telemetry.settings.export.file_mode)
-        self._series_limit = series_limit or 2000
-        self._lock = threading.Lock()
-        self._trade_totals: dict[tuple[str, str, str], list[float]] = {}
-        self._overflowed = False
-        self._portfolios: dict[str, dict[str, float]] = {}
+        # Instruments can be registered once per meter: every monitor of a
+        # handle shares its series (a second monitor used to feed nothing).
+        shared = self._shared = _shared_series(telemetry, series_limit or 2000)
+        self._series_limit = shared.series_limit
+        self._lock = shared.lock
+        self._trade_totals = shared.trade_totals
+        self._portfolios = shared.portfolios
+        self._notional_histogram = shared.histogram
         self._run_id = uuid.uuid4().hex
         self._sequence = 0
         self._emit_trade = telemetry.event_emitter(names.TRADE_EVENT)
         self._append_trade = self.journal.append_trade
-        meter = telemetry.meter
-        scrubber = getattr(telemetry, "scrubber", None)
-        scrub = scrubber.scrub_attributes if scrubber is not None else dict
-        # Aggregated here, not by the SDK's Histogram, whose record() costs
-        # more than the rest of record_trade together.
-        self._notional_histogram = ExplicitHistogram(
-            names.TRADE_NOTIONAL_HISTOGRAM, "CNY", "Notional of each trade.", NOTIONAL_BUCKETS,
-            # Once per strategy, where the series is made: a produced metric
-            # does not pass the SDK's series scrubbing.
-            attributes_of=lambda strategy: scrub({names.STRATEGY: strategy}), series_limit=self._series_limit,
-            overflow_attributes=OVERFLOW_ATTRIBUTES, on_overflow=self._alert_overflow, lock=self._lock,
-        )
-        telemetry.add_metric_producer(self._notional_histogram)
-        for name, index, unit, description in (
-            (names.TRADES_COUNTER, 0, "{trade}", "Trades, by strategy, symbol and side."),
-            (names.TRADE_VOLUME_COUNTER, 1, "{share}", "Traded quantity, by strategy, symbol and side."),
-            (names.TRADE_NOTIONAL_COUNTER, 2, "CNY", "Traded notional (price x quantity), by strategy, symbol and side."),
-        ):
-            meter.create_observable_counter(name, [self._observe_totals(index)], unit=unit, description=description)
-        for name, field, unit, description in (
-            (names.PORTFOLIO_VALUE_GAUGE, "value", "CNY", "Portfolio value at the last snapshot."),
-            (names.PORTFOLIO_CASH_GAUGE, "cash", "CNY", "Cash at the last snapshot."),
-            (names.PORTFOLIO_POSITIONS_GAUGE, "positions", "{position}", "Open positions at the last snapshot."),
-            (names.PORTFOLIO_DRAWDOWN_GAUGE, "drawdown", "1", "Drawdown from the running peak value (0.1 = 10 %)."),
-            (names.PORTFOLIO_RETURN_GAUGE, "return", "1", "Return since the first snapshot (0.1 = 10 %)."),
-        ):
-            meter.create_observable_gauge(name, [self._observe_portfolio(field)], unit=unit, description=description)
 
     # --- runs -----------------------------------------------------------------
 
     @contextmanager
-    def run(self, strategy: str, parameters: Mapping[str, Any] | None = None, kind: str = "backtest") -> Iterator[str]:
+    def run(
+        self, strategy: str, parameters: Mapping[str, Any] | None = None, kind: str = "backtest",
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Iterator[str]:
         """One backtest or live run: a root span (its own trace) with a run id,
-        the strategy and its parameters. Yields the run id."""
+        the strategy, its parameters and any further ``attributes``. Yields
+        the run id."""
         strategy = _text("strategy", strategy)
         run_id = uuid.uuid4().hex
-        attributes = {names.RUN_ID: run_id, names.RUN_KIND: kind, names.STRATEGY: strategy}
+        attributes = {**(attributes or {}), names.RUN_ID: run_id, names.RUN_KIND: kind, names.STRATEGY: strategy}
         for key, value in (parameters or {}).items():
             attributes[names.STRATEGY_PARAMETER_PREFIX + str(key)] = value if isinstance(value, (str, bool, int, float)) else str(value)
         previous, self._run_id = self._run_id, run_id
@@ -169,6 +150,16 @@ class BacktestMonitor:
                 yield run_id
         finally:
             self._run_id = previous
+
+    @property
+    def current_run_id(self) -> str:
+        """The id of the run in progress (or of this monitor, outside runs)."""
+        return self._run_id
+
+    def order_counter(self):
+        """``count(strategy, side, status)``: one order notification in the
+        ``rqa.orders`` counter (the handle's, shared by its monitors)."""
+        return self._shared.count_order
 
     # --- trades -----------------------------------------------------------------
 
@@ -335,32 +326,134 @@ class BacktestMonitor:
     def close(self) -> None:
         self.journal.close()
 
-    # --- collection callbacks -----------------------------------------------------
+    def _alert_overflow(self) -> None:
+        self._shared.alert_overflow()
+
+
+class _SharedSeries:
+    """The trade, order and portfolio series of one telemetry handle, for all
+    its monitors: the instruments and the histogram are registered once.
+    A forked child starts from nothing (what the parent counted is the
+    parent's to report, under its own process.pid)."""
+
+    def __init__(self, telemetry, series_limit: int) -> None:
+        self.telemetry = telemetry
+        self.series_limit = series_limit
+        self.lock = threading.Lock()
+        self.trade_totals: dict[tuple[str, str, str], list[float]] = {}
+        self.order_totals: dict[tuple[str, str, str], int] = {}
+        self.portfolios: dict[str, dict[str, float]] = {}
+        self.overflowed = False
+        meter = telemetry.meter
+        scrubber = getattr(telemetry, "scrubber", None)
+        scrub = scrubber.scrub_attributes if scrubber is not None else dict
+        # Aggregated here, not by the SDK's Histogram, whose record() costs
+        # more than the rest of record_trade together.
+        self.histogram = ExplicitHistogram(
+            names.TRADE_NOTIONAL_HISTOGRAM, "CNY", "Notional of each trade.", NOTIONAL_BUCKETS,
+            # Once per strategy, where the series is made: a produced metric
+            # does not pass the SDK's series scrubbing.
+            attributes_of=lambda strategy: scrub({names.STRATEGY: strategy}), series_limit=series_limit,
+            overflow_attributes=OVERFLOW_ATTRIBUTES, on_overflow=self.alert_overflow, lock=self.lock,
+        )
+        telemetry.add_metric_producer(self.histogram)
+        for name, index, unit, description in (
+            (names.TRADES_COUNTER, 0, "{trade}", "Trades, by strategy, symbol and side."),
+            (names.TRADE_VOLUME_COUNTER, 1, "{share}", "Traded quantity, by strategy, symbol and side."),
+            (names.TRADE_NOTIONAL_COUNTER, 2, "CNY", "Traded notional (price x quantity), by strategy, symbol and side."),
+        ):
+            meter.create_observable_counter(name, [self._observe_totals(index)], unit=unit, description=description)
+        for name, field, unit, description in (
+            (names.PORTFOLIO_VALUE_GAUGE, "value", "CNY", "Portfolio value at the last snapshot."),
+            (names.PORTFOLIO_CASH_GAUGE, "cash", "CNY", "Cash at the last snapshot."),
+            (names.PORTFOLIO_POSITIONS_GAUGE, "positions", "{position}", "Open positions at the last snapshot."),
+            (names.PORTFOLIO_DRAWDOWN_GAUGE, "drawdown", "1", "Drawdown from the running peak value (0.1 = 10 %)."),
+            (names.PORTFOLIO_RETURN_GAUGE, "return", "1", "Return since the first snapshot (0.1 = 10 %)."),
+        ):
+            meter.create_observable_gauge(name, [self._observe_portfolio(field)], unit=unit, description=description)
+        # Counted here and read at each collection: an order notification
+        # costs a dict update, not an SDK call with its attribute set.
+        meter.create_observable_counter(
+            names.ORDERS_COUNTER, [self._observe_orders], unit="{order}",
+            description="Order notifications from the broker, by strategy, side and status.",
+        )
+        if hasattr(os, "register_at_fork"):
+            reference = weakref.ref(self)
+            # The lock is taken around fork(), so no thread holds it in the child.
+            os.register_at_fork(
+                before=lambda: _call(reference, "_before_fork"),
+                after_in_parent=lambda: _call(reference, "_after_fork_in_parent"),
+                after_in_child=lambda: _call(reference, "_after_fork_in_child"),
+            )
+
+    def count_order(self, strategy: str, side: str, status: str) -> None:
+        key = (strategy, side, status)
+        with self.lock:
+            self.order_totals[key] = self.order_totals.get(key, 0) + 1
+
+    def _before_fork(self) -> None:
+        self.lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self.lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        self.trade_totals.clear()
+        self.order_totals.clear()
+        self.portfolios.clear()
+        self.histogram.reset()
+        self.lock.release()
 
     def _observe_totals(self, index: int):
         def observe(options):
-            with self._lock:
-                items = list(self._trade_totals.items())
+            with self.lock:
+                items = list(self.trade_totals.items())
             return [Observation(totals[index], _attributes(key)) for key, totals in items]
 
         return observe
 
+    def _observe_orders(self, options):
+        with self.lock:
+            items = list(self.order_totals.items())
+        return [
+            Observation(count, {names.STRATEGY: strategy, names.TRADE_SIDE: side, names.ORDER_STATUS: status})
+            for (strategy, side, status), count in items
+        ]
+
     def _observe_portfolio(self, field: str):
         def observe(options):
-            with self._lock:
-                return [Observation(state[field], {names.STRATEGY: strategy}) for strategy, state in self._portfolios.items()]
+            with self.lock:
+                return [Observation(state[field], {names.STRATEGY: strategy}) for strategy, state in self.portfolios.items()]
 
         return observe
 
-    def _alert_overflow(self) -> None:
-        if self._overflowed:
-            return  # once per monitor, whichever instrument overflowed first
-        self._overflowed = True
-        self._telemetry.alert(
+    def alert_overflow(self) -> None:
+        if self.overflowed:
+            return  # once per handle, whichever instrument overflowed first
+        self.overflowed = True
+        self.telemetry.alert(
             names.CARDINALITY_ALERT, "warning",
-            message=f"more than {self._series_limit} (strategy, symbol, side) series: further ones go to the overflow series",
+            message=f"more than {self.series_limit} (strategy, symbol, side) series: further ones go to the overflow series",
             attributes={names.METRIC_OVERFLOW: True},
         )
+
+
+_shared: "weakref.WeakKeyDictionary[Any, _SharedSeries]" = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def _shared_series(telemetry, series_limit: int) -> _SharedSeries:
+    with _shared_lock:
+        found = _shared.get(telemetry)
+        if found is None:
+            found = _shared[telemetry] = _SharedSeries(telemetry, series_limit)
+        return found
+
+
+def _call(reference, method: str) -> None:
+    instance = reference()
+    if instance is not None:
+        getattr(instance, method)()
 
 
 def history_query(strategy=None, symbol=None, action=None, start=None, end=None, limit=None, run_id=None) -> tuple[str, list]:
@@ -406,6 +499,15 @@ TRADE_EVENT_SHAPE = register_shape(EventShape(
     ints=(names.TRADE_SEQUENCE,),
 ))
 """A trade event's attributes travel as a tuple of values (see EventShape)."""
+ORDER_EVENT_SHAPE = register_shape(EventShape(
+    names.ORDER_EVENT,
+    strings=(names.STRATEGY, names.STOCK, names.SIGNAL, names.ORDER_STATUS, names.TRADE_SIDE, names.ORDER_TYPE, names.RUN_ID),
+    floats=(names.ORDER_SIZE, names.ORDER_PRICE),
+    ints=(names.ORDER_ID,),
+))
+"""An order notification's attributes (``rqa.order.price`` 0.0 for an order
+without a price), as a tuple of values: emitted by
+``telemetry.event_emitter(names.ORDER_EVENT)``."""
 _SIDES = {spelling: side for side in ACTIONS for spelling in (side, side.upper(), side.capitalize())}
 _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import struct
+import weakref
 from typing import Any, Mapping, Sequence
 
 from rqa_otel import names
@@ -108,8 +110,13 @@ class LogsEncoder:
     """Encodes batches for one resource. Not thread-safe: one per worker."""
 
     def __init__(self, resource_attributes: Mapping[str, Any], schema_url: str = "") -> None:
-        resource = b"".join(_field(0x0A, _key_value(k, v)) for k, v in resource_attributes.items())
-        self._resource_field = _field(0x0A, resource)
+        self._resource_attributes = dict(resource_attributes)
+        self._encode_resource()
+        if names.PROCESS_PID in self._resource_attributes and hasattr(os, "register_at_fork"):
+            # A forked child (a multiprocessing worker) is a process of its
+            # own: its records carry its own process.pid.
+            reference = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _renew_pid(reference))
         self._schema_url = schema_url
         self._string_attributes: dict[str, dict[str, bytes]] = {}
         self._scope_cache: dict[str, bytes] = {}
@@ -119,8 +126,12 @@ class LogsEncoder:
         self._json_keys: dict[str, str] = {}
         self._json_heads: dict[int, str] = {}
         self._json_shaped: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def _encode_resource(self) -> None:
+        attributes = self._resource_attributes
+        self._resource_field = _field(0x0A, b"".join(_field(0x0A, _key_value(k, v)) for k, v in attributes.items()))
         self._json_resource = _json_dumps(
-            {"attributes": [{"key": k, "value": json_any_value(v)} for k, v in resource_attributes.items()]}
+            {"attributes": [{"key": k, "value": json_any_value(v)} for k, v in attributes.items()]}
         )
 
     # --- protobuf -------------------------------------------------------------
@@ -421,3 +432,10 @@ _EVENT_FIELDS = {
     logger: b"\x62" + _varint(len(event.encode())) + event.encode() for logger, event in names.EVENT_NAMES.items()
 }
 _EVENT_JSON = {logger: ',"eventName":' + _json_string(event) + "}" for logger, event in names.EVENT_NAMES.items()}
+
+
+def _renew_pid(reference: "weakref.ref[LogsEncoder]") -> None:
+    encoder = reference()
+    if encoder is not None:
+        encoder._resource_attributes[names.PROCESS_PID] = os.getpid()
+        encoder._encode_resource()
