@@ -46,7 +46,7 @@ def test_one_summary_line_at_the_end_names_runs_trades_and_files(tmp_path):
     assert completed.returncode == 0 and completed.stdout == "finished\n", completed.stderr
     run_ids = [row[0] for row in sqlite3.connect(telemetry / "trades.db").execute("SELECT run_id FROM runs ORDER BY id")]
     assert len(run_ids) == 4
-    assert completed.stderr == f"rqa-otel: 2 runs ({run_ids[2]}, {run_ids[3]}), 4 trades; telemetry in {telemetry}\n"
+    assert completed.stderr == f"rqa-otel: 2 runs ({run_ids[2]}, {run_ids[3]}), 4 trades; telemetry in {telemetry}; see it: rqa-otel view {telemetry}\n"
 
 
 @pytest.mark.parametrize("silence", [["--quiet"], []], ids=["flag", "setting"])

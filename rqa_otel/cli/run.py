@@ -96,7 +96,12 @@ def summary_line(directory: str, run_ids: Sequence[str], trades: int) -> str:
     its trades and where the files are."""
     shown = ", ".join(run_ids[:3]) + (f" and {len(run_ids) - 3} more" if len(run_ids) > 3 else "")
     runs = f"{len(run_ids)} run{'s' if len(run_ids) != 1 else ''}" + (f" ({shown})" if run_ids else "")
-    return f"rqa-otel: {runs}, {trades} trade{'s' if trades != 1 else ''}; telemetry in {directory}"
+    return f"rqa-otel: {runs}, {trades} trade{'s' if trades != 1 else ''}; telemetry in {directory}{view_hint(directory)}"
+
+
+def view_hint(directory: str) -> str:
+    """What to type to look at a run's telemetry (the local web view)."""
+    return f"; see it: rqa-otel view {directory}"
 
 
 class RunSummary:
@@ -169,9 +174,3 @@ def _python_script(command: Sequence[str]) -> str | None:
             continue
         return argument
     return None
-
-
-def view_hint(directory: str) -> str:
-    """What to type to look at a run's telemetry: the end of `rqa-otel
-    run`'s summary line carries it (rqa-otel view, issue 18)."""
-    return f"; see it: rqa-otel view {directory}"
