@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricExporter, MetricExportResult, MetricsData, Sum
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
@@ -148,6 +149,117 @@ def _span(span: ReadableSpan) -> dict:
     return encoded
 
 
+def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
+    """What ``request_to_json_line(encode_metrics(metrics_data))`` writes,
+    built directly for sums, gauges and explicit histograms without
+    exemplars (anything else takes the protobuf path): each collection went
+    through protobuf objects and MessageToDict, the largest part of the
+    exporter's cost and of the final flush. A test holds the two equal."""
+    resources: dict[Any, dict[Any, dict]] = {}
+    for resource_metrics in metrics_data.resource_metrics:
+        # As encode_metrics: keyed by resource, then by scope (later entries replace).
+        scopes: dict[Any, dict] = {}
+        resources[resource_metrics.resource] = scopes
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope
+            entry: dict[str, Any] = {"scope": _scope(scope)}
+            metrics = [_metric(metric) for metric in scope_metrics.metrics]
+            if any(metric is None for metric in metrics):
+                return request_to_json_line(encode_metrics(metrics_data))
+            if metrics:
+                entry["metrics"] = metrics
+            if scope is not None and scope.schema_url:
+                entry["schemaUrl"] = scope.schema_url
+            scopes[scope] = entry
+    resource_list = []
+    for resource, scopes in resources.items():
+        item: dict[str, Any] = {"resource": _with_attributes({}, resource.attributes)}
+        if scopes:
+            item["scopeMetrics"] = list(scopes.values())
+        if resource.schema_url:
+            item["schemaUrl"] = resource.schema_url
+        resource_list.append(item)
+    document = {"resourceMetrics": resource_list} if resource_list else {}
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _double(value: float) -> Any:
+    """protobuf's JSON mapping of a double: a number, or one of its names."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _times(target: dict, point, start: bool = True) -> dict:
+    if start and point.start_time_unix_nano:
+        target["startTimeUnixNano"] = str(point.start_time_unix_nano)
+    if point.time_unix_nano:
+        target["timeUnixNano"] = str(point.time_unix_nano)
+    return target
+
+
+def _number_point(point, start: bool) -> dict | None:
+    if point.exemplars:
+        return None
+    encoded = _times(_with_attributes({}, point.attributes), point, start)  # a gauge's point has no start
+    value = point.value
+    if isinstance(value, int):
+        encoded["asInt"] = str(int(value))
+    else:
+        encoded["asDouble"] = _double(value)
+    return encoded
+
+
+def _histogram_point(point) -> dict | None:
+    if point.exemplars:
+        return None
+    encoded = _times(_with_attributes({}, point.attributes), point)
+    if point.count:
+        encoded["count"] = str(point.count)
+    if point.sum is not None:  # optional fields: present when set, even to 0
+        encoded["sum"] = _double(point.sum)
+    if point.bucket_counts:
+        encoded["bucketCounts"] = [str(count) for count in point.bucket_counts]
+    if point.explicit_bounds:
+        encoded["explicitBounds"] = [_double(bound) for bound in point.explicit_bounds]
+    if point.min is not None:
+        encoded["min"] = _double(point.min)
+    if point.max is not None:
+        encoded["max"] = _double(point.max)
+    return encoded
+
+
+def _metric(metric) -> dict | None:
+    encoded: dict[str, Any] = {}
+    if metric.name:
+        encoded["name"] = metric.name
+    if metric.description:
+        encoded["description"] = metric.description
+    if metric.unit:
+        encoded["unit"] = metric.unit
+    data = metric.data
+    if isinstance(data, Histogram):
+        points = [_histogram_point(point) for point in data.data_points]
+        key = "histogram"
+    elif isinstance(data, (Sum, Gauge)):
+        points = [_number_point(point, isinstance(data, Sum)) for point in data.data_points]
+        key = "sum" if isinstance(data, Sum) else "gauge"
+    else:
+        return None  # exponential histograms: the protobuf path
+    if any(point is None for point in points):
+        return None  # exemplars: the protobuf path
+    if points:  # encode_metrics sets nothing for a metric without points
+        body: dict[str, Any] = {"dataPoints": points}
+        if key != "gauge" and data.aggregation_temporality:
+            body["aggregationTemporality"] = int(data.aggregation_temporality)
+        if key == "sum" and data.is_monotonic:
+            body["isMonotonic"] = True
+        encoded[key] = body
+    return encoded
+
+
 class OtlpJsonSpanExporter(SpanExporter):
     def __init__(self, file: RotatingFile) -> None:
         self._file = file
@@ -177,7 +289,7 @@ class OtlpJsonMetricExporter(MetricExporter):
         return self._file.path
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        written = self._file.write_lines(request_to_json_line(encode_metrics(metrics_data)))
+        written = self._file.write_lines(metrics_to_json_line(metrics_data))
         return MetricExportResult.SUCCESS if written else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
