@@ -16,8 +16,6 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from google.protobuf.json_format import MessageToDict
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricExporter, MetricExportResult, MetricsData, Sum
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -33,6 +31,10 @@ FILE_NAMES = {"traces": "traces.jsonl", "metrics": "metrics.jsonl", "logs": "log
 
 def request_to_json_line(request: Any) -> bytes:
     """One OTLP protobuf request as one OTLP-JSON line (ending in a newline)."""
+    # Imported here: the embedded default writes its lines directly, and
+    # loads protobuf's JSON mapping only for what takes this path.
+    from google.protobuf.json_format import MessageToDict
+
     document = MessageToDict(request, use_integers_for_enums=True)
     _ids_to_hex(document)
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
@@ -165,6 +167,8 @@ def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
             entry: dict[str, Any] = {"scope": _scope(scope)}
             metrics = [_metric(metric) for metric in scope_metrics.metrics]
             if any(metric is None for metric in metrics):
+                from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
                 return request_to_json_line(encode_metrics(metrics_data))
             if metrics:
                 entry["metrics"] = metrics
