@@ -480,6 +480,21 @@ def build_span_limits(limits: LimitSettings) -> SpanLimits:
     )
 
 
+def _trace_context():
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
+
+
+def _baggage():
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+    return W3CBaggagePropagator()
+
+
+_API_PROPAGATORS = {"tracecontext": _trace_context, "baggage": _baggage}
+
+
 def install_sdk_globals(settings: Settings) -> None:
     """The process-wide parts of ``sdk``: the propagators
     (``OTEL_PROPAGATORS``) and the SDK's log level (``OTEL_LOG_LEVEL``)."""
@@ -501,6 +516,12 @@ def install_sdk_globals(settings: Settings) -> None:
 
     loaded = []
     for name in sdk.propagators:
+        if name in _API_PROPAGATORS:
+            # opentelemetry-api's own, under the names its entry points give
+            # them: scanning every installed distribution's entry points
+            # for them cost ~10 ms of each start-up.
+            loaded.append(_API_PROPAGATORS[name]())
+            continue
         found = list(entry_points(group="opentelemetry_propagator", name=name))
         if not found:
             logging.getLogger("rqa_otel.config").warning(
