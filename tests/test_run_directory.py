@@ -58,7 +58,7 @@ def as_nobody(code: str, *args: str) -> None:
 @pytest.fixture
 def sticky_tmp():
     """A world-writable sticky directory like /tmp (tmp_path is 0700: nobody could not enter it)."""
-    base = Path(tempfile.mkdtemp(prefix="rqa-h14-run-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="rqa-run-dir-test-", dir="/tmp"))
     base.chmod(0o1777)
     yield base
     shutil.rmtree(base, ignore_errors=True)

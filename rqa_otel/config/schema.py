@@ -361,7 +361,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "export.shutdown_timeout_s": (_positive_seconds, None),
     "export.file_mode": (parse_file_mode, None),
     # export.otlp.* and its per-signal overrides, as the OTLP exporter
-    # specification's OTEL_EXPORTER_OTLP_[TRACES_|METRICS_|LOGS_]* (h15).
+    # specification's OTEL_EXPORTER_OTLP_[TRACES_|METRICS_|LOGS_]*.
     **{f"export.otlp.{name}": (parse, f"OTEL_EXPORTER_OTLP_{_OTLP_FIELD_VARIABLES[name]}")
        for name, parse in _OTLP_FIELD_PARSERS.items()},
     **{f"export.otlp.{signal}.{name}": (_inherit(_OTLP_FIELD_PARSERS[name]),
