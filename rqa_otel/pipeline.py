@@ -41,16 +41,16 @@ from rqa_otel import names
 from rqa_otel.alerts import Alerts
 from rqa_otel.config.live import LiveSettings
 from rqa_otel.config.model import LimitSettings, Settings
+from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.export.exporters import build_exporter, otlp_log_sink, reconnect_otlp
 from rqa_otel.export.metric_producers import Producers
+from rqa_otel.export.scrubbing import scrub_resource_attributes, scrubbing_view
 from rqa_otel.export.spool import Senders
 from rqa_otel.logs.assembly import build_log_pipeline, sampling_rules
 from rqa_otel.logs.sdk_bridge import BufferingLogRecordProcessor
 from rqa_otel.logs.worker import LogExportWorker
 from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.resources import ResourceGauges, ResourceSampler
-from rqa_otel.export.dropped import DROPPED_POINTS
-from rqa_otel.export.scrubbing import scrub_resource_attributes, scrubbing_view
 from rqa_otel.scrub import Scrubber
 
 try:
@@ -510,9 +510,10 @@ def install_sdk_globals(settings: Settings) -> None:
         # about it, so the module (and every instrumentation) sees the
         # validated list.
         os.environ["OTEL_PROPAGATORS"] = wanted
+    from importlib.metadata import entry_points
+
     from opentelemetry import propagate
     from opentelemetry.propagators.composite import CompositePropagator
-    from importlib.metadata import entry_points
 
     loaded = []
     for name in sdk.propagators:

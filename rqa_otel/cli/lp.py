@@ -34,7 +34,6 @@ from rqa_otel.export.influx.otel2influx import (
     to_line_protocol,
     traces_to_points,
 )
-
 from rqa_otel.export.influx.series_budget import OtlpJsonBudget
 
 _REQUEST_KEYS = ("resourceMetrics", "resourceSpans", "resourceLogs")

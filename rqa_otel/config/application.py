@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Mapping
 from rqa_otel.config.aliases import DEPRECATED_SECTIONS
 from rqa_otel.config.environment import rqa_variable
 from rqa_otel.config.model import ENV_PREFIX, SettingsError
-from rqa_otel.config.schema import SECTIONS, SCHEMA
+from rqa_otel.config.schema import SCHEMA, SECTIONS
 
 APP_PREFIX = f"{ENV_PREFIX}_APP"
 """``RQA_APP__<KEY>__<SUBKEY>=value`` sets the application key ``key.subkey``."""

@@ -13,6 +13,7 @@ import re
 import urllib.parse
 from typing import Any, Callable, Mapping
 
+from rqa_otel._util.private_files import parse_file_mode
 from rqa_otel.config.model import (
     EXPORTERS,
     LOG_LEVELS,
@@ -23,7 +24,6 @@ from rqa_otel.config.model import (
     TEMPORALITY_PREFERENCES,
     SamplingRuleSettings,
 )
-from rqa_otel._util.private_files import parse_file_mode
 from rqa_otel.config.quotas import Quota
 
 

@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-
 from rqa_otel.config.permissions import UnsafePermissions, read_checked
 
 KEYS_VARIABLE = "RQA_VAULT_KEYS"

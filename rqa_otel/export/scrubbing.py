@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Mapping, Sequence
-
 from dataclasses import replace
+from typing import Any, Mapping, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.metrics.view import Aggregation, DefaultAggregation, View

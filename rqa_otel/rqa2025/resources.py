@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Mapping
 
-from rqa_otel.resources.quota import MIB, QuotaCheck, Quota
+from rqa_otel.resources.quota import MIB, Quota, QuotaCheck
 from rqa_otel.resources.quota import ResourceManager as _ProjectResourceManager
 from rqa_otel.resources.sampling import ResourceSampler, StrategyUsage, aggregate_by_strategy
 from rqa_otel.telemetry import current

@@ -14,10 +14,10 @@ million trades again on every refresh.
 from __future__ import annotations
 
 import os
-from operator import itemgetter
 import sqlite3
 import threading
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 PAGE_SIZE = 50

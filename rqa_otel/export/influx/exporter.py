@@ -51,18 +51,18 @@ from rqa_otel.export.delivery import (
 from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.export.influx import otel2influx as o2i
 from rqa_otel.export.influx.otel2influx import Point, encode_lines, line_strings
+from rqa_otel.export.influx.sdk_points import (
+    LogEntriesConverter,
+    MetricsConverter,
+    log_records_to_points,
+    spans_to_points,
+)
 from rqa_otel.export.influx.series_budget import (
     DEFAULT_METRIC_EXCLUDE,
     DEFAULT_RESOURCE_EXCLUDE,
     DEFAULT_SERIES_LIMIT,
     DEFAULT_TEMPORALITY,
     SeriesBudget,
-)
-from rqa_otel.export.influx.sdk_points import (
-    LogEntriesConverter,
-    MetricsConverter,
-    log_records_to_points,
-    spans_to_points,
 )
 from rqa_otel.export.notices import without_url_credentials
 
