@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 import uuid
-import weakref
 from typing import Any, Callable
 
 from opentelemetry import _logs as otel_logs
@@ -38,6 +37,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
+from rqa_otel._util.fork import in_forked_child
 from rqa_otel.alerts import Alerts
 from rqa_otel.config.live import LiveSettings
 from rqa_otel.config.model import LimitSettings, Settings
@@ -390,16 +390,11 @@ def renew_pid_after_fork(resource: Resource) -> None:
     process.pid. Every provider, tracer and exporter holds this one
     Resource object, so the child updates its attribute in place (a Resource
     is immutable through its API only)."""
-    if not hasattr(os, "register_at_fork"):
-        return
-    reference = weakref.ref(resource)
 
-    def renew() -> None:
-        found = reference()
-        if found is not None:
-            found.attributes._dict[names.PROCESS_PID] = os.getpid()  # type: ignore[union-attr]
+    def renew(found: Resource) -> None:
+        found.attributes._dict[names.PROCESS_PID] = os.getpid()  # type: ignore[union-attr]
 
-    os.register_at_fork(after_in_child=renew)
+    in_forked_child(resource, renew)
 
 
 def build_resource(settings: Settings, scrubber: Scrubber | None = None) -> Resource:

@@ -42,12 +42,12 @@ import re
 import struct
 import threading
 import time
-import weakref
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 from rqa_otel import names
+from rqa_otel._util.fork import in_forked_child
 from rqa_otel.export.delivery import (
     Delivery,
     ExportBackoff,
@@ -158,9 +158,7 @@ class Spool:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._start_replayer()
-        if hasattr(os, "register_at_fork"):  # threads do not survive fork()
-            after_fork = weakref.WeakMethod(self.after_fork)
-            os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+        in_forked_child(self, Spool.after_fork)  # threads do not survive fork()
 
     # --- Sender -----------------------------------------------------------------
 

@@ -11,14 +11,13 @@ through sampling nor through the calling thread.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rqa_otel import names
+from rqa_otel._util.fork import in_forked_child
 from rqa_otel.export.accounting import ExportCounts
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 from rqa_otel.export.log_sink import LogSink
@@ -80,8 +79,7 @@ class LogExportWorker:
         self._start_worker()
         # A strategy that forks its workers (multiprocessing's default on
         # Linux) must not lose their logs: threads do not survive fork().
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child(weakref.ref(self)))
+        in_forked_child(self, LogExportWorker._restart_in_child)
 
     def _start_worker(self) -> None:
         self._flush_requested = 0
@@ -313,10 +311,3 @@ def limit_attributes(batch: list, max_length: int | None, max_count: int | None)
         batch[index] = (*entry[:4], attributes, *entry[5:])
 
 
-def _after_fork_in_child(pipeline_ref: "weakref.ref[LogExportWorker]") -> Callable[[], None]:
-    def restart() -> None:
-        pipeline = pipeline_ref()
-        if pipeline is not None:
-            pipeline._restart_in_child()
-
-    return restart

@@ -14,10 +14,10 @@ import codecs
 import json
 import os
 import struct
-import weakref
 from typing import Any, Mapping, Sequence
 
 from rqa_otel import names
+from rqa_otel._util.fork import in_forked_child
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
 
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -112,11 +112,10 @@ class LogsEncoder:
     def __init__(self, resource_attributes: Mapping[str, Any], schema_url: str = "") -> None:
         self._resource_attributes = dict(resource_attributes)
         self._encode_resource()
-        if names.PROCESS_PID in self._resource_attributes and hasattr(os, "register_at_fork"):
+        if names.PROCESS_PID in self._resource_attributes:
             # A forked child (a multiprocessing worker) is a process of its
             # own: its records carry its own process.pid.
-            reference = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _renew_pid(reference))
+            in_forked_child(self, LogsEncoder._renew_pid)
         self._schema_url = schema_url
         self._string_attributes: dict[str, dict[str, bytes]] = {}
         self._scope_cache: dict[str, bytes] = {}
@@ -126,6 +125,10 @@ class LogsEncoder:
         self._json_keys: dict[str, str] = {}
         self._json_heads: dict[int, str] = {}
         self._json_shaped: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def _renew_pid(self) -> None:
+        self._resource_attributes[names.PROCESS_PID] = os.getpid()
+        self._encode_resource()
 
     def _encode_resource(self) -> None:
         attributes = self._resource_attributes
@@ -434,8 +437,3 @@ _EVENT_FIELDS = {
 _EVENT_JSON = {logger: ',"eventName":' + _json_string(event) + "}" for logger, event in names.EVENT_NAMES.items()}
 
 
-def _renew_pid(reference: "weakref.ref[LogsEncoder]") -> None:
-    encoder = reference()
-    if encoder is not None:
-        encoder._resource_attributes[names.PROCESS_PID] = os.getpid()
-        encoder._encode_resource()
