@@ -74,7 +74,17 @@ def recorded(path: Path, keys) -> dict[str, int]:
     return found
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+# Known defect (issue 16, open): under load, a spawn pool ended by terminate
+# (`with Pool()`) loses its workers' records in about 1 run in 6. Suspected
+# cause, not yet confirmed: a spawn worker sets up telemetry in sitecustomize,
+# before multiprocessing marks it a child, so the SIGTERM flush watcher is not
+# installed there. Not strict: the case still runs and passes when it can.
+SPAWN_TERMINATE_RACE = pytest.mark.xfail(
+    strict=False, reason="issue 16: a terminated spawn pool loses its records in about 1 run in 6 under load"
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", pytest.param("spawn", marks=SPAWN_TERMINATE_RACE)])
 def test_every_pool_style_delivers_the_workers_records_as_themselves(tmp_path, method):
     (tmp_path / "pools.py").write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RQA_", "OTEL_"))}
