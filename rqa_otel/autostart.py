@@ -23,7 +23,7 @@ def start() -> Telemetry:
     telemetry = setup()
     if "--multiprocessing-fork" in sys.argv:
         # A spawned multiprocessing worker: terminate() must not wait on it.
-        flush_then_die_on_sigterm(lambda: telemetry.force_flush(min(telemetry.settings.export.shutdown_timeout_s, 5.0)))
+        flush_then_die_on_sigterm(telemetry.flush_before_exit)
     else:
         _flush_on_sigterm(telemetry)
     _instrument_frameworks_when_imported()
@@ -77,7 +77,7 @@ def _flush_on_sigterm(telemetry: Telemetry) -> None:
             # A worker whose main thread got here (others use the watcher
             # thread of rqa_otel.telemetry.flush_then_die_on_sigterm).
             try:
-                telemetry.force_flush(min(telemetry.settings.export.shutdown_timeout_s, 5.0))
+                telemetry.flush_before_exit()
             finally:
                 os.kill(os.getpid(), signal.SIGTERM)
             return

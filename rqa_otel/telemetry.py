@@ -75,6 +75,7 @@ class Telemetry:
         with ``resources.enabled`` off or metrics off)."""
         self._is_global = False
         self._shut_down = False
+        self._stopped = threading.Event()  # set when shutdown() has done its work
         self._lock = threading.Lock()
         self._unregister: Callable[[], None] | None = None  # from the run directory (setup())
         self._token = uuid.uuid4().hex
@@ -248,7 +249,22 @@ class Telemetry:
                 self.resource_gauges.sampler.close()
             return logs_done
 
-        return call_with_deadline(stop, timeout_s, "telemetry shutdown")
+        try:
+            return call_with_deadline(stop, timeout_s, "telemetry shutdown")
+        finally:
+            self._stopped.set()
+
+    def flush_before_exit(self, timeout_s: float | None = None) -> bool:
+        """For a process about to end at once (a pool worker's SIGTERM):
+        what it recorded goes out first. A shutdown already under way (the
+        signal came while the exit hook ran) is waited for, not raced: a
+        flush beside it finds processors already shut, returns at once, and
+        the exit that follows would cut the shutdown's last export short."""
+        timeout_s = min(self.settings.export.shutdown_timeout_s, 5.0) if timeout_s is None else timeout_s
+        flushed = self.force_flush(timeout_s) if not self.is_shut_down else True
+        if self.is_shut_down:  # before, or while flushing
+            return self._stopped.wait(timeout_s) and flushed
+        return flushed
 
     @property
     def is_shut_down(self) -> bool:
@@ -329,12 +345,12 @@ def flush_then_die_on_sigterm(flush: Callable[[], Any]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     on_sigterm.rqa_flushes = True  # type: ignore[attr-defined]
+    watcher.start()  # first: a SIGTERM from the moment the handler is in is the watcher's
     signal.signal(signal.SIGTERM, on_sigterm)
-    watcher.start()
 
 
 def _flush_on_terminate(handle: Telemetry) -> None:
-    flush_then_die_on_sigterm(lambda: handle.force_flush(min(handle.settings.export.shutdown_timeout_s, 5.0)))
+    flush_then_die_on_sigterm(handle.flush_before_exit)
 
 
 def _keep_basic_config_working(handler: logging.Handler) -> None:
