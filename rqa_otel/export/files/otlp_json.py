@@ -61,8 +61,14 @@ def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
     directly: a run span with hundreds of trade events took milliseconds
     through protobuf objects and MessageToDict. A test holds the two equal."""
     groups: dict[Any, dict[Any, list[dict]]] = {}
+    resource = scopes = None
     for span in spans:
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(_span(span))
+        # A resource hashes by encoding its attributes as JSON: once per
+        # resource object (a provider's spans share one), not per span.
+        if span.resource is not resource or scopes is None:
+            resource = span.resource
+            scopes = groups.setdefault(resource, {})
+        scopes.setdefault(span.instrumentation_scope, []).append(_span(span))
     resource_spans = []
     for resource, scopes in groups.items():
         scope_spans = []
