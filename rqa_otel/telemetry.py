@@ -233,6 +233,11 @@ class Telemetry:
                     logger.removeHandler(self.logging_handler)
         if self._is_global:
             atexit.unregister(self.shutdown)
+        # The log worker exports what is buffered while the rest stops
+        # (each stop waits for a thread to wake: one after another, the
+        # waits added up to most of a short program's shutdown).
+        if self._log_worker is not None:
+            self._log_worker.begin_shutdown()
         if self._pipeline.ops is not None:
             self._pipeline.ops.shutdown()
         self.live_settings.close()
@@ -242,9 +247,15 @@ class Telemetry:
         def stop() -> bool:
             # Logs and traces first: the metrics' last collection counts
             # what they dropped.
+            # The spans' batch is written while the log worker writes its own.
+            providers = self._pipeline.sdk_providers()  # tracer, logger, meter (the no-op ones left out)
+            tracer_provider = self._pipeline.tracer_provider
+            if tracer_provider in providers:
+                tracer_provider.shutdown()
             logs_done = self._log_worker.shutdown(timeout_s) if self._log_worker is not None else True
-            for provider in self._pipeline.sdk_providers():
-                provider.shutdown()
+            for provider in providers:
+                if provider is not tracer_provider:
+                    provider.shutdown()
             if self.resource_gauges is not None:
                 self.resource_gauges.sampler.close()
             return logs_done

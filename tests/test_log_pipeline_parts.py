@@ -224,3 +224,37 @@ def test_log_batches_split_by_value_alike_on_the_fast_path_and_the_general_one()
         assert split_logs_by_value(batch) == split_by_value(batch, log_value), what
     assert split_logs_by_value(batches["all info"]) == [(Value.LOW, batches["all info"])]
     assert [value for value, _ in split_logs_by_value(batches["a trade among info"])] == [Value.CRITICAL, Value.LOW]
+
+
+# --- shutdown ---------------------------------------------------------------------
+
+
+def test_shutdown_writes_every_record_logged_before_it_in_one_pass(tmp_path):
+    """The log worker's last flush and its stop are one pass, begun before the
+    rest of the pipeline stops: still every record logged before shutdown()
+    (several batches' worth), the sampling summary and the span are in the
+    files when it returns True."""
+    import rqa_otel
+    from otlp_files import items
+
+    telemetry = rqa_otel.setup(
+        overrides={
+            "export.directory": str(tmp_path), "logging.file": str(tmp_path / "text.log"), "logging.batch_size": 64,
+            "logging.sampling.rules": [{"logger": "test.sampled", "level": "INFO", "rate_per_s": 1}],
+        },
+        set_global=False,
+    )
+    log = telemetry.get_logger("test.flushed")
+    with telemetry.tracer.start_as_current_span("last span"):
+        for n in range(1000):
+            log.info("record %d", n)
+        for n in range(5):
+            telemetry.get_logger("test.sampled").info("sampled %d", n)
+    assert telemetry.shutdown() is True
+    bodies = [r["body"]["stringValue"] for r in items(tmp_path / "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords")]
+    assert [b for b in bodies if b.startswith("record ")] == [f"record {n}" for n in range(1000)]
+    assert any("4 similar records suppressed" in b for b in bodies)
+    text = (tmp_path / "text.log").read_text(encoding="utf-8")
+    assert "record 999" in text and text.endswith("\n")
+    spans = [s["name"] for s in items(tmp_path / "traces.jsonl", "resourceSpans", "scopeSpans", "spans")]
+    assert spans == ["last span"]

@@ -48,3 +48,39 @@ def test_exponential_histograms_take_the_protobuf_path_unchanged():
     data = _collect([View(instrument_name="notional", aggregation=ExponentialBucketHistogramAggregation())])
     assert metrics_to_json_line(data) == request_to_json_line(encode_metrics(data))
     assert b"exponentialHistogram" in metrics_to_json_line(data)
+
+
+def test_exemplars_are_encoded_directly_as_the_protobuf_path_does(monkeypatch):
+    """Counters recorded inside a sampled span carry exemplars (the demo's
+    alerts and trading errors): they no longer send the whole collection
+    through protobuf."""
+    from opentelemetry.sdk.metrics._internal.exemplar import AlwaysOnExemplarFilter
+    from opentelemetry.sdk.trace import TracerProvider
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], exemplar_filter=AlwaysOnExemplarFilter())
+    meter = provider.get_meter("scope.a")
+    alerts = meter.create_counter("rqa.alerts")
+    cash = meter.create_up_down_counter("cash")
+    histogram = meter.create_histogram("notional", unit="CNY")
+    tracer = TracerProvider().get_tracer("t")
+    with tracer.start_as_current_span("run"):
+        alerts.add(1, {"rqa.alert": "quota_breach", "extra": "x"})
+        cash.add(-2.5, {"k": "v"})
+        histogram.record(250.0, {"k": "v"})
+        histogram.record(0, {"k": "v"})
+    alerts.add(2, {"rqa.alert": "other"})  # outside a span: an exemplar without ids
+    data = reader.get_metrics_data()
+    expected = json.loads(request_to_json_line(encode_metrics(data)))
+    import rqa_otel.export.files.otlp_json as otlp_json
+
+    def no_fallback(request):
+        raise AssertionError("the direct encoding fell back to protobuf")
+
+    monkeypatch.setattr(otlp_json, "request_to_json_line", no_fallback)
+    line = metrics_to_json_line(data)
+    assert json.loads(line) == expected
+    # It really holds exemplars, with and without span ids.
+    exemplars = [e for m in json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+                 for body in (m.get("sum") or m.get("histogram"),) for p in body["dataPoints"] for e in p.get("exemplars", [])]
+    assert any("spanId" in e for e in exemplars) and any("spanId" not in e for e in exemplars)

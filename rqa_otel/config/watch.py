@@ -3,8 +3,13 @@
 Editors and Kubernetes often produce no ``modified`` event for the file
 itself: vim renames a temporary file over it, a ConfigMap volume swaps its
 ``..data`` symlink. So the watcher watches the parent directories (watchdog,
-inotify on Linux) and reacts to created, modified, moved, deleted and
+inotify on Linux) and reacts to created, moved, deleted and
 closed-after-write events of the settings files and of ``..*`` entries.
+Writes, opens, reads and attribute changes raise no event at all (the
+kernel does not report them): the directory may hold files written all the
+time (a journal, telemetry files), and each event costs watchdog's threads
+Python work while the program runs; an in-place save ends with its
+closed-after-write event, and the content hash decides anyway.
 Events are debounced (``config.debounce_s`` of quiet), and a reload happens
 only when the files' content hash differs from the last load's: one save,
 one reload. A slow poll (``config.poll_interval_s``) compares the hash too,
@@ -18,12 +23,28 @@ import os
 import threading
 import time
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 _log = logging.getLogger("rqa_otel.config")
-# Our own reads raise these; reacting to them would make a loop.
+# Our own reads raise these; reacting to them would make a loop (the
+# inotify mask below asks for none of them; a custom observer might).
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+# The events asked of the kernel (watchdog builds the inotify mask from them).
+_EVENTS = [
+    FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent, DirDeletedEvent,
+    FileClosedEvent,
+]
 
 
 class SettingsWatcher(FileSystemEventHandler):
@@ -75,7 +96,7 @@ class SettingsWatcher(FileSystemEventHandler):
         for path in files:
             directory = os.path.dirname(os.path.abspath(os.fspath(path)))
             if directory not in self._directories and os.path.isdir(directory):
-                self._observer.schedule(self, directory, recursive=False)
+                self._observer.schedule(self, directory, recursive=False, event_filter=_EVENTS)
                 self._directories.add(directory)
 
     # watchdog's thread

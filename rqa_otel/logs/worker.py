@@ -74,6 +74,7 @@ class LogExportWorker:
         """(value length, count) of OTEL_LOGRECORD_ATTRIBUTE_*_LIMIT (or
         OTEL_ATTRIBUTE_*); None, the default, costs the batch nothing."""
         self._stopping = False
+        self._stop_ticket: int | None = None
         self._shape_plans: dict[str, int] = {}
         self._next_primary: LogSink | None = None
         self._start_worker()
@@ -115,10 +116,16 @@ class LogExportWorker:
 
     def flush(self, timeout_s: float) -> bool:
         """Send everything buffered so far; True if done within ``timeout_s``."""
+        return self._wait_flushed(self._request_flush(), timeout_s)
+
+    def _request_flush(self) -> int:
         with self._flush_cond:
             self._flush_requested += 1
             ticket = self._flush_requested
         self.buffer.wake()
+        return ticket
+
+    def _wait_flushed(self, ticket: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         with self._flush_cond:
             while self._flush_done < ticket:
@@ -146,10 +153,18 @@ class LogExportWorker:
         except Exception:
             _log.debug("closing %s failed", old.description, exc_info=True)
 
+    def begin_shutdown(self) -> None:
+        """Start the last flush and the stop without waiting for them, so
+        that the caller can stop other things meanwhile; ``shutdown()`` waits."""
+        if self._stop_ticket is None:
+            self._stopping = True
+            self._stop_ticket = self._request_flush()
+
     def shutdown(self, timeout_s: float) -> bool:
-        flushed = self.flush(timeout_s)
-        self._stopping = True
-        self.buffer.wake()
+        # One pass of the worker both flushes and ends it (a flush, then a
+        # second wake-up to stop, made every shutdown wait for two).
+        self.begin_shutdown()
+        flushed = self._wait_flushed(self._stop_ticket, timeout_s)
         self._thread.join(max(0.0, min(timeout_s, 1.0)))
         for state in self._sinks:
             try:
@@ -184,6 +199,9 @@ class LogExportWorker:
                 self._export(self._summaries())
                 next_summary = now + self._summary_interval_s
             if self._stopping and not len(self.buffer):
+                with self._flush_cond:
+                    if self._flush_requested > self._flush_done:
+                        continue  # a flush asked for meanwhile: one more pass completes it
                 return
 
     def _summaries(self) -> list[LogEntry]:

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -250,13 +251,15 @@ class BacktestMonitor:
         cash = _finite("cash", cash)
         if not isinstance(positions, Mapping):
             raise ValueError(f"positions {type(positions).__name__}: expected a mapping of symbol -> quantity")
-        holdings = {_text("positions symbol", s): _finite(f"positions[{s!r}]", q) for s, q in positions.items()}
+        holdings = {_text("positions symbol", s): _quantity(s, q) for s, q in positions.items()}
         time_ns = timestamp_ns(timestamp)
+        held = sum(1 for q in holdings.values() if q)
+        holdings_json = json.dumps(holdings, sort_keys=True)  # once: the event and the journal row
         with self._lock:
             state = self._portfolios.setdefault(strategy, {"start": value, "peak": value})
             state["peak"] = max(state["peak"], value)
             state.update(
-                value=value, cash=cash, positions=sum(1 for q in holdings.values() if q),
+                value=value, cash=cash, positions=held,
                 drawdown=(state["peak"] - value) / state["peak"] if state["peak"] > 0 else 0.0,
                 **{"return": value / state["start"] - 1 if state["start"] else 0.0},
             )
@@ -265,12 +268,12 @@ class BacktestMonitor:
             names.STRATEGY: strategy, names.STOCK: names.DEFAULT_STOCK, names.SIGNAL: names.DEFAULT_SIGNAL,
             # The event's attributes are named like the gauges they feed.
             names.PORTFOLIO_VALUE_GAUGE: value, names.PORTFOLIO_CASH_GAUGE: cash,
-            names.PORTFOLIO_POSITIONS_GAUGE: len([q for q in holdings.values() if q]),
-            names.PORTFOLIO_HOLDINGS: json.dumps(holdings, sort_keys=True),
+            names.PORTFOLIO_POSITIONS_GAUGE: held,
+            names.PORTFOLIO_HOLDINGS: holdings_json,
             names.PORTFOLIO_DRAWDOWN_GAUGE: drawdown, names.PORTFOLIO_RETURN_GAUGE: change, names.RUN_ID: self._run_id,
         }
         self._telemetry.log_event(names.PORTFOLIO_EVENT, f"portfolio {value:.2f}", attributes, time_ns)
-        self.journal.append_snapshot((self._run_id, strategy, value, cash, json.dumps(holdings, sort_keys=True), time_ns))
+        self.journal.append_snapshot((self._run_id, strategy, value, cash, holdings_json, time_ns))
 
     # --- the design's ApplicationMonitor custom metrics ------------------------------
 
@@ -542,6 +545,17 @@ def _finite(field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(number):
         raise ValueError(f"{field} {value!r}: expected a finite number")
     return number
+
+
+def _quantity(symbol: Any, value: Any) -> float:
+    """A position's quantity: the field's name is spelt only for an error."""
+    if (value.__class__ is float or value.__class__ is int) and _FINITE_MIN <= value <= _FINITE_MAX:
+        return float(value)
+    return _finite(f"positions[{symbol!r}]", value)
+
+
+_FINITE_MAX = sys.float_info.max
+_FINITE_MIN = -_FINITE_MAX
 
 
 def _positive(field: str, value: Any) -> float:

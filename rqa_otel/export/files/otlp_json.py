@@ -61,8 +61,14 @@ def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
     directly: a run span with hundreds of trade events took milliseconds
     through protobuf objects and MessageToDict. A test holds the two equal."""
     groups: dict[Any, dict[Any, list[dict]]] = {}
+    resource = scopes = None
     for span in spans:
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(_span(span))
+        # A resource hashes by encoding its attributes as JSON: once per
+        # resource object (a provider's spans share one), not per span.
+        if span.resource is not resource or scopes is None:
+            resource = span.resource
+            scopes = groups.setdefault(resource, {})
+        scopes.setdefault(span.instrumentation_scope, []).append(_span(span))
     resource_spans = []
     for resource, scopes in groups.items():
         scope_spans = []
@@ -153,8 +159,8 @@ def _span(span: ReadableSpan) -> dict:
 
 def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
     """What ``request_to_json_line(encode_metrics(metrics_data))`` writes,
-    built directly for sums, gauges and explicit histograms without
-    exemplars (anything else takes the protobuf path): each collection went
+    built directly for sums, gauges and explicit histograms, exemplars
+    included (exponential histograms take the protobuf path): each collection went
     through protobuf objects and MessageToDict, the largest part of the
     exporter's cost and of the final flush. A test holds the two equal."""
     resources: dict[Any, dict[Any, dict]] = {}
@@ -204,22 +210,47 @@ def _times(target: dict, point, start: bool = True) -> dict:
     return target
 
 
+def _exemplars(target: dict, exemplars) -> bool:
+    """A point's exemplars as encode_metrics writes them (counters recorded
+    inside a sampled span carry some: the run's alerts and trading errors).
+    False for a value protobuf's path would refuse, so that it does."""
+    encoded = []
+    for exemplar in exemplars:
+        item = _with_attributes({}, exemplar.filtered_attributes)
+        if exemplar.time_unix_nano:
+            item["timeUnixNano"] = str(exemplar.time_unix_nano)
+        value = exemplar.value
+        if isinstance(value, float):
+            item["asDouble"] = _double(value)
+        elif isinstance(value, int):
+            item["asInt"] = str(int(value))
+        else:
+            return False
+        if exemplar.span_id is not None and exemplar.trace_id is not None:
+            item["spanId"] = f"{exemplar.span_id:016x}"
+            item["traceId"] = f"{exemplar.trace_id:032x}"
+        encoded.append(item)
+    if encoded:
+        target["exemplars"] = encoded
+    return True
+
+
 def _number_point(point, start: bool) -> dict | None:
-    if point.exemplars:
-        return None
     encoded = _times(_with_attributes({}, point.attributes), point, start)  # a gauge's point has no start
     value = point.value
     if isinstance(value, int):
         encoded["asInt"] = str(int(value))
     else:
         encoded["asDouble"] = _double(value)
+    if point.exemplars and not _exemplars(encoded, point.exemplars):
+        return None
     return encoded
 
 
 def _histogram_point(point) -> dict | None:
-    if point.exemplars:
-        return None
     encoded = _times(_with_attributes({}, point.attributes), point)
+    if point.exemplars and not _exemplars(encoded, point.exemplars):
+        return None
     if point.count:
         encoded["count"] = str(point.count)
     if point.sum is not None:  # optional fields: present when set, even to 0
@@ -253,7 +284,7 @@ def _metric(metric) -> dict | None:
     else:
         return None  # exponential histograms: the protobuf path
     if any(point is None for point in points):
-        return None  # exemplars: the protobuf path
+        return None  # an exemplar value protobuf refuses: its path raises as before
     if points:  # encode_metrics sets nothing for a metric without points
         body: dict[str, Any] = {"dataPoints": points}
         if key != "gauge" and data.aggregation_temporality:
