@@ -119,6 +119,13 @@ def check_telemetry_matches_backtrader(directory, result, orders_detail="fills")
     assert all(int(r["timeUnixNano"]) // 10**9 < 1_735_689_600 for r in trades)
     rejected = [r for r in records if attrs(r).get(names.ORDER_STATUS) == "Margin"]
     assert len(rejected) == 1 and rejected[0]["severityText"] == "WARN"
+    # Each fill's trade event names its order; at the default level that is
+    # the fill's only event (no rqa.order event beside it), at `all` both.
+    assert all(int(attrs(r)[names.ORDER_ID]) > 0 and attrs(r)[names.ORDER_TYPE] == "Market" for r in trades)
+    completed = [r for r in records if attrs(r).get(names.ORDER_STATUS) == "Completed"]
+    assert len(completed) == (by_status["Completed"] if orders_detail == "all" else 0)
+    if orders_detail == "all":
+        assert {attrs(r)[names.ORDER_ID] for r in completed} == {attrs(r)[names.ORDER_ID] for r in trades}
 
 
 def test_one_call_instruments_an_unmodified_strategy(tmp_path):
