@@ -213,13 +213,10 @@ class BacktestMonitor:
         if order_id is None:
             # The values of TRADE_EVENT_SHAPE, in its order (exact str, float, int).
             attributes = (strategy, symbol, _SIGNALS[side], side, run_id, price, quantity, notional, sequence)
-            self._emit_trade("%s %g %s @ %g" % (side, quantity, symbol, price), attributes, time_ns + sequence % 1_000_000)
         else:
             # ORDER_TRADE_EVENT_SHAPE's.
             attributes = (strategy, symbol, _SIGNALS[side], side, run_id, order_type, price, quantity, notional, sequence, order_id)
-            self._emit_trade(
-                "%s %g %s @ %g (order %d)" % (side, quantity, symbol, price, order_id), attributes, time_ns + sequence % 1_000_000
-            )
+        self._emit_trade("%s %g %s @ %g" % (side, quantity, symbol, price), attributes, time_ns + sequence % 1_000_000)
         # A flat tuple of atomic values: the garbage collector stops tracking
         # it at its first pass, while a nested tuple survives into the older
         # generations and makes full collections frequent (15 % of the time).
