@@ -87,7 +87,7 @@ def last_points(directory, name):
 FILL_STATUSES = {"Partial", "Completed", "Canceled", "Expired", "Margin", "Rejected"}
 
 
-def check_telemetry_matches_backtrader(directory, result, orders_detail="fills"):
+def check_telemetry_matches_backtrader(directory, result, orders_detail="fills", fill_events=False):
     """What a user would check: the journal's fills, the order counts, the
     last portfolio gauges and the run span agree with backtrader itself.
     ``orders_detail``: instrumentation.backtrader.orders (the default, fills,
@@ -123,8 +123,9 @@ def check_telemetry_matches_backtrader(directory, result, orders_detail="fills")
     # the fill's only event (no rqa.order event beside it), at `all` both.
     assert all(int(attrs(r)[names.ORDER_ID]) > 0 and attrs(r)[names.ORDER_TYPE] == "Market" for r in trades)
     completed = [r for r in records if attrs(r).get(names.ORDER_STATUS) == "Completed"]
-    assert len(completed) == (by_status["Completed"] if orders_detail == "all" else 0)
-    if orders_detail == "all":
+    fill_events = fill_events or orders_detail == "all"
+    assert len(completed) == (by_status["Completed"] if fill_events else 0)
+    if fill_events:
         assert {attrs(r)[names.ORDER_ID] for r in completed} == {attrs(r)[names.ORDER_ID] for r in trades}
 
 
@@ -177,8 +178,10 @@ def test_uninstrument_restores_cerebro_and_a_broken_telemetry_never_breaks_the_s
     instrumentor.uninstrument()  # twice is harmless
 
 
-def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch):
-    """cerebro.addanalyzer(TelemetryAnalyzer, telemetry=...): no instrument() call, Cerebro untouched."""
+@pytest.mark.parametrize("fill_events", [False, True])
+def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch, fill_events):
+    """cerebro.addanalyzer(TelemetryAnalyzer, telemetry=...): no instrument() call, Cerebro untouched.
+    instrumentation.backtrader.fill_order_events: each fill also gets its rqa.order event."""
     import rqa_otel
     from rqa_otel.instrumentation.backtrader import TelemetryAnalyzer
 
@@ -187,7 +190,9 @@ def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch
     import analyzer_strategy
 
     original = backtrader.Cerebro.run
-    telemetry = rqa_otel.setup(overrides={"export.directory": str(tmp_path)}, set_global=False)
+    telemetry = rqa_otel.setup(overrides={
+        "export.directory": str(tmp_path), "instrumentation.backtrader.fill_order_events": fill_events,
+    }, set_global=False)
     analyzer_strategy.write_bars(tmp_path / "bars.csv")
     cerebro = backtrader.Cerebro()
     cerebro.broker.setcash(100_000.0)
@@ -201,7 +206,7 @@ def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch
     check_telemetry_matches_backtrader(tmp_path, {
         "value": cerebro.broker.getvalue(), "cash": cerebro.broker.getcash(), "fills": strategy.fills,
         "statuses": strategy.statuses, "position": strategy.getposition(strategy.datas[0]).size,
-    })
+    }, fill_events=fill_events)
 
 
 def test_strategy_name_given_to_rqa_otel_run_names_the_trading_data(tmp_path):

@@ -38,7 +38,8 @@ FOLDED_STATUSES = {
     # Of those, the ones without an rqa.order event of their own: at the
     # default level a fill is its rqa.trade event(s), which name the order
     # (rqa.order.id, rqa.order.type); an order event beside it repeated most
-    # of it (about 900 bytes per fill). `all` keeps every event.
+    # of it (about 900 bytes per fill). `all` keeps every event, and so does
+    # instrumentation.backtrader.fill_order_events.
     "fills": frozenset({"Partial", "Completed"}),
     "all": frozenset(),
     "none": frozenset(),
@@ -63,7 +64,8 @@ class Reporting:
         level = telemetry.settings.get("instrumentation.backtrader.orders")
         statuses = backtrader.Order.Status
         self.order_statuses = frozenset(statuses.index(name) for name in ORDER_DETAIL_STATUSES[level])
-        self.event_statuses = self.order_statuses - {statuses.index(name) for name in FOLDED_STATUSES[level]}
+        folded = () if telemetry.settings.get("instrumentation.backtrader.fill_order_events") else FOLDED_STATUSES[level]
+        self.event_statuses = self.order_statuses - {statuses.index(name) for name in folded}
         # What notify_order looks at all: counted, or a fill (a trade at any level).
         self.handled_statuses = self.order_statuses | {_PARTIAL, _COMPLETED}
         self.count_order = self.monitor.order_counter()
