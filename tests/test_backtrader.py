@@ -238,3 +238,58 @@ def test_strategy_name_given_to_rqa_otel_run_names_the_trading_data(tmp_path):
     assert {dict(k)[names.STRATEGY] for k in trade_series} == {"mean_rev_v2"}
     [run] = [s for s in spans(telemetry / "traces.jsonl") if s["name"] == names.BACKTEST_SPAN]
     assert attrs(run)[names.STRATEGY] == "mean_rev_v2" and attrs(run)[names.STRATEGY_CLASS] == "Crossover"
+
+
+@pytest.mark.parametrize("zone_hours", [None, -10])
+def test_intraday_bars_give_one_portfolio_snapshot_per_trading_day(tmp_path, zone_hours):
+    """5-minute bars over three days: a snapshot at the first bar of each
+    day (in cerebro's time zone, when it has one) and one at the end, not
+    one per bar."""
+    import datetime as dt
+
+    import rqa_otel
+    from otlp_files import log_records
+    from rqa_otel.instrumentation.backtrader import TelemetryAnalyzer
+
+    lines, day = ["datetime,open,high,low,close,volume"], dt.datetime(2024, 3, 4, 9, 30)
+    for _ in range(3):
+        for step in range(67):  # 09:30 .. 15:00
+            lines.append(f"{day + dt.timedelta(minutes=5 * step):%Y-%m-%d %H:%M:%S},10,10.5,9.5,10,1000")
+        day += dt.timedelta(days=1)
+    (tmp_path / "bars.csv").write_text("\n".join(lines) + "\n")
+
+    class BuyOnce(backtrader.Strategy):
+        def next(self):
+            if len(self) == 3:
+                self.buy(size=100)
+
+    telemetry = rqa_otel.setup(overrides={"export.directory": str(tmp_path)}, set_global=False)
+    class Zone(dt.tzinfo):  # backtrader adds a localize() method to its time zone (pytz's API)
+        def utcoffset(self, moment):
+            return dt.timedelta(hours=zone_hours)
+
+        def dst(self, moment):
+            return dt.timedelta(0)
+
+    zone = None if zone_hours is None else Zone()
+    cerebro = backtrader.Cerebro(tz=zone)
+    cerebro.adddata(backtrader.feeds.GenericCSVData(
+        dataname=str(tmp_path / "bars.csv"), dtformat="%Y-%m-%d %H:%M:%S", openinterest=-1, headers=True,
+        timeframe=backtrader.TimeFrame.Minutes, compression=5), name="600519.SH")
+    cerebro.addstrategy(BuyOnce)
+    cerebro.addanalyzer(TelemetryAnalyzer, telemetry=telemetry)
+    cerebro.run()
+    telemetry.shutdown()
+
+    snapshots = [r for r in log_records(tmp_path / "logs.jsonl") if names.PORTFOLIO_HOLDINGS in attrs(r)]
+    times = [dt.datetime.fromtimestamp(int(r["timeUnixNano"]) / 1e9, dt.timezone.utc).replace(tzinfo=None) for r in snapshots]
+    # The bars' times as backtrader shows them (in cerebro's zone), taken as UTC.
+    shift = dt.timedelta(hours=zone_hours or 0)
+    day1, day2, day3 = (dt.datetime(2024, 3, d) for d in (4, 5, 6))
+    if zone_hours is None:
+        expected = [day1 + dt.timedelta(hours=9.5), day2 + dt.timedelta(hours=9.5), day3 + dt.timedelta(hours=9.5),
+                    day3 + dt.timedelta(hours=15)]
+    else:  # UTC-10: each session starts at 23:30 of the day before; the day turns at 10:00 UTC
+        expected = [day1 + dt.timedelta(hours=9.5) + shift] + [d + dt.timedelta(hours=10) + shift for d in (day1, day2, day3)] + [
+            day3 + dt.timedelta(hours=15) + shift]
+    assert times == expected

@@ -46,6 +46,7 @@ FOLDED_STATUSES = {
 }
 
 
+_UNKNOWN = object()
 _PARTIAL = backtrader.Order.Partial
 _COMPLETED = backtrader.Order.Completed
 _WARNING_STATUSES = frozenset({backtrader.Order.Margin, backtrader.Order.Rejected})
@@ -160,7 +161,13 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
         self._datas = {data: _data_name(data, index) for index, data in enumerate(self.strategy.datas)}
         self._stack = ExitStack()
         self._last_bar: Any = None
+        self._last_day: int | None = None
         self._time_cache: tuple[float, int] = (float("nan"), 0)
+        # Without a time zone (cerebro's tz, set before analyzers start),
+        # backtrader's float date has the day in its integer part (num2date
+        # builds the date from it): each bar's day is then found without
+        # building a datetime, which only a snapshot needs.
+        self._day_of_number = getattr(self.strategy.datetime, "_tz", _UNKNOWN) is None
         if not getattr(self.strategy.env, "_rqa_run_open", False):
             parameters = _parameters(self.strategy)
             self._stack.enter_context(
@@ -236,6 +243,21 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
         # A snapshot at the first bar of each trading day and at the end,
         # not on every bar: for an intraday backtest a snapshot per bar
         # would be most of the telemetry's cost and add little.
+        if self._day_of_number:
+            try:
+                number = self.strategy.datetime[0]
+            except IndexError:
+                return  # before the first bar
+            if not number >= 1.0:
+                return  # no date yet (NaN, or before day 1)
+            day = int(number)
+            if day != self._last_day:
+                self._last_day = day
+                self._last_bar = (number, float(cash), float(value), True)
+                self._record_portfolio()
+            else:
+                self._last_bar = (number, float(cash), float(value), False)
+            return
         bar_time = _bar_time(self.strategy)
         if bar_time is None:
             return  # before the first bar
@@ -250,10 +272,12 @@ class TelemetryAnalyzer(backtrader.Analyzer, AnalyzerMarker):
         last = self._last_bar
         if last is None:
             return
-        bar_time, cash, value, due = last
+        moment, cash, value, due = last
         if not due:
             return
-        self._last_bar = (bar_time, cash, value, False)
+        self._last_bar = (moment, cash, value, False)
+        # A bar's float date (no time zone) or its datetime.
+        bar_time = _as_utc(backtrader.num2date(moment)) if moment.__class__ is float else moment
         getposition = self.strategy.broker.getposition  # what strategy.getposition(data) asks
         positions = {name: float(getposition(data).size) for data, name in self._datas.items()}
         self._monitor.record_portfolio(value, cash, positions, self._strategy_name, timestamp=bar_time)
