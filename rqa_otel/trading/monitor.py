@@ -27,6 +27,7 @@ import collections
 import datetime as dt
 import json
 import math
+import operator
 import os
 import threading
 import time
@@ -559,8 +560,13 @@ def _side(action: Any) -> str:
 
 
 def _order(order_id: Any, order_type: Any) -> tuple[int, str]:
-    if order_id.__class__ is not int or not -(2**63) <= order_id < 2**63:
+    try:
+        number = operator.index(order_id) if not isinstance(order_id, bool) else None  # numpy integers too
+    except TypeError:
+        number = None
+    if number is None or not -(2**63) <= number < 2**63:
         raise ValueError(f"order_id {order_id!r}: expected an integer (with order_type)")
+    order_id = int(number)
     if order_type.__class__ is not str or not order_type or order_type.isspace():
         raise ValueError(f"order_type {order_type!r}: expected a non-empty string (with order_id)")
     return order_id, order_type
