@@ -191,7 +191,10 @@ class BacktestMonitor:
         else:
             time_ns = timestamp_ns(timestamp)
         if order_id is not None or order_type is not None:
-            order_id, order_type = _order(order_id, order_type)
+            # Inline for the usual types; _order converts other integers or raises.
+            if not (order_id.__class__ is int and -_INT64 <= order_id < _INT64 and order_type.__class__ is str
+                    and order_type and not order_type.isspace()):
+                order_id, order_type = _order(order_id, order_type)
         notional = price * quantity
         if notional == _INFINITY:
             raise ValueError(f"price {price!r} x quantity {quantity!r}: the notional is not a finite number")
@@ -549,6 +552,7 @@ _SIDES = {spelling: side for side in ACTIONS for spelling in (side, side.upper()
 _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf
 _EXACT_INT = 2**53  # ints up to here convert to float exactly
+_INT64 = 2**63
 _MAX_TIME_NS = 2**63 - 1_000_000  # int64 nanoseconds (year 2262), less the per-trade offset
 
 
