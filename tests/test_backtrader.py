@@ -87,7 +87,7 @@ def last_points(directory, name):
 FILL_STATUSES = {"Partial", "Completed", "Canceled", "Expired", "Margin", "Rejected"}
 
 
-def check_telemetry_matches_backtrader(directory, result, orders_detail="fills"):
+def check_telemetry_matches_backtrader(directory, result, orders_detail="fills", fill_events=False):
     """What a user would check: the journal's fills, the order counts, the
     last portfolio gauges and the run span agree with backtrader itself.
     ``orders_detail``: instrumentation.backtrader.orders (the default, fills,
@@ -119,6 +119,14 @@ def check_telemetry_matches_backtrader(directory, result, orders_detail="fills")
     assert all(int(r["timeUnixNano"]) // 10**9 < 1_735_689_600 for r in trades)
     rejected = [r for r in records if attrs(r).get(names.ORDER_STATUS) == "Margin"]
     assert len(rejected) == 1 and rejected[0]["severityText"] == "WARN"
+    # Each fill's trade event names its order; at the default level that is
+    # the fill's only event (no rqa.order event beside it), at `all` both.
+    assert all(int(attrs(r)[names.ORDER_ID]) > 0 and attrs(r)[names.ORDER_TYPE] == "Market" for r in trades)
+    completed = [r for r in records if attrs(r).get(names.ORDER_STATUS) == "Completed"]
+    fill_events = fill_events or orders_detail == "all"
+    assert len(completed) == (by_status["Completed"] if fill_events else 0)
+    if fill_events:
+        assert {attrs(r)[names.ORDER_ID] for r in completed} == {attrs(r)[names.ORDER_ID] for r in trades}
 
 
 def test_one_call_instruments_an_unmodified_strategy(tmp_path):
@@ -170,8 +178,10 @@ def test_uninstrument_restores_cerebro_and_a_broken_telemetry_never_breaks_the_s
     instrumentor.uninstrument()  # twice is harmless
 
 
-def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch):
-    """cerebro.addanalyzer(TelemetryAnalyzer, telemetry=...): no instrument() call, Cerebro untouched."""
+@pytest.mark.parametrize("fill_events", [False, True])
+def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch, fill_events):
+    """cerebro.addanalyzer(TelemetryAnalyzer, telemetry=...): no instrument() call, Cerebro untouched.
+    instrumentation.backtrader.fill_order_events: each fill also gets its rqa.order event."""
     import rqa_otel
     from rqa_otel.instrumentation.backtrader import TelemetryAnalyzer
 
@@ -180,7 +190,9 @@ def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch
     import analyzer_strategy
 
     original = backtrader.Cerebro.run
-    telemetry = rqa_otel.setup(overrides={"export.directory": str(tmp_path)}, set_global=False)
+    telemetry = rqa_otel.setup(overrides={
+        "export.directory": str(tmp_path), "instrumentation.backtrader.fill_order_events": fill_events,
+    }, set_global=False)
     analyzer_strategy.write_bars(tmp_path / "bars.csv")
     cerebro = backtrader.Cerebro()
     cerebro.broker.setcash(100_000.0)
@@ -194,7 +206,7 @@ def test_the_analyzer_alone_reports_a_run_without_patching(tmp_path, monkeypatch
     check_telemetry_matches_backtrader(tmp_path, {
         "value": cerebro.broker.getvalue(), "cash": cerebro.broker.getcash(), "fills": strategy.fills,
         "statuses": strategy.statuses, "position": strategy.getposition(strategy.datas[0]).size,
-    })
+    }, fill_events=fill_events)
 
 
 def test_strategy_name_given_to_rqa_otel_run_names_the_trading_data(tmp_path):
@@ -226,3 +238,58 @@ def test_strategy_name_given_to_rqa_otel_run_names_the_trading_data(tmp_path):
     assert {dict(k)[names.STRATEGY] for k in trade_series} == {"mean_rev_v2"}
     [run] = [s for s in spans(telemetry / "traces.jsonl") if s["name"] == names.BACKTEST_SPAN]
     assert attrs(run)[names.STRATEGY] == "mean_rev_v2" and attrs(run)[names.STRATEGY_CLASS] == "Crossover"
+
+
+@pytest.mark.parametrize("zone_hours", [None, -10])
+def test_intraday_bars_give_one_portfolio_snapshot_per_trading_day(tmp_path, zone_hours):
+    """5-minute bars over three days: a snapshot at the first bar of each
+    day (in cerebro's time zone, when it has one) and one at the end, not
+    one per bar."""
+    import datetime as dt
+
+    import rqa_otel
+    from otlp_files import log_records
+    from rqa_otel.instrumentation.backtrader import TelemetryAnalyzer
+
+    lines, day = ["datetime,open,high,low,close,volume"], dt.datetime(2024, 3, 4, 9, 30)
+    for _ in range(3):
+        for step in range(67):  # 09:30 .. 15:00
+            lines.append(f"{day + dt.timedelta(minutes=5 * step):%Y-%m-%d %H:%M:%S},10,10.5,9.5,10,1000")
+        day += dt.timedelta(days=1)
+    (tmp_path / "bars.csv").write_text("\n".join(lines) + "\n")
+
+    class BuyOnce(backtrader.Strategy):
+        def next(self):
+            if len(self) == 3:
+                self.buy(size=100)
+
+    telemetry = rqa_otel.setup(overrides={"export.directory": str(tmp_path)}, set_global=False)
+    class Zone(dt.tzinfo):  # backtrader adds a localize() method to its time zone (pytz's API)
+        def utcoffset(self, moment):
+            return dt.timedelta(hours=zone_hours)
+
+        def dst(self, moment):
+            return dt.timedelta(0)
+
+    zone = None if zone_hours is None else Zone()
+    cerebro = backtrader.Cerebro(tz=zone)
+    cerebro.adddata(backtrader.feeds.GenericCSVData(
+        dataname=str(tmp_path / "bars.csv"), dtformat="%Y-%m-%d %H:%M:%S", openinterest=-1, headers=True,
+        timeframe=backtrader.TimeFrame.Minutes, compression=5), name="600519.SH")
+    cerebro.addstrategy(BuyOnce)
+    cerebro.addanalyzer(TelemetryAnalyzer, telemetry=telemetry)
+    cerebro.run()
+    telemetry.shutdown()
+
+    snapshots = [r for r in log_records(tmp_path / "logs.jsonl") if names.PORTFOLIO_HOLDINGS in attrs(r)]
+    times = [dt.datetime.fromtimestamp(int(r["timeUnixNano"]) / 1e9, dt.timezone.utc).replace(tzinfo=None) for r in snapshots]
+    # The bars' times as backtrader shows them (in cerebro's zone), taken as UTC.
+    shift = dt.timedelta(hours=zone_hours or 0)
+    day1, day2, day3 = (dt.datetime(2024, 3, d) for d in (4, 5, 6))
+    if zone_hours is None:
+        expected = [day1 + dt.timedelta(hours=9.5), day2 + dt.timedelta(hours=9.5), day3 + dt.timedelta(hours=9.5),
+                    day3 + dt.timedelta(hours=15)]
+    else:  # UTC-10: each session starts at 23:30 of the day before; the day turns at 10:00 UTC
+        expected = [day1 + dt.timedelta(hours=9.5) + shift] + [d + dt.timedelta(hours=10) + shift for d in (day1, day2, day3)] + [
+            day3 + dt.timedelta(hours=15) + shift]
+    assert times == expected

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 
+import pytest
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -62,7 +63,7 @@ def test_protobuf_bytes_parse_as_the_official_message_and_match_the_json():
 def test_entries_of_a_registered_shape_encode_like_their_dict_form():
     """A high-rate event may carry its attribute values as a tuple (EventShape);
     it must leave exactly as the same record with a dict would, in JSON and protobuf."""
-    from rqa_otel.export.log_entry import EventShape, register_shape, with_attribute_dict
+    from rqa_otel.export.log_entry import EventShape, register_shape, register_variant, with_attribute_dict
 
     register_shape(EventShape("test.shaped", strings=("rqa.stock", "note"), floats=("price",), ints=("n",)))
     encoder = LogsEncoder({"service.name": "svc"})
@@ -76,6 +77,21 @@ def test_entries_of_a_registered_shape_encode_like_their_dict_form():
     assert as_dicts[0][4] == {"rqa.stock": "600519.SH", "note": "50% \\ \u8d35\n", "price": 1688.5, "n": 7}
     assert json.loads(encoder.encode_json(shaped, 99)) == json.loads(encoder.encode_json(as_dicts, 99))
     assert encoder.encode(shaped, 99) == encoder.encode(as_dicts, 99)
+
+    # A variant of the shape (another number of values), interleaved with the first.
+    register_variant(EventShape("test.shaped", strings=("rqa.stock",), floats=(), ints=("n", "id")))
+    with pytest.raises(ValueError, match="already has a shape of 4 values"):
+        register_variant(EventShape("test.shaped", strings=("other",), floats=("price",), ints=("n", "id")))
+    mixed = [
+        shaped[0],
+        (9, logging.INFO, "test.shaped", "variant", None, 0xABC, 0xDEF, 1, "600519.SH", 3, 12),
+        shaped[1],
+        (10, logging.INFO, "test.shaped", "variant", None, 0, 0, 0, "000001.SZ", 4, 13),
+    ]
+    as_dicts = [with_attribute_dict(entry) for entry in mixed]
+    assert as_dicts[1][4] == {"rqa.stock": "600519.SH", "n": 3, "id": 12}
+    assert json.loads(encoder.encode_json(mixed, 99)) == json.loads(encoder.encode_json(as_dicts, 99))
+    assert encoder.encode(mixed, 99) == encoder.encode(as_dicts, 99)
 
 
 def test_secrets_in_shaped_entries_are_scrubbed(tmp_path):

@@ -32,7 +32,7 @@ def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp
     with monitor.run("dual_ma", {"fast": 10, "slow": 40}) as run_id:
         monitor.record_trade("600519.SH", "BUY", 1688.5, 100, "dual_ma", timestamp=BAR)
         monitor.record_trade("600519.SH", "sell", 1700.0, 100, "dual_ma", timestamp=BAR + dt.timedelta(days=1))
-        monitor.record_trade("000001.SZ", "buy", 10.5, 3000, "dual_ma", timestamp=BAR)
+        monitor.record_trade("000001.SZ", "buy", 10.5, 3000, "dual_ma", timestamp=BAR, order_id=7, order_type="Limit")
     monitor.close()
     telemetry.shutdown()
 
@@ -55,6 +55,11 @@ def test_trades_become_counters_a_histogram_and_correlated_events(telemetry, tmp
     times = [int(e["timeUnixNano"]) for e in events]
     assert times[0] // 10**9 == int(BAR.timestamp()), "the event carries the trade's simulated time"
     assert len(set(times)) == 3, "trades in the same bar get distinct nanoseconds: no InfluxDB overwrite"
+    # A trade that names its order carries it; the others have no order keys.
+    assert names.ORDER_ID not in first and names.ORDER_TYPE not in first
+    third = attrs(events[2])
+    assert (third[names.ORDER_ID], third[names.ORDER_TYPE], third[names.TRADE_QUANTITY]) == ("7", "Limit", 3000.0)
+    assert set(third) == set(first) | {names.ORDER_ID, names.ORDER_TYPE}
 
 
 def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
@@ -75,6 +80,13 @@ def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
         (("600519.SH", "buy", 1.0, 10**400, "s"), "quantity 1000"),
         (("600519.SH", "buy", 1e200, 1e200, "s"), "notional"),
         ((600519, "buy", 1.0, 1, "s"), "symbol 600519"),
+        # The order a fill belongs to: an integer id and a type, together.
+        (("600519.SH", "buy", 1.0, 1, "s", None, 7), "order_type None"),
+        (("600519.SH", "buy", 1.0, 1, "s", None, None, "Market"), "order_id None"),
+        (("600519.SH", "buy", 1.0, 1, "s", None, "7", "Market"), "order_id '7'"),
+        (("600519.SH", "buy", 1.0, 1, "s", None, True, "Market"), "order_id True"),
+        (("600519.SH", "buy", 1.0, 1, "s", None, 2**63, "Market"), "order_id 9223372036854775808"),
+        (("600519.SH", "buy", 1.0, 1, "s", None, 7, " "), "order_type ' '"),
     ]
     for arguments, message in bad:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -113,6 +125,12 @@ def test_portfolio_snapshots_become_gauges_with_drawdown_and_return(telemetry, t
         last_points(tmp_path / "metrics.jsonl", names.PORTFOLIO_POSITIONS_GAUGE)[key].get("asDouble") == 1
     with pytest.raises(ValueError, match="positions"):
         monitor.record_portfolio(1.0, 1.0, [("600519.SH", 1)], "dual_ma")
+    # Symbols seen before are checked as closely: a bad quantity is refused.
+    for bad in (math.nan, math.inf, True, "100"):
+        with pytest.raises(ValueError, match=r"positions\['600519.SH'\]"):
+            monitor.record_portfolio(1.0, 1.0, {"000001.SZ": 0.0, "600519.SH": bad}, "dual_ma")
+    history = monitor.get_portfolio_history(strategy="dual_ma")
+    assert len(history) == 3 and history[-1].positions == {"000001.SZ": 0.0, "600519.SH": 100.0}
 
 
 def test_whole_a_share_universe_stays_under_the_series_limit(telemetry, tmp_path):

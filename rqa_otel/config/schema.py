@@ -458,6 +458,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "agent.restart_backoff_max_s": (_positive_seconds, None),
     "quotas": (_quotas, None),
     "instrumentation.backtrader.orders": (_one_of("fills", "all", "none"), None),
+    "instrumentation.backtrader.fill_order_events": (_boolean, None),
     "run.quiet": (_boolean, None),
 }
 MAP_KEYS = frozenset(

@@ -106,6 +106,9 @@ SHAPED_VALUES = 8
 """Index of a shaped entry's first attribute value."""
 
 _shapes: dict[str, EventShape] = {}
+# Every shape of a name by its number of values: an event may have variants
+# (a trade with its order's id and type, one without), told apart by size.
+_sized: dict[tuple[str, int], EventShape] = {}
 
 
 def register_shape(shape: EventShape) -> EventShape:
@@ -113,11 +116,25 @@ def register_shape(shape: EventShape) -> EventShape:
     known = _shapes.setdefault(shape.name, shape)
     if known != shape:
         raise ValueError(f"event {shape.name!r} is already registered with other attributes: {known}")
+    _sized[(shape.name, len(shape.keys))] = shape
     return shape
 
 
-def shape_of(name: str) -> EventShape:
-    return _shapes[name]
+def register_variant(shape: EventShape) -> EventShape:
+    """Declare a further shape of an already registered event, with another
+    number of values than each of its shapes (entries are told apart by
+    their length); the same one may be registered again."""
+    if shape.name not in _shapes:
+        raise ValueError(f"event {shape.name!r}: register its shape before a variant")
+    known = _sized.setdefault((shape.name, len(shape.keys)), shape)
+    if known != shape:
+        raise ValueError(f"event {shape.name!r} already has a shape of {len(shape.keys)} values: {known}")
+    return shape
+
+
+def shape_of(name: str, size: int | None = None) -> EventShape:
+    """The shape of ``name`` (its first), or its variant of ``size`` values."""
+    return _shapes[name] if size is None else _sized[(name, size)]
 
 
 def shaped_entry(time_ns: int, level: int, name: str, message: str, values: tuple) -> tuple:
@@ -144,7 +161,7 @@ def attributes_of(entry: tuple) -> dict[str, Any]:
     """An entry's attributes as a dict, shaped or not."""
     attributes = entry[4]
     if attributes is None:
-        return dict(zip(_shapes[entry[2]].keys, entry[SHAPED_VALUES:]))
+        return dict(zip(_sized[(entry[2], len(entry) - SHAPED_VALUES)].keys, entry[SHAPED_VALUES:]))
     return attributes
 
 

@@ -15,10 +15,12 @@ and parameters on it); inside it, for every strategy:
 - each order notification at the detail level of
   ``instrumentation.backtrader.orders`` (default ``fills``: Partial,
   Completed, Canceled, Expired, Margin, Rejected; ``all`` adds Submitted and
-  Accepted): an ``rqa.order`` log event and the ``rqa.orders`` counter by
-  strategy, side and status;
+  Accepted): the ``rqa.orders`` counter by strategy, side and status, and
+  an ``rqa.order`` log event, except (at ``fills``) for Partial and
+  Completed, whose trade events name the order;
 - each execution of an order (a fill, partial or whole):
-  ``BacktestMonitor.record_trade`` at the bar's simulated time;
+  ``BacktestMonitor.record_trade`` at the bar's simulated time, with the
+  order's id and type;
 - the first bar of each trading day, and the end: ``record_portfolio`` with
   the broker's value, cash and the strategy's positions.
 

@@ -75,7 +75,7 @@ class LogExportWorker:
         OTEL_ATTRIBUTE_*); None, the default, costs the batch nothing."""
         self._stopping = False
         self._stop_ticket: int | None = None
-        self._shape_plans: dict[str, int] = {}
+        self._shape_plans: dict[tuple[str, int], int] = {}
         self._next_primary: LogSink | None = None
         self._start_worker()
         # A strategy that forks its workers (multiprocessing's default on
@@ -276,9 +276,10 @@ class LogExportWorker:
             if attributes is None:
                 # A registered event shape: only its strings can hold a
                 # secret, unless a key itself is secret (then as a dict).
-                strings_end = plans.get(entry[2])
+                plan_key = (entry[2], len(entry))
+                strings_end = plans.get(plan_key)
                 if strings_end is None:
-                    strings_end = plans[entry[2]] = self._shape_plan(entry[2])
+                    strings_end = plans[plan_key] = self._shape_plan(entry[2], len(entry) - SHAPED_VALUES)
                 if strings_end:
                     texts = entry[SHAPED_VALUES:strings_end]
                     if texts not in clean:
@@ -298,10 +299,11 @@ class LogExportWorker:
             if entry is not batch[index]:
                 batch[index] = entry
 
-    def _shape_plan(self, name: str) -> int:
-        """Where a shape's string values end in its entries; 0 when one of
-        its keys is secret (every value then redacted, as in a dict)."""
-        shape = shape_of(name)
+    def _shape_plan(self, name: str, size: int) -> int:
+        """Where a shape's string values end in its entries (of ``size``
+        values); 0 when one of its keys is secret (every value then
+        redacted, as in a dict)."""
+        shape = shape_of(name, size)
         if any(self._scrubber.is_secret_key(key) for key in shape.keys):
             return 0
         return SHAPED_VALUES + len(shape.strings)

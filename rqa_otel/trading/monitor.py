@@ -27,6 +27,7 @@ import collections
 import datetime as dt
 import json
 import math
+import operator
 import os
 import sys
 import threading
@@ -41,7 +42,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Observation
 
 from rqa_otel import names
-from rqa_otel.export.log_entry import EventShape, register_shape
+from rqa_otel.export.log_entry import EventShape, register_shape, register_variant
 from rqa_otel.export.metric_producers import ExplicitHistogram
 from rqa_otel.quant import check_label
 from rqa_otel.trading.journal import TradeJournal, portfolio_history_query
@@ -127,6 +128,7 @@ class BacktestMonitor:
         self._notional_histogram = shared.histogram
         self._run_id = uuid.uuid4().hex
         self._sequence = 0
+        self._known_symbols: set[str] = set()  # position symbols that passed the checks
         self._emit_trade = telemetry.event_emitter(names.TRADE_EVENT)
         self._append_trade = self.journal.append_trade
 
@@ -164,9 +166,11 @@ class BacktestMonitor:
 
     # --- trades -----------------------------------------------------------------
 
-    def record_trade(self, symbol, action, price, quantity, strategy, timestamp=None) -> None:
-        """Record one fill. Raises ValueError naming the bad field; then
-        nothing at all is recorded."""
+    def record_trade(self, symbol, action, price, quantity, strategy, timestamp=None, order_id=None, order_type=None) -> None:
+        """Record one fill. ``order_id`` (int) and ``order_type`` (text,
+        ``Market``...), together or not at all: the order it fills, as
+        ``rqa.order.id`` and ``rqa.order.type`` on the trade event. Raises
+        ValueError naming the bad field; then nothing at all is recorded."""
         # Validation, inline for the usual types (a helper call per field
         # would cost a fifth of the whole call); anything else goes through
         # the helpers, which accept or name the field in their error.
@@ -187,6 +191,11 @@ class BacktestMonitor:
             time_ns = timestamp
         else:
             time_ns = timestamp_ns(timestamp)
+        if order_id is not None or order_type is not None:
+            # Inline for the usual types; _order converts other integers or raises.
+            if not (order_id.__class__ is int and -_INT64 <= order_id < _INT64 and order_type.__class__ is str
+                    and order_type and not order_type.isspace()):
+                order_id, order_type = _order(order_id, order_type)
         notional = price * quantity
         if notional == _INFINITY:
             raise ValueError(f"price {price!r} x quantity {quantity!r}: the notional is not a finite number")
@@ -202,12 +211,16 @@ class BacktestMonitor:
             totals[1] += quantity
             totals[2] += notional
             self._notional_histogram.record(notional, strategy)
-        # The values of TRADE_EVENT_SHAPE, in its order (exact str, float, int).
-        attributes = (strategy, symbol, _SIGNALS[side], side, run_id, price, quantity, notional, sequence)
         # InfluxDB keeps one point per (measurement, tags, time): trades in the
         # same bar would overwrite each other, so each gets its own
         # nanosecond. The offset is deterministic, so a replay overwrites
         # the same point instead of adding one.
+        if order_id is None:
+            # The values of TRADE_EVENT_SHAPE, in its order (exact str, float, int).
+            attributes = (strategy, symbol, _SIGNALS[side], side, run_id, price, quantity, notional, sequence)
+        else:
+            # ORDER_TRADE_EVENT_SHAPE's.
+            attributes = (strategy, symbol, _SIGNALS[side], side, run_id, order_type, price, quantity, notional, sequence, order_id)
         self._emit_trade("%s %g %s @ %g" % (side, quantity, symbol, price), attributes, time_ns + sequence % 1_000_000)
         # A flat tuple of atomic values: the garbage collector stops tracking
         # it at its first pass, while a nested tuple survives into the older
@@ -251,7 +264,7 @@ class BacktestMonitor:
         cash = _finite("cash", cash)
         if not isinstance(positions, Mapping):
             raise ValueError(f"positions {type(positions).__name__}: expected a mapping of symbol -> quantity")
-        holdings = {_text("positions symbol", s): _quantity(s, q) for s, q in positions.items()}
+        holdings = self._holdings(positions)
         time_ns = timestamp_ns(timestamp)
         held = sum(1 for q in holdings.values() if q)
         holdings_json = json.dumps(holdings, sort_keys=True)  # once: the event and the journal row
@@ -274,6 +287,25 @@ class BacktestMonitor:
         }
         self._telemetry.log_event(names.PORTFOLIO_EVENT, f"portfolio {value:.2f}", attributes, time_ns)
         self.journal.append_snapshot((self._run_id, strategy, value, cash, holdings_json, time_ns))
+
+    def _holdings(self, positions: Mapping) -> dict[str, float]:
+        """``positions`` checked, as symbol -> float. A snapshot of a whole
+        universe is taken every trading day: symbols seen before and finite
+        floats pass without the per-item checks (a few hundred calls)."""
+        known = self._known_symbols
+        if positions.__class__ is dict:
+            for symbol, quantity in positions.items():
+                if symbol.__class__ is not str or symbol not in known:
+                    break
+                # x - x is nan for inf and nan: those take the checks below.
+                if quantity.__class__ is not float or quantity - quantity != 0.0:
+                    break
+            else:
+                return dict(positions)
+        holdings = {_text("positions symbol", s): _quantity(s, q) for s, q in positions.items()}
+        if len(known) < _KNOWN_SYMBOLS_KEPT:
+            known.update(s for s in holdings if s.__class__ is str)
+        return holdings
 
     # --- the design's ApplicationMonitor custom metrics ------------------------------
 
@@ -495,6 +527,7 @@ def history_query(strategy=None, symbol=None, action=None, start=None, end=None,
 
 
 _OVERFLOW_KEY = ("", "", "")
+_KNOWN_SYMBOLS_KEPT = 100_000
 TRADE_EVENT_SHAPE = register_shape(EventShape(
     names.TRADE_EVENT,
     strings=(names.STRATEGY, names.STOCK, names.SIGNAL, names.TRADE_SIDE, names.RUN_ID),
@@ -502,6 +535,13 @@ TRADE_EVENT_SHAPE = register_shape(EventShape(
     ints=(names.TRADE_SEQUENCE,),
 ))
 """A trade event's attributes travel as a tuple of values (see EventShape)."""
+ORDER_TRADE_EVENT_SHAPE = register_variant(EventShape(
+    names.TRADE_EVENT,
+    strings=(names.STRATEGY, names.STOCK, names.SIGNAL, names.TRADE_SIDE, names.RUN_ID, names.ORDER_TYPE),
+    floats=(names.TRADE_PRICE, names.TRADE_QUANTITY, names.TRADE_NOTIONAL),
+    ints=(names.TRADE_SEQUENCE, names.ORDER_ID),
+))
+"""A trade that names the order it fills (``record_trade(..., order_id=, order_type=)``)."""
 ORDER_EVENT_SHAPE = register_shape(EventShape(
     names.ORDER_EVENT,
     strings=(names.STRATEGY, names.STOCK, names.SIGNAL, names.ORDER_STATUS, names.TRADE_SIDE, names.ORDER_TYPE, names.RUN_ID),
@@ -515,6 +555,7 @@ _SIDES = {spelling: side for side in ACTIONS for spelling in (side, side.upper()
 _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf
 _EXACT_INT = 2**53  # ints up to here convert to float exactly
+_INT64 = 2**63
 _MAX_TIME_NS = 2**63 - 1_000_000  # int64 nanoseconds (year 2262), less the per-trade offset
 
 
@@ -523,6 +564,19 @@ def _side(action: Any) -> str:
     if side not in ACTIONS:
         raise ValueError(f"action {action!r} is not one of {', '.join(ACTIONS)} (any case)")
     return side
+
+
+def _order(order_id: Any, order_type: Any) -> tuple[int, str]:
+    try:
+        number = operator.index(order_id) if not isinstance(order_id, bool) else None  # numpy integers too
+    except TypeError:
+        number = None
+    if number is None or not -(2**63) <= number < 2**63:
+        raise ValueError(f"order_id {order_id!r}: expected an integer (with order_type)")
+    order_id = int(number)
+    if order_type.__class__ is not str or not order_type or order_type.isspace():
+        raise ValueError(f"order_type {order_type!r}: expected a non-empty string (with order_id)")
+    return order_id, order_type
 
 
 def _attributes(key: tuple[str, str, str]) -> dict:

@@ -124,7 +124,7 @@ class LogsEncoder:
         self._json_strings: dict[str, dict[str, str]] = {}
         self._json_keys: dict[str, str] = {}
         self._json_heads: dict[int, str] = {}
-        self._json_shaped: dict[tuple[str, int], tuple[str, int]] = {}
+        self._json_shaped: dict[tuple[str, int, int], _ShapedTemplates] = {}
 
     def _renew_pid(self) -> None:
         self._resource_attributes[names.PROCESS_PID] = os.getpid()
@@ -236,7 +236,7 @@ class LogsEncoder:
         ids = ""
         observed = f'"observedTimeUnixNano":"{observed_time_ns}",'
         shaped_templates = self._json_shaped
-        shaped_name = shaped_level = None
+        shaped_name = shaped_level = shaped_size = None
         for entry in entries:
             if entry[6] != last_span_id or entry[5] != last_trace_id or entry[7] != last_flags:
                 # Consecutive records mostly share their span: format its ids once.
@@ -250,11 +250,13 @@ class LogsEncoder:
                 # A registered event shape: the whole record from one
                 # compiled f-string, with its string values (strategy,
                 # symbol ..., which repeat) as one cached piece.
-                if entry[2] != shaped_name or entry[1] != shaped_level:
-                    shaped_name, shaped_level = logger_name, level = entry[2], entry[1]
-                    templates = shaped_templates.get((logger_name, level))
+                if entry[2] != shaped_name or entry[1] != shaped_level or len(entry) != shaped_size:
+                    shaped_name, shaped_level, shaped_size = logger_name, level, size = entry[2], entry[1], len(entry)
+                    templates = shaped_templates.get((logger_name, level, size))
                     if templates is None:
-                        templates = shaped_templates[(logger_name, level)] = _ShapedTemplates(logger_name, level)
+                        templates = shaped_templates[(logger_name, level, size)] = _ShapedTemplates(
+                            logger_name, level, size - SHAPED_VALUES
+                        )
                     strings_end, render = SHAPED_VALUES + templates.strings_count, templates.render
                     strings_json = templates.by_strings.get
                     shaped_records = scopes.get(logger_name)
@@ -357,8 +359,8 @@ class _ShapedTemplates:
     A value of another type than the shape promises raises TypeError or
     ValueError, and the caller encodes that entry the generic way."""
 
-    def __init__(self, name: str, level: int) -> None:
-        shape = shape_of(name)
+    def __init__(self, name: str, level: int, size: int) -> None:
+        shape = shape_of(name, size)
         number, text = severity(level)
         self.strings_count = len(shape.strings)
         self._string_keys = [_key_json(k) + '{"stringValue":' for k in shape.strings]
