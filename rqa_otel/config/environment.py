@@ -21,6 +21,8 @@ def rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         # dynaconf reads os.environ itself; for any other mapping, only what
         # that mapping holds counts.
         return _nest({k: v for k, v in environ.items() if k.upper().startswith(f"{ENV_PREFIX}_")})
+    if not any(_for_dynaconf(name) for name in environ):
+        return {}  # nothing for dynaconf to read: its import is spared
     # Imported here: dynaconf costs ~0.1 s to import and `import rqa_otel`
     # alone does not need it.
     from dynaconf import Dynaconf
@@ -34,10 +36,14 @@ def rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return {key.lower(): value for key, value in loaded.items() if key.upper() not in internal}
 
 
-def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
-    # Imported here for the same reason as Dynaconf above.
-    from dynaconf.utils.parse_conf import parse_conf_data
+def _for_dynaconf(name: str) -> bool:
+    """A variable Dynaconf(envvar_prefix=RQA) would read: ours, or one of
+    dynaconf's own (``*_FOR_DYNACONF``, ``DYNACONF_*``)."""
+    upper = name.upper()
+    return upper.startswith((f"{ENV_PREFIX}_", "DYNACONF_")) or upper.endswith("_FOR_DYNACONF")
 
+
+def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, text in variables.items():
         parts = name[len(ENV_PREFIX) + 1 :].lower().split("__")
@@ -46,6 +52,9 @@ def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+        # Imported here, for a variable to parse, for the same reason as Dynaconf above.
+        from dynaconf.utils.parse_conf import parse_conf_data
+
         node[parts[-1]] = parse_conf_data(text, tomlfy=True)
     return tree
 
