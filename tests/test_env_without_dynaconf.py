@@ -27,6 +27,7 @@ PLAIN = {
     "RQA_TRADING__BROKEN": "[1, 2",
     "RQA_TRADING__FALSE": " False ",
     "RQA_HOME": "/opt/rqa2025",
+    "RQA_SETTINGS_FILE": "/nonexistent/settings.toml",  # the loader's, in neither tree
 }
 
 
@@ -44,6 +45,7 @@ def test_plain_variables_give_dynaconfs_tree(environ):
     assert _plain_tree(os.environ) is not None
     ours = rqa_environment(os.environ)
     assert ours == dynaconf_tree()
+    assert "settings_file" not in ours
     assert ours["run"]["QUIET"] is True and ours["trading"]["DAY"] == dt.date(2024, 1, 2)
     assert ours["trading"]["BROKEN"] == "[1, 2" and ours["trading"]["FALSE"] is False
 

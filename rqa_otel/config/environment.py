@@ -62,8 +62,8 @@ def _plain_tree(environ: Mapping[str, str]) -> dict[str, Any] | None:
         upper = name.upper()
         if upper.startswith("DYNACONF_") or upper.endswith("_FOR_DYNACONF"):
             return None
-        if not upper.startswith(f"{ENV_PREFIX}_"):
-            continue
+        if not upper.startswith(f"{ENV_PREFIX}_") or name == f"{ENV_PREFIX}_SETTINGS_FILE":
+            continue  # the settings file is the loader's to read; dynaconf neither reads it nor returns it
         if not _PLAIN_NAME.match(name) or text.lstrip().startswith("@"):
             return None
         # As dynaconf: the top-level key in lower case, nested ones as spelt.
