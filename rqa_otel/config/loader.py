@@ -13,8 +13,9 @@ Layers, lowest first (docs/settings.md):
 
 Files are read through one descriptor each, permission-checked on that
 descriptor (rqa_otel.config.permissions), parsed (YAML by dynaconf's own
-parser) and merged key by key; dynaconf reads the ``RQA_*`` variables
-(rqa_otel.config.environment). ``ENC[...]`` values are decrypted by the
+parser; the packaged defaults from their build-time JSON copy,
+rqa_otel.config.packaged_defaults) and merged key by key; the ``RQA_*``
+variables are read as dynaconf reads them (rqa_otel.config.environment). ``ENC[...]`` values are decrypted by the
 ConfigVault. The result is validated against ``SCHEMA``
 (rqa_otel.config.schema) and frozen into dataclasses
 (rqa_otel.config.model), so a bad value fails at once, naming the setting,
@@ -39,6 +40,7 @@ from rqa_otel.config.aliases import rename_in_flat, rename_in_tree
 from rqa_otel.config.environment import is_foreign_variable, otel_environment, rqa_environment, rqa_variable
 from rqa_otel.config.model import (
     DEFAULTS_FILE,
+    DEFAULTS_TREE_FILE,
     OTLP_SIGNAL_FIELDS,
     SETTINGS_FILE_VARIABLE,
     AgentSettings,
@@ -352,7 +354,13 @@ def _digest(digest, path: Path, data: bytes | None) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _packaged_defaults_cached() -> dict[str, Any]:
-    return parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
+    # The YAML's tree as generated at build time: no YAML parser at start
+    # (rqa_otel/config/packaged_defaults.py). Without that file (a tree
+    # copied without it), the YAML itself.
+    try:
+        return json.loads(DEFAULTS_TREE_FILE.read_bytes())
+    except FileNotFoundError:
+        return parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
 
 
 def _packaged_defaults() -> dict[str, Any]:
