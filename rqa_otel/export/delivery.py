@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
-import backoff
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -220,6 +219,11 @@ class ExportBackoff:
     and a back-end that returns should get the backlog soon."""
 
     def delays(self) -> Iterator[float]:
+        # Imported at the first retry (this generator's first step): the
+        # backoff package imports asyncio, ~20 ms of a start-up that may
+        # never retry.
+        import backoff
+
         for delay in backoff.expo(base=2, factor=self.base_delay_s, max_value=self.max_delay_s):
             if delay:
                 yield backoff.full_jitter(delay)
