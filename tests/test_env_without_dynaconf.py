@@ -26,6 +26,14 @@ PLAIN = {
     "RQA_TRADING__HEX": "0x10",
     "RQA_TRADING__BROKEN": "[1, 2",
     "RQA_TRADING__FALSE": " False ",
+    "RQA_TRADING__REL": " ./relative dir",
+    "RQA_TRADING__TABBED": "\tword",
+    "RQA_TRADING__INF": "-inf",
+    "RQA_TRADING__INF_PLUS": "+inf",
+    "RQA_TRADING__NOT_NAN": "n/a",
+    "RQA_TRADING__NEGATIVE": "-3",
+    "RQA_TRADING__TRUE_SPACED": "true ",
+    "RQA_TRADING__WORD": "information",
     "RQA_HOME": "/opt/rqa2025",
     "RQA_SETTINGS_FILE": "/nonexistent/settings.toml",  # the loader's, in neither tree
 }
@@ -48,6 +56,7 @@ def test_plain_variables_give_dynaconfs_tree(environ):
     assert "settings_file" not in ours
     assert ours["run"]["QUIET"] is True and ours["trading"]["DAY"] == dt.date(2024, 1, 2)
     assert ours["trading"]["BROKEN"] == "[1, 2" and ours["trading"]["FALSE"] is False
+    assert ours["trading"]["REL"] == " ./relative dir" and ours["trading"]["NEGATIVE"] == -3
 
 
 @pytest.mark.parametrize("name, value", [

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -412,6 +411,8 @@ def parse_file(path: Path, data: bytes, secret: bool = False) -> dict[str, Any]:
 
             tree = yaml.load(text, Loader=yaml.SafeLoader)
         elif suffix == ".toml":
+            import tomllib  # here: only a TOML settings file needs it
+
             tree = tomllib.loads(text)
         elif suffix == ".json":
             tree = json.loads(text) if text.strip() else None
