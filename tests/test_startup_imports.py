@@ -19,6 +19,7 @@ BIN = Path(sys.executable).parent
 # Modules a user should not pay for unless the feature is used.
 FEATURE_MODULES = (
     "grpc", "dynaconf", "ruamel", "influxdb_client", "rqa_otel.export.influx", "rqa_otel.influx", "pynvml", "asyncio",
+    "google.protobuf",  # OTLP metrics are written directly; protobuf only for spans (none here)
 )
 
 # Flushes and stops telemetry first, so what the export imports counts too.
