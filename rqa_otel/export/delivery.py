@@ -29,7 +29,6 @@ shutdown stay bounded too.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import logging
 import operator
@@ -141,6 +140,8 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     except ValueError:
         pass
     try:
+        import email.utils  # here: a date in Retry-After is rare, and the module costs ~3 ms of a start-up
+
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
