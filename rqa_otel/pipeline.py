@@ -514,8 +514,6 @@ def install_sdk_globals(settings: Settings) -> None:
         # about it, so the module (and every instrumentation) sees the
         # validated list.
         os.environ["OTEL_PROPAGATORS"] = wanted
-    from importlib.metadata import entry_points
-
     from opentelemetry import propagate
     from opentelemetry.propagators.composite import CompositePropagator
 
@@ -527,6 +525,8 @@ def install_sdk_globals(settings: Settings) -> None:
             # for them cost ~10 ms of each start-up.
             loaded.append(_API_PROPAGATORS[name]())
             continue
+        from importlib.metadata import entry_points  # here: ~8 ms to import, for other propagators only
+
         found = list(entry_points(group="opentelemetry_propagator", name=name))
         if not found:
             logging.getLogger("rqa_otel.config").warning(
