@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
 
 from rqa_otel.cli.run import add_run_parser
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to launch a program
+if TYPE_CHECKING:
+    from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,9 +18,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
 
 from rqa_otel.cli.arguments import fail
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to launch a program
+if TYPE_CHECKING:
+    from typing import Sequence
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
 SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"  # rqa_otel.config.model's, without importing the settings code
