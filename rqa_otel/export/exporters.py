@@ -37,7 +37,6 @@ from rqa_otel.export.files.rotating import RotatingFile
 from rqa_otel.export.log_sink import LogSink
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
 from rqa_otel.export.scrubbing import ScrubbingSpanExporter
-from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
 from rqa_otel.export.spool import Senders
 from rqa_otel.scrub import Scrubber
 
@@ -91,6 +90,9 @@ def build_log_sink(
     the first."""
     kind = kind or settings.export.exporter("logs")
     senders = senders or _direct_senders(settings)
+    if kind in ("file", "console"):
+        # Loaded for these exporters only: their text formats cost ~3 ms to import.
+        from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
     if kind == "file":
         path = os.path.join(settings.export.directory, otlp_json.FILE_NAMES["logs"])
         return OtlpJsonFileLogSink(
@@ -126,6 +128,8 @@ def build_log_mirrors(
     mirrors: list[LogSink] = [
         build_log_sink(settings, resource_attributes or {}, senders, kind=kind) for kind in kinds[1:]
     ]
+    if (log.console and "console" not in kinds) or log.file:
+        from rqa_otel.export.sinks import TextLogSink
     if log.console and "console" not in kinds:
         mirrors.append(TextLogSink(sys.stderr))
     if log.file:
