@@ -24,7 +24,6 @@ variable's name has no case worth keeping).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from typing import Any, Callable, Iterator, Mapping
@@ -54,6 +53,8 @@ def split_tree(tree: Mapping[str, Any], source: str) -> tuple[dict[str, Any], di
     for key, value in tree.items():
         if is_application_key(key):
             app[key] = value
+            import difflib  # here: only a file with application keys needs it
+
             close = difflib.get_close_matches(str(key).lower(), sorted(SECTIONS), n=1, cutoff=0.85)
             if close and str(key) not in _warned_close:
                 _warned_close.add(str(key))
