@@ -20,6 +20,7 @@ BIN = Path(sys.executable).parent
 FEATURE_MODULES = (
     "grpc", "dynaconf", "ruamel", "influxdb_client", "rqa_otel.export.influx", "rqa_otel.influx", "pynvml", "asyncio",
     "google.protobuf",  # OTLP metrics are written directly; protobuf only for spans (none here)
+    "urllib3",  # OTLP/HTTP goes through http.client; urllib3 is the InfluxDB exporter's
 )
 
 # Flushes and stops telemetry first, so what the export imports counts too.
