@@ -81,3 +81,24 @@ def test_the_run_command_imports_no_telemetry_pipeline(tmp_path):
     imported = [line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert "rqa_otel.cli.run" in imported
     assert _loaded(imported, ("rqa_otel.pipeline", "rqa_otel.telemetry", "rqa_otel.config", "opentelemetry")) == []
+
+
+def test_the_programs_own_objects_are_still_collected(tmp_path):
+    # rqa-otel run freezes what start-up made (gc.freeze); what the program
+    # makes afterwards is garbage-collected as without telemetry.
+    program = (
+        "import gc\n"
+        "class Node:\n"
+        "    def __del__(self):\n"
+        "        print('collected', flush=True)\n"
+        "a, b = Node(), Node()\n"
+        "a.other, b.other = b, a\n"
+        "del a, b\n"
+        "print('frozen', gc.get_freeze_count() > 0, 'found', gc.collect() >= 2, flush=True)\n"
+    )
+    done = subprocess.run(
+        [str(BIN / "rqa-otel"), "run", "--", sys.executable, "-c", program],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["collected", "collected", "frozen True found True"]
