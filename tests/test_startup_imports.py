@@ -84,8 +84,9 @@ def test_the_run_command_imports_no_telemetry_pipeline(tmp_path):
 
 
 def test_the_programs_own_objects_are_still_collected(tmp_path):
-    # rqa-otel run freezes what start-up made (gc.freeze); what the program
-    # makes afterwards is garbage-collected as without telemetry.
+    # rqa-otel run starts telemetry without the cyclic GC and freezes what it
+    # made (gc.freeze); the program runs with the GC on, and what it makes is
+    # collected as without telemetry.
     program = (
         "import gc\n"
         "class Node:\n"
@@ -94,11 +95,11 @@ def test_the_programs_own_objects_are_still_collected(tmp_path):
         "a, b = Node(), Node()\n"
         "a.other, b.other = b, a\n"
         "del a, b\n"
-        "print('frozen', gc.get_freeze_count() > 0, 'found', gc.collect() >= 2, flush=True)\n"
+        "print('frozen', gc.get_freeze_count() > 0, 'enabled', gc.isenabled(), 'found', gc.collect() >= 2, flush=True)\n"
     )
     done = subprocess.run(
         [str(BIN / "rqa-otel"), "run", "--", sys.executable, "-c", program],
         env=_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["collected", "collected", "frozen True found True"]
+    assert done.stdout.splitlines() == ["collected", "collected", "frozen True enabled True found True"]
