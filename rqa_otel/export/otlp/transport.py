@@ -24,8 +24,9 @@ sink (spool on or off), the live reconnect at a settings reload, and
   the sender has left.
 
 The transports send bytes an encoder made (``rqa_otel.export.otlp.encoding``):
-an HTTP POST on a kept-alive http.client connection (a third of the CPU of
-requests: logs at full rate send a hundred requests a second), or grpc's
+an HTTP POST on a kept-alive connection (a plain socket for http://,
+http.client for https://; a third of the CPU of requests: logs at full
+rate send a hundred requests a second), or grpc's
 generic unary call with no serializer. Status mapping, as the OTLP
 specification has it: HTTP through :func:`~rqa_otel.export.delivery.classify_http`
 (429 and 5xx retried, other 4xx rejected); for grpc, UNAVAILABLE,
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rqa_otel.config.model import OtlpSettings, SettingsError
 from rqa_otel.export.delivery import DELIVERED, Outcome, Payload, SendResult, classify_http
+from rqa_otel.export.otlp.plain_http import PlainHttpConnection
 
 _log = logging.getLogger(__name__)
 
@@ -145,8 +147,9 @@ class OtlpHttpTransport:
     """OTLP/HTTP: one POST of protobuf bytes per payload, on a kept-alive
     connection (at most one idle; a concurrent send opens its own). No
     request waits longer than ``request_timeout_s`` (``export.otlp.timeout_s``)
-    nor than the time its sender has left. The standard library's
-    http.client: urllib3 would add ~15 ms to every start-up."""
+    nor than the time its sender has left. ``http://``: a plain socket
+    (rqa_otel.export.otlp.plain_http); ``https://``: the standard library's
+    http.client. urllib3 would add ~15 ms to every start-up."""
 
     def __init__(
         self,
@@ -193,17 +196,20 @@ class OtlpHttpTransport:
             connection.connect()
         # The rest of the time for sending and for the answer.
         connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        connection.request("POST", self._target, body=body, headers=self.headers)
-        response = connection.getresponse()
-        data = response.read()
-        if response.getheader("Content-Encoding", "").lower() == "gzip" and data:
+        if isinstance(connection, PlainHttpConnection):
+            status, headers, data, will_close = connection.exchange(self._target, self.headers, body)
+        else:
+            connection.request("POST", self._target, body=body, headers=self.headers)
+            response = connection.getresponse()
+            status, headers, data, will_close = response.status, response.headers, response.read(), response.will_close
+        if (headers.get("content-encoding") or "").lower() == "gzip" and data:
             try:
                 data = zlib.decompress(data, 47)  # a gzip or zlib answer, as urllib3 decoded it
             except zlib.error:
                 pass
-        if response.will_close:
+        if will_close:
             connection.close()
-        return response.status, response.headers, data
+        return status, headers, data
 
     def _connection(self) -> Any:
         with self._lock:
@@ -212,10 +218,10 @@ class OtlpHttpTransport:
             connection.close()  # the receiver closed it while idle: a new one
         if connection is not None:
             return connection
-        import http.client  # imported with this module's first use (see above)
-
         if not self._https:
-            return http.client.HTTPConnection(self._host, self._port)
+            return PlainHttpConnection(self._host, self._port)
+        import http.client  # for TLS only: with the email package and ssl, ~10 ms to import
+
         if self._ssl_context is None:
             self._ssl_context = _ssl_context(self._tls)
         return http.client.HTTPSConnection(self._host, self._port, context=self._ssl_context)
