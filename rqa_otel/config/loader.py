@@ -354,12 +354,22 @@ def _digest(digest, path: Path, data: bytes | None) -> None:
 @functools.lru_cache(maxsize=1)
 def _packaged_defaults_cached() -> dict[str, Any]:
     # The YAML's tree as generated at build time: no YAML parser at start
-    # (rqa_otel/config/packaged_defaults.py). Without that file (a tree
-    # copied without it), the YAML itself.
+    # (rqa_otel/config/packaged_defaults.py). The YAML itself when that copy
+    # is missing or was made from another YAML (edited since, or merged
+    # without regenerating it): slower, never wrong.
+    source = DEFAULTS_FILE.read_bytes()
     try:
-        return json.loads(DEFAULTS_TREE_FILE.read_bytes())
-    except FileNotFoundError:
-        return parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
+        generated = json.loads(DEFAULTS_TREE_FILE.read_bytes())
+    except (OSError, ValueError):
+        generated = None
+    if isinstance(generated, dict) and generated.get("yaml_sha256") == yaml_digest(source):
+        return generated["defaults"]
+    return parse_file(DEFAULTS_FILE, source)
+
+
+def yaml_digest(data: bytes) -> str:
+    """What default_settings.json records of the YAML it was made from."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _packaged_defaults() -> dict[str, Any]:

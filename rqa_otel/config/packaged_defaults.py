@@ -9,7 +9,9 @@ start-up, import included). After editing the YAML, regenerate it with
     python -m rqa_otel.config.packaged_defaults
 
 (tests/test_packaged_defaults.py fails, naming that command, while the two
-differ).
+differ). The JSON names the SHA-256 of the YAML it was made from; a start
+that finds another YAML parses the YAML instead, so a stale copy costs
+time, never a wrong default.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 
-from rqa_otel.config.loader import parse_file
+from rqa_otel.config.loader import parse_file, yaml_digest
 from rqa_otel.config.model import DEFAULTS_FILE, DEFAULTS_TREE_FILE
 
 REGENERATE = "python -m rqa_otel.config.packaged_defaults"
@@ -29,7 +31,8 @@ def parsed_yaml() -> dict:
 
 
 def generated_text() -> str:
-    return json.dumps(parsed_yaml(), indent=1, ensure_ascii=False) + "\n"
+    tree = {"yaml_sha256": yaml_digest(DEFAULTS_FILE.read_bytes()), "defaults": parsed_yaml()}
+    return json.dumps(tree, indent=1, ensure_ascii=False) + "\n"
 
 
 def main() -> int:
