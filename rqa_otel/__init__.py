@@ -7,9 +7,13 @@
     telemetry.alert("drawdown_limit", "critical", message="drawdown 12% > 10%")
 """
 
-from typing import TYPE_CHECKING, Any
+# typing.TYPE_CHECKING without importing typing: `rqa-otel run` imports
+# this package to launch a program, and typing would be a tenth of that.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from rqa_otel.config.loader import load_settings
     from rqa_otel.config.model import Settings, SettingsError
     from rqa_otel.quant import quant_context
@@ -29,7 +33,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     found = _LAZY.get(name)
     if found is None:
         raise AttributeError(f"module 'rqa_otel' has no attribute {name!r}")

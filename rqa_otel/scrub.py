@@ -222,9 +222,10 @@ class Scrubber:
         # key words scoped with (?i:...), run on the original text, anchored
         # at the detection's candidates (see _scrub_structures).
         kv = rf"(?P<key>(?i:{keys})[\w.\-]*)(?P<sep>{_SEPARATOR}){_VALUE}"
-        structural = re.compile(f"{_PEM}|{_URL}|{_AUTH_SCHEME}|{kv}|{_AWS_KEY_ID}|{_NO_SEPARATOR}")
-        self._structural_sub = structural.sub
-        self._structural_match = structural.match
+        # Compiled at the first text the detection flags (~5 ms: most
+        # processes never need it, and every start-up would pay it).
+        self._structural_source = f"{_PEM}|{_URL}|{_AUTH_SCHEME}|{kv}|{_AWS_KEY_ID}|{_NO_SEPARATOR}"
+        self._structural: re.Pattern[str] | None = None
 
         # Detection (every call): one case-sensitive search of the casefolded
         # text. sre's case-insensitive matching is ~6x slower and defeats its
@@ -301,16 +302,19 @@ class Scrubber:
 
     def _scrub_structures(self, text: str, folded: str) -> str:
         """Key/value, Bearer/Basic, URL password and PEM rules."""
+        structural = self._structural
+        if structural is None:  # two threads may both compile it: the same pattern
+            structural = self._structural = re.compile(self._structural_source)
         if len(folded) != len(text):
             # casefold expanded a character (ß -> ss ...): offsets in the
             # folded text are not offsets in the text. Scan the text itself
             # with the case-insensitive regex (~7 us per 60 characters).
-            return self._structural_sub(self._replace_value, text)
+            return structural.sub(self._replace_value, text)
         # The case-insensitive regex costs ~115 ns per position when scanned
         # with sub(); the fast case-sensitive candidate search on the folded
         # text finds where it can match, and it only runs anchored there.
         candidates = self._candidates
-        match = self._structural_match
+        match = structural.match
         pieces: list[str] = []
         last = position = 0
         while (candidate := candidates(folded, position)) is not None:

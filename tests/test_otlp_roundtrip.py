@@ -111,7 +111,7 @@ def test_every_otlp_setting_shapes_the_transport_of_every_signal():
         assert transport.url == f"https://collector:4318/base/v1/{signal}"
         assert transport.destination == f"OTLP http/protobuf https://collector:4318/base/v1/{signal}"
         assert transport.request_timeout_s == 2.5
-        headers = transport._pool.headers
+        headers = transport.headers
         assert headers["X-Team"] == "quant" and headers["authorization"].startswith("Basic ")
         transport.shutdown()
     default_http = otlp_transport("logs", OtlpSettings("", "http/protobuf", {}, 1))

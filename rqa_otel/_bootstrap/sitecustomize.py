@@ -9,6 +9,7 @@ up: its interpreter cannot import rqa_otel (unless
 process in the tree says so in one line and runs without telemetry.
 """
 
+import gc
 import os
 import sys
 
@@ -22,6 +23,20 @@ def _fail(message: str, code: int) -> None:
 
 
 def _start_telemetry() -> None:
+    # No cyclic GC while telemetry starts: it makes some 30,000 objects that
+    # live as long as the process (start() then freezes them for the GC), and
+    # each full collection would walk them all again (~20 ms of a start-up).
+    # What little garbage start-up leaves is frozen with them.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _set_up()
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _set_up() -> None:
     top = os.environ.get(_RUN_PID) == str(os.getpid())
     try:
         from rqa_otel.autostart import start

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Sequence
 
-from rqa_otel.cli.run import add_run_parser
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to launch a program
+if TYPE_CHECKING:
+    import argparse
+    from typing import Sequence
+
+# argparse and the subcommands are imported in the functions below: a
+# program started by `rqa-otel run` imports this package for its summary
+# line (rqa_otel.cli.run.RunSummary) and needs no parser.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _top_parser() -> argparse.ArgumentParser:
+    import argparse
+
     return argparse.ArgumentParser(
         prog="rqa-otel",
         description="Telemetry for RQA2025 strategy processes: OpenTelemetry traces, metrics and logs.",
@@ -42,6 +49,8 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def _run_parser() -> argparse.ArgumentParser:
+    from rqa_otel.cli.run import add_run_parser
+
     parser = _top_parser()
     add_run_parser(parser.add_subparsers(title="commands", metavar="COMMAND"))
     return parser
@@ -54,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     from rqa_otel.cli.lp import add_lp_parser
     from rqa_otel.cli.replay import add_replay_parser
     from rqa_otel.cli.report import add_report_parser
+    from rqa_otel.cli.run import add_run_parser
     from rqa_otel.cli.vault import add_vault_parser
     from rqa_otel.cli.view import add_view_parser
     from rqa_otel.telemetry import VERSION

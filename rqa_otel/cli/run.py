@@ -13,14 +13,17 @@ data was recorded.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
 
-from rqa_otel.cli.arguments import fail
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to launch a program
+if TYPE_CHECKING:
+    import argparse
+    from typing import Sequence
+
+# argparse, shutil and the error helper are imported where the command
+# needs them: the program it starts imports this module for RunSummary.
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
 SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"  # rqa_otel.config.model's, without importing the settings code
@@ -31,6 +34,8 @@ UNINSTRUMENTED_VARIABLE = "_RQA_OTEL_RUN_UNINSTRUMENTED"
 
 
 def add_run_parser(commands) -> None:
+    import argparse
+
     run = commands.add_parser(
         "run",
         help="run an unmodified program with telemetry set up",
@@ -55,6 +60,10 @@ def add_run_parser(commands) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    import shutil
+
+    from rqa_otel.cli.arguments import fail
+
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]

@@ -24,7 +24,6 @@ variable's name has no case worth keeping).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from typing import Any, Callable, Iterator, Mapping
@@ -54,6 +53,8 @@ def split_tree(tree: Mapping[str, Any], source: str) -> tuple[dict[str, Any], di
     for key, value in tree.items():
         if is_application_key(key):
             app[key] = value
+            import difflib  # here: only a file with application keys needs it
+
             close = difflib.get_close_matches(str(key).lower(), sorted(SECTIONS), n=1, cutoff=0.85)
             if close and str(key) not in _warned_close:
                 _warned_close.add(str(key))
@@ -69,9 +70,6 @@ def split_tree(tree: Mapping[str, Any], source: str) -> tuple[dict[str, Any], di
 def app_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """``RQA_APP__*`` variables as (tree, {dotted key: variable}). A variable
     that names one of rqa-otel's own settings is refused, naming both."""
-    # Imported here: dynaconf costs ~0.1 s to import (see environment.py).
-    from dynaconf.utils.parse_conf import parse_conf_data
-
     prefix = APP_PREFIX + "__"
     tree: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -98,6 +96,10 @@ def app_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[st
             if not isinstance(child, dict):
                 child = node[part] = {}
             node = child
+        # Imported here, for a variable to parse: dynaconf costs ~0.1 s to
+        # import (see environment.py).
+        from dynaconf.utils.parse_conf import parse_conf_data
+
         node[parts[-1]] = parse_conf_data(text, tomlfy=True)
         sources[dotted] = f"environment variable {name}"
     if errors:

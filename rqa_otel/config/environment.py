@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Callable, Mapping
 
 from rqa_otel.config.model import ENV_PREFIX, SettingsError
-from rqa_otel.config.schema import SCHEMA, SECTIONS, SECURITY_KEYS, parse_key_value_list
+from rqa_otel.config.schema import MAP_KEYS, SCHEMA, SECTIONS, SECURITY_KEYS, parse_key_value_list
 
 _log = logging.getLogger("rqa_otel.config")
 
@@ -21,6 +22,14 @@ def rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         # dynaconf reads os.environ itself; for any other mapping, only what
         # that mapping holds counts.
         return _nest({k: v for k, v in environ.items() if k.upper().startswith(f"{ENV_PREFIX}_")})
+    plain = _plain_tree(environ)
+    if plain is not None:
+        return plain  # what dynaconf would make of these variables, without its import
+    return dynaconf_tree()
+
+
+def dynaconf_tree() -> dict[str, Any]:
+    """The RQA_* variables of os.environ as dynaconf reads them."""
     # Imported here: dynaconf costs ~0.1 s to import and `import rqa_otel`
     # alone does not need it.
     from dynaconf import Dynaconf
@@ -34,10 +43,69 @@ def rqa_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return {key.lower(): value for key, value in loaded.items() if key.upper() not in internal}
 
 
-def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
-    # Imported here for the same reason as Dynaconf above.
-    from dynaconf.utils.parse_conf import parse_conf_data
+_PLAIN_NAME = re.compile(rf"{ENV_PREFIX}_[A-Z0-9_]+\Z")
+_DYNACONF_OPTIONS = frozenset({"ENVVAR_PREFIX", "ENVIRONMENTS", "LOAD_DOTENV", "SETTINGS_FILES", "SETTINGS_FILE"})
 
+
+def _plain_tree(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The tree Dynaconf(envvar_prefix=RQA) gives for the usual variables,
+    built without importing dynaconf (~0.1 s of every start-up): upper-case
+    names with plain values, parsed as dynaconf parses them (TOML, with
+    True/False spelt as Python does; text that is no TOML stays text).
+    None, and dynaconf reads them, for anything else: one of dynaconf's own
+    variables, a value with one of its @converters, a setting whose keys
+    keep their case, two variables for one key. A test holds this equal to
+    dynaconf's tree."""
+    tree: dict[str, Any] = {}
+    for name, text in environ.items():
+        upper = name.upper()
+        if upper.startswith("DYNACONF_") or upper.endswith("_FOR_DYNACONF"):
+            return None
+        if not upper.startswith(f"{ENV_PREFIX}_") or name == f"{ENV_PREFIX}_SETTINGS_FILE":
+            continue  # the settings file is the loader's to read; dynaconf neither reads it nor returns it
+        if not _PLAIN_NAME.match(name) or text.lstrip().startswith("@"):
+            return None
+        # As dynaconf: the top-level key in lower case, nested ones as spelt.
+        parts = name[len(ENV_PREFIX) + 1 :].split("__")
+        parts[0] = parts[0].lower()
+        dotted = ".".join(parts).lower()
+        if not all(parts) or parts[0].upper() in _DYNACONF_OPTIONS:
+            return None
+        if any(key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + ".") for key in MAP_KEYS):
+            return None
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                return None
+        if parts[-1] in node:
+            return None
+        node[parts[-1]] = _toml_value(text)
+    return tree
+
+
+_TOML_VALUE_STARTS = frozenset("\"'tf[{0123456789+-in")
+"""The characters a TOML value can start with (tomllib's parse_value);
+an empty text is none of them."""
+
+
+def _toml_value(text: str) -> Any:
+    """dynaconf's parse_conf_data(boolean_fix(text), tomlfy=True) for text without @converters."""
+    if text and text.strip() in ("True", "False"):
+        text = text.lower()
+    if text.lstrip(" \t")[:1] not in _TOML_VALUE_STARTS:
+        # No TOML value starts so (a path, a name): tomllib would refuse it
+        # and the text stays text; its import is spared (~10 ms of a start).
+        return text
+    import tomllib
+
+    try:
+        return tomllib.loads(f"key={text}")["key"]
+    except (tomllib.TOMLDecodeError, KeyError):
+        return text
+
+
+def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, text in variables.items():
         parts = name[len(ENV_PREFIX) + 1 :].lower().split("__")
@@ -46,6 +114,9 @@ def _nest(variables: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+        # Imported here, for a variable to parse, for the same reason as Dynaconf above.
+        from dynaconf.utils.parse_conf import parse_conf_data
+
         node[parts[-1]] = parse_conf_data(text, tomlfy=True)
     return tree
 

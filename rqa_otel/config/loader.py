@@ -13,8 +13,9 @@ Layers, lowest first (docs/settings.md):
 
 Files are read through one descriptor each, permission-checked on that
 descriptor (rqa_otel.config.permissions), parsed (YAML by dynaconf's own
-parser) and merged key by key; dynaconf reads the ``RQA_*`` variables
-(rqa_otel.config.environment). ``ENC[...]`` values are decrypted by the
+parser; the packaged defaults from their build-time JSON copy,
+rqa_otel.config.packaged_defaults) and merged key by key; the ``RQA_*``
+variables are read as dynaconf reads them (rqa_otel.config.environment). ``ENC[...]`` values are decrypted by the
 ConfigVault. The result is validated against ``SCHEMA``
 (rqa_otel.config.schema) and frozen into dataclasses
 (rqa_otel.config.model), so a bad value fails at once, naming the setting,
@@ -29,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,6 +39,7 @@ from rqa_otel.config.aliases import rename_in_flat, rename_in_tree
 from rqa_otel.config.environment import is_foreign_variable, otel_environment, rqa_environment, rqa_variable
 from rqa_otel.config.model import (
     DEFAULTS_FILE,
+    DEFAULTS_TREE_FILE,
     OTLP_SIGNAL_FIELDS,
     SETTINGS_FILE_VARIABLE,
     AgentSettings,
@@ -352,7 +353,23 @@ def _digest(digest, path: Path, data: bytes | None) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _packaged_defaults_cached() -> dict[str, Any]:
-    return parse_file(DEFAULTS_FILE, DEFAULTS_FILE.read_bytes())
+    # The YAML's tree as generated at build time: no YAML parser at start
+    # (rqa_otel/config/packaged_defaults.py). The YAML itself when that copy
+    # is missing or was made from another YAML (edited since, or merged
+    # without regenerating it): slower, never wrong.
+    source = DEFAULTS_FILE.read_bytes()
+    try:
+        generated = json.loads(DEFAULTS_TREE_FILE.read_bytes())
+    except (OSError, ValueError):
+        generated = None
+    if isinstance(generated, dict) and generated.get("yaml_sha256") == yaml_digest(source):
+        return generated["defaults"]
+    return parse_file(DEFAULTS_FILE, source)
+
+
+def yaml_digest(data: bytes) -> str:
+    """What default_settings.json records of the YAML it was made from."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _packaged_defaults() -> dict[str, Any]:
@@ -404,6 +421,8 @@ def parse_file(path: Path, data: bytes, secret: bool = False) -> dict[str, Any]:
 
             tree = yaml.load(text, Loader=yaml.SafeLoader)
         elif suffix == ".toml":
+            import tomllib  # here: only a TOML settings file needs it
+
             tree = tomllib.loads(text)
         elif suffix == ".json":
             tree = json.loads(text) if text.strip() else None

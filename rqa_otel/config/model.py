@@ -20,6 +20,9 @@ SETTINGS_FILE_VARIABLE = "RQA_SETTINGS_FILE"
 # The packaged defaults stay beside the package's __init__ (pyproject's
 # package-data names rqa_otel/default_settings.yaml).
 DEFAULTS_FILE = Path(__file__).parent.parent / "default_settings.yaml"
+DEFAULTS_TREE_FILE = DEFAULTS_FILE.with_suffix(".json")
+"""DEFAULTS_FILE's parsed tree, generated at build time and read at start
+(rqa_otel/config/packaged_defaults.py)."""
 
 EXPORTERS = ("otlp", "console", "file", "none", "influxdb")
 METRIC_EXPORTERS = EXPORTERS + ("prometheus",)

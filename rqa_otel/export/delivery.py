@@ -29,7 +29,6 @@ shutdown stay bounded too.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import logging
 import operator
@@ -39,7 +38,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
-import backoff
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -142,6 +140,8 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     except ValueError:
         pass
     try:
+        import email.utils  # here: a date in Retry-After is rare, and the module costs ~3 ms of a start-up
+
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
@@ -220,6 +220,11 @@ class ExportBackoff:
     and a back-end that returns should get the backlog soon."""
 
     def delays(self) -> Iterator[float]:
+        # Imported at the first retry (this generator's first step): the
+        # backoff package imports asyncio, ~20 ms of a start-up that may
+        # never retry.
+        import backoff
+
         for delay in backoff.expo(base=2, factor=self.base_delay_s, max_value=self.max_delay_s):
             if delay:
                 yield backoff.full_jitter(delay)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -32,14 +32,14 @@ from rqa_otel._util.private_files import DEFAULT_FILE_MODE
 from rqa_otel.config.model import OtlpSettings, RotationSettings, Settings
 from rqa_otel.export.accounting import AccountingMetricExporter, AccountingSpanExporter
 from rqa_otel.export.delivery import PayloadLogSink, PayloadMetricExporter, PayloadSpanExporter
-from rqa_otel.export.files import otlp_json
-from rqa_otel.export.files.rotating import RotatingFile
 from rqa_otel.export.log_sink import LogSink
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
 from rqa_otel.export.scrubbing import ScrubbingSpanExporter
-from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
 from rqa_otel.export.spool import Senders
 from rqa_otel.scrub import Scrubber
+
+if TYPE_CHECKING:
+    from rqa_otel.export.files.rotating import RotatingFile
 
 AccountingExporter = Union[AccountingSpanExporter, AccountingMetricExporter]
 
@@ -91,7 +91,12 @@ def build_log_sink(
     the first."""
     kind = kind or settings.export.exporter("logs")
     senders = senders or _direct_senders(settings)
+    if kind in ("file", "console"):
+        # Loaded for these exporters only: their text formats cost ~3 ms to import.
+        from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
     if kind == "file":
+        from rqa_otel.export.files import otlp_json
+
         path = os.path.join(settings.export.directory, otlp_json.FILE_NAMES["logs"])
         return OtlpJsonFileLogSink(
             rotating_file(path, settings.rotation, settings.export.file_mode), LogsEncoder(resource_attributes)
@@ -126,6 +131,8 @@ def build_log_mirrors(
     mirrors: list[LogSink] = [
         build_log_sink(settings, resource_attributes or {}, senders, kind=kind) for kind in kinds[1:]
     ]
+    if (log.console and "console" not in kinds) or log.file:
+        from rqa_otel.export.sinks import TextLogSink
     if log.console and "console" not in kinds:
         mirrors.append(TextLogSink(sys.stderr))
     if log.file:
@@ -172,6 +179,8 @@ def temporality_preference(preference: str) -> dict[type, AggregationTemporality
 def rotating_file(path: str | os.PathLike[str], rotation: RotationSettings, file_mode: int = DEFAULT_FILE_MODE) -> RotatingFile:
     """Every file rqa-otel writes rotates the same way, survives a full disk
     and is created with ``export.file_mode``."""
+    from rqa_otel.export.files.rotating import RotatingFile  # the file exporters' (not OTLP's)
+
     return RotatingFile(
         path, max_bytes=rotation.max_bytes, backup_count=rotation.backup_count, compress=rotation.compress,
         file_mode=file_mode,
@@ -179,6 +188,8 @@ def rotating_file(path: str | os.PathLike[str], rotation: RotationSettings, file
 
 
 def _file_exporter(signal: str, directory: str, rotation: RotationSettings, file_mode: int) -> tuple[Any, str]:
+    from rqa_otel.export.files import otlp_json
+
     cls = {"traces": otlp_json.OtlpJsonSpanExporter, "metrics": otlp_json.OtlpJsonMetricExporter}[signal]
     file = rotating_file(os.path.join(directory, otlp_json.FILE_NAMES[signal]), rotation, file_mode)
     return cls(file), f"file {file.path}"

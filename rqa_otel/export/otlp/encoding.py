@@ -12,13 +12,29 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics as _metrics_request
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as _spans_request
 from opentelemetry.sdk.metrics.export import Metric, MetricsData, ResourceMetrics, ScopeMetrics
 
 from rqa_otel.export.delivery import Payload, metrics_value, span_value, split_by_value, split_logs_by_value
 from rqa_otel.export.dropped import DROPPED_POINTS
 from rqa_otel.export.otlp.log_encoding import LogsEncoder
+from rqa_otel.export.otlp.metric_encoding import encode_request as _direct_metrics_request
+
+# The SDK's encoders (protobuf and the generated OTLP classes, ~30 ms to
+# import) are loaded when first needed: spans, or metrics the direct writer
+# leaves to them (rqa_otel.export.otlp.metric_encoding).
+
+
+def _spans_request(spans: Sequence[Any]) -> Any:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    return encode_spans(spans)
+
+
+def _metrics_request(data: MetricsData) -> Any:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    return encode_metrics(data)
+
 
 # One value the protobuf cannot hold (a lone surrogate in a span name, a
 # scope name...) makes the SDK's encoder raise for the whole request. Then,
@@ -46,6 +62,9 @@ def encode_metrics(data: MetricsData) -> list[Payload]:
     points = _count_points(data)
     if not points:
         return []
+    direct = _direct_metrics_request(data)
+    if direct is not None:
+        return [Payload("metrics", direct, metrics_value(data), points)]
     try:
         body = _metrics_request(data).SerializeToString()
     except Exception:
