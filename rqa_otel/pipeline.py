@@ -38,7 +38,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from rqa_otel import names
 from rqa_otel._util.fork import in_forked_child
-from rqa_otel._util.version import installed_version
+from rqa_otel._util.version import rqa_otel_version
 from rqa_otel.alerts import Alerts
 from rqa_otel.config.live import LiveSettings
 from rqa_otel.config.model import LimitSettings, Settings
@@ -55,19 +55,7 @@ from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.scrub import Scrubber
 
 
-def _version() -> str:
-    found = installed_version("rqa-otel")  # without importing importlib.metadata (~8 ms)
-    if found is not None:
-        return found
-    try:
-        from importlib.metadata import version
-
-        return version("rqa-otel")
-    except Exception:  # running from a source tree that is not installed
-        return "0+unknown"
-
-
-VERSION = _version()
+VERSION = rqa_otel_version()
 
 SIGNALS = ("traces", "metrics", "logs")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import urllib.request
 
@@ -20,6 +21,7 @@ from backends import free_port
 from otlp_receivers import ByteCounter, GrpcReceiver, HttpReceiver
 from rqa_otel.config.loader import load_settings
 from rqa_otel.config.model import SettingsError
+from rqa_otel.export.otlp.transport import user_agent
 
 SIGNALS = ("traces", "metrics", "logs")
 
@@ -96,6 +98,9 @@ def test_http_per_signal_endpoints_headers_and_gzip(receivers, monkeypatch, tmp_
     assert spans.headers["tenant"] == "generic" and records.headers["tenant"] == "logs"
     assert spans.headers.get("Content-Encoding") == "gzip" and records.headers.get("Content-Encoding") == "gzip"
     assert "Content-Encoding" not in points.headers, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION=none wins"
+    # The specification: an exporter SHOULD say which exporter, language and version it is.
+    assert {r.headers["User-Agent"] for r in own.requests + generic.requests} == {user_agent()}
+    assert re.fullmatch(r"rqa-otel/\S+ \(Python 3\.\d+\)", user_agent())
     resource = records.decoded().resource_logs[0].resource
     resource_attributes = {a.key: a.value.string_value for a in resource.attributes}
     assert resource_attributes["service.name"] == "env-service" and resource_attributes["team"] == "alpha"
@@ -141,6 +146,7 @@ def test_grpc_per_signal_endpoint_protocol_metadata_and_gzip_on_the_wire(receive
         telemetry.shutdown()
         counter.close()
     assert grpc_generic.of("metrics")[0].headers["tenant"] == "generic"
+    assert grpc_generic.of("metrics")[0].headers["user-agent"].startswith(user_agent() + " grpc-python/")
     record = grpc_logs.of("logs")[0]
     assert record.headers["tenant"] == "logs"
     assert record.decoded().resource_logs[0].scope_logs[0].log_records[0].body.string_value == big

@@ -10,6 +10,25 @@ import sys
 from importlib.machinery import PathFinder
 
 
+_own: str | None = None
+
+
+def rqa_otel_version() -> str:
+    """rqa-otel's installed version (``0+unknown`` in a source tree that is not installed)."""
+    global _own
+    if _own is None:
+        found = installed_version("rqa-otel")
+        if found is None:
+            try:
+                from importlib.metadata import version
+
+                found = version("rqa-otel")
+            except Exception:  # running from a source tree that is not installed
+                found = "0+unknown"
+        _own = found
+    return _own
+
+
 def _normalized(name: str) -> str:
     # importlib.metadata's Prepared.normalize
     return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")

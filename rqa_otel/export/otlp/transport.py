@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import select
 import threading
 import time
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from rqa_otel._util.version import rqa_otel_version
 from rqa_otel.config.model import OtlpSettings, SettingsError
 from rqa_otel.export.delivery import DELIVERED, Outcome, Payload, SendResult, classify_http
 from rqa_otel.export.otlp.plain_http import PlainHttpConnection
@@ -79,9 +81,17 @@ def otlp_transport(signal: str, otlp: OtlpSettings) -> "OtlpHttpTransport | Otlp
     url, headers = _without_credentials(otlp_url(signal, otlp), otlp.headers)
     tls = _tls(signal, otlp, url)
     gzip = otlp.compression == "gzip"
-    if otlp.protocol == "grpc":
+    if otlp.protocol == "grpc":  # its user agent is the channel's (grpc_channel)
         return OtlpGrpcTransport(signal, url, headers, otlp.timeout_s, gzip=gzip, tls=tls)
+    if not any(key.lower() == "user-agent" for key in headers):  # the user's own wins
+        headers = {**headers, "User-Agent": user_agent()}
     return OtlpHttpTransport(url, headers, otlp.timeout_s, gzip=gzip, tls=tls)
+
+
+def user_agent() -> str:
+    """Who sends (the OTLP specification: exporters SHOULD say which
+    exporter, language and version they are), e.g. ``rqa-otel/0.2.0 (Python 3.11)``."""
+    return f"rqa-otel/{rqa_otel_version()} (Python {sys.version_info[0]}.{sys.version_info[1]})"
 
 
 def otlp_url(signal: str, otlp: OtlpSettings) -> str:
@@ -334,15 +344,16 @@ def grpc_channel(url: str, tls: Tls | None = None) -> Any:
     port = parts.port if parts.port is not None else (80 if parts.scheme == "http" else 443)
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
     target = f"{host}:{port}"
+    options = [("grpc.primary_user_agent", user_agent())]  # before grpc's own "grpc-python/..."
     if parts.scheme == "http":
-        return grpc.insecure_channel(target)
+        return grpc.insecure_channel(target, options)
     tls = tls or Tls()
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read_pem(tls.ca_file),
         private_key=_read_pem(tls.client_key),
         certificate_chain=_read_pem(tls.client_certificate),
     )
-    return grpc.secure_channel(target, credentials)
+    return grpc.secure_channel(target, credentials, options)
 
 
 def _read_pem(path: str) -> bytes | None:
