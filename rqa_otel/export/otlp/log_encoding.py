@@ -19,9 +19,11 @@ from typing import Any, Mapping, Sequence
 from rqa_otel import names
 from rqa_otel._util.fork import in_forked_child
 from rqa_otel.export.log_entry import SHAPED_VALUES, LogEntry, shape_of, with_attribute_dict
+from rqa_otel.export.otlp.protobuf_wire import length_delimited as _field
+from rqa_otel.export.otlp.protobuf_wire import pack_double as _pack_double
+from rqa_otel.export.otlp.protobuf_wire import varint as _varint
 
 _pack_fixed64 = struct.Struct("<Q").pack
-_pack_double = struct.Struct("<d").pack
 _pack_fixed32 = struct.Struct("<I").pack
 
 # Protobuf strings and JSON text must be valid UTF-8: a receiver refuses the
@@ -57,29 +59,6 @@ def severity(levelno: int) -> tuple[int, str]:
     if text is None:
         text = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")[min((number - 1) // 4, 5)]
     return number, text
-
-
-_SMALL_VARINTS = tuple(bytes((n,)) for n in range(0x80))
-
-
-def _varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _SMALL_VARINTS[value]
-    if 0 <= value < 0x4000:
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field: tag byte, length, payload."""
-    return bytes((tag,)) + _varint(len(payload)) + payload
 
 
 def _any_value(value: Any) -> bytes:

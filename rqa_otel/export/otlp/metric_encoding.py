@@ -17,9 +17,12 @@ from typing import Any, Mapping
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
 
+from rqa_otel.export.otlp.protobuf_wire import length_delimited as _field
+from rqa_otel.export.otlp.protobuf_wire import pack_double as _double
+from rqa_otel.export.otlp.protobuf_wire import varint as _varint
+
 _fixed64 = struct.Struct("<Q").pack
 _sfixed64 = struct.Struct("<q").pack
-_double = struct.Struct("<d").pack
 _INT64 = range(-(1 << 63), 1 << 63)
 
 
@@ -33,21 +36,6 @@ def encode_request(data: MetricsData) -> bytes | None:
         return _request(data)
     except (Unsupported, UnicodeEncodeError):
         return None
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
 
 
 def _text(tag: int, value: str) -> bytes:
