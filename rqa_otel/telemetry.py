@@ -245,17 +245,12 @@ class Telemetry:
             self._unregister()
 
         def stop() -> bool:
-            # Logs and traces first: the metrics' last collection counts
-            # what they dropped.
-            # The spans' batch is written while the log worker writes its own.
-            providers = self._pipeline.sdk_providers()  # tracer, logger, meter (the no-op ones left out)
-            tracer_provider = self._pipeline.tracer_provider
-            if tracer_provider in providers:
-                tracer_provider.shutdown()
+            # Logs, then traces, then metrics: a log export refused at the
+            # end raises an alert span, and the metrics' last collection
+            # counts what the others dropped.
             logs_done = self._log_worker.shutdown(timeout_s) if self._log_worker is not None else True
-            for provider in providers:
-                if provider is not tracer_provider:
-                    provider.shutdown()
+            for provider in self._pipeline.sdk_providers():  # tracer, logger, meter (the no-op ones left out)
+                provider.shutdown()
             if self.resource_gauges is not None:
                 self.resource_gauges.sampler.close()
             return logs_done
