@@ -54,7 +54,6 @@ from rqa_otel.ops.readiness import Check, exporter_check
 from rqa_otel.resources import ResourceGauges, ResourceSampler
 from rqa_otel.scrub import Scrubber
 
-
 VERSION = rqa_otel_version()
 
 SIGNALS = ("traces", "metrics", "logs")

@@ -293,7 +293,7 @@ def _flush_at_child_exit(handle: Telemetry) -> None:
     flush first."""
     if not handle.is_shut_down:
         multiprocessing_util.Finalize(handle, handle.force_flush, exitpriority=100)
-        _flush_on_terminate(handle)
+        flush_then_die_on_sigterm(handle.flush_before_exit)
 
 
 def flush_then_die_on_sigterm(flush: Callable[[], Any]) -> None:
@@ -353,10 +353,6 @@ def flush_then_die_on_sigterm(flush: Callable[[], Any]) -> None:
     on_sigterm.rqa_flushes = True  # type: ignore[attr-defined]
     watcher.start()  # first: a SIGTERM from the moment the handler is in is the watcher's
     signal.signal(signal.SIGTERM, on_sigterm)
-
-
-def _flush_on_terminate(handle: Telemetry) -> None:
-    flush_then_die_on_sigterm(handle.flush_before_exit)
 
 
 def _keep_basic_config_working(handler: logging.Handler) -> None:

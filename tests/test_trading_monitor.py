@@ -87,6 +87,7 @@ def test_bad_trades_are_refused_and_nothing_is_recorded(telemetry, tmp_path):
         (("600519.SH", "buy", 1.0, 1, "s", None, True, "Market"), "order_id True"),
         (("600519.SH", "buy", 1.0, 1, "s", None, 2**63, "Market"), "order_id 9223372036854775808"),
         (("600519.SH", "buy", 1.0, 1, "s", None, 7, " "), "order_type ' '"),
+        (("600519.SH", "buy", 1.0, 1, "s", None, 7, "Market\r\nforged"), "order_type 'Market\\\\r\\\\nforged': holds '\\\\r'"),
     ]
     for arguments, message in bad:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):

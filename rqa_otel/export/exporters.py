@@ -91,17 +91,19 @@ def build_log_sink(
     the first."""
     kind = kind or settings.export.exporter("logs")
     senders = senders or _direct_senders(settings)
-    if kind in ("file", "console"):
-        # Loaded for these exporters only: their text formats cost ~3 ms to import.
-        from rqa_otel.export.sinks import OtlpJsonFileLogSink, TextLogSink
+    # The file and console sinks are loaded for these exporters only: their
+    # text formats cost ~3 ms to import.
     if kind == "file":
         from rqa_otel.export.files import otlp_json
+        from rqa_otel.export.sinks import OtlpJsonFileLogSink
 
         path = os.path.join(settings.export.directory, otlp_json.FILE_NAMES["logs"])
         return OtlpJsonFileLogSink(
             rotating_file(path, settings.rotation, settings.export.file_mode), LogsEncoder(resource_attributes)
         )
     if kind == "console":
+        from rqa_otel.export.sinks import TextLogSink
+
         return TextLogSink(sys.stderr)
     if kind == "influxdb":
         from rqa_otel.export.influx.exporter import influx_log_sink  # loaded only when configured
@@ -131,11 +133,13 @@ def build_log_mirrors(
     mirrors: list[LogSink] = [
         build_log_sink(settings, resource_attributes or {}, senders, kind=kind) for kind in kinds[1:]
     ]
-    if (log.console and "console" not in kinds) or log.file:
-        from rqa_otel.export.sinks import TextLogSink
     if log.console and "console" not in kinds:
+        from rqa_otel.export.sinks import TextLogSink  # here: see build_log_sink
+
         mirrors.append(TextLogSink(sys.stderr))
     if log.file:
+        from rqa_otel.export.sinks import TextLogSink
+
         text_file = rotating_file(log.file, settings.rotation, settings.export.file_mode)
         mirrors.append(TextLogSink(text_file, json_lines=log.file_format == "json"))
     return mirrors

@@ -192,9 +192,9 @@ class BacktestMonitor:
         else:
             time_ns = timestamp_ns(timestamp)
         if order_id is not None or order_type is not None:
-            # Inline for the usual types; _order converts other integers or raises.
-            if not (order_id.__class__ is int and -_INT64 <= order_id < _INT64 and order_type.__class__ is str
-                    and order_type and not order_type.isspace()):
+            # Inline for the usual values (an order type already checked);
+            # _order converts other integers, checks the type or raises.
+            if not (order_id.__class__ is int and -_INT64 <= order_id < _INT64 and order_type in _ORDER_TYPES_CHECKED):
                 order_id, order_type = _order(order_id, order_type)
         notional = price * quantity
         if notional == _INFINITY:
@@ -556,6 +556,7 @@ _SIGNALS = {side: side.upper() for side in ACTIONS}
 _INFINITY = math.inf
 _EXACT_INT = 2**53  # ints up to here convert to float exactly
 _INT64 = 2**63
+_ORDER_TYPES_CHECKED: set[str] = set()  # order types that passed _order's checks
 _MAX_TIME_NS = 2**63 - 1_000_000  # int64 nanoseconds (year 2262), less the per-trade offset
 
 
@@ -571,11 +572,14 @@ def _order(order_id: Any, order_type: Any) -> tuple[int, str]:
         number = operator.index(order_id) if not isinstance(order_id, bool) else None  # numpy integers too
     except TypeError:
         number = None
-    if number is None or not -(2**63) <= number < 2**63:
+    if number is None or not -_INT64 <= number < _INT64:
         raise ValueError(f"order_id {order_id!r}: expected an integer (with order_type)")
     order_id = int(number)
     if order_type.__class__ is not str or not order_type or order_type.isspace():
         raise ValueError(f"order_type {order_type!r}: expected a non-empty string (with order_id)")
+    check_label("order_type", order_type)
+    if len(_ORDER_TYPES_CHECKED) < 1000:  # a handful in practice (Market, Limit, Stop...)
+        _ORDER_TYPES_CHECKED.add(order_type)
     return order_id, order_type
 
 

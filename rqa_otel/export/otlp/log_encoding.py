@@ -416,5 +416,3 @@ _EVENT_FIELDS = {
     logger: b"\x62" + _varint(len(event.encode())) + event.encode() for logger, event in names.EVENT_NAMES.items()
 }
 _EVENT_JSON = {logger: ',"eventName":' + _json_string(event) + "}" for logger, event in names.EVENT_NAMES.items()}
-
-
