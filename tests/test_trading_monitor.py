@@ -256,3 +256,37 @@ def test_a_journal_of_the_first_layout_is_converted_with_every_row(telemetry, tm
     journal = sqlite3.connect(path)
     assert journal.execute("SELECT count(*) FROM portfolio").fetchone()[0] == 1
     assert [row[0] for row in journal.execute("SELECT id FROM trades ORDER BY id")] == [1, 2, 3, 4]
+
+
+def test_an_idle_journal_sleeps_and_still_commits_the_next_trade_on_its_own(tmp_path):
+    """No wake-ups while nothing is queued (the writer used to poll 20 times a
+    second); the first trade after a quiet spell still reaches the file
+    within the commit interval, without a flush."""
+    import threading
+
+    from rqa_otel.trading.journal import TradeJournal
+
+    journal = TradeJournal(tmp_path / "idle.db")
+    try:
+        (writer,) = [t for t in threading.enumerate() if t.name == "rqa-otel trade journal"]
+
+        def wake_ups() -> int:
+            with open(f"/proc/self/task/{writer.native_id}/status") as status:
+                fields = dict(line.split(":", 1) for line in status)
+            return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+
+        time.sleep(0.1)
+        before = wake_ups()
+        time.sleep(0.6)
+        assert wake_ups() - before <= 1
+        journal.append_trade(("run", "idle", "600519.SH", "buy", 10.0, 100.0, 1_700_000_000_000_000_000))
+        deadline = time.monotonic() + 5.0
+        rows = []
+        while not rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+            reader = sqlite3.connect(tmp_path / "idle.db")
+            rows = reader.execute("SELECT strategy, quantity FROM trade_rows").fetchall()
+            reader.close()
+        assert rows == [("idle", 100.0)]
+    finally:
+        journal.close()

@@ -1,8 +1,8 @@
 """The durable trade journal: SQLite in WAL mode, written by one background thread.
 
 Durability point: ``append()`` queues a row and returns; the writer commits
-whatever is queued every ``commit_interval_s`` (group commit), and at once
-on ``flush()``. So a trade whose ``record_trade`` returned is in the journal
+what is queued ``commit_interval_s`` after the first row (group commit), and
+at once on ``flush()``; with nothing queued it sleeps. So a trade whose ``record_trade`` returned is in the journal
 once ``flush()`` has returned, or at most ``commit_interval_s`` plus one
 commit later, and survives the process being killed from then on. At most
 ``max_pending`` rows wait for a commit: a caller recording faster than
@@ -117,6 +117,7 @@ class TradeJournal:
         self._committed = threading.Condition(self._lock)
         self._requested = self._done = 0
         self._closing = False
+        self._writer_idle = False
         self.failed_commits = 0
         self._series_ids: dict[tuple[str, str, str], int] | None = None  # the writer's, loaded at its first commit
         self._run_ids: dict[str, int] | None = None
@@ -157,8 +158,17 @@ class TradeJournal:
     def append_trade(self, row: tuple) -> None:
         """``row``: (run_id, strategy, symbol, action, price, quantity, time_ns)."""
         self._trades.append(row)  # deque.append is atomic; the writer drains it
+        if self._writer_idle:
+            self._wake_writer()
         if len(self._trades) >= self._max_pending:
             self._wait_for_writer()
+
+    def _wake_writer(self) -> None:
+        # Read after the append: the writer marks itself idle before it
+        # checks the queues (under the lock), so a row it did not see finds
+        # the mark set here, and this notify reaches its wait.
+        with self._lock:
+            self._wake.notify()
 
     def _wait_for_writer(self) -> None:
         """Back-pressure: a backtest recording faster than SQLite commits
@@ -171,6 +181,8 @@ class TradeJournal:
 
     def append_snapshot(self, row: tuple) -> None:
         self._snapshots.append(row)
+        if self._writer_idle:
+            self._wake_writer()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Commit everything appended so far; True once it is durable."""
@@ -200,6 +212,13 @@ class TradeJournal:
     def _write(self, connection: sqlite3.Connection) -> None:
         while True:
             with self._lock:
+                # Nothing queued: sleep until a row, a flush or the close
+                # (an idle journal does not wake 20 times a second).
+                self._writer_idle = True
+                while not (self._closing or self._requested != self._done or self._trades or self._snapshots):
+                    self._wake.wait()
+                self._writer_idle = False
+                # Group commit: what arrives within the interval goes in one transaction.
                 if not self._closing and self._requested == self._done and len(self._trades) < self._max_pending:
                     self._wake.wait(self._commit_interval_s)
                 ticket, closing = self._requested, self._closing
