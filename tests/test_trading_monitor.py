@@ -127,9 +127,16 @@ def test_portfolio_snapshots_become_gauges_with_drawdown_and_return(telemetry, t
     with pytest.raises(ValueError, match="positions"):
         monitor.record_portfolio(1.0, 1.0, [("600519.SH", 1)], "dual_ma")
     # Symbols seen before are checked as closely: a bad quantity is refused.
-    for bad in (math.nan, math.inf, True, "100"):
+    for bad in (math.nan, math.inf, True, "100", 10**400):
         with pytest.raises(ValueError, match=r"positions\['600519.SH'\]"):
             monitor.record_portfolio(1.0, 1.0, {"000001.SZ": 0.0, "600519.SH": bad}, "dual_ma")
+    # And a known strategy's value and cash likewise.
+    for field, bad in (("value", math.nan), ("value", True), ("cash", -math.inf), ("cash", "1")):
+        arguments = {"value": 1.0, "cash": 1.0, field: bad}
+        with pytest.raises(ValueError, match=f"^{field} "):
+            monitor.record_portfolio(arguments["value"], arguments["cash"], {"600519.SH": 1}, "dual_ma")
+    with pytest.raises(ValueError, match="^strategy "):
+        monitor.record_portfolio(1.0, 1.0, {"600519.SH": 1}, "dual_ma\n")
     history = monitor.get_portfolio_history(strategy="dual_ma")
     assert len(history) == 3 and history[-1].positions == {"000001.SZ": 0.0, "600519.SH": 100.0}
 

@@ -129,6 +129,7 @@ class BacktestMonitor:
         self._run_id = uuid.uuid4().hex
         self._sequence = 0
         self._known_symbols: set[str] = set()  # position symbols that passed the checks
+        self._known_strategies: set[str] = set()  # record_portfolio's, likewise
         self._emit_trade = telemetry.event_emitter(names.TRADE_EVENT)
         self._append_trade = self.journal.append_trade
 
@@ -259,14 +260,21 @@ class BacktestMonitor:
 
     def record_portfolio(self, value, cash, positions, strategy, timestamp=None) -> None:
         """Record a snapshot: ``positions`` maps symbol -> quantity."""
-        strategy = _text("strategy", strategy)
-        value = _finite("value", value)
-        cash = _finite("cash", cash)
+        # Inline for the usual types, as in record_trade; the helpers accept
+        # anything else or name the field in their error.
+        if strategy.__class__ is not str or strategy not in self._known_strategies:
+            strategy = _text("strategy", strategy)
+            if len(self._known_strategies) < _KNOWN_SYMBOLS_KEPT:
+                self._known_strategies.add(strategy)
+        if value.__class__ is not float or value - value != 0.0:  # x - x is nan for inf and nan
+            value = _finite("value", value)
+        if cash.__class__ is not float or cash - cash != 0.0:
+            cash = _finite("cash", cash)
         if not isinstance(positions, Mapping):
             raise ValueError(f"positions {type(positions).__name__}: expected a mapping of symbol -> quantity")
         holdings = self._holdings(positions)
         time_ns = timestamp_ns(timestamp)
-        held = sum(1 for q in holdings.values() if q)
+        held = len(holdings) - list(holdings.values()).count(0.0)  # -0.0 counts as none held too
         holdings_json = json.dumps(holdings, sort_keys=True)  # once: the event and the journal row
         with self._lock:
             state = self._portfolios.setdefault(strategy, {"start": value, "peak": value})
@@ -297,11 +305,15 @@ class BacktestMonitor:
             for symbol, quantity in positions.items():
                 if symbol.__class__ is not str or symbol not in known:
                     break
-                # x - x is nan for inf and nan: those take the checks below.
-                if quantity.__class__ is not float or quantity - quantity != 0.0:
+                # x - x is nan for inf and nan: those take the checks below;
+                # whole shares (int, not bool) are as usual as floats.
+                if quantity.__class__ is float:
+                    if quantity - quantity != 0.0:
+                        break
+                elif quantity.__class__ is not int or not _FINITE_MIN <= quantity <= _FINITE_MAX:
                     break
             else:
-                return dict(positions)
+                return {symbol: float(quantity) for symbol, quantity in positions.items()}
         holdings = {_text("positions symbol", s): _quantity(s, q) for s, q in positions.items()}
         if len(known) < _KNOWN_SYMBOLS_KEPT:
             known.update(s for s in holdings if s.__class__ is str)
