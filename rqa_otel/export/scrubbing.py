@@ -158,24 +158,106 @@ def scrubbing_view(scrubber: Scrubber) -> View:
 
 
 class _ScrubbingAggregation(Aggregation):
+    """The default aggregation, its series' attributes scrubbed. A short
+    program's final flush is its first collection: every observable
+    gauge's series is set up then (about 75 in the demo), so the set-up
+    is direct: the concrete aggregation is looked up by the instrument's
+    class (``DefaultAggregation`` walks a chain of isinstance checks
+    against ABCs per series), and the scrubbed reservoir builder is made
+    once per aggregation type."""
+
     def __init__(self, scrubber: Scrubber) -> None:
         self._scrubber = scrubber
         self._default = DefaultAggregation()
+        self._builders: dict[Any, Any] = {}
 
     def _create_aggregation(self, instrument: Any, attributes: Any, reservoir_factory: Any, start_time_unix_nano: int) -> Any:
-        scrubber = self._scrubber
         if attributes:
             try:
-                attributes = _encodable(scrubber.scrub_attributes(attributes))
+                attributes = _encodable(self._scrubber.scrub_attributes(attributes))
             except Exception:  # never exported unscrubbed
                 _log.warning("could not scrub the attributes of a %r series; their values are withheld", instrument.name)
                 attributes = {key: MARKER for key in attributes}
+        make = _DEFAULTS.get(instrument.__class__)
+        if make is not None:
+            return make(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
+        return self._default._create_aggregation(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
+
+    def _reservoirs(self, reservoir_factory: Any) -> Any:
+        """``reservoir_factory`` with every reservoir it builds scrubbed; one
+        builder per aggregation type (the factory is the view's: a pure function)."""
+        builders = self._builders.get(reservoir_factory)
+        if builders is None:
+            builders = self._builders[reservoir_factory] = {}
+        scrubber = self._scrubber
 
         def reservoirs(aggregation_type: Any) -> Any:
-            build = reservoir_factory(aggregation_type)
-            return lambda **kwargs: _ScrubbedReservoir(build(**kwargs), scrubber)
+            builder = builders.get(aggregation_type)
+            if builder is None:
+                build = reservoir_factory(aggregation_type)
 
-        return self._default._create_aggregation(instrument, attributes, reservoirs, start_time_unix_nano)
+                def builder(**kwargs: Any) -> _ScrubbedReservoir:
+                    return _ScrubbedReservoir(build(**kwargs), scrubber)
+
+                builders[aggregation_type] = builder
+            return builder
+
+        return reservoirs
+
+
+def _default_aggregations() -> dict[type, Any]:
+    """What ``DefaultAggregation`` creates, by the SDK's concrete instrument
+    class (a test holds each equal to it); empty if the SDK's internals
+    moved, and every instrument then takes ``DefaultAggregation`` itself."""
+    try:
+        from opentelemetry.sdk.metrics._internal import aggregation as agg, instrument as inst
+
+        delta, cumulative = agg.AggregationTemporality.DELTA, agg.AggregationTemporality.CUMULATIVE
+        Sum, LastValue, Histogram = agg._SumAggregation, agg._LastValueAggregation, agg._ExplicitBucketHistogramAggregation
+    except (ImportError, AttributeError):  # pragma: no cover (another SDK)
+        return {}
+
+    def sum_of(monotonic: bool, temporality: Any) -> Any:
+        def make(instrument, attributes, reservoirs, start):
+            return Sum(
+                attributes, reservoir_builder=reservoirs(Sum), instrument_is_monotonic=monotonic,
+                instrument_aggregation_temporality=temporality, start_time_unix_nano=start,
+            )
+
+        return make
+
+    def histogram(instrument, attributes, reservoirs, start):
+        return Histogram(
+            attributes, reservoir_builder=reservoirs(Histogram), instrument_aggregation_temporality=delta,
+            boundaries=instrument._advisory.explicit_bucket_boundaries, start_time_unix_nano=start,
+        )
+
+    def last_value_of(synchronous: bool) -> Any:
+        def make(instrument, attributes, reservoirs, start):
+            return LastValue(attributes, reservoir_builder=reservoirs(LastValue), instrument_is_synchronous=synchronous)
+
+        return make
+
+    makers = {
+        "Counter": sum_of(True, delta),
+        "UpDownCounter": sum_of(False, delta),
+        "ObservableCounter": sum_of(True, cumulative),
+        "ObservableUpDownCounter": sum_of(False, cumulative),
+        "Histogram": histogram,
+        "ObservableGauge": last_value_of(False),
+        "Gauge": last_value_of(True),
+    }
+    table: dict[type, Any] = {}
+    for name, make in makers.items():
+        public = getattr(inst, name, None)
+        concrete = getattr(inst, "_" + name, None)
+        if public is None or concrete is None:
+            return {}
+        table[public] = table[concrete] = make
+    return table
+
+
+_DEFAULTS = _default_aggregations()
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -194,6 +276,8 @@ def _encodable(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
 
 class _ScrubbedReservoir:
     """An exemplar reservoir whose exemplars leave with scrubbed attributes."""
+
+    __slots__ = ("_reservoir", "_scrubber", "offer")
 
     def __init__(self, reservoir: Any, scrubber: Scrubber) -> None:
         self._reservoir = reservoir
