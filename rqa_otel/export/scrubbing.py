@@ -60,7 +60,7 @@ class ScrubbingSpanExporter(SpanExporter):
         name = scrubber.scrub_text(span.name)
         changed |= name is not span.name
 
-        original_attributes = span.attributes  # a read-only view, a new one per access
+        original_attributes = span_attributes(span)
         attributes: Any = original_attributes
         scrubbed_attributes = scrubber.scrub_attributes(attributes) if attributes else attributes
         if scrubbed_attributes is not attributes:
@@ -72,12 +72,14 @@ class ScrubbingSpanExporter(SpanExporter):
         events_changed = False
         for event in events:
             event_name = scrubber.scrub_text(event.name)
-            event_attributes = event.attributes
+            event_attributes = plain_attributes(event.attributes)
             scrubbed = scrubber.scrub_attributes(event_attributes) if event_attributes else event_attributes
             if event_name is not event.name or scrubbed is not event_attributes:
                 events_changed = True
                 if scrubbed is not event_attributes:
                     scrubbed = _bounded(scrubbed, event.dropped_attributes)
+                else:  # the original, with its dropped count
+                    scrubbed = event.attributes
                 event = Event(event_name, scrubbed, event.timestamp)
             new_events.append(event)
         if events_changed:
@@ -88,7 +90,7 @@ class ScrubbingSpanExporter(SpanExporter):
         new_links = []
         links_changed = False
         for link in links:
-            link_attributes = link.attributes
+            link_attributes = plain_attributes(link.attributes)
             scrubbed = scrubber.scrub_attributes(link_attributes) if link_attributes else link_attributes
             if scrubbed is not link_attributes:
                 links_changed = True
@@ -127,6 +129,26 @@ class ScrubbingSpanExporter(SpanExporter):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+
+
+def plain_attributes(attributes: Any) -> Any:
+    """The dict behind the SDK's ``BoundedAttributes`` (read, never
+    written): iterating the mapping itself costs a Python call per item,
+    the larger part of scrubbing and encoding a span. Anything else as is."""
+    if attributes.__class__ is BoundedAttributes:
+        inner = getattr(attributes, "_dict", None)
+        if inner.__class__ is dict:
+            return inner
+    return attributes
+
+
+def span_attributes(span: Any) -> Any:
+    """A span's attributes without the read-only view ``span.attributes``
+    makes per access (see ``plain_attributes``)."""
+    inner = getattr(span, "_attributes", None)
+    if inner.__class__ is BoundedAttributes:
+        return plain_attributes(inner)
+    return span.attributes
 
 
 def _bounded(attributes: Mapping[str, Any], dropped: int) -> BoundedAttributes:

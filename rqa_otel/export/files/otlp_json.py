@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from rqa_otel.export.files.rotating import RotatingFile
+from rqa_otel.export.scrubbing import plain_attributes, span_attributes
 from rqa_otel.export.otlp.log_encoding import json_any_value
 
 _ID_FIELDS = frozenset(("traceId", "spanId", "parentSpanId"))
@@ -77,7 +78,7 @@ def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
             if scope is not None and scope.schema_url:
                 entry["schemaUrl"] = scope.schema_url
             scope_spans.append(entry)
-        item: dict[str, Any] = {"resource": _with_attributes({}, resource.attributes), "scopeSpans": scope_spans}
+        item: dict[str, Any] = {"resource": _resource(resource), "scopeSpans": scope_spans}
         if resource.schema_url:
             item["schemaUrl"] = resource.schema_url
         resource_spans.append(item)
@@ -97,10 +98,47 @@ def _scope(scope) -> dict:
 
 def _with_attributes(target: dict, attributes, dropped: int = 0) -> dict:
     if attributes:
-        target["attributes"] = [{"key": key, "value": json_any_value(value)} for key, value in attributes.items()]
+        target["attributes"] = _key_values(plain_attributes(attributes))
     if dropped:
         target["droppedAttributesCount"] = dropped
     return target
+
+
+_INT64 = 1 << 63
+
+
+def _key_values(attributes) -> list:
+    """``json_any_value`` per item, the common scalars inline (a Python call
+    per attribute was most of encoding a span or a point)."""
+    encoded = []
+    append = encoded.append
+    for key, value in attributes.items():
+        cls = value.__class__
+        if cls is str:
+            append({"key": key, "value": {"stringValue": value}})
+        elif cls is float:
+            append({"key": key, "value": {"doubleValue": value}})
+        elif cls is int and -_INT64 <= value < _INT64:
+            append({"key": key, "value": {"intValue": str(value)}})
+        elif cls is bool:
+            append({"key": key, "value": {"boolValue": value}})
+        else:
+            append({"key": key, "value": json_any_value(value)})
+    return encoded
+
+
+_resource_cache: tuple[Any, dict] = (None, {})
+
+
+def _resource(resource) -> dict:
+    """A resource's encoding, once per resource object (a provider's
+    signals share one; its attributes never change). Read-only afterwards."""
+    global _resource_cache
+    cached, encoded = _resource_cache
+    if cached is not resource:
+        encoded = _with_attributes({}, resource.attributes)
+        _resource_cache = (resource, encoded)
+    return encoded
 
 
 def _flags(context) -> int:
@@ -122,7 +160,7 @@ def _span(span: ReadableSpan) -> dict:
         encoded["startTimeUnixNano"] = str(span.start_time)
     if span.end_time:
         encoded["endTimeUnixNano"] = str(span.end_time)
-    _with_attributes(encoded, span.attributes, span.dropped_attributes)
+    _with_attributes(encoded, span_attributes(span), span.dropped_attributes)
     if span.events:
         encoded["events"] = [
             _with_attributes(
@@ -183,7 +221,7 @@ def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
             scopes[scope] = entry
     resource_list = []
     for resource, scopes in resources.items():
-        item: dict[str, Any] = {"resource": _with_attributes({}, resource.attributes)}
+        item: dict[str, Any] = {"resource": _resource(resource)}
         if scopes:
             item["scopeMetrics"] = list(scopes.values())
         if resource.schema_url:
