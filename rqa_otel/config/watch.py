@@ -40,6 +40,7 @@ _log = logging.getLogger("rqa_otel.config")
 # Our own reads raise these; reacting to them would make a loop (the
 # inotify mask below asks for none of them; a custom observer might).
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+_TEARDOWN_DELAY_S = 0.5
 # The events asked of the kernel (watchdog builds the inotify mask from them).
 _EVENTS = [
     FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent, DirDeletedEvent,
@@ -126,6 +127,13 @@ class SettingsWatcher(FileSystemEventHandler):
         try:
             self._watch()
         finally:
+            # watchdog's teardown (its three threads woken and joined, the
+            # inotify descriptor closed) waits a moment: close() is most
+            # often part of a program's exit, whose last flush it would
+            # otherwise compete with for the GIL. The observer is idle by
+            # now (no reload can follow), and a program that goes on gets
+            # its threads back a moment later.
+            time.sleep(_TEARDOWN_DELAY_S)
             self._stop_observer()
 
     def _watch(self) -> None:
