@@ -80,3 +80,38 @@ def test_first_collection_redacts_secrets_in_observable_gauges_counters_and_hist
         "rqa.test.hist": [redacted],
     }
     assert SECRET not in repr(points) and "pw-1234567" not in repr(points)
+
+
+def test_exemplars_come_only_from_offered_measurements_and_leave_scrubbed():
+    from opentelemetry.sdk.metrics import Counter
+    from opentelemetry.sdk.trace import TracerProvider
+
+    scrubber = Scrubber()
+    scrubber.register_secret(SECRET)
+    # One series per counter, so the second attribute set overflows and all
+    # of its measurement's attributes become the exemplar's filtered ones.
+    reader = InMemoryMetricReader(cardinality_limits={Counter: 1})
+    meter = MeterProvider(metric_readers=[reader], views=[scrubbing_view(scrubber)]).get_meter("t")
+    tracer = TracerProvider().get_tracer("t")
+    counter = meter.create_counter("rqa.test.count")
+
+    def exemplars():
+        return {
+            tuple(sorted(point.attributes.items())): [dict(e.filtered_attributes or {}) for e in point.exemplars]
+            for resource in reader.get_metrics_data().resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            for point in metric.data.data_points
+        }
+
+    counter.add(1, {"rqa.strategy": "s"})  # outside a span: no exemplar
+    assert exemplars() == {(("rqa.strategy", "s"),): []}
+    with tracer.start_as_current_span("sampled"):
+        counter.add(1, {"rqa.strategy": "s"})
+        counter.add(1, {"rqa.strategy": "t", "api_key": "k-123456789", "rqa.note": f"via {SECRET}"})
+    assert exemplars() == {
+        (("rqa.strategy", "s"),): [{}],
+        (("otel.metric.overflow", True),): [{"rqa.strategy": "t", "api_key": MARKER, "rqa.note": f"via {MARKER}"}],
+    }
+    counter.add(1, {"rqa.strategy": "s"})  # offered nothing since the last collection: none again
+    assert exemplars() == {(("rqa.strategy", "s"),): [], (("otel.metric.overflow", True),): []}

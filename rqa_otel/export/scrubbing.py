@@ -297,16 +297,27 @@ def _encodable(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class _ScrubbedReservoir:
-    """An exemplar reservoir whose exemplars leave with scrubbed attributes."""
+    """An exemplar reservoir whose exemplars leave with scrubbed attributes.
+    Most series are never offered one (observable gauges; measurements
+    outside a sampled span): their collection asks the SDK's reservoir
+    nothing (its lock, a sort and a reset per point) and returns no exemplar,
+    as it would have."""
 
-    __slots__ = ("_reservoir", "_scrubber", "offer")
+    __slots__ = ("_reservoir", "_scrubber", "_offered")
 
     def __init__(self, reservoir: Any, scrubber: Scrubber) -> None:
         self._reservoir = reservoir
         self._scrubber = scrubber
-        self.offer = reservoir.offer
+        self._offered = False
+
+    def offer(self, value: Any, time_unix_nano: int, attributes: Any, context: Any) -> None:
+        self._reservoir.offer(value, time_unix_nano, attributes, context)
+        self._offered = True
 
     def collect(self, point_attributes: Any) -> list:
+        if not self._offered:
+            return []
+        self._offered = False  # before: an offer during the collection counts for the next
         exemplars = self._reservoir.collect(point_attributes)
         scrub = self._scrubber.scrub_attributes
         return [
