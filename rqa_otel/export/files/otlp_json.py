@@ -27,6 +27,9 @@ from rqa_otel.export.otlp.log_encoding import json_any_value
 
 _ID_FIELDS = frozenset(("traceId", "spanId", "parentSpanId"))
 
+# json.dumps with these arguments builds an encoder per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 FILE_NAMES = {"traces": "traces.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
 
 
@@ -82,7 +85,7 @@ def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
         if resource.schema_url:
             item["schemaUrl"] = resource.schema_url
         resource_spans.append(item)
-    return json.dumps({"resourceSpans": resource_spans}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _dumps({"resourceSpans": resource_spans}).encode() + b"\n"
 
 
 def _scope(scope) -> dict:
@@ -228,7 +231,7 @@ def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
             item["schemaUrl"] = resource.schema_url
         resource_list.append(item)
     document = {"resourceMetrics": resource_list} if resource_list else {}
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _dumps(document).encode() + b"\n"
 
 
 def _double(value: float) -> Any:
