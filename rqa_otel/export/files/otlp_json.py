@@ -206,35 +206,83 @@ def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
     built directly for sums, gauges and explicit histograms, exemplars
     included (exponential histograms take the protobuf path): each collection went
     through protobuf objects and MessageToDict, the largest part of the
-    exporter's cost and of the final flush. A test holds the two equal."""
-    resources: dict[Any, dict[Any, dict]] = {}
+    exporter's cost and of the final flush. A test holds the two equal.
+    Written as text, as json.dumps would write the same document (a test
+    holds that too): a dict per point and attribute, then the encoder's
+    walk over them, were most of the cost of a short program's last
+    collection."""
+    resources: dict[Any, dict[Any, str]] = {}
     for resource_metrics in metrics_data.resource_metrics:
         # As encode_metrics: keyed by resource, then by scope (later entries replace).
-        scopes: dict[Any, dict] = {}
+        scopes: dict[Any, str] = {}
         resources[resource_metrics.resource] = scopes
         for scope_metrics in resource_metrics.scope_metrics:
             scope = scope_metrics.scope
-            entry: dict[str, Any] = {"scope": _scope(scope)}
             metrics = [_metric(metric) for metric in scope_metrics.metrics]
             if any(metric is None for metric in metrics):
                 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
                 return request_to_json_line(encode_metrics(metrics_data))
+            entry = '{"scope":' + _dumps(_scope(scope))
             if metrics:
-                entry["metrics"] = metrics
+                entry += ',"metrics":[' + ",".join(metrics) + "]"  # type: ignore[arg-type]
             if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            scopes[scope] = entry
+                entry += ',"schemaUrl":' + _dumps(scope.schema_url)
+            scopes[scope] = entry + "}"
     resource_list = []
     for resource, scopes in resources.items():
-        item: dict[str, Any] = {"resource": _resource(resource)}
+        item = '{"resource":' + _dumps(_resource(resource))
         if scopes:
-            item["scopeMetrics"] = list(scopes.values())
+            item += ',"scopeMetrics":[' + ",".join(scopes.values()) + "]"
         if resource.schema_url:
-            item["schemaUrl"] = resource.schema_url
-        resource_list.append(item)
-    document = {"resourceMetrics": resource_list} if resource_list else {}
-    return _dumps(document).encode() + b"\n"
+            item += ',"schemaUrl":' + _dumps(resource.schema_url)
+        resource_list.append(item + "}")
+    text = '{"resourceMetrics":[' + ",".join(resource_list) + "]}" if resource_list else "{}"
+    return text.encode() + b"\n"
+
+
+_json_string = json.encoder.encode_basestring  # what the encoder above makes of a str
+_float_repr = float.__repr__
+_INFINITY = math.inf
+
+
+def _json_float(value: float) -> str:
+    """A float as json.dumps writes it (allow_nan: NaN and Infinity bare)."""
+    if value != value:
+        return "NaN"
+    if value == _INFINITY:
+        return "Infinity"
+    if value == -_INFINITY:
+        return "-Infinity"
+    return _float_repr(value)
+
+
+_KEY_HEADS: dict[Any, str] = {}
+
+
+def _key_values_json(attributes) -> str:
+    """``_key_values(attributes)`` as JSON text."""
+    parts = []
+    append = parts.append
+    heads = _KEY_HEADS
+    for key, value in plain_attributes(attributes).items():
+        head = heads.get(key)
+        if head is None:
+            head = '{"key":' + _dumps(key) + ',"value":'
+            if len(heads) < 4096:  # series keys repeat; a bound against a key per value
+                heads[key] = head
+        cls = value.__class__
+        if cls is str:
+            append(head + '{"stringValue":' + _json_string(value) + "}}")
+        elif cls is float:
+            append(head + '{"doubleValue":' + _json_float(value) + "}}")
+        elif cls is int and -_INT64 <= value < _INT64:
+            append(head + '{"intValue":"' + str(value) + '"}}')
+        elif cls is bool:
+            append(head + ('{"boolValue":true}}' if value else '{"boolValue":false}}'))
+        else:
+            append(head + _dumps(json_any_value(value)) + "}")
+    return "[" + ",".join(parts) + "]"
 
 
 def _double(value: float) -> Any:
@@ -279,16 +327,28 @@ def _exemplars(target: dict, exemplars) -> bool:
     return True
 
 
-def _number_point(point, start: bool) -> dict | None:
-    encoded = _times(_with_attributes({}, point.attributes), point, start)  # a gauge's point has no start
+def _number_point(point, start: bool) -> str | None:
+    parts = []
+    if point.attributes:
+        parts.append('"attributes":' + _key_values_json(point.attributes))
+    if start and point.start_time_unix_nano:  # a gauge's point has no start
+        parts.append('"startTimeUnixNano":"' + str(point.start_time_unix_nano) + '"')
+    if point.time_unix_nano:
+        parts.append('"timeUnixNano":"' + str(point.time_unix_nano) + '"')
     value = point.value
     if isinstance(value, int):
-        encoded["asInt"] = str(int(value))
+        parts.append('"asInt":"' + str(int(value)) + '"')
+    elif value.__class__ is float:
+        parts.append('"asDouble":' + _json_float(value))
     else:
-        encoded["asDouble"] = _double(value)
-    if point.exemplars and not _exemplars(encoded, point.exemplars):
-        return None
-    return encoded
+        parts.append('"asDouble":' + _dumps(_double(value)))
+    if point.exemplars:
+        exemplars: dict = {}
+        if not _exemplars(exemplars, point.exemplars):
+            return None
+        if exemplars:
+            parts.append('"exemplars":' + _dumps(exemplars["exemplars"]))
+    return "{" + ",".join(parts) + "}"
 
 
 def _histogram_point(point) -> dict | None:
@@ -310,17 +370,18 @@ def _histogram_point(point) -> dict | None:
     return encoded
 
 
-def _metric(metric) -> dict | None:
-    encoded: dict[str, Any] = {}
+def _metric(metric) -> str | None:
+    parts = []
     if metric.name:
-        encoded["name"] = metric.name
+        parts.append('"name":' + _dumps(metric.name))
     if metric.description:
-        encoded["description"] = metric.description
+        parts.append('"description":' + _dumps(metric.description))
     if metric.unit:
-        encoded["unit"] = metric.unit
+        parts.append('"unit":' + _dumps(metric.unit))
     data = metric.data
     if isinstance(data, Histogram):
-        points = [_histogram_point(point) for point in data.data_points]
+        histograms = [_histogram_point(point) for point in data.data_points]
+        points = [None if point is None else _dumps(point) for point in histograms]
         key = "histogram"
     elif isinstance(data, (Sum, Gauge)):
         points = [_number_point(point, isinstance(data, Sum)) for point in data.data_points]
@@ -330,13 +391,13 @@ def _metric(metric) -> dict | None:
     if any(point is None for point in points):
         return None  # an exemplar value protobuf refuses: its path raises as before
     if points:  # encode_metrics sets nothing for a metric without points
-        body: dict[str, Any] = {"dataPoints": points}
+        body = '"' + key + '":{"dataPoints":[' + ",".join(points) + "]"  # type: ignore[arg-type]
         if key != "gauge" and data.aggregation_temporality:
-            body["aggregationTemporality"] = int(data.aggregation_temporality)
+            body += ',"aggregationTemporality":' + str(int(data.aggregation_temporality))
         if key == "sum" and data.is_monotonic:
-            body["isMonotonic"] = True
-        encoded[key] = body
-    return encoded
+            body += ',"isMonotonic":true'
+        parts.append(body + "}")
+    return "{" + ",".join(parts) + "}"
 
 
 class OtlpJsonSpanExporter(SpanExporter):
