@@ -66,8 +66,10 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
     """What ``request_to_json_line(encode_spans(spans))`` writes, built
     directly: a run span with hundreds of trade events took milliseconds
-    through protobuf objects and MessageToDict. A test holds the two equal."""
-    groups: dict[Any, dict[Any, list[dict]]] = {}
+    through protobuf objects and MessageToDict. A test holds the two equal.
+    Written as text, as json.dumps would write the same document (see
+    ``metrics_to_json_line``)."""
+    groups: dict[Any, dict[Any, list[str]]] = {}
     resource = scopes = None
     for span in spans:
         # A resource hashes by encoding its attributes as JSON: once per
@@ -80,15 +82,15 @@ def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
     for resource, scopes in groups.items():
         scope_spans = []
         for scope, encoded in scopes.items():
-            entry: dict[str, Any] = {"scope": _scope(scope), "spans": encoded}
+            entry = '{"scope":' + _dumps(_scope(scope)) + ',"spans":[' + ",".join(encoded) + "]"
             if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            scope_spans.append(entry)
-        item: dict[str, Any] = {"resource": _resource(resource), "scopeSpans": scope_spans}
+                entry += ',"schemaUrl":' + _dumps(scope.schema_url)
+            scope_spans.append(entry + "}")
+        item = '{"resource":' + _dumps(_resource(resource)) + ',"scopeSpans":[' + ",".join(scope_spans) + "]"
         if resource.schema_url:
-            item["schemaUrl"] = resource.schema_url
-        resource_spans.append(item)
-    return _dumps({"resourceSpans": resource_spans}).encode() + b"\n"
+            item += ',"schemaUrl":' + _dumps(resource.schema_url)
+        resource_spans.append(item + "}")
+    return ('{"resourceSpans":[' + ",".join(resource_spans) + "]}").encode() + b"\n"
 
 
 def _scope(scope) -> dict:
@@ -151,54 +153,60 @@ def _flags(context) -> int:
     return _HAS_IS_REMOTE | (_IS_REMOTE if context is not None and context.is_remote else 0)
 
 
-def _span(span: ReadableSpan) -> dict:
+def _attributes_json(parts: list, attributes, dropped: int = 0) -> None:
+    """``_with_attributes`` as JSON text fields appended to ``parts``."""
+    if attributes:
+        parts.append('"attributes":' + _key_values_json(attributes))
+    if dropped:
+        parts.append('"droppedAttributesCount":' + str(int(dropped)))
+
+
+def _span(span: ReadableSpan) -> str:
     context = span.get_span_context()
-    encoded: dict[str, Any] = {"traceId": f"{context.trace_id:032x}", "spanId": f"{context.span_id:016x}"}
+    parts = ['"traceId":"%032x","spanId":"%016x"' % (context.trace_id, context.span_id)]
     if context.trace_state:
-        encoded["traceState"] = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+        parts.append('"traceState":' + _dumps(",".join(f"{k}={v}" for k, v in context.trace_state.items())))
     if span.parent is not None:
-        encoded["parentSpanId"] = f"{span.parent.span_id:016x}"
-    encoded["flags"] = _flags(span.parent)
+        parts.append('"parentSpanId":"%016x"' % span.parent.span_id)
+    parts.append('"flags":' + str(_flags(span.parent)))
     if span.name:
-        encoded["name"] = span.name
-    encoded["kind"] = _SPAN_KINDS[span.kind]
+        parts.append('"name":' + _dumps(span.name))
+    parts.append('"kind":' + str(_SPAN_KINDS[span.kind]))
     if span.start_time:
-        encoded["startTimeUnixNano"] = str(span.start_time)
+        parts.append('"startTimeUnixNano":"' + str(span.start_time) + '"')
     if span.end_time:
-        encoded["endTimeUnixNano"] = str(span.end_time)
-    _with_attributes(encoded, span_attributes(span), span.dropped_attributes)
-    if span.events:
-        encoded["events"] = [
-            _with_attributes(
-                {"timeUnixNano": str(event.timestamp), "name": event.name} if event.name else {"timeUnixNano": str(event.timestamp)},
-                event.attributes,
-                event.dropped_attributes,
-            )
-            for event in span.events
-        ]
+        parts.append('"endTimeUnixNano":"' + str(span.end_time) + '"')
+    _attributes_json(parts, span_attributes(span), span.dropped_attributes)
+    events = span.events
+    if events:
+        encoded = []
+        for event in events:
+            fields = ['"timeUnixNano":"' + str(event.timestamp) + '"']
+            if event.name:
+                fields.append('"name":' + _dumps(event.name))
+            _attributes_json(fields, event.attributes, event.dropped_attributes)
+            encoded.append("{" + ",".join(fields) + "}")
+        parts.append('"events":[' + ",".join(encoded) + "]")
     if span.dropped_events:
-        encoded["droppedEventsCount"] = span.dropped_events
-    if span.links:
-        encoded["links"] = [
-            {
-                **_with_attributes(
-                    {"traceId": f"{link.context.trace_id:032x}", "spanId": f"{link.context.span_id:016x}"},
-                    link.attributes,
-                    link.dropped_attributes,
-                ),
-                "flags": _flags(link.context),
-            }
-            for link in span.links
-        ]
+        parts.append('"droppedEventsCount":' + str(int(span.dropped_events)))
+    links = span.links
+    if links:
+        encoded = []
+        for link in links:
+            fields = ['"traceId":"%032x","spanId":"%016x"' % (link.context.trace_id, link.context.span_id)]
+            _attributes_json(fields, link.attributes, link.dropped_attributes)
+            fields.append('"flags":' + str(_flags(link.context)))
+            encoded.append("{" + ",".join(fields) + "}")
+        parts.append('"links":[' + ",".join(encoded) + "]")
     if span.dropped_links:
-        encoded["droppedLinksCount"] = span.dropped_links
-    status: dict[str, Any] = {}
+        parts.append('"droppedLinksCount":' + str(int(span.dropped_links)))
+    status = []
     if span.status.description:
-        status["message"] = span.status.description
+        status.append('"message":' + _dumps(span.status.description))
     if span.status.status_code.value:
-        status["code"] = span.status.status_code.value
-    encoded["status"] = status
-    return encoded
+        status.append('"code":' + str(int(span.status.status_code.value)))
+    parts.append('"status":{' + ",".join(status) + "}")
+    return "{" + ",".join(parts) + "}"
 
 
 def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
