@@ -321,6 +321,7 @@ def test_no_reload_is_applied_after_close_returns_and_close_waits_for_none_of_th
     assert live.reload_watched("poll") is None
     time.sleep(0.4)
     assert live.current.strategy == "during" and notified == ["during"]
+    assert not watcher._pending, "watchdog still delivered events after close()"  # its emitters stopped at once
     assert wait_for(lambda: not watcher._thread.is_alive() and not watcher._observer.is_alive())
     # An explicit reload still works: the program asked for it.
     assert live.reload().outcome == CHANGED and live.current.strategy == "after"

@@ -79,6 +79,15 @@ class SettingsWatcher(FileSystemEventHandler):
         with self._wake:
             self._stopped = True
             self._wake.notify_all()
+        # No event from here on: the files a program creates and closes while
+        # it exits (its telemetry files, often beside the settings file)
+        # would keep watchdog's threads busy beside the last flush. Stopping
+        # an emitter removes its inotify watch and waits for nothing.
+        try:
+            for emitter in list(self._observer.emitters):
+                emitter.stop()
+        except Exception:
+            _log.debug("settings watcher: stopping watchdog's emitters failed", exc_info=True)
         if not self._thread.is_alive():  # never started, or ended: nobody else will
             self._stop_observer()
 
