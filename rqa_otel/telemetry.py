@@ -241,8 +241,6 @@ class Telemetry:
         if self._pipeline.ops is not None:
             self._pipeline.ops.shutdown()
         self.live_settings.close()
-        if self._unregister is not None:
-            self._unregister()
 
         def stop() -> bool:
             # Logs, then traces, then metrics: a log export refused at the
@@ -258,7 +256,13 @@ class Telemetry:
         try:
             return call_with_deadline(stop, timeout_s, "telemetry shutdown")
         finally:
-            self._stopped.set()
+            # Last: its file operations, beside the log worker's last
+            # export, only made both wait for the GIL.
+            try:
+                if self._unregister is not None:
+                    self._unregister()
+            finally:
+                self._stopped.set()
 
     def flush_before_exit(self, timeout_s: float | None = None) -> bool:
         """For a process about to end at once (a pool worker's SIGTERM):

@@ -282,3 +282,46 @@ def test_a_new_otlp_endpoint_applies_live_to_traces_metrics_and_logs(tmp_path, s
         assert all(second.grpc_endpoint in destination for destination in destinations)
     finally:
         telemetry.shutdown()
+
+
+def test_no_reload_is_applied_after_close_returns_and_close_waits_for_none_of_the_watcher_threads(tmp_path):
+    """close() no longer joins the watcher's threads (a short program's exit
+    waited on them); what it guarantees instead: a reload in flight finishes,
+    notifications included, before close() returns, and none applies after."""
+    path = write(tmp_path / "settings.yaml", "strategy: before\n")
+    live = LiveSettings.from_layers(path, environ={})
+    loading, release = threading.Event(), threading.Event()
+    load = live._loader
+
+    def slow_load():
+        loading.set()
+        assert release.wait(GENEROUS_S)
+        return load()
+
+    notified = []
+    live.subscribe(lambda event_type, config: (time.sleep(0.2), notified.append(config.strategy)))
+    watcher = live.watch(debounce_s=0.01, poll_interval_s=0.05)
+    live._loader = slow_load
+    rename_save(path, "strategy: during\n")
+    assert loading.wait(GENEROUS_S), "the watcher did not start a reload"
+    closer = threading.Thread(target=live.close)
+    closer.start()
+    time.sleep(0.1)
+    assert closer.is_alive(), "close() returned while a reload was in flight"
+    release.set()
+    closer.join(GENEROUS_S)
+    assert not closer.is_alive()
+    assert live.current.strategy == "during" and notified == ["during"]  # finished before close() returned
+
+    # After close(): neither a save (the poll would find it within 0.05 s),
+    # nor a SIGHUP-style request, nor a watcher thread still winding down applies one.
+    live._loader = load
+    rename_save(path, "strategy: after\n")
+    live.request_reload("sighup")
+    assert live.reload_watched("poll") is None
+    time.sleep(0.4)
+    assert live.current.strategy == "during" and notified == ["during"]
+    assert not watcher._pending, "watchdog still delivered events after close()"  # its emitters stopped at once
+    assert wait_for(lambda: not watcher._thread.is_alive() and not watcher._observer.is_alive())
+    # An explicit reload still works: the program asked for it.
+    assert live.reload().outcome == CHANGED and live.current.strategy == "after"

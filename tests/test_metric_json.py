@@ -84,3 +84,23 @@ def test_exemplars_are_encoded_directly_as_the_protobuf_path_does(monkeypatch):
     exemplars = [e for m in json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
                  for body in (m.get("sum") or m.get("histogram"),) for p in body["dataPoints"] for e in p.get("exemplars", [])]
     assert any("spanId" in e for e in exemplars) and any("spanId" not in e for e in exemplars)
+
+
+def test_the_line_is_exactly_what_json_dumps_writes_for_it():
+    """The lines are written as text; they must be the bytes json.dumps
+    (compact, non-ASCII kept) gives for the same document: escapes, non-ASCII,
+    special doubles, big and negative integers, booleans, arrays."""
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("s")
+    odd = {'quote"back\\slash': "line\nbreak\ttab\x01", "贵州": "茅台", "i": -(1 << 62), "huge": 1 << 70,
+           "f": 1e-7, "nan": float("nan"), "t": True, "no": False, "l": ["a", 1, 2.5, True], "e": ""}
+    meter.create_counter("c", unit="{x}", description='say "hi"\n').add(5, odd)
+    meter.create_up_down_counter("u").add(-1.25, {"k": "v"})
+    meter.create_observable_gauge("g", [lambda options: [  # the SDK drops non-finite observations
+        Observation(0.1 + 0.2, {"w": "x"}), Observation(1e300, {"w": "big"}), Observation(3)]])
+    meter.create_histogram("h").record(2.5, {"k": "v"})
+    line = metrics_to_json_line(reader.get_metrics_data())
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line == (json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    assert '"doubleValue":NaN' in line.decode() and '"asDouble":0.30000000000000004' in line.decode()
+    assert '"key":"quote\\"back\\\\slash"' in line.decode() and "茅台" in line.decode()

@@ -527,6 +527,17 @@ def test_clean_spans_pass_through_unchanged(pipeline):
         assert after is before
 
 
+def test_an_event_only_renamed_keeps_its_attributes_and_dropped_count(pipeline):
+    tracer, raw, scrubbed = pipeline
+    with tracer.start_as_current_span("rqa.order") as span:
+        span.add_event("login password=hunter2", {"a": 1, "b": 2, "c": 3, "d": 4})  # one over max_event_attributes
+    ((raw_span, clean_span),) = pairs(raw, scrubbed)
+    (event,) = clean_span.events
+    assert event.name == "login password=[REDACTED]"
+    assert dict(event.attributes) == {"b": 2, "c": 3, "d": 4}
+    assert event.dropped_attributes == raw_span.events[0].dropped_attributes == 1
+
+
 def test_shutdown_and_force_flush_delegate():
     inner = Recorder()
     exporter = ScrubbingSpanExporter(inner, Scrubber())

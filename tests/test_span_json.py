@@ -44,3 +44,25 @@ def test_direct_span_json_matches_the_protobuf_path():
     expected = json.loads(request_to_json_line(encode_spans(spans)))
     assert json.loads(spans_to_json_line(spans)) == expected
     assert MessageToDict(encode_spans(spans))  # the reference really holds data
+
+
+def test_the_line_is_exactly_what_json_dumps_writes_for_it():
+    """Spans are written as text; the bytes must be json.dumps's (compact,
+    non-ASCII kept) for the same document, escapes and odd values included."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_event_attributes=2))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer('scope "q"', "1\n2")
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("k", "v")]))
+    odd = {'a"b\\c': "line\nbreak\x02", "贵州": "茅台", "big": 1 << 70, "neg": -5, "f": 1e-7, "nan": float("nan"),
+           "t": True, "l": ["x", 1, 2.5, False], "e": ""}
+    with tracer.start_as_current_span('run "x"\t', kind=SpanKind.PRODUCER, attributes=odd,
+                                      links=[Link(remote, {"why": "cause\u2028"})]) as span:
+        span.add_event("ev\u00e9nement", {"p": 0.1 + 0.2, "q": 1, "dropped": 2}, timestamp=10**18)
+        span.add_event("", {}, timestamp=1)
+        span.set_status(Status(StatusCode.ERROR, 'broker said "no"\n'))
+    line = spans_to_json_line(memory.get_finished_spans())
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line == (json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    text = line.decode()
+    assert '"doubleValue":NaN' in text and "茅台" in text and '"droppedAttributesCount":1' in text

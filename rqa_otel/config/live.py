@@ -157,8 +157,26 @@ class LiveSettings:
     def reload(self, trigger: str = "explicit") -> ReloadResult:
         """Load every layer again and swap the result in if it is valid.
         Never raises for bad input: the result (and the alert) says why."""
+        result = self._reload(trigger, watched=False)
+        assert result is not None
+        return result
+
+    def reload_watched(self, trigger: str, if_changed: bool = True) -> ReloadResult | None:
+        """A reload the watcher or SIGHUP asked for: like ``reload_if_changed``
+        (``if_changed``) or ``reload``, but none is applied once ``close()``
+        has returned (None then)."""
+        if if_changed:
+            now = content_fingerprint(self._loaded.watched, self._loaded.directories)
+            if now == self._seen or self._closed:
+                return None
+            self._seen = now
+        return self._reload(trigger, watched=True)
+
+    def _reload(self, trigger: str, watched: bool) -> ReloadResult | None:
         self._reload_lock.acquire()
         try:
+            if watched and self._closed:
+                return None
             old = self.current
             try:
                 loaded = self._loader()
@@ -299,7 +317,9 @@ class LiveSettings:
         if self._watcher is not None:
             self._watcher.poke(force=trigger)
         else:
-            threading.Thread(target=self.reload, args=(trigger,), name="rqa-config-reload", daemon=True).start()
+            threading.Thread(
+                target=self.reload_watched, args=(trigger, False), name="rqa-config-reload", daemon=True
+            ).start()
 
     def install_sighup(self) -> bool:
         """Reload on SIGHUP. Python lets only the main thread install signal
@@ -318,10 +338,23 @@ class LiveSettings:
         signal.signal(signal.SIGHUP, on_sighup)
         return True
 
-    def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop watching. A reload the watcher or SIGHUP started is waited
+        for (its notifications included, at most ``timeout_s`` each step);
+        none is applied after this returns. The watcher's threads are told
+        to stop, not waited for."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        # A reload holds the reload lock until it holds the notify lock: once
+        # both were free after _closed is set, no watched reload is in flight.
+        if self._reload_lock.acquire(timeout=timeout_s):
+            self._closed = True
+            self._reload_lock.release()
+        else:
+            self._closed = True
+        if self._notify_lock.acquire(timeout=timeout_s):
+            self._notify_lock.release()
 
 
 def _diff(old: Settings, new: Settings) -> tuple[str, ...]:

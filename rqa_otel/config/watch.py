@@ -40,6 +40,7 @@ _log = logging.getLogger("rqa_otel.config")
 # Our own reads raise these; reacting to them would make a loop (the
 # inotify mask below asks for none of them; a custom observer might).
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+_TEARDOWN_DELAY_S = 0.5
 # The events asked of the kernel (watchdog builds the inotify mask from them).
 _EVENTS = [
     FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent, DirDeletedEvent,
@@ -70,14 +71,31 @@ class SettingsWatcher(FileSystemEventHandler):
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching; returns without waiting for a thread. Our thread,
+        woken, stops watchdog's observer on its way out (stopping it joins
+        watchdog's three threads: at a short program's exit the waits were
+        most of this call). No reload is applied once ``LiveSettings.close()``
+        returns: that is its lock's job, not a join's."""
         with self._wake:
             self._stopped = True
             self._wake.notify_all()
-        self._observer.stop()
-        if self._observer.is_alive():
-            self._observer.join(timeout=2)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
+        # No event from here on: the files a program creates and closes while
+        # it exits (its telemetry files, often beside the settings file)
+        # would keep watchdog's threads busy beside the last flush. Stopping
+        # an emitter removes its inotify watch and waits for nothing.
+        try:
+            for emitter in list(self._observer.emitters):
+                emitter.stop()
+        except Exception:
+            _log.debug("settings watcher: stopping watchdog's emitters failed", exc_info=True)
+        if not self._thread.is_alive():  # never started, or ended: nobody else will
+            self._stop_observer()
+
+    def _stop_observer(self) -> None:
+        try:
+            self._observer.stop()
+        except Exception:  # watchdog's teardown failing changes nothing for the program
+            _log.debug("settings watcher: stopping watchdog failed", exc_info=True)
 
     def poke(self, force: str | None = None) -> None:
         """Note a change; ``force`` (a trigger name) reloads even if the hash
@@ -115,6 +133,19 @@ class SettingsWatcher(FileSystemEventHandler):
 
     # our thread
     def _run(self) -> None:
+        try:
+            self._watch()
+        finally:
+            # watchdog's teardown (its three threads woken and joined, the
+            # inotify descriptor closed) waits a moment: close() is most
+            # often part of a program's exit, whose last flush it would
+            # otherwise compete with for the GIL. The observer is idle by
+            # now (no reload can follow), and a program that goes on gets
+            # its threads back a moment later.
+            time.sleep(_TEARDOWN_DELAY_S)
+            self._stop_observer()
+
+    def _watch(self) -> None:
         while True:
             with self._wake:
                 if not self._pending and not self._stopped:
@@ -132,10 +163,7 @@ class SettingsWatcher(FileSystemEventHandler):
                 trigger = "file" if self._pending else "poll"
                 forced, self._forced, self._pending = self._forced, None, False
             try:
-                if forced:
-                    self._live.reload(forced)
-                else:
-                    self._live.reload_if_changed(trigger)
+                self._live.reload_watched(forced or trigger, if_changed=not forced)
                 self._follow(self._live.watched_files, getattr(self._live, "watched_directories", ()))
             except Exception:  # the watcher outlives any one reload
                 _log.warning("settings watcher: reload failed unexpectedly", exc_info=True)

@@ -60,7 +60,7 @@ class ScrubbingSpanExporter(SpanExporter):
         name = scrubber.scrub_text(span.name)
         changed |= name is not span.name
 
-        original_attributes = span.attributes  # a read-only view, a new one per access
+        original_attributes = span_attributes(span)
         attributes: Any = original_attributes
         scrubbed_attributes = scrubber.scrub_attributes(attributes) if attributes else attributes
         if scrubbed_attributes is not attributes:
@@ -72,12 +72,14 @@ class ScrubbingSpanExporter(SpanExporter):
         events_changed = False
         for event in events:
             event_name = scrubber.scrub_text(event.name)
-            event_attributes = event.attributes
+            event_attributes = plain_attributes(event.attributes)
             scrubbed = scrubber.scrub_attributes(event_attributes) if event_attributes else event_attributes
             if event_name is not event.name or scrubbed is not event_attributes:
                 events_changed = True
                 if scrubbed is not event_attributes:
                     scrubbed = _bounded(scrubbed, event.dropped_attributes)
+                else:  # the original, with its dropped count
+                    scrubbed = event.attributes
                 event = Event(event_name, scrubbed, event.timestamp)
             new_events.append(event)
         if events_changed:
@@ -88,7 +90,7 @@ class ScrubbingSpanExporter(SpanExporter):
         new_links = []
         links_changed = False
         for link in links:
-            link_attributes = link.attributes
+            link_attributes = plain_attributes(link.attributes)
             scrubbed = scrubber.scrub_attributes(link_attributes) if link_attributes else link_attributes
             if scrubbed is not link_attributes:
                 links_changed = True
@@ -129,6 +131,26 @@ class ScrubbingSpanExporter(SpanExporter):
         )
 
 
+def plain_attributes(attributes: Any) -> Any:
+    """The dict behind the SDK's ``BoundedAttributes`` (read, never
+    written): iterating the mapping itself costs a Python call per item,
+    the larger part of scrubbing and encoding a span. Anything else as is."""
+    if attributes.__class__ is BoundedAttributes:
+        inner = getattr(attributes, "_dict", None)
+        if inner.__class__ is dict:
+            return inner
+    return attributes
+
+
+def span_attributes(span: Any) -> Any:
+    """A span's attributes without the read-only view ``span.attributes``
+    makes per access (see ``plain_attributes``)."""
+    inner = getattr(span, "_attributes", None)
+    if inner.__class__ is BoundedAttributes:
+        return plain_attributes(inner)
+    return span.attributes
+
+
 def _bounded(attributes: Mapping[str, Any], dropped: int) -> BoundedAttributes:
     """Immutable attributes that report the original span's dropped count."""
     bounded = BoundedAttributes(maxlen=None, attributes=attributes, immutable=True, max_value_len=None)
@@ -158,24 +180,106 @@ def scrubbing_view(scrubber: Scrubber) -> View:
 
 
 class _ScrubbingAggregation(Aggregation):
+    """The default aggregation, its series' attributes scrubbed. A short
+    program's final flush is its first collection: every observable
+    gauge's series is set up then (about 75 in the demo), so the set-up
+    is direct: the concrete aggregation is looked up by the instrument's
+    class (``DefaultAggregation`` walks a chain of isinstance checks
+    against ABCs per series), and the scrubbed reservoir builder is made
+    once per aggregation type."""
+
     def __init__(self, scrubber: Scrubber) -> None:
         self._scrubber = scrubber
         self._default = DefaultAggregation()
+        self._builders: dict[Any, Any] = {}
 
     def _create_aggregation(self, instrument: Any, attributes: Any, reservoir_factory: Any, start_time_unix_nano: int) -> Any:
-        scrubber = self._scrubber
         if attributes:
             try:
-                attributes = _encodable(scrubber.scrub_attributes(attributes))
+                attributes = _encodable(self._scrubber.scrub_attributes(attributes))
             except Exception:  # never exported unscrubbed
                 _log.warning("could not scrub the attributes of a %r series; their values are withheld", instrument.name)
                 attributes = {key: MARKER for key in attributes}
+        make = _DEFAULTS.get(instrument.__class__)
+        if make is not None:
+            return make(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
+        return self._default._create_aggregation(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
+
+    def _reservoirs(self, reservoir_factory: Any) -> Any:
+        """``reservoir_factory`` with every reservoir it builds scrubbed; one
+        builder per aggregation type (the factory is the view's: a pure function)."""
+        builders = self._builders.get(reservoir_factory)
+        if builders is None:
+            builders = self._builders[reservoir_factory] = {}
+        scrubber = self._scrubber
 
         def reservoirs(aggregation_type: Any) -> Any:
-            build = reservoir_factory(aggregation_type)
-            return lambda **kwargs: _ScrubbedReservoir(build(**kwargs), scrubber)
+            builder = builders.get(aggregation_type)
+            if builder is None:
+                build = reservoir_factory(aggregation_type)
 
-        return self._default._create_aggregation(instrument, attributes, reservoirs, start_time_unix_nano)
+                def builder(**kwargs: Any) -> _ScrubbedReservoir:
+                    return _ScrubbedReservoir(build(**kwargs), scrubber)
+
+                builders[aggregation_type] = builder
+            return builder
+
+        return reservoirs
+
+
+def _default_aggregations() -> dict[type, Any]:
+    """What ``DefaultAggregation`` creates, by the SDK's concrete instrument
+    class (a test holds each equal to it); empty if the SDK's internals
+    moved, and every instrument then takes ``DefaultAggregation`` itself."""
+    try:
+        from opentelemetry.sdk.metrics._internal import aggregation as agg, instrument as inst
+
+        delta, cumulative = agg.AggregationTemporality.DELTA, agg.AggregationTemporality.CUMULATIVE
+        Sum, LastValue, Histogram = agg._SumAggregation, agg._LastValueAggregation, agg._ExplicitBucketHistogramAggregation
+    except (ImportError, AttributeError):  # pragma: no cover (another SDK)
+        return {}
+
+    def sum_of(monotonic: bool, temporality: Any) -> Any:
+        def make(instrument, attributes, reservoirs, start):
+            return Sum(
+                attributes, reservoir_builder=reservoirs(Sum), instrument_is_monotonic=monotonic,
+                instrument_aggregation_temporality=temporality, start_time_unix_nano=start,
+            )
+
+        return make
+
+    def histogram(instrument, attributes, reservoirs, start):
+        return Histogram(
+            attributes, reservoir_builder=reservoirs(Histogram), instrument_aggregation_temporality=delta,
+            boundaries=instrument._advisory.explicit_bucket_boundaries, start_time_unix_nano=start,
+        )
+
+    def last_value_of(synchronous: bool) -> Any:
+        def make(instrument, attributes, reservoirs, start):
+            return LastValue(attributes, reservoir_builder=reservoirs(LastValue), instrument_is_synchronous=synchronous)
+
+        return make
+
+    makers = {
+        "Counter": sum_of(True, delta),
+        "UpDownCounter": sum_of(False, delta),
+        "ObservableCounter": sum_of(True, cumulative),
+        "ObservableUpDownCounter": sum_of(False, cumulative),
+        "Histogram": histogram,
+        "ObservableGauge": last_value_of(False),
+        "Gauge": last_value_of(True),
+    }
+    table: dict[type, Any] = {}
+    for name, make in makers.items():
+        public = getattr(inst, name, None)
+        concrete = getattr(inst, "_" + name, None)
+        if public is None or concrete is None:
+            return {}
+        table[public] = table[concrete] = make
+    return table
+
+
+_DEFAULTS = _default_aggregations()
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -193,14 +297,27 @@ def _encodable(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class _ScrubbedReservoir:
-    """An exemplar reservoir whose exemplars leave with scrubbed attributes."""
+    """An exemplar reservoir whose exemplars leave with scrubbed attributes.
+    Most series are never offered one (observable gauges; measurements
+    outside a sampled span): their collection asks the SDK's reservoir
+    nothing (its lock, a sort and a reset per point) and returns no exemplar,
+    as it would have."""
+
+    __slots__ = ("_reservoir", "_scrubber", "_offered")
 
     def __init__(self, reservoir: Any, scrubber: Scrubber) -> None:
         self._reservoir = reservoir
         self._scrubber = scrubber
-        self.offer = reservoir.offer
+        self._offered = False
+
+    def offer(self, value: Any, time_unix_nano: int, attributes: Any, context: Any) -> None:
+        self._reservoir.offer(value, time_unix_nano, attributes, context)
+        self._offered = True
 
     def collect(self, point_attributes: Any) -> list:
+        if not self._offered:
+            return []
+        self._offered = False  # before: an offer during the collection counts for the next
         exemplars = self._reservoir.collect(point_attributes)
         scrub = self._scrubber.scrub_attributes
         return [

@@ -22,9 +22,16 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from rqa_otel.export.files.rotating import RotatingFile
+from rqa_otel.export.scrubbing import plain_attributes, span_attributes
 from rqa_otel.export.otlp.log_encoding import json_any_value
 
 _ID_FIELDS = frozenset(("traceId", "spanId", "parentSpanId"))
+
+# One encoder (json.dumps with these arguments builds one per call). The
+# documents are built here and never circular (a resource's encoding is
+# shared, not nested in itself): the C encoder's cycle check, an id kept
+# per dict and list, was a fifth of its time.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 FILE_NAMES = {"traces": "traces.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
 
@@ -59,8 +66,10 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
     """What ``request_to_json_line(encode_spans(spans))`` writes, built
     directly: a run span with hundreds of trade events took milliseconds
-    through protobuf objects and MessageToDict. A test holds the two equal."""
-    groups: dict[Any, dict[Any, list[dict]]] = {}
+    through protobuf objects and MessageToDict. A test holds the two equal.
+    Written as text, as json.dumps would write the same document (see
+    ``metrics_to_json_line``)."""
+    groups: dict[Any, dict[Any, list[str]]] = {}
     resource = scopes = None
     for span in spans:
         # A resource hashes by encoding its attributes as JSON: once per
@@ -73,15 +82,15 @@ def spans_to_json_line(spans: Sequence[ReadableSpan]) -> bytes:
     for resource, scopes in groups.items():
         scope_spans = []
         for scope, encoded in scopes.items():
-            entry: dict[str, Any] = {"scope": _scope(scope), "spans": encoded}
+            entry = '{"scope":' + _dumps(_scope(scope)) + ',"spans":[' + ",".join(encoded) + "]"
             if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            scope_spans.append(entry)
-        item: dict[str, Any] = {"resource": _with_attributes({}, resource.attributes), "scopeSpans": scope_spans}
+                entry += ',"schemaUrl":' + _dumps(scope.schema_url)
+            scope_spans.append(entry + "}")
+        item = '{"resource":' + _dumps(_resource(resource)) + ',"scopeSpans":[' + ",".join(scope_spans) + "]"
         if resource.schema_url:
-            item["schemaUrl"] = resource.schema_url
-        resource_spans.append(item)
-    return json.dumps({"resourceSpans": resource_spans}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            item += ',"schemaUrl":' + _dumps(resource.schema_url)
+        resource_spans.append(item + "}")
+    return ('{"resourceSpans":[' + ",".join(resource_spans) + "]}").encode() + b"\n"
 
 
 def _scope(scope) -> dict:
@@ -97,64 +106,107 @@ def _scope(scope) -> dict:
 
 def _with_attributes(target: dict, attributes, dropped: int = 0) -> dict:
     if attributes:
-        target["attributes"] = [{"key": key, "value": json_any_value(value)} for key, value in attributes.items()]
+        target["attributes"] = _key_values(plain_attributes(attributes))
     if dropped:
         target["droppedAttributesCount"] = dropped
     return target
+
+
+_INT64 = 1 << 63
+
+
+def _key_values(attributes) -> list:
+    """``json_any_value`` per item, the common scalars inline (a Python call
+    per attribute was most of encoding a span or a point)."""
+    encoded = []
+    append = encoded.append
+    for key, value in attributes.items():
+        cls = value.__class__
+        if cls is str:
+            append({"key": key, "value": {"stringValue": value}})
+        elif cls is float:
+            append({"key": key, "value": {"doubleValue": value}})
+        elif cls is int and -_INT64 <= value < _INT64:
+            append({"key": key, "value": {"intValue": str(value)}})
+        elif cls is bool:
+            append({"key": key, "value": {"boolValue": value}})
+        else:
+            append({"key": key, "value": json_any_value(value)})
+    return encoded
+
+
+_resource_cache: tuple[Any, dict] = (None, {})
+
+
+def _resource(resource) -> dict:
+    """A resource's encoding, once per resource object (a provider's
+    signals share one; its attributes never change). Read-only afterwards."""
+    global _resource_cache
+    cached, encoded = _resource_cache
+    if cached is not resource:
+        encoded = _with_attributes({}, resource.attributes)
+        _resource_cache = (resource, encoded)
+    return encoded
 
 
 def _flags(context) -> int:
     return _HAS_IS_REMOTE | (_IS_REMOTE if context is not None and context.is_remote else 0)
 
 
-def _span(span: ReadableSpan) -> dict:
+def _attributes_json(parts: list, attributes, dropped: int = 0) -> None:
+    """``_with_attributes`` as JSON text fields appended to ``parts``."""
+    if attributes:
+        parts.append('"attributes":' + _key_values_json(attributes))
+    if dropped:
+        parts.append('"droppedAttributesCount":' + str(int(dropped)))
+
+
+def _span(span: ReadableSpan) -> str:
     context = span.get_span_context()
-    encoded: dict[str, Any] = {"traceId": f"{context.trace_id:032x}", "spanId": f"{context.span_id:016x}"}
+    parts = ['"traceId":"%032x","spanId":"%016x"' % (context.trace_id, context.span_id)]
     if context.trace_state:
-        encoded["traceState"] = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+        parts.append('"traceState":' + _dumps(",".join(f"{k}={v}" for k, v in context.trace_state.items())))
     if span.parent is not None:
-        encoded["parentSpanId"] = f"{span.parent.span_id:016x}"
-    encoded["flags"] = _flags(span.parent)
+        parts.append('"parentSpanId":"%016x"' % span.parent.span_id)
+    parts.append('"flags":' + str(_flags(span.parent)))
     if span.name:
-        encoded["name"] = span.name
-    encoded["kind"] = _SPAN_KINDS[span.kind]
+        parts.append('"name":' + _dumps(span.name))
+    parts.append('"kind":' + str(_SPAN_KINDS[span.kind]))
     if span.start_time:
-        encoded["startTimeUnixNano"] = str(span.start_time)
+        parts.append('"startTimeUnixNano":"' + str(span.start_time) + '"')
     if span.end_time:
-        encoded["endTimeUnixNano"] = str(span.end_time)
-    _with_attributes(encoded, span.attributes, span.dropped_attributes)
-    if span.events:
-        encoded["events"] = [
-            _with_attributes(
-                {"timeUnixNano": str(event.timestamp), "name": event.name} if event.name else {"timeUnixNano": str(event.timestamp)},
-                event.attributes,
-                event.dropped_attributes,
-            )
-            for event in span.events
-        ]
+        parts.append('"endTimeUnixNano":"' + str(span.end_time) + '"')
+    _attributes_json(parts, span_attributes(span), span.dropped_attributes)
+    events = span.events
+    if events:
+        encoded = []
+        for event in events:
+            fields = ['"timeUnixNano":"' + str(event.timestamp) + '"']
+            if event.name:
+                fields.append('"name":' + _dumps(event.name))
+            _attributes_json(fields, event.attributes, event.dropped_attributes)
+            encoded.append("{" + ",".join(fields) + "}")
+        parts.append('"events":[' + ",".join(encoded) + "]")
     if span.dropped_events:
-        encoded["droppedEventsCount"] = span.dropped_events
-    if span.links:
-        encoded["links"] = [
-            {
-                **_with_attributes(
-                    {"traceId": f"{link.context.trace_id:032x}", "spanId": f"{link.context.span_id:016x}"},
-                    link.attributes,
-                    link.dropped_attributes,
-                ),
-                "flags": _flags(link.context),
-            }
-            for link in span.links
-        ]
+        parts.append('"droppedEventsCount":' + str(int(span.dropped_events)))
+    links = span.links
+    if links:
+        encoded = []
+        for link in links:
+            fields = ['"traceId":"%032x","spanId":"%016x"' % (link.context.trace_id, link.context.span_id)]
+            _attributes_json(fields, link.attributes, link.dropped_attributes)
+            fields.append('"flags":' + str(_flags(link.context)))
+            encoded.append("{" + ",".join(fields) + "}")
+        parts.append('"links":[' + ",".join(encoded) + "]")
     if span.dropped_links:
-        encoded["droppedLinksCount"] = span.dropped_links
-    status: dict[str, Any] = {}
+        parts.append('"droppedLinksCount":' + str(int(span.dropped_links)))
+    status = []
     if span.status.description:
-        status["message"] = span.status.description
+        status.append('"message":' + _dumps(span.status.description))
     if span.status.status_code.value:
-        status["code"] = span.status.status_code.value
-    encoded["status"] = status
-    return encoded
+        status.append('"code":' + str(int(span.status.status_code.value)))
+    parts.append('"status":{' + ",".join(status) + "}")
+    return "{" + ",".join(parts) + "}"
 
 
 def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
@@ -162,35 +214,83 @@ def metrics_to_json_line(metrics_data: MetricsData) -> bytes:
     built directly for sums, gauges and explicit histograms, exemplars
     included (exponential histograms take the protobuf path): each collection went
     through protobuf objects and MessageToDict, the largest part of the
-    exporter's cost and of the final flush. A test holds the two equal."""
-    resources: dict[Any, dict[Any, dict]] = {}
+    exporter's cost and of the final flush. A test holds the two equal.
+    Written as text, as json.dumps would write the same document (a test
+    holds that too): a dict per point and attribute, then the encoder's
+    walk over them, were most of the cost of a short program's last
+    collection."""
+    resources: dict[Any, dict[Any, str]] = {}
     for resource_metrics in metrics_data.resource_metrics:
         # As encode_metrics: keyed by resource, then by scope (later entries replace).
-        scopes: dict[Any, dict] = {}
+        scopes: dict[Any, str] = {}
         resources[resource_metrics.resource] = scopes
         for scope_metrics in resource_metrics.scope_metrics:
             scope = scope_metrics.scope
-            entry: dict[str, Any] = {"scope": _scope(scope)}
             metrics = [_metric(metric) for metric in scope_metrics.metrics]
             if any(metric is None for metric in metrics):
                 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
                 return request_to_json_line(encode_metrics(metrics_data))
+            entry = '{"scope":' + _dumps(_scope(scope))
             if metrics:
-                entry["metrics"] = metrics
+                entry += ',"metrics":[' + ",".join(metrics) + "]"  # type: ignore[arg-type]
             if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            scopes[scope] = entry
+                entry += ',"schemaUrl":' + _dumps(scope.schema_url)
+            scopes[scope] = entry + "}"
     resource_list = []
     for resource, scopes in resources.items():
-        item: dict[str, Any] = {"resource": _with_attributes({}, resource.attributes)}
+        item = '{"resource":' + _dumps(_resource(resource))
         if scopes:
-            item["scopeMetrics"] = list(scopes.values())
+            item += ',"scopeMetrics":[' + ",".join(scopes.values()) + "]"
         if resource.schema_url:
-            item["schemaUrl"] = resource.schema_url
-        resource_list.append(item)
-    document = {"resourceMetrics": resource_list} if resource_list else {}
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            item += ',"schemaUrl":' + _dumps(resource.schema_url)
+        resource_list.append(item + "}")
+    text = '{"resourceMetrics":[' + ",".join(resource_list) + "]}" if resource_list else "{}"
+    return text.encode() + b"\n"
+
+
+_json_string = json.encoder.encode_basestring  # what the encoder above makes of a str
+_float_repr = float.__repr__
+_INFINITY = math.inf
+
+
+def _json_float(value: float) -> str:
+    """A float as json.dumps writes it (allow_nan: NaN and Infinity bare)."""
+    if value != value:
+        return "NaN"
+    if value == _INFINITY:
+        return "Infinity"
+    if value == -_INFINITY:
+        return "-Infinity"
+    return _float_repr(value)
+
+
+_KEY_HEADS: dict[Any, str] = {}
+
+
+def _key_values_json(attributes) -> str:
+    """``_key_values(attributes)`` as JSON text."""
+    parts = []
+    append = parts.append
+    heads = _KEY_HEADS
+    for key, value in plain_attributes(attributes).items():
+        head = heads.get(key)
+        if head is None:
+            head = '{"key":' + _dumps(key) + ',"value":'
+            if len(heads) < 4096:  # series keys repeat; a bound against a key per value
+                heads[key] = head
+        cls = value.__class__
+        if cls is str:
+            append(head + '{"stringValue":' + _json_string(value) + "}}")
+        elif cls is float:
+            append(head + '{"doubleValue":' + _json_float(value) + "}}")
+        elif cls is int and -_INT64 <= value < _INT64:
+            append(head + '{"intValue":"' + str(value) + '"}}')
+        elif cls is bool:
+            append(head + ('{"boolValue":true}}' if value else '{"boolValue":false}}'))
+        else:
+            append(head + _dumps(json_any_value(value)) + "}")
+    return "[" + ",".join(parts) + "]"
 
 
 def _double(value: float) -> Any:
@@ -235,16 +335,28 @@ def _exemplars(target: dict, exemplars) -> bool:
     return True
 
 
-def _number_point(point, start: bool) -> dict | None:
-    encoded = _times(_with_attributes({}, point.attributes), point, start)  # a gauge's point has no start
+def _number_point(point, start: bool) -> str | None:
+    parts = []
+    if point.attributes:
+        parts.append('"attributes":' + _key_values_json(point.attributes))
+    if start and point.start_time_unix_nano:  # a gauge's point has no start
+        parts.append('"startTimeUnixNano":"' + str(point.start_time_unix_nano) + '"')
+    if point.time_unix_nano:
+        parts.append('"timeUnixNano":"' + str(point.time_unix_nano) + '"')
     value = point.value
     if isinstance(value, int):
-        encoded["asInt"] = str(int(value))
+        parts.append('"asInt":"' + str(int(value)) + '"')
+    elif value.__class__ is float:
+        parts.append('"asDouble":' + _json_float(value))
     else:
-        encoded["asDouble"] = _double(value)
-    if point.exemplars and not _exemplars(encoded, point.exemplars):
-        return None
-    return encoded
+        parts.append('"asDouble":' + _dumps(_double(value)))
+    if point.exemplars:
+        exemplars: dict = {}
+        if not _exemplars(exemplars, point.exemplars):
+            return None
+        if exemplars:
+            parts.append('"exemplars":' + _dumps(exemplars["exemplars"]))
+    return "{" + ",".join(parts) + "}"
 
 
 def _histogram_point(point) -> dict | None:
@@ -266,17 +378,18 @@ def _histogram_point(point) -> dict | None:
     return encoded
 
 
-def _metric(metric) -> dict | None:
-    encoded: dict[str, Any] = {}
+def _metric(metric) -> str | None:
+    parts = []
     if metric.name:
-        encoded["name"] = metric.name
+        parts.append('"name":' + _dumps(metric.name))
     if metric.description:
-        encoded["description"] = metric.description
+        parts.append('"description":' + _dumps(metric.description))
     if metric.unit:
-        encoded["unit"] = metric.unit
+        parts.append('"unit":' + _dumps(metric.unit))
     data = metric.data
     if isinstance(data, Histogram):
-        points = [_histogram_point(point) for point in data.data_points]
+        histograms = [_histogram_point(point) for point in data.data_points]
+        points = [None if point is None else _dumps(point) for point in histograms]
         key = "histogram"
     elif isinstance(data, (Sum, Gauge)):
         points = [_number_point(point, isinstance(data, Sum)) for point in data.data_points]
@@ -286,13 +399,13 @@ def _metric(metric) -> dict | None:
     if any(point is None for point in points):
         return None  # an exemplar value protobuf refuses: its path raises as before
     if points:  # encode_metrics sets nothing for a metric without points
-        body: dict[str, Any] = {"dataPoints": points}
+        body = '"' + key + '":{"dataPoints":[' + ",".join(points) + "]"  # type: ignore[arg-type]
         if key != "gauge" and data.aggregation_temporality:
-            body["aggregationTemporality"] = int(data.aggregation_temporality)
+            body += ',"aggregationTemporality":' + str(int(data.aggregation_temporality))
         if key == "sum" and data.is_monotonic:
-            body["isMonotonic"] = True
-        encoded[key] = body
-    return encoded
+            body += ',"isMonotonic":true'
+        parts.append(body + "}")
+    return "{" + ",".join(parts) + "}"
 
 
 class OtlpJsonSpanExporter(SpanExporter):
