@@ -274,3 +274,51 @@ def test_shutdown_writes_every_record_logged_before_it_in_one_pass(tmp_path):
     assert "record 999" in text and text.endswith("\n")
     spans = [s["name"] for s in items(tmp_path / "traces.jsonl", "resourceSpans", "scopeSpans", "spans")]
     assert spans == ["last span"]
+
+
+# --- the handler ------------------------------------------------------------------
+
+
+def test_handler_entry_has_the_message_and_span_of_every_kind_of_record():
+    """The handler formats a plain LogRecord's message and reads the span ids
+    itself (fewer calls per record); a record factory's class keeps its own
+    getMessage, and a message that is not a str is str()-ed, as logging does."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from rqa_otel.export.log_entry import active_span_ids
+    from rqa_otel.logs.handler import QuantLogHandler
+
+    class Shouting(logging.LogRecord):
+        def getMessage(self) -> str:
+            return super().getMessage().upper()
+
+    class Message:
+        def __str__(self) -> str:
+            return "object %s"
+
+    handler = QuantLogHandler(LogBuffer(100, Drops()), Sampler(), Drops(), "demo")
+
+    def record(msg, args, factory=logging.LogRecord):
+        return factory("rqa.test", logging.INFO, __file__, 1, msg, args, None)
+
+    tracer = TracerProvider().get_tracer("test")
+    cases = [("%s at %.2f", ("BUY", 1688.5)), ("100%", ()), (Message(), ("x",)), ("kept %s", None), ("%(k)s", ({"k": "v"},))]
+    for msg, args in cases:
+        for factory in (logging.LogRecord, Shouting):
+            for in_span in (False, True, True):
+                plain = record(msg, args, factory)
+                expected = plain.getMessage()
+                if in_span:
+                    with tracer.start_as_current_span("s"):
+                        produced = handler.entry(plain)
+                        ids = active_span_ids()
+                    assert ids[0] != 0
+                else:
+                    produced, ids = handler.entry(plain), (0, 0, 0)
+                assert produced[3] == expected and produced[5:] == ids, (msg, factory)
+    assert handler.entry(record("%s at %.2f", ("BUY", 1688.5), Shouting))[3] == "BUY AT 1688.50"
+    # A bad format is the caller's error: counted, never raised into the strategy.
+    drops = Drops()
+    handler = QuantLogHandler(LogBuffer(100, drops), Sampler(), drops, "demo")
+    assert handler.handle(record("%d", ("x",))) is True
+    assert drops.snapshot() == {("internal_error", "INFO"): 1}
