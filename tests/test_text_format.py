@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import time
 import traceback
 from pathlib import Path
 
@@ -438,3 +439,14 @@ def test_a_shaped_entry_is_formatted_as_its_attribute_dict():
         as_dict = LogEntry._make(with_attribute_dict(shaped))
         assert format_text(shaped) == format_text(as_dict)
         assert " rqa.trade.price=1688.5 " in format_text(shaped)
+
+
+def test_iso_time_writes_what_strftime_writes():
+    rng = random.Random(7)
+    seconds = [0, 1, 59, 60, 86399, 86400, 951782400, 951868799, 2147483647, 2147483648, 4102444800,
+               253402300799, 253402300800, 253402300801, -1, -86401]
+    seconds += [rng.randrange(0, 253402300800) for _ in range(20000)] + [rng.randrange(-10**10, 0) for _ in range(200)]
+    for second in seconds:
+        for ns in (0, 999, 123_456_789, 999_999_999):
+            expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{ns // 1000:06d}Z"
+            assert iso_time(second * 1_000_000_000 + ns) == expected, second
