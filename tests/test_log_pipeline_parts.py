@@ -322,3 +322,19 @@ def test_handler_entry_has_the_message_and_span_of_every_kind_of_record():
     handler = QuantLogHandler(LogBuffer(100, drops), Sampler(), drops, "demo")
     assert handler.handle(record("%d", ("x",))) is True
     assert drops.snapshot() == {("internal_error", "INFO"): 1}
+
+
+def test_drops_are_counted_by_level_and_named_when_read():
+    drops = Drops()
+    drops.add("sampled", logging.INFO)
+    drops.add("sampled", logging.INFO, count=2)
+    drops.add_entries("export_failed", [entry(0, logging.WARNING), entry(1, 25), entry(2, logging.WARNING)])
+    assert drops.snapshot() == {("sampled", "INFO"): 3, ("export_failed", "WARNING"): 2, ("export_failed", "Level 25"): 1}
+    logging.addLevelName(25, "NOTICE")
+    try:  # the level's name as it is when read
+        drops.add("queue_full", 25)
+        drops.add("queue_full", logging.INFO)
+        assert drops.snapshot()[("export_failed", "NOTICE")] == 1
+        assert list(drops.snapshot())[-2:] == [("queue_full", "NOTICE"), ("queue_full", "INFO")]
+    finally:
+        logging.addLevelName(25, "Level 25")
