@@ -94,6 +94,40 @@ def test_entries_of_a_registered_shape_encode_like_their_dict_form():
     assert encoder.encode(mixed, 99) == encoder.encode(as_dicts, 99)
 
 
+def test_shaped_records_are_the_same_bytes_before_and_after_their_template_is_compiled(monkeypatch):
+    """A shape's first records are rendered piece by piece, later ones by its
+    compiled template: the same bytes either way, and as the dict form's."""
+    from rqa_otel.export.log_entry import EventShape, register_shape, with_attribute_dict
+    from rqa_otel.export.otlp import log_encoding
+
+    register_shape(EventShape("test.pieces", strings=("rqa.stock", "note"), floats=("price", "qty"), ints=("n",)))
+    batch = [
+        (5, logging.INFO, "test.pieces", 'fill "x" 100%', None, 0xABC, 0xDEF, 1, "600519.SH", "50% \\ \u8d35\n\u2028", 1688.5, 1e-300, 7),
+        (6, logging.WARNING, "test.pieces", "贵州茅台\x1b[2J", None, 0, 0, 0, "000001.SZ", "n", -0.0, 2.5, -(2**63)),
+        (7, logging.INFO, "test.pieces", "bad types fall back", None, 0, 0, 0, b"raw", "s", 1.0, 2.0, 2),
+        (8, logging.INFO, "test.pieces", "an int as a float", None, 0, 0, 0, "a", "s", 1, 2.0, 2),
+        (9, logging.INFO, "plain", "a dict in between", {"k": "v"}, 0xABC, 0xDEF, 1),
+    ] * 3
+    as_dicts = [with_attribute_dict(entry) for entry in batch]
+    expected = LogsEncoder({"service.name": "svc"}).encode_json(as_dicts, 99)
+    # Off the shape's promise (an exact int), a bool is written as the int it
+    # is, by the compiled template as by the pieces: compared between the two.
+    off_promise = batch + [(10, logging.INFO, "test.pieces", "a bool as an int", None, 1, 2, 0, "a", "s", 1.0, 2.0, True)]
+
+    pieces = LogsEncoder({"service.name": "svc"})
+    assert pieces.encode_json(batch, 99) == expected
+    assert all(t.render.__name__ == "_render_pieces" for t in pieces._json_shaped.values())
+    by_pieces = pieces.encode_json(off_promise, 99)
+
+    monkeypatch.setattr(log_encoding, "_COMPILE_AFTER", 2)
+    compiled = LogsEncoder({"service.name": "svc"})
+    assert compiled.encode_json(batch, 99) == expected  # compiled within the batch
+    assert all(t.render.__name__ == "<lambda>" for t in compiled._json_shaped.values())
+    assert compiled.encode_json(batch, 99) == expected  # and used from the start of the next
+    assert compiled.encode_json(off_promise, 99) == by_pieces
+    assert b'{"key":"n","value":{"intValue":"1"}}' in by_pieces
+
+
 def test_secrets_in_shaped_entries_are_scrubbed(tmp_path):
     """Scrubbing sees a shaped entry's string values and secret keys like a dict's."""
     import rqa_otel
