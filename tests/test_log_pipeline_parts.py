@@ -116,14 +116,17 @@ def test_shaped_records_are_the_same_bytes_before_and_after_their_template_is_co
 
     pieces = LogsEncoder({"service.name": "svc"})
     assert pieces.encode_json(batch, 99) == expected
-    assert all(t.render.__name__ == "_render_pieces" for t in pieces._json_shaped.values())
     by_pieces = pieces.encode_json(off_promise, 99)
+    assert all(t._compiled is None for t in pieces._json_shaped.values())
 
-    monkeypatch.setattr(log_encoding, "_COMPILE_AFTER", 2)
+    monkeypatch.setattr(log_encoding, "_COMPILE_AFTER", 40)
     compiled = LogsEncoder({"service.name": "svc"})
-    assert compiled.encode_json(batch, 99) == expected  # compiled within the batch
-    assert all(t.render.__name__ == "<lambda>" for t in compiled._json_shaped.values())
-    assert compiled.encode_json(batch, 99) == expected  # and used from the start of the next
+    assert compiled.encode_json(batch, 99) == expected  # 9 rendered by the pieces, 15 entries each time
+    assert compiled.encode_json(batch, 99) == expected
+    assert all(t._compiled is None for t in compiled._json_shaped.values())
+    assert compiled.encode_json(batch * 2, 99) == pieces.encode_json(as_dicts * 2, 99)  # 18 + 30 >= 40: compiled
+    assert all(t._compiled is not None for t in compiled._json_shaped.values())
+    assert compiled.encode_json(batch, 99) == expected
     assert compiled.encode_json(off_promise, 99) == by_pieces
     assert b'{"key":"n","value":{"intValue":"1"}}' in by_pieces
 

@@ -238,7 +238,8 @@ class LogsEncoder:
                         templates = shaped_templates[(logger_name, level, size)] = _ShapedTemplates(
                             logger_name, level, size - SHAPED_VALUES
                         )
-                    strings_end, render = SHAPED_VALUES + templates.strings_count, templates.render
+                    strings_end = SHAPED_VALUES + templates.strings_count
+                    render = templates.render_for(len(entries))
                     strings_json = templates.by_strings.get
                     shaped_records = scopes.get(logger_name)
                     if shaped_records is None:
@@ -332,13 +333,14 @@ class LogsEncoder:
 class _ShapedTemplates:
     """Whole OTLP-JSON records of one registered event shape and level.
 
-    ``render(entry, observed_time_ns, ids, strings_json)`` is compiled once
+    ``render_for(n)(entry, observed_time_ns, ids, strings_json)`` is compiled once
     per shape from an f-string (as namedtuple and dataclasses compile their
     methods): f-strings are formatted without parsing a template, half the
     cost of ``%``. Compiling costs what a few hundred records do (0.2-0.3
-    ms, in a process's final flush), so a shape's first ``_COMPILE_AFTER``
-    records are rendered from the same pieces by ``_render_pieces``, which
-    writes the same text and raises where the compiled one does.
+    ms, in a process's final flush), so until a shape has had
+    ``_COMPILE_AFTER`` records its records are rendered from the same pieces
+    by ``_render_pieces``, which writes the same text and raises where the
+    compiled one does.
     ``strings_json(strings)`` is the JSON of the string attributes, cached
     per combination (strategy, symbol, side, run ...). A value of another
     type than the shape promises raises TypeError or ValueError, and the
@@ -361,8 +363,18 @@ class _ShapedTemplates:
         ]
         self._end = _EVENT_JSON.get(name, "}")
         self._rendered = 0
-        self.render = self._render_pieces
+        self._compiled = None
         self.by_strings: dict[tuple[str, ...], str] = {}
+
+    def render_for(self, coming: int):
+        """``render`` for at most ``coming`` more records: compiled once this
+        shape's records reach _COMPILE_AFTER with them (a large batch
+        compiles at once), rendered from the pieces until then."""
+        if self._compiled is None:
+            if self._rendered + coming < _COMPILE_AFTER:
+                return self._render_pieces
+            self._compiled = self._compile()
+        return self._compiled
 
     def _compile(self):
         pieces = [
@@ -383,8 +395,6 @@ class _ShapedTemplates:
     def _render_pieces(self, entry: tuple, observed: int, ids: str, strings_json: str) -> str:
         """What the compiled render writes (format(x, "d") is what "{x:d}" does)."""
         self._rendered += 1
-        if self._rendered == _COMPILE_AFTER:
-            self.render = self._compile()  # the caller picks it up at its next batch or shape
         parts = [
             ',{"timeUnixNano":"', format(entry[0], "d"), '","observedTimeUnixNano":"', format(observed, "d"),
             self._severity, _json_string(entry[3]), '},"attributes":[', strings_json,
