@@ -214,6 +214,13 @@ class Scrubber:
                 raise ValueError(f"invalid secret key pattern {pattern!r}: {exc}") from None
         keys = _alternation(patterns)
         self._key_search = re.compile(keys, re.IGNORECASE).search
+        # An ASCII key, lower-cased, against the default patterns as a
+        # lower-case trie (_DETECT_WORDS): what the case-insensitive search
+        # finds, at a fifth of its cost (~0.3 us against 1-3 us per new key;
+        # a process's final flush meets most of its keys for the first time).
+        # For ASCII text, IGNORECASE matches exactly what lower() equates;
+        # other keys, and any key with extra patterns, take the search above.
+        self._ascii_key_search = None if extra_patterns else re.compile("|".join(_DETECT_WORDS)).search
         self._allowlist = frozenset(allowlist)
         self._redact_values = redact_values
         self._key_cache: dict[Any, bool] = {}
@@ -373,7 +380,13 @@ class Scrubber:
         """Whether values under ``key`` are redacted whole (cached per key)."""
         secret = self._key_cache.get(key)
         if secret is None:
-            secret = key not in self._allowlist and self._key_search(key if type(key) is str else str(key)) is not None
+            text = key if type(key) is str else str(key)
+            if key in self._allowlist:
+                secret = False
+            elif self._ascii_key_search is not None and text.isascii():
+                secret = self._ascii_key_search(text.lower()) is not None
+            else:
+                secret = self._key_search(text) is not None
             cache = self._key_cache
             if len(cache) >= _KEY_CACHE_SIZE:
                 cache.clear()

@@ -94,6 +94,43 @@ def test_entries_of_a_registered_shape_encode_like_their_dict_form():
     assert encoder.encode(mixed, 99) == encoder.encode(as_dicts, 99)
 
 
+def test_shaped_records_are_the_same_bytes_before_and_after_their_template_is_compiled(monkeypatch):
+    """A shape's first records are rendered piece by piece, later ones by its
+    compiled template: the same bytes either way, and as the dict form's."""
+    from rqa_otel.export.log_entry import EventShape, register_shape, with_attribute_dict
+    from rqa_otel.export.otlp import log_encoding
+
+    register_shape(EventShape("test.pieces", strings=("rqa.stock", "note"), floats=("price", "qty"), ints=("n",)))
+    batch = [
+        (5, logging.INFO, "test.pieces", 'fill "x" 100%', None, 0xABC, 0xDEF, 1, "600519.SH", "50% \\ \u8d35\n\u2028", 1688.5, 1e-300, 7),
+        (6, logging.WARNING, "test.pieces", "贵州茅台\x1b[2J", None, 0, 0, 0, "000001.SZ", "n", -0.0, 2.5, -(2**63)),
+        (7, logging.INFO, "test.pieces", "bad types fall back", None, 0, 0, 0, b"raw", "s", 1.0, 2.0, 2),
+        (8, logging.INFO, "test.pieces", "an int as a float", None, 0, 0, 0, "a", "s", 1, 2.0, 2),
+        (9, logging.INFO, "plain", "a dict in between", {"k": "v"}, 0xABC, 0xDEF, 1),
+    ] * 3
+    as_dicts = [with_attribute_dict(entry) for entry in batch]
+    expected = LogsEncoder({"service.name": "svc"}).encode_json(as_dicts, 99)
+    # Off the shape's promise (an exact int), a bool is written as the int it
+    # is, by the compiled template as by the pieces: compared between the two.
+    off_promise = batch + [(10, logging.INFO, "test.pieces", "a bool as an int", None, 1, 2, 0, "a", "s", 1.0, 2.0, True)]
+
+    pieces = LogsEncoder({"service.name": "svc"})
+    assert pieces.encode_json(batch, 99) == expected
+    by_pieces = pieces.encode_json(off_promise, 99)
+    assert all(t._compiled is None for t in pieces._json_shaped.values())
+
+    monkeypatch.setattr(log_encoding, "_COMPILE_AFTER", 40)
+    compiled = LogsEncoder({"service.name": "svc"})
+    assert compiled.encode_json(batch, 99) == expected  # 9 rendered by the pieces, 15 entries each time
+    assert compiled.encode_json(batch, 99) == expected
+    assert all(t._compiled is None for t in compiled._json_shaped.values())
+    assert compiled.encode_json(batch * 2, 99) == pieces.encode_json(as_dicts * 2, 99)  # 18 + 30 >= 40: compiled
+    assert all(t._compiled is not None for t in compiled._json_shaped.values())
+    assert compiled.encode_json(batch, 99) == expected
+    assert compiled.encode_json(off_promise, 99) == by_pieces
+    assert b'{"key":"n","value":{"intValue":"1"}}' in by_pieces
+
+
 def test_secrets_in_shaped_entries_are_scrubbed(tmp_path):
     """Scrubbing sees a shaped entry's string values and secret keys like a dict's."""
     import rqa_otel
@@ -274,3 +311,67 @@ def test_shutdown_writes_every_record_logged_before_it_in_one_pass(tmp_path):
     assert "record 999" in text and text.endswith("\n")
     spans = [s["name"] for s in items(tmp_path / "traces.jsonl", "resourceSpans", "scopeSpans", "spans")]
     assert spans == ["last span"]
+
+
+# --- the handler ------------------------------------------------------------------
+
+
+def test_handler_entry_has_the_message_and_span_of_every_kind_of_record():
+    """The handler formats a plain LogRecord's message and reads the span ids
+    itself (fewer calls per record); a record factory's class keeps its own
+    getMessage, and a message that is not a str is str()-ed, as logging does."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from rqa_otel.export.log_entry import active_span_ids
+    from rqa_otel.logs.handler import QuantLogHandler
+
+    class Shouting(logging.LogRecord):
+        def getMessage(self) -> str:
+            return super().getMessage().upper()
+
+    class Message:
+        def __str__(self) -> str:
+            return "object %s"
+
+    handler = QuantLogHandler(LogBuffer(100, Drops()), Sampler(), Drops(), "demo")
+
+    def record(msg, args, factory=logging.LogRecord):
+        return factory("rqa.test", logging.INFO, __file__, 1, msg, args, None)
+
+    tracer = TracerProvider().get_tracer("test")
+    cases = [("%s at %.2f", ("BUY", 1688.5)), ("100%", ()), (Message(), ("x",)), ("kept %s", None), ("%(k)s", ({"k": "v"},))]
+    for msg, args in cases:
+        for factory in (logging.LogRecord, Shouting):
+            for in_span in (False, True, True):
+                plain = record(msg, args, factory)
+                expected = plain.getMessage()
+                if in_span:
+                    with tracer.start_as_current_span("s"):
+                        produced = handler.entry(plain)
+                        ids = active_span_ids()
+                    assert ids[0] != 0
+                else:
+                    produced, ids = handler.entry(plain), (0, 0, 0)
+                assert produced[3] == expected and produced[5:] == ids, (msg, factory)
+    assert handler.entry(record("%s at %.2f", ("BUY", 1688.5), Shouting))[3] == "BUY AT 1688.50"
+    # A bad format is the caller's error: counted, never raised into the strategy.
+    drops = Drops()
+    handler = QuantLogHandler(LogBuffer(100, drops), Sampler(), drops, "demo")
+    assert handler.handle(record("%d", ("x",))) is True
+    assert drops.snapshot() == {("internal_error", "INFO"): 1}
+
+
+def test_drops_are_counted_by_level_and_named_when_read():
+    drops = Drops()
+    drops.add("sampled", logging.INFO)
+    drops.add("sampled", logging.INFO, count=2)
+    drops.add_entries("export_failed", [entry(0, logging.WARNING), entry(1, 25), entry(2, logging.WARNING)])
+    assert drops.snapshot() == {("sampled", "INFO"): 3, ("export_failed", "WARNING"): 2, ("export_failed", "Level 25"): 1}
+    logging.addLevelName(25, "NOTICE")
+    try:  # the level's name as it is when read
+        drops.add("queue_full", 25)
+        drops.add("queue_full", logging.INFO)
+        assert drops.snapshot()[("export_failed", "NOTICE")] == 1
+        assert list(drops.snapshot())[-2:] == [("queue_full", "NOTICE"), ("queue_full", "INFO")]
+    finally:
+        logging.addLevelName(25, "Level 25")

@@ -124,6 +124,27 @@ def test_key_decision_cache_is_bounded():
     assert scrubber.is_secret_key("password") and not scrubber.is_secret_key("k1")
 
 
+def test_key_decisions_equal_the_case_insensitive_search_of_the_patterns():
+    """An ASCII key is decided on its lower-case form; every key gets the
+    decision the case-insensitive search of the patterns gives."""
+    from rqa_otel.scrub import DEFAULT_KEY_PATTERNS
+
+    search = re.compile("|".join(f"(?:{p})" for p in DEFAULT_KEY_PATTERNS), re.IGNORECASE).search
+    rng = random.Random(3)
+    words = ["password", "passwd", "pwd", "secret", "token", "api-key", "api_key", "api key", "apikey", "private_key",
+             "privatekey", "authorization", "auth", "credential", "cookie", "session", "author", "pass", "tok", "api-",
+             "rqa.strategy", "rqa.portfolio.holdings", "run.id", "x", "\u017fecret", "pa\u00dfword", "\u212aey", "t\u00f6ken"]
+    keys = ["k\u212aey", "api_\u212aey", "pa\u00dfword", "\u017fecret", "SECRET", "X-Api-Key", "Db.PassWord"]
+    for _ in range(5000):
+        key = "".join(rng.choice(words) + rng.choice(["", ".", "_", "-", " "]) for _ in range(rng.randrange(1, 4)))
+        keys.append("".join(c.upper() if rng.random() < 0.3 else c for c in key))
+    fresh = Scrubber()
+    for key in keys:
+        assert fresh.is_secret_key(key) == (search(key) is not None), key
+    assert Scrubber().is_secret_key("\u017fecret") and not Scrubber().is_secret_key("pa\u00dfword")  # as re has them
+    assert Scrubber().is_secret_key("api_\u212aey")  # the Kelvin sign is a K for re's IGNORECASE
+
+
 # --- registered secret values ----------------------------------------------
 
 

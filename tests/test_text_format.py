@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import time
 import traceback
 from pathlib import Path
 
@@ -351,3 +352,101 @@ def test_real_logging_writes_one_line_per_call(tmp_path, formatter):
         assert lines[0].endswith("user bob\\n2026-01-01 INFO admin ok logged inbob\\n2026-01-01 INFO admin ok")
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ERROR   rqa\.test_text_format\.", lines[2])
         assert " | Traceback (most recent call last):\\n" in lines[2]
+
+
+# --- the fast path of format_text --------------------------------------------------------
+
+
+class _Shown(str):
+    """A str subclass whose str() differs from its value."""
+
+    def __str__(self) -> str:
+        return "shown\n" + self
+
+
+def _random_value(rng: random.Random):
+    texts = PAYLOADS + BIDI_TEXTS + ["600519.SH", "贵州茅台", "Straße", "", " ", "\xa0nbsp", "a" * 100, "\ud800lone"]
+    kind = rng.randrange(12)
+    if kind < 4:
+        return rng.choice(texts) if rng.random() < 0.5 else rng.choice(["BUY", "dual_ma_demo", "run-1", "贵州茅台"])
+    return [
+        1688.5, float("nan"), float("-inf"), 1e16, -0.0, 42, -(1 << 70), True, None,
+        b"\n\x1b", ValueError("boom\r\nINFO forged"), _Shown("x"), logging.INFO, (1, "a\nb"), {"k": "v\x1b"},
+    ][rng.randrange(15)] if kind >= 5 else rng.choice(texts)
+
+
+BIDI_TEXTS = ["\u202eevil", "a\u2066b", "\u061c"]
+
+
+def test_fast_text_path_writes_what_escaping_each_piece_writes():
+    from rqa_otel.export.files import text as module
+
+    rng = random.Random(16)
+    keys = ["note", "rqa.run.id", "键", "a\nb", "back\\slash", 7, None, _Shown("k"), "\u2028", "x" * 80]
+    levels = [logging.DEBUG, logging.INFO, logging.WARNING, 25, 5, 35]
+    logging.addLevelName(35, "BAD\nLEVEL")
+    logging.addLevelName(5, "trace")
+    try:
+        for _ in range(3000):
+            attributes = {}
+            for _ in range(rng.randrange(6)):
+                key = rng.choice(keys + [names.STRATEGY, names.STOCK, names.SIGNAL])
+                attributes[key] = _random_value(rng)
+            if rng.random() < 0.1:
+                attributes["exception.stacktrace"] = "Traceback\n  line " + rng.choice(PAYLOADS) + "\n"
+            record = LogEntry(
+                rng.choice([TIME_NS, 0, 1_706_684_400_000_000_046]),
+                rng.choice(levels),
+                rng.choice(["rqa.dual_ma_demo", "rqa.策略", "rqa.\x1b[2J", "rqa.\\x"]),
+                rng.choice(["order filled", "贵州茅台 买入"] + PAYLOADS),
+                attributes,
+                rng.choice([0, TRACE_ID]),
+                rng.choice([0, SPAN_ID]),
+            )
+            expected = module._format_text_escaped(record, attributes)
+            assert format_text(record) == expected  # the caches filled ...
+            assert format_text(record) == expected  # ... and used
+            assert format_text(tuple(record)) == expected  # a plain tuple as the sinks pass it
+    finally:
+        logging.addLevelName(35, "Level 35")
+        logging.addLevelName(5, "Level 5")
+
+
+def test_fast_text_path_is_taken_for_ordinary_records(monkeypatch):
+    from rqa_otel.export.files import text as module
+
+    plain = entry("BUY 600519.SH close=1688.50", attributes={
+        names.STRATEGY: "dual_ma_demo", names.STOCK: "600519.SH", names.SIGNAL: "BUY",
+        "rqa.portfolio.value": 1019291.4986468812, "rqa.portfolio.positions": 2, "ok": True, "名称": "贵州茅台",
+    }, trace_id=TRACE_ID, span_id=SPAN_ID)
+    expected = module._format_text_escaped(plain, plain.attributes)
+    calls = []
+    monkeypatch.setattr(module, "_format_text_escaped", lambda *args: calls.append(args) or expected)
+    assert format_text(plain) == expected
+    assert calls == []
+    format_text(entry("bob\n2026-01-01 INFO admin ok"))  # needs escaping: the other path
+    assert len(calls) == 1
+
+
+def test_a_shaped_entry_is_formatted_as_its_attribute_dict():
+    from rqa_otel.export.log_entry import with_attribute_dict
+    from rqa_otel.trading import monitor  # registers the trade event's shape
+
+    shape = monitor.TRADE_EVENT_SHAPE
+    for strings in (("dual_ma_demo", "600519.SH", "BUY", "buy", "run1"), ("s\n1", "贵州茅台", "BUY", "buy", "\x1b]0;t")):
+        shaped = (TIME_NS, logging.INFO, shape.name, "buy 100 600519.SH @ 1688.5", None, TRACE_ID, SPAN_ID, 1,
+                  *strings, 1688.5, 100.0, 168850.0, 3)
+        as_dict = LogEntry._make(with_attribute_dict(shaped))
+        assert format_text(shaped) == format_text(as_dict)
+        assert " rqa.trade.price=1688.5 " in format_text(shaped)
+
+
+def test_iso_time_writes_what_strftime_writes():
+    rng = random.Random(7)
+    seconds = [0, 1, 59, 60, 86399, 86400, 951782400, 951868799, 2147483647, 2147483648, 4102444800,
+               253402300799, 253402300800, 253402300801, -1, -86401]
+    seconds += [rng.randrange(0, 253402300800) for _ in range(20000)] + [rng.randrange(-10**10, 0) for _ in range(200)]
+    for second in seconds:
+        for ns in (0, 999, 123_456_789, 999_999_999):
+            expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{ns // 1000:06d}Z"
+            assert iso_time(second * 1_000_000_000 + ns) == expected, second

@@ -52,27 +52,33 @@ class LogEntry(NamedTuple):
 # The active span's ids, for correlating a record. trace.get_current_span()
 # goes through three calls and get_span_context() plus int(flags) two more
 # (~0.3 us); a backtest logs thousands of records per span, so the ids of the
-# last span seen are kept. One tuple, replaced whole: safe across threads.
-_last_span: tuple[object, tuple[int, int, int]] = (None, (0, 0, 0))
+# last span seen are kept: LAST_SPAN[0] is (span, (trace_id, span_id,
+# trace_flags)), one tuple replaced whole, safe across threads. The log
+# handler and the event emitters read it inline:
+#     span = current_context().get(SPAN_KEY); last = LAST_SPAN[0]
+#     ids = last[1] if span is last[0] else span_ids(span)
+LAST_SPAN: list[tuple[object, tuple[int, int, int]]] = [(None, (0, 0, 0))]
+SPAN_KEY = _SPAN_KEY
+current_context = _current_context
 
 
 def active_span_ids() -> tuple[int, int, int]:
     """(trace_id, span_id, trace_flags) of the active span; zeros outside one."""
     span = _current_context().get(_SPAN_KEY)
-    last = _last_span
+    last = LAST_SPAN[0]
     if span is last[0]:
         return last[1]
-    return _span_ids(span)
+    return span_ids(span)
 
 
-def _span_ids(span) -> tuple[int, int, int]:
-    global _last_span
+def span_ids(span) -> tuple[int, int, int]:
+    """The ids of ``span`` (None: zeros), kept in LAST_SPAN."""
     if span is None:
         ids = (0, 0, 0)
     else:
         context = span.get_span_context()
         ids = (context.trace_id, context.span_id, int(context.trace_flags))
-    _last_span = (span, ids)
+    LAST_SPAN[0] = (span, ids)
     return ids
 
 
@@ -147,11 +153,12 @@ def shaped_emitter(put: Callable[[tuple], None], name: str, level: int) -> Calla
     call, for events recorded hundreds of thousands of times a second."""
     shape_of(name)  # registered, or KeyError now rather than in the export worker
     get_context = _current_context
+    last_span = LAST_SPAN
 
     def emit(message: str, values: tuple, time_ns: int) -> None:
         span = get_context().get(_SPAN_KEY)
-        last = _last_span
-        ids = last[1] if span is last[0] else _span_ids(span)
+        last = last_span[0]
+        ids = last[1] if span is last[0] else span_ids(span)
         put((time_ns, level, name, message, None) + ids + values)  # concatenation: faster than unpacking
 
     return emit

@@ -33,16 +33,21 @@ class OtlpJsonFileLogSink(LogSink):
         self._file.close()
 
 
+def _json_line(entry: tuple) -> str:
+    return format_json(LogEntry._make(with_attribute_dict(entry)))
+
+
 class TextLogSink(LogSink):
     """One escaped line per record, as text or JSON, to a stream or a rotating file."""
 
     def __init__(self, target: TextIO | RotatingFile, json_lines: bool = False) -> None:
         self._target = target
-        self._format: Callable[[LogEntry], str] = format_json if json_lines else format_text
+        # format_text takes entry tuples as they come, shaped ones too.
+        self._format: Callable[[tuple], str] = _json_line if json_lines else format_text
         self.description = f"file {target.path}" if isinstance(target, RotatingFile) else "console (stderr)"
 
     def export(self, batch: Sequence[LogEntry], observed_ns: int) -> bool:
-        text = "\n".join(self._format(LogEntry._make(with_attribute_dict(entry))) for entry in batch) + "\n"
+        text = "\n".join(map(self._format, batch)) + "\n"
         if isinstance(self._target, RotatingFile):
             return self._target.write_lines(text.encode("utf-8", "surrogatepass"), count=len(batch))
         self._target.write(text)

@@ -30,21 +30,28 @@ class Drops:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str]] = Counter()
+        # By (reason, level number): a sampled-out record is counted here,
+        # and the level's name is looked up once per snapshot, not per record.
+        self._counts: Counter[tuple[str, int]] = Counter()
 
     def add(self, reason: str, levelno: int, count: int = 1) -> None:
         with self._lock:
-            self._counts[(reason, logging.getLevelName(levelno))] += count
+            self._counts[(reason, levelno)] += count
 
     def add_entries(self, reason: str, entries) -> None:
         by_level = Counter(entry[1] for entry in entries)
         with self._lock:
             for levelno, count in by_level.items():
-                self._counts[(reason, logging.getLevelName(levelno))] += count
+                self._counts[(reason, levelno)] += count
 
     def snapshot(self) -> dict[tuple[str, str], int]:
         with self._lock:
-            return dict(self._counts)
+            counts = list(self._counts.items())
+        snapshot: dict[tuple[str, str], int] = {}
+        for (reason, levelno), count in counts:
+            key = (reason, logging.getLevelName(levelno))
+            snapshot[key] = snapshot.get(key, 0) + count
+        return snapshot
 
 
 class LogBuffer:

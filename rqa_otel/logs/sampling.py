@@ -49,26 +49,6 @@ class _KeyState:
         self.suppressed = 0  # all time: the counter
         self.unreported = 0  # since the last summary
 
-    def admit(self) -> bool:
-        rule = self.rule
-        with self.lock:
-            self.seen += 1
-            keep = True
-            if rule.ratio is not None:
-                keep = math.floor(self.seen * rule.ratio) > math.floor((self.seen - 1) * rule.ratio)
-            if keep and rule.rate_per_s is not None:
-                now = time.monotonic()
-                self.tokens = min(rule.rate_per_s, self.tokens + (now - self.last) * rule.rate_per_s)
-                self.last = now
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
-                else:
-                    keep = False
-            if not keep:
-                self.suppressed += 1
-                self.unreported += 1
-            return keep
-
 
 _UNSAMPLED = None
 
@@ -103,7 +83,29 @@ class Sampler:
             state = self._states[key]
         except KeyError:
             state = self._state_for(key)
-        return state is _UNSAMPLED or state.admit()
+        if state is _UNSAMPLED:
+            return True
+        # The key's decision, here rather than in a method of its state: one
+        # Python call per record is what a strategy's logging call pays most for.
+        rule = state.rule
+        with state.lock:
+            state.seen += 1
+            keep = True
+            if rule.ratio is not None:
+                keep = math.floor(state.seen * rule.ratio) > math.floor((state.seen - 1) * rule.ratio)
+            if keep and rule.rate_per_s is not None:
+                now = time.monotonic()
+                tokens = state.tokens + (now - state.last) * rule.rate_per_s
+                state.tokens = rule.rate_per_s if tokens > rule.rate_per_s else tokens  # min(), without its call
+                state.last = now
+                if state.tokens >= 1.0:
+                    state.tokens -= 1.0
+                else:
+                    keep = False
+            if not keep:
+                state.suppressed += 1
+                state.unreported += 1
+            return keep
 
     def _state_for(self, key: tuple[str, int]) -> _KeyState | None:
         with self._lock:

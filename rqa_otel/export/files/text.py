@@ -38,13 +38,14 @@ import logging
 import math
 import re
 import time
+from datetime import date
 from json.encoder import encode_basestring
 from typing import Any, Mapping
 
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_STACKTRACE
 
 from rqa_otel import names
-from rqa_otel.export.log_entry import LogEntry
+from rqa_otel.export.log_entry import LogEntry, attributes_of
 
 __all__ = ["escape", "unescape", "format_text", "format_json", "iso_time"]
 
@@ -124,6 +125,9 @@ def unescape(text: str) -> str:
 # records share their second. A tuple is swapped atomically, so concurrent
 # writers at worst recompute it.
 _second_cache: tuple[int, str] = (-1, "")
+_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
+_fromordinal = date.fromordinal
+_YEAR_10000 = 253402300800  # seconds since the epoch
 
 
 def iso_time(time_ns: int) -> str:
@@ -132,7 +136,16 @@ def iso_time(time_ns: int) -> str:
     seconds, ns = divmod(time_ns, 1_000_000_000)
     cached_second, prefix = _second_cache
     if seconds != cached_second:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        if 0 <= seconds < _YEAR_10000:
+            # What strftime writes, without its call: records of a backtest
+            # carry the bars' times, a new second each (and strftime's first
+            # call in a process costs ~20 us).
+            day, second = divmod(seconds, 86400)
+            hour, second = divmod(second, 3600)
+            minute, second = divmod(second, 60)
+            prefix = f"{_fromordinal(_EPOCH_ORDINAL + day).isoformat()}T{hour:02d}:{minute:02d}:{second:02d}"
+        else:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         _second_cache = (seconds, prefix)
     return f"{prefix}.{ns // 1000:06d}Z"
 
@@ -187,7 +200,7 @@ def _ids_text(trace_id: int, span_id: int) -> str:
     return text
 
 
-def format_text(entry: LogEntry) -> str:
+def format_text(entry: tuple) -> str:
     """One line, without a trailing newline::
 
         2026-11-24T01:20:09.756123Z INFO    rqa.dual_ma_demo [strategy=dual_ma_demo stock=600519.SH signal=BUY] message key=value trace_id=<32 hex> span_id=<16 hex> | <escaped stacktrace>
@@ -196,17 +209,147 @@ def format_text(entry: LogEntry) -> str:
     not strings are rendered with ``str()`` first. ``trace_id``/``span_id``
     only appear when non-zero, the ``| stacktrace`` part only with an
     ``exception.stacktrace`` attribute (its trailing newline dropped).
+    ``entry`` is a LogEntry or a plain entry tuple, of a registered event
+    shape too (``rqa_otel.export.log_entry``).
     """
-    attributes = entry.attributes
+    # Fast path: every string from the record that needs no escaping (the
+    # usual case) goes in as it is: printable and without a backslash, which
+    # escape() returns unchanged (see there). One check per string, and none
+    # for the str() of a float, int or bool, or for strings seen clean before
+    # (keys, quant values, run ids). Any other record, and every record with
+    # a stack trace, is formatted piece by piece (_format_text_escaped, the
+    # one definition of the format); the two agree on every record the fast
+    # path takes (tests/test_text_format.py compares them).
+    attributes = entry[4]
+    if attributes is None:
+        attributes = attributes_of(entry)
+    if _STACKTRACE in attributes:
+        return _format_text_escaped(entry, attributes)
+    head = _heads.get((entry[1], entry[2]))
+    if head is None:
+        head = _head(entry[1], entry[2])
+        if head is None:
+            return _format_text_escaped(entry, attributes)
+    clean = _clean
+    get = attributes.get
+    strategy = get(_STRATEGY)
+    stock = get(_STOCK)
+    signal = get(_SIGNAL)
+    message = entry[3]
+    if (
+        (strategy.__class__ is not str or strategy not in clean)
+        and (strategy := _plain_text(strategy, _DEFAULT_STRATEGY)) is None
+        or (stock.__class__ is not str or stock not in clean)
+        and (stock := _plain_text(stock, _DEFAULT_STOCK)) is None
+        or (signal.__class__ is not str or signal not in clean)
+        and (signal := _plain_text(signal, _DEFAULT_SIGNAL)) is None
+        or message.__class__ is not str
+        or not message.isprintable()
+        or "\\" in message
+    ):
+        return _format_text_escaped(entry, attributes)
+    parts = [iso_time(entry[0]), head, strategy, " stock=", stock, " signal=", signal, "] ", message]
+    append = parts.append
+    keys = _keys
+    for key, value in attributes.items():
+        key_text = keys.get(key) if key.__class__ is str else None
+        if key_text is None:
+            if key in _QUANT:
+                continue
+            key_text = _key_text(key)
+            if key_text is None:
+                return _format_text_escaped(entry, attributes)
+        append(key_text)
+        kind = value.__class__
+        if kind is str:
+            if value not in clean:
+                if not value.isprintable() or "\\" in value:
+                    return _format_text_escaped(entry, attributes)
+                if len(value) <= _CLEAN_LENGTH:
+                    if len(clean) >= _CACHE_SIZE:
+                        clean.clear()
+                    clean.add(value)
+            append(value)
+        elif kind is float or kind is int or kind is bool:
+            append(str(value))  # digits, ".", "e", "+", "-", "inf", "nan", "True", "False"
+        else:
+            value = str(value)
+            if not value.isprintable() or "\\" in value:
+                return _format_text_escaped(entry, attributes)
+            append(value)
+    if entry[5] or entry[6]:
+        append(_ids_text(entry[5], entry[6]))
+    return "".join(parts)
+
+
+_STRATEGY, _STOCK, _SIGNAL, _STACKTRACE = names.STRATEGY, names.STOCK, names.SIGNAL, EXCEPTION_STACKTRACE
+_DEFAULT_STRATEGY, _DEFAULT_STOCK, _DEFAULT_SIGNAL = names.DEFAULT_STRATEGY, names.DEFAULT_STOCK, names.DEFAULT_SIGNAL
+_QUANT = frozenset((names.STRATEGY, names.STOCK, names.SIGNAL))
+_CACHE_SIZE = 4096
+_CLEAN_LENGTH = 64
+# Strings (values up to _CLEAN_LENGTH characters) found to need no escaping.
+# The caches below are cleared when full, so generated values cannot grow them.
+_clean: set[str] = set()
+# " INFO    logger [strategy=" per (level, logger name) whose name needs no
+# escaping; " key=" per attribute key that needs none and is not a quant key.
+_heads: dict[tuple[int, str], str] = {}
+_keys: dict[str, str] = {}
+
+
+def _plain(text: str) -> bool:
+    """escape(text) is text (printable, no backslash: see escape())."""
+    return text.isprintable() and "\\" not in text
+
+
+def _plain_text(value: Any, default: str) -> str | None:
+    """The text of a quant value as format_text writes it, None when it
+    needs escaping."""
+    if value is None:
+        return default
+    text = value if type(value) is str else str(value)
+    if not _plain(text):
+        return None
+    if type(value) is str and len(text) <= _CLEAN_LENGTH:
+        if len(_clean) >= _CACHE_SIZE:
+            _clean.clear()
+        _clean.add(text)
+    return text
+
+
+def _head(level: int, logger: Any) -> str | None:
+    if type(logger) is not str or not _plain(logger):
+        return None
+    head = f" {_level_column(level)}{logger} [strategy="
+    if not _plain(head):  # a level name that escape() changed
+        return None
+    if len(_heads) >= _CACHE_SIZE:
+        _heads.clear()
+    _heads[(level, logger)] = head
+    return head
+
+
+def _key_text(key: Any) -> str | None:
+    if type(key) is not str or not _plain(key):
+        return None
+    text = f" {key}="
+    if len(_keys) >= _CACHE_SIZE:
+        _keys.clear()
+    _keys[key] = text
+    return text
+
+
+def _format_text_escaped(entry: tuple, attributes: Mapping[Any, Any]) -> str:
+    """format_text, every piece escaped on its own: the format's definition,
+    and the path of lines the fast one cannot take."""
     get = attributes.get
     strategy = get(names.STRATEGY)
     stock = get(names.STOCK)
     signal = get(names.SIGNAL)
     parts = [
-        iso_time(entry.time_ns),
+        iso_time(entry[0]),
         " ",
-        _level_column(entry.level),
-        escape(entry.logger),
+        _level_column(entry[1]),
+        escape(entry[2]),
         " [strategy=",
         names.DEFAULT_STRATEGY if strategy is None else _text_value(strategy),
         " stock=",
@@ -214,7 +357,7 @@ def format_text(entry: LogEntry) -> str:
         " signal=",
         names.DEFAULT_SIGNAL if signal is None else _text_value(signal),
         "] ",
-        _text_value(entry.message),
+        _text_value(entry[3]),
     ]
     append = parts.append
     stacktrace = None
@@ -227,8 +370,8 @@ def format_text(entry: LogEntry) -> str:
         append(escape(key) if type(key) is str else _text_value(key))
         append("=")
         append(escape(value) if type(value) is str else _text_value(value))
-    if entry.trace_id or entry.span_id:
-        append(_ids_text(entry.trace_id, entry.span_id))
+    if entry[5] or entry[6]:
+        append(_ids_text(entry[5], entry[6]))
     if stacktrace is not None:
         append(" | ")
         text = stacktrace if type(stacktrace) is str else str(stacktrace)
