@@ -127,3 +127,30 @@ def test_cqs_fill_rollups_raw_points_expire_and_the_long_range_dashboard_reads_r
             totals = {(r["rqa.stock"], r["rqa.trade.side"]): r["total"] for r in rows}
             assert totals[("600000.SH", "buy")] == expected + 2 * 3  # 3 days ago, and the two recent runs
     assert not empty, "\n".join(empty)
+
+
+def test_a_day_with_only_integer_counters_is_rolled_up_beside_a_day_with_float_ones(influx):
+    """Two days of one rollup shard (7 days from a Monday): the first has
+    trades (integer counts, float volumes) and an alert, the second only an
+    alert (integer). The sums query reads both kinds; without its cast,
+    InfluxDB typed the first day's sums float and the second day's integer,
+    refused the second (partial write: field type conflict), and that day's
+    rollup points were lost."""
+    rollups.apply(influx)
+    day_ns = 24 * HOUR_NS
+    now = time.time_ns()
+    this_monday = now - (now // day_ns + 3) % 7 * day_ns - now % day_ns  # 1970-01-01 was a Thursday
+    trading_day, quiet_day = this_monday - 6 * day_ns + HOUR_NS, this_monday - 5 * day_ns + HOUR_NS
+    influx.write([
+        f"rqa.trades,rqa.strategy=s,rqa.stock=600000.SH,rqa.trade.side=buy gauge=2i {trading_day}",
+        f"rqa.trade.volume,rqa.strategy=s,rqa.stock=600000.SH,rqa.trade.side=buy gauge=300.0 {trading_day}",
+        f"rqa.alerts,rqa.strategy=s,rqa.alert.name=quota_breach,rqa.alert.severity=warning gauge=1i {trading_day}",
+        f"rqa.alerts,rqa.strategy=s,rqa.alert.name=quota_breach,rqa.alert.severity=warning gauge=1i {quiet_day}",
+    ], DB)
+    for day in (trading_day, quiet_day):  # in this order: the shard's field type is set by the first
+        rollups.backfill(influx, DB, day - HOUR_NS, day + HOUR_NS)
+    rolled = {
+        measurement: [row["gauge"] for row in influx.points(f'SELECT "gauge" FROM "{rollups.ROLLUP_RP}"."{measurement}"', DB)]
+        for measurement in ("rqa.trades", "rqa.trade.volume", "rqa.alerts")
+    }
+    assert rolled == {"rqa.trades": [2], "rqa.trade.volume": [300], "rqa.alerts": [1, 1]}
