@@ -115,3 +115,29 @@ def test_exemplars_come_only_from_offered_measurements_and_leave_scrubbed():
     }
     counter.add(1, {"rqa.strategy": "s"})  # offered nothing since the last collection: none again
     assert exemplars() == {(("rqa.strategy", "s"),): [], (("otel.metric.overflow", True),): []}
+
+
+def test_an_sdk_whose_aggregations_take_other_arguments_still_gets_its_series(monkeypatch):
+    """The direct set-up reaches into the SDK's aggregation classes; if a
+    new SDK changed their arguments, its own DefaultAggregation takes over
+    and every series is still collected (scrubbed)."""
+    from rqa_otel.export import scrubbing
+
+    def changed(*args, **kwargs):
+        raise TypeError("__init__() got an unexpected keyword argument 'reservoir_builder'")
+
+    monkeypatch.setattr(scrubbing, "_DEFAULTS", {kind: changed for kind in scrubbing._DEFAULTS})
+    scrubber = Scrubber()
+    scrubber.register_secret(SECRET)
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader], views=[scrubbing_view(scrubber)]).get_meter("t")
+    meter.create_counter("rqa.test.count").add(2, {"rqa.note": f"via {SECRET}"})
+    meter.create_observable_gauge("rqa.test.gauge", [lambda options: [Observation(1.5, {"rqa.strategy": "s"})]])
+    points = {
+        metric.name: [(dict(point.attributes), point.value) for point in metric.data.data_points]
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert points == {"rqa.test.count": [({"rqa.note": f"via {MARKER}"}, 2)], "rqa.test.gauge": [({"rqa.strategy": "s"}, 1.5)]}
+    assert scrubbing._DEFAULTS == {}

@@ -202,7 +202,11 @@ class _ScrubbingAggregation(Aggregation):
                 attributes = {key: MARKER for key in attributes}
         make = _DEFAULTS.get(instrument.__class__)
         if make is not None:
-            return make(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
+            try:
+                return make(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
+            except (TypeError, AttributeError):  # the SDK's internals changed: its own way from now on
+                _log.debug("direct aggregation set-up failed; DefaultAggregation from now on", exc_info=True)
+                _DEFAULTS.clear()
         return self._default._create_aggregation(instrument, attributes, self._reservoirs(reservoir_factory), start_time_unix_nano)
 
     def _reservoirs(self, reservoir_factory: Any) -> Any:
