@@ -273,9 +273,10 @@ def test_an_idle_journal_sleeps_and_still_commits_the_next_trade_on_its_own(tmp_
 
     from rqa_otel.trading.journal import TradeJournal
 
+    others = set(threading.enumerate())  # other tests' journals may still be open
     journal = TradeJournal(tmp_path / "idle.db")
     try:
-        (writer,) = [t for t in threading.enumerate() if t.name == "rqa-otel trade journal"]
+        (writer,) = [t for t in threading.enumerate() if t.name == "rqa-otel trade journal" and t not in others]
 
         def wake_ups() -> int:
             with open(f"/proc/self/task/{writer.native_id}/status") as status:
