@@ -166,8 +166,11 @@ class TradeJournal:
     def _wake_writer(self) -> None:
         # Read after the append: the writer marks itself idle before it
         # checks the queues (under the lock), so a row it did not see finds
-        # the mark set here, and this notify reaches its wait.
+        # the mark set here, and this notify reaches its wait. The mark is
+        # cleared here, so that the rows appended before the writer runs
+        # again do not each take the lock.
         with self._lock:
+            self._writer_idle = False
             self._wake.notify()
 
     def _wait_for_writer(self) -> None:
