@@ -2,9 +2,10 @@
 
 Durability point: ``append()`` queues a row and returns; the writer commits
 what is queued ``commit_interval_s`` after the first row (group commit), and
-at once on ``flush()``; with nothing queued it sleeps. So a trade whose ``record_trade`` returned is in the journal
-once ``flush()`` has returned, or at most ``commit_interval_s`` plus one
-commit later, and survives the process being killed from then on. At most
+at once on ``flush()``; with nothing queued it sleeps. So a trade whose
+``record_trade`` returned is in the journal once ``flush()`` has returned, or
+at most ``commit_interval_s`` plus one commit later, and survives the
+process being killed from then on. At most
 ``max_pending`` rows wait for a commit: a caller recording faster than
 that waits for the writer, so the bound holds at any rate and memory stays
 bounded.
