@@ -4,7 +4,6 @@ before the program runs, when its interpreter cannot import rqa_otel."""
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import subprocess
@@ -13,6 +12,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from test_run_command import run_env
 
 BIN = Path(sys.executable).parent
 
@@ -29,9 +29,7 @@ TRADES = (
 
 
 def clean_env(tmp_path, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RQA_", "OTEL_"))}
-    env.update({"RQA_EXPORT__DIRECTORY": str(tmp_path / "telemetry"), "RQA_RESOURCES__ENABLED": "false", **extra})
-    return env
+    return run_env(tmp_path, **{"RQA_RESOURCES__ENABLED": "false", **extra})
 
 
 def test_one_summary_line_at_the_end_names_runs_trades_and_files(tmp_path):

@@ -7,10 +7,11 @@ command itself imports no telemetry pipeline to launch the program."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from test_run_command import run_env
 
 from rqa_otel import names
 
@@ -33,12 +34,6 @@ REPORT_MODULES = (
 )
 
 
-def _env(tmp_path, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RQA_", "OTEL_"))}
-    env.update({"RQA_EXPORT__DIRECTORY": str(tmp_path / "telemetry"), **extra})
-    return env
-
-
 def _loaded(modules: list[str], prefixes=FEATURE_MODULES) -> list[str]:
     return [m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)]
 
@@ -53,14 +48,14 @@ def _child_modules(tmp_path, env) -> list[str]:
 
 
 def test_embedded_default_loads_no_feature_it_does_not_use(tmp_path):
-    modules = _child_modules(tmp_path, _env(tmp_path))
+    modules = _child_modules(tmp_path, run_env(tmp_path))
     assert "rqa_otel.pipeline" in modules  # telemetry was on
     assert _loaded(modules) == []
     assert (tmp_path / "telemetry" / "metrics.jsonl").stat().st_size > 0
 
 
 def test_otlp_http_loads_no_feature_it_does_not_use(tmp_path, rotel):
-    env = _env(
+    env = run_env(
         tmp_path, OTEL_TRACES_EXPORTER="otlp", OTEL_METRICS_EXPORTER="otlp", OTEL_LOGS_EXPORTER="otlp",
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_EXPORTER_OTLP_ENDPOINT=rotel.http_endpoint,
     )
@@ -75,7 +70,7 @@ def test_the_run_command_imports_no_telemetry_pipeline(tmp_path):
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
          "from rqa_otel.cli import main; main(['run', '--', 'true'])"],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=run_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     imported = [line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
@@ -99,7 +94,7 @@ def test_the_programs_own_objects_are_still_collected(tmp_path):
     )
     done = subprocess.run(
         [str(BIN / "rqa-otel"), "run", "--", sys.executable, "-c", program],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=run_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["collected", "collected", "frozen True enabled True found True"]
